@@ -1,0 +1,236 @@
+// Consul through its agent HTTP API (the `consul` package). Each instance is an agent service;
+// with a TTL, a TTL check harbormaster passes on every heartbeat, with
+// DeregisterCriticalServiceAfter, so a dead host's services turn critical and then vanish.
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import Consul from 'consul';
+import type { CheckDefinition, HealthStatus, ServiceInstance } from '../model/service-instance.js';
+import { compareInstances } from '../model/service-instance.js';
+import type { BackendOptions, HeartbeatResult, RegistryBackend } from './types.js';
+
+const HOST_META = 'hm_host';
+const REQUEST_TIMEOUT_MS = 10_000;
+/** Consul reaps critical services no sooner than one minute. */
+const MIN_DEREGISTER_S = 60;
+
+export interface ConsulTarget {
+  host: string;
+  port: number;
+  secure: boolean;
+}
+
+type Env = Record<string, string | undefined>;
+
+export function ttlCheckId(serviceId: string): string {
+  return `harbormaster-ttl:${serviceId}`;
+}
+
+interface ConsulCheckBody {
+  CheckID?: string;
+  Name: string;
+  HTTP?: string;
+  TCP?: string;
+  GRPC?: string;
+  GRPCUseTLS?: boolean;
+  Args?: string[];
+  TTL?: string;
+  Interval?: string;
+  Timeout?: string;
+  Status?: string;
+  DeregisterCriticalServiceAfter?: string;
+}
+
+/** registrator's mapping of SERVICE_CHECK_* to a Consul check. */
+export function consulCheck(c: CheckDefinition): ConsulCheckBody {
+  const body: ConsulCheckBody = { Name: `${c.kind} check` };
+  switch (c.kind) {
+    case 'http':
+    case 'https':
+      body.HTTP = c.target;
+      break;
+    case 'tcp':
+      body.TCP = c.target;
+      break;
+    case 'grpc':
+      body.GRPC = c.target;
+      if (c.grpcUseTls) body.GRPCUseTLS = true;
+      break;
+    case 'script':
+      body.Args = ['/bin/sh', '-c', c.target];
+      break;
+    case 'ttl':
+      body.TTL = c.ttl;
+      break;
+  }
+  if (c.interval) body.Interval = c.interval;
+  if (c.timeout) body.Timeout = c.timeout;
+  if (c.initialStatus) body.Status = c.initialStatus;
+  if (c.deregisterAfter) body.DeregisterCriticalServiceAfter = c.deregisterAfter;
+  return body;
+}
+
+interface AgentService {
+  ID: string;
+  Service: string;
+  Tags?: string[] | null;
+  Meta?: Record<string, string> | null;
+  Address: string;
+  Port: number;
+}
+
+interface HealthEntry {
+  Node: { Node: string; Address: string };
+  Service: AgentService;
+  Checks: Array<{ Status: string }>;
+}
+
+function worst(statuses: string[]): HealthStatus {
+  if (statuses.includes('critical')) return 'critical';
+  if (statuses.includes('warning')) return 'warning';
+  return 'passing';
+}
+
+export class ConsulBackend implements RegistryBackend {
+  readonly description: string;
+  private readonly consul: Consul;
+  private readonly ttl: number;
+
+  constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
+    this.description = `${target.secure ? 'consul-tls' : 'consul'}://${target.host}:${target.port}`;
+    this.ttl = opts.ttl;
+    const token = env.CONSUL_HTTP_TOKEN;
+    let agent: https.Agent | undefined;
+    if (target.secure) {
+      const read = (name: string) => {
+        const file = env[name];
+        if (!file) return undefined;
+        try {
+          return readFileSync(file);
+        } catch (err) {
+          throw new Error(`${name}=${file}: ${(err as Error).message}`);
+        }
+      };
+      agent = new https.Agent({ keepAlive: true, ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') });
+    }
+    this.consul = new Consul({
+      host: target.host.replace(/^\[|\]$/g, ''),
+      port: target.port,
+      secure: target.secure,
+      ...(agent ? { agent } : {}),
+      defaults: { timeout: REQUEST_TIMEOUT_MS, ...(token ? { token } : {}) },
+    });
+  }
+
+  async ping(): Promise<void> {
+    await this.consul.agent.self();
+  }
+
+  async register(s: ServiceInstance): Promise<void> {
+    const checks: ConsulCheckBody[] = [];
+    if (s.check) checks.push({ ...consulCheck(s.check), CheckID: `harbormaster-check:${s.id}` });
+    if (this.ttl > 0) {
+      checks.push({
+        CheckID: ttlCheckId(s.id),
+        Name: 'harbormaster heartbeat',
+        TTL: `${this.ttl}s`,
+        Status: s.status === 'passing' ? 'passing' : s.status,
+        DeregisterCriticalServiceAfter: s.check?.deregisterAfter ?? `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`,
+      });
+    }
+    // The raw body goes through `_put` so that every Consul check field (GRPC, Args…) passes as is.
+    await this.request('PUT', '/agent/service/register', {
+      ID: s.id,
+      Name: s.name,
+      Address: s.address,
+      Port: s.port,
+      Tags: s.tags,
+      Meta: { ...s.meta, [HOST_META]: s.host },
+      Checks: checks,
+    });
+  }
+
+  async deregister(s: ServiceInstance): Promise<void> {
+    try {
+      await this.consul.agent.service.deregister({ id: s.id });
+    } catch (err) {
+      if (!/unknown service|not found/i.test(String((err as Error).message))) throw err;
+    }
+  }
+
+  async heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult> {
+    if (this.ttl <= 0) return { lost: [] };
+    const lost: string[] = [];
+    // A handful at a time: a host can run hundreds of services.
+    for (let i = 0; i < instances.length; i += 16) {
+      await Promise.all(
+        instances.slice(i, i + 16).map(async (s) => {
+          const verb = s.status === 'critical' ? 'fail' : s.status === 'warning' ? 'warn' : 'pass';
+          try {
+            await this.request('PUT', `/agent/check/${verb}/${encodeURIComponent(ttlCheckId(s.id))}`);
+          } catch (err) {
+            if (/does not have associated TTL|unknown check/i.test(String((err as Error).message))) lost.push(s.id);
+            else throw err;
+          }
+        }),
+      );
+    }
+    return { lost };
+  }
+
+  async list(): Promise<ServiceInstance[]> {
+    const names = Object.keys((await this.consul.catalog.service.list()) as Record<string, string[]>).filter((n) => n !== 'consul');
+    const out: ServiceInstance[] = [];
+    for (const name of names) {
+      const entries = (await this.consul.health.service({ service: name })) as HealthEntry[];
+      for (const e of entries) out.push(this.toInstance(e.Service, worst(e.Checks.map((c) => c.Status)), e.Node.Address));
+    }
+    return out.sort(compareInstances);
+  }
+
+  async listOwn(host: string): Promise<ServiceInstance[]> {
+    const services = (await this.consul.agent.service.list()) as Record<string, AgentService>;
+    return Object.values(services)
+      .filter((s) => s.Meta?.[HOST_META] === host)
+      .map((s) => this.toInstance(s, 'passing', ''))
+      .sort(compareInstances);
+  }
+
+  async close(): Promise<void> {
+    this.consul.destroy();
+  }
+
+  private toInstance(s: AgentService, status: HealthStatus, nodeAddress: string): ServiceInstance {
+    const meta = { ...(s.Meta ?? {}) };
+    const host = meta[HOST_META] ?? '';
+    delete meta[HOST_META];
+    const tags = s.Tags ?? [];
+    return {
+      id: s.ID,
+      name: s.Service,
+      address: s.Address || nodeAddress,
+      port: s.Port,
+      protocol: tags.includes('udp') ? 'udp' : 'tcp',
+      tags,
+      meta,
+      host,
+      status,
+    };
+  }
+
+  private async request(method: 'PUT', path: string, body?: unknown): Promise<void> {
+    const c = this.consul as unknown as {
+      _put(req: Record<string, unknown>, next: (request: unknown, next: unknown) => void): Promise<unknown>;
+      _defaults?: Record<string, unknown>;
+    };
+    const req: Record<string, unknown> = { name: `consul ${method} ${path}`, path, type: 'json', body: body ?? {} };
+    const d = c._defaults ?? {};
+    if (d.token) req.headers = { 'x-consul-token': d.token };
+    if (d.timeout) req.timeout = d.timeout;
+    await c._put(req, (request: unknown, next: unknown) => {
+      const r = request as { err?: Error };
+      const n = next as (stop: boolean, err?: Error, result?: unknown) => void;
+      if (r.err) n(false, r.err);
+      else n(false, undefined, undefined);
+    });
+  }
+}
