@@ -6,7 +6,7 @@ import https from 'node:https';
 import Consul from 'consul';
 import type { CheckDefinition, HealthStatus, ServiceInstance } from '../model/service-instance.js';
 import { compareInstances } from '../model/service-instance.js';
-import type { BackendOptions, HeartbeatResult, RegistryBackend } from './types.js';
+import { type BackendOptions, type HeartbeatResult, type RegistryBackend, RejectedError } from './types.js';
 
 const HOST_META = 'hm_host';
 const REQUEST_TIMEOUT_MS = 10_000;
@@ -117,7 +117,8 @@ export class ConsulBackend implements RegistryBackend {
       port: target.port,
       secure: target.secure,
       ...(agent ? { agent } : {}),
-      defaults: { timeout: REQUEST_TIMEOUT_MS, ...(token ? { token } : {}) },
+      // `timeout` is honoured by the client though its typings omit it.
+      defaults: { timeout: REQUEST_TIMEOUT_MS, ...(token ? { token } : {}) } as Record<string, unknown>,
     });
   }
 
@@ -138,7 +139,8 @@ export class ConsulBackend implements RegistryBackend {
       });
     }
     // The raw body goes through `_put` so that every Consul check field (GRPC, Args…) passes as is.
-    await this.request('PUT', '/agent/service/register', {
+    try {
+      await this.request('PUT', '/agent/service/register', {
       ID: s.id,
       Name: s.name,
       Address: s.address,
@@ -146,7 +148,12 @@ export class ConsulBackend implements RegistryBackend {
       Tags: s.tags,
       Meta: { ...s.meta, [HOST_META]: s.host },
       Checks: checks,
-    });
+      });
+    } catch (err) {
+      const code = (err as { statusCode?: number }).statusCode;
+      if (code !== undefined && code >= 400 && code < 500) throw new RejectedError((err as Error).message);
+      throw err;
+    }
   }
 
   async deregister(s: ServiceInstance): Promise<void> {

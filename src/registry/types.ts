@@ -36,3 +36,8 @@ export interface BackendOptions {
 export class UsageError extends Error {
   override name = 'UsageError';
 }
+
+/** The registry refused this one registration (bad check, ACL): retrying it unchanged is useless. */
+export class RejectedError extends Error {
+  override name = 'RejectedError';
+}

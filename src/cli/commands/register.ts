@@ -1,0 +1,220 @@
+// `harbormaster register [options] <registry-uri>`: the sidecar. Flags keep registrator's
+// names and meanings so that its users can switch.
+import os from 'node:os';
+import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
+import { checkText } from '../../model/validate.js';
+import { Registrar } from '../../registrar/registrar.js';
+import { createBackend } from '../../registry/index.js';
+import type { RegistryBackend } from '../../registry/types.js';
+import { UsageError } from '../../registry/types.js';
+import { parseRegistryUri } from '../../registry/uri.js';
+import { defaultDockerEndpoint, dockerClient } from '../../sources/docker/docker-endpoint.js';
+import { DockerSource } from '../../sources/docker/docker-source.js';
+import { splitTags } from '../../sources/docker/service-model.js';
+import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
+import { sleep } from '../../util/time.js';
+import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
+
+export const REGISTER_HELP = `Usage: harbormaster register [options] <registry-uri>
+
+Watches Docker and registers every container's published ports in a registry,
+with TTL heartbeats so that registrations vanish by themselves if this host dies.
+
+Registry URIs:
+  consul://host:8500            Consul agent (CONSUL_HTTP_TOKEN, consul-tls:// with CONSUL_CACERT,
+                                CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)
+  etcd://host:2379[,host:port]/prefix    etcd v3, keys <prefix>/<name>/<id> on a lease
+  etcd2://host:2379/prefix      etcd v2 API, keys with a TTL
+  memory://                     in-process registry
+
+Options:
+  --hostname <name>          first part of every service ID (default: this host's name)
+  --ip <addr>                address for ports published on a wildcard address
+  --internal                 register exposed ports with the container's IP
+  --explicit                 only containers with SERVICE_NAME / SERVICE_<port>_NAME
+  --tags <a,b>               tags added to every service
+  --ttl <s>                  registration TTL in seconds, 0 = none (default 30)
+  --ttl-refresh <s>          heartbeat period in seconds (default ttl/3)
+  --resync <s>               full resync period in seconds, 0 = never (default 60)
+  --deregister <mode>        always | on-success (default always)
+  --cleanup                  remove this host's registrations no running container backs
+  --retry-attempts <n>       registry connection attempts at start, -1 = forever (default -1)
+  --retry-interval <ms>      first retry delay, doubled up to 30s (default 2000)
+  --docker <uri>             Docker endpoint (default DOCKER_HOST, then unix:///var/run/docker.sock)
+  --no-health-gate           register containers with a HEALTHCHECK at start, not once healthy
+  --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
+  --log-format <json|pretty> (default json)
+  --log-level <level>        fatal, error, warn, info, debug, trace (default info)
+  -h, --help                 this help
+`;
+
+const OPTIONS = {
+  ...COMMON_OPTIONS,
+  hostname: { type: 'string' },
+  ip: { type: 'string' },
+  internal: { type: 'boolean' },
+  explicit: { type: 'boolean' },
+  tags: { type: 'string' },
+  ttl: { type: 'string' },
+  'ttl-refresh': { type: 'string' },
+  resync: { type: 'string' },
+  deregister: { type: 'string' },
+  cleanup: { type: 'boolean' },
+  'retry-attempts': { type: 'string' },
+  'retry-interval': { type: 'string' },
+  docker: { type: 'string' },
+  'no-health-gate': { type: 'boolean' },
+  'keep-on-exit': { type: 'boolean' },
+} as const;
+
+export interface RegisterConfig {
+  registry: string;
+  hostname: string;
+  ip?: string;
+  internal: boolean;
+  explicit: boolean;
+  tags: string[];
+  ttl: number;
+  ttlRefresh: number;
+  resync: number;
+  deregister: 'always' | 'on-success';
+  cleanup: boolean;
+  retryAttempts: number;
+  retryInterval: number;
+  docker: string;
+  healthGate: boolean;
+  keepOnExit: boolean;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+}
+
+/** Flags → validated config; throws UsageError naming the flag. Returns undefined for --help. */
+export function parseRegisterArgs(argv: string[], env: Record<string, string | undefined> = process.env): RegisterConfig | undefined {
+  const { values: v, positionals } = parse(argv, OPTIONS);
+  if (v.help) return undefined;
+  if (positionals.length !== 1) throw new UsageError(`register takes one registry URI, got ${positionals.length === 0 ? 'none' : positionals.join(' ')}`);
+  parseRegistryUri(positionals[0]);
+  const hostname = v.hostname ?? os.hostname();
+  if (!isHostname(hostname)) throw new UsageError(`--hostname ${hostname}: not a host name`);
+  if (v.ip !== undefined && !isIpAddress(v.ip)) throw new UsageError(`--ip ${v.ip}: not an IP address`);
+  const tags = splitTags(v.tags ?? '');
+  for (const t of tags) {
+    const err = checkText(t, 255);
+    if (err) throw new UsageError(`--tags: a tag ${err}`);
+  }
+  const ttl = intFlag('ttl', v.ttl, 30, 0, 86_400);
+  const ttlRefresh = intFlag('ttl-refresh', v['ttl-refresh'], Math.max(1, Math.floor(ttl / 3)), 1, 86_400);
+  if (ttl > 0 && ttlRefresh >= ttl) throw new UsageError(`--ttl-refresh ${ttlRefresh}: must be shorter than --ttl ${ttl}`);
+  const docker = v.docker ?? defaultDockerEndpoint(env);
+  dockerClient(docker); // validates the endpoint
+  return {
+    registry: positionals[0],
+    hostname,
+    ip: v.ip,
+    internal: !!v.internal,
+    explicit: !!v.explicit,
+    tags,
+    ttl,
+    ttlRefresh,
+    resync: intFlag('resync', v.resync, 60, 0, 86_400),
+    deregister: choiceFlag('deregister', v.deregister, ['always', 'on-success'] as const, 'always'),
+    cleanup: !!v.cleanup,
+    retryAttempts: intFlag('retry-attempts', v['retry-attempts'], -1, -1),
+    retryInterval: intFlag('retry-interval', v['retry-interval'], 2000, 10, 3_600_000),
+    docker,
+    healthGate: !v['no-health-gate'],
+    keepOnExit: !!v['keep-on-exit'],
+    logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
+    logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
+  };
+}
+
+/** A running registrator: Docker source → registrar → backend. */
+export interface RegisterHandle {
+  registrar: Registrar;
+  source: DockerSource;
+  backend: RegistryBackend;
+  stop(withdraw: boolean): Promise<void>;
+}
+
+export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<RegisterHandle> {
+  const backend = createBackend(cfg.registry, { ttl: cfg.ttl, warn: (m) => log.warn({ event: 'error' }, m) });
+  log.info(
+    { event: 'start', docker: cfg.docker, registry: backend.description, hostname: cfg.hostname, ttl: cfg.ttl },
+    `harbormaster register: docker ${cfg.docker} → registry ${backend.description} (host ${cfg.hostname}, ttl ${cfg.ttl}s)`,
+  );
+  if (cfg.retryAttempts >= 0) await waitForRegistry(backend, cfg, log);
+  const registrar = new Registrar(backend, {
+    hostname: cfg.hostname,
+    ttlRefreshMs: cfg.ttl > 0 ? cfg.ttlRefresh * 1000 : 0,
+    cleanup: cfg.cleanup,
+    retryIntervalMs: cfg.retryInterval,
+    log,
+  });
+  const source = new DockerSource({
+    docker: dockerClient(cfg.docker),
+    endpoint: cfg.docker,
+    model: { hostname: cfg.hostname, hostIp: cfg.ip, hostAddress: cfg.ip ?? hostAddress(), internal: cfg.internal, explicit: cfg.explicit, tags: cfg.tags },
+    healthGate: cfg.healthGate,
+    deregister: cfg.deregister,
+    resyncMs: cfg.resync * 1000,
+    log,
+    sink: registrar,
+  });
+  registrar.start();
+  source.start();
+  return {
+    registrar,
+    source,
+    backend,
+    async stop(withdraw: boolean) {
+      await source.stop();
+      await registrar.stop(withdraw);
+      await backend.close();
+    },
+  };
+}
+
+async function waitForRegistry(backend: RegistryBackend, cfg: RegisterConfig, log: Logger): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await backend.ping();
+      return;
+    } catch (err) {
+      if (attempt >= cfg.retryAttempts) {
+        throw new Error(`registry ${backend.description} unreachable after ${attempt + 1} attempts: ${(err as Error).message}`);
+      }
+      log.warn({ event: 'error', registry: backend.description, err: (err as Error).message }, `registry ${backend.description} unreachable (${(err as Error).message}); attempt ${attempt + 1} of ${cfg.retryAttempts + 1}`);
+      await sleep(cfg.retryInterval);
+    }
+  }
+}
+
+export async function registerCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const cfg = parseRegisterArgs(argv);
+  if (!cfg) {
+    out(REGISTER_HELP);
+    return 0;
+  }
+  const log = createLogger(cfg.logFormat, cfg.logLevel);
+  const handle = await startRegister(cfg, log);
+  return new Promise<number>((resolve) => {
+    let stopping = false;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (stopping) return;
+      stopping = true;
+      log.info({ event: 'stop', signal: sig }, `${sig}: ${cfg.keepOnExit ? 'leaving registrations to their TTL' : 'withdrawing this host\'s services'}`);
+      const force = setTimeout(() => resolve(1), 20_000);
+      force.unref();
+      handle.stop(!cfg.keepOnExit).then(
+        () => resolve(0),
+        (err) => {
+          log.error({ event: 'error', err: (err as Error).message }, `shutdown: ${(err as Error).message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}

@@ -1,0 +1,52 @@
+// Entry point: `harbormaster <command> [options]`. Usage errors exit 2 with a one-line reason.
+import { readFileSync } from 'node:fs';
+import { UsageError } from '../registry/types.js';
+import { REGISTER_HELP, registerCommand } from './commands/register.js';
+import { SERVICES_HELP, servicesCommand } from './commands/services.js';
+
+const COMMANDS: Record<string, { run: (argv: string[], out: (s: string) => void) => Promise<number>; summary: string; help: string }> = {
+  register: { run: registerCommand, summary: 'watch Docker and register containers in a registry (the sidecar)', help: REGISTER_HELP },
+  services: { run: servicesCommand, summary: 'list what a registry holds', help: SERVICES_HELP },
+};
+
+export const MAIN_HELP = `Usage: harbormaster <command> [options]
+
+Service-discovery sidecar and registrator for Docker hosts.
+
+Commands:
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(12)}${c.summary}`)
+  .join('\n')}
+
+Run 'harbormaster <command> --help' for a command's options.
+`;
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const out = (s: string) => void process.stdout.write(s);
+  const [command, ...rest] = argv;
+  try {
+    if (!command || command === '--help' || command === '-h' || command === 'help') {
+      out(MAIN_HELP);
+      return command ? 0 : 2;
+    }
+    if (command === '--version' || command === '-v') {
+      out(`${version()}\n`);
+      return 0;
+    }
+    const c = COMMANDS[command];
+    if (!c) throw new UsageError(`unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(', ')})`);
+    return await c.run(rest, out);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`harbormaster: ${err.message}\n`);
+      return 2;
+    }
+    process.stderr.write(`harbormaster: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
