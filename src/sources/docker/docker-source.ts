@@ -47,7 +47,15 @@ export interface DockerSourceStatus {
 }
 
 /** Signals after which a process is expected to exit; others (HUP, USR1…) usually mean "reload". */
-const TERMINATING = new Set(['SIGTERM', 'SIGKILL', 'SIGINT', 'SIGQUIT', 'TERM', 'KILL', 'INT', 'QUIT', '15', '9', '2', '3']);
+const TERMINATING: Record<string, string> = { '15': 'SIGTERM', '9': 'SIGKILL', '2': 'SIGINT', '3': 'SIGQUIT' };
+
+/** Docker reports the signal as a number or a name, with or without SIG: a name, or undefined if not terminating. */
+export function terminatingSignal(raw: string | undefined): string | undefined {
+  const s = (raw ?? '').toUpperCase();
+  if (TERMINATING[s]) return TERMINATING[s];
+  const name = s.startsWith('SIG') ? s : `SIG${s}`;
+  return Object.values(TERMINATING).includes(name) ? name : undefined;
+}
 /** A container that ignored its stop signal this long is taken as running again. */
 const STOPPING_GRACE_MS = 60_000;
 
@@ -183,9 +191,11 @@ export class DockerSource {
       case 'update':
         this.refresh(id);
         break;
-      case 'kill':
-        if (TERMINATING.has((attrs.signal ?? '').toUpperCase())) this.withdraw(id, st, `kill ${attrs.signal}`);
+      case 'kill': {
+        const sig = terminatingSignal(attrs.signal);
+        if (sig) this.withdraw(id, st, `kill ${sig}`);
         break;
+      }
       case 'stop':
         this.withdraw(id, st, 'stop');
         break;

@@ -170,13 +170,22 @@ function buildCheck(
     if (err) fail(v.source, err);
     return v.value;
   };
+  // Validate every check setting, even one no check uses: a typo should not pass silently.
+  const interval = duration('check_interval');
+  const timeout = duration('check_timeout');
+  const ttl = duration('check_ttl');
+  const dereg = duration('check_deregister_after');
+  const initial = get('check_initial_status');
+  if (initial && !HEALTH_STATUSES.includes(initial.value as HealthStatus)) {
+    fail(initial.source, `"${printable(initial.value)}" is not one of passing, warning, critical`);
+  }
   const hostPort = `${address.includes(':') ? `[${address}]` : address}:${port}`;
   let check: CheckDefinition | undefined;
   const http = get('check_http') ?? get('check_https');
   if (http) {
     const scheme = get('check_http') ? 'http' : 'https';
     if (!/^\/[\x21-\x7e]*$/.test(http.value)) fail(http.source, `"${printable(http.value)}" is not a URL path starting with /`);
-    check = { kind: scheme, target: `${scheme}://${hostPort}${http.value}`, timeout: duration('check_timeout') };
+    check = { kind: scheme, target: `${scheme}://${hostPort}${http.value}`, timeout };
   } else if (get('check_script')) {
     const v = get('check_script')!;
     const err = checkText(v.value, 1024);
@@ -184,20 +193,15 @@ function buildCheck(
     const target = v.value.replaceAll('$SERVICE_IP', address).replaceAll('$SERVICE_PORT', String(port));
     check = { kind: 'script', target };
   } else if (get('check_ttl')) {
-    check = { kind: 'ttl', target: '', ttl: duration('check_ttl') };
+    check = { kind: 'ttl', target: '', ttl };
   } else if (get('check_tcp')) {
-    check = { kind: 'tcp', target: hostPort, timeout: duration('check_timeout') };
+    check = { kind: 'tcp', target: hostPort, timeout };
   } else if (get('check_grpc')) {
-    check = { kind: 'grpc', target: hostPort, timeout: duration('check_timeout'), grpcUseTls: !!get('check_grpc_use_tls')?.value };
+    check = { kind: 'grpc', target: hostPort, timeout, grpcUseTls: !!get('check_grpc_use_tls')?.value };
   }
   if (!check) return undefined;
-  if (check.kind !== 'ttl') check.interval = duration('check_interval') ?? '10s';
-  const initial = get('check_initial_status');
-  if (initial) {
-    if (!HEALTH_STATUSES.includes(initial.value as HealthStatus)) fail(initial.source, `"${printable(initial.value)}" is not one of passing, warning, critical`);
-    else check.initialStatus = initial.value as HealthStatus;
-  }
-  const dereg = duration('check_deregister_after');
+  if (check.kind !== 'ttl') check.interval = interval ?? '10s';
+  if (initial) check.initialStatus = initial.value as HealthStatus;
   if (dereg) check.deregisterAfter = dereg;
   // Drop undefined fields so fingerprints stay stable.
   for (const k of Object.keys(check) as Array<keyof CheckDefinition>) if (check[k] === undefined) delete check[k];

@@ -1,0 +1,62 @@
+// The real Docker engine through its CLI, as an operator would drive it.
+import { execFile, spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+
+const exec = promisify(execFile);
+export const IMAGE = 'hm-test:2';
+
+export async function docker(...args: string[]): Promise<string> {
+  const { stdout } = await exec('docker', args, { maxBuffer: 16 * 1024 * 1024 });
+  return stdout.trim();
+}
+
+export interface RunOptions {
+  env?: Record<string, string>;
+  labels?: Record<string, string>;
+  /** `-p` values; ports are published on 127.0.0.1 unless the value names an address. */
+  publish?: string[];
+  extra?: string[];
+  cmd?: string[];
+}
+
+export async function run(name: string, o: RunOptions = {}): Promise<string> {
+  const args = ['run', '-d', '--name', name];
+  for (const [k, v] of Object.entries(o.env ?? {})) args.push('-e', `${k}=${v}`);
+  for (const [k, v] of Object.entries(o.labels ?? {})) args.push('-l', `${k}=${v}`);
+  for (const p of o.publish ?? ['80']) args.push('-p', /^\d+\.\d+\.\d+\.\d+:/.test(p) ? p : `127.0.0.1::${p}`);
+  args.push(...(o.extra ?? []), IMAGE, ...(o.cmd ?? []));
+  return docker(...args);
+}
+
+/** Published host port of a container port, e.g. hostPort('web', '80/tcp'). */
+export async function hostPort(name: string, port = '80/tcp'): Promise<number> {
+  const out = await docker('inspect', '-f', `{{(index (index .NetworkSettings.Ports "${port}") 0).HostPort}}`, name);
+  return Number(out);
+}
+
+export async function removeContainers(prefix: string): Promise<void> {
+  const ids = (await docker('ps', '-aq', '--filter', `name=^${prefix}`)).split('\n').filter(Boolean);
+  if (ids.length > 0) await docker('rm', '-f', ...ids).catch(() => undefined);
+}
+
+export async function isRunning(name: string): Promise<boolean> {
+  return (await docker('inspect', '-f', '{{.State.Running}}', name).catch(() => 'false')) === 'true';
+}
+
+/** Restart the shared dockerd the way the test environment started it. */
+export async function restartDockerd(): Promise<void> {
+  await exec('sh', ['-c', 'kill $(cat /var/run/docker.pid)']);
+  for (let i = 0; i < 120; i++) {
+    const up = await exec('docker', ['info']).then(() => true, () => false);
+    if (!up) break;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const child = spawn('sh', ['-c', 'exec setsid dockerd --ip 127.0.0.1 >>"${HM_TEST_STATE:-/tmp/harbormaster-test}/dockerd.log" 2>&1'], { detached: true, stdio: 'ignore' });
+  child.unref();
+  for (let i = 0; i < 240; i++) {
+    if (await exec('docker', ['info']).then(() => true, () => false)) return;
+    await new Promise((r) => setTimeout(r, 250));
+  }
+  throw new Error('dockerd did not come back within 60s');
+}
