@@ -198,10 +198,12 @@ export class Registrar implements DesiredSink {
     if (this.fullPending) {
       const actual = await withTimeout(this.backend.listOwn(this.opts.hostname), OP_TIMEOUT_MS, 'list');
       const present = new Set(actual.map((a) => a.id));
+      // What this process registered, including withdrawals that failed during an outage.
+      const ours = new Set(this.registered.keys());
       if (this.reregisterAll) this.registered.clear();
       for (const id of [...this.registered.keys()]) if (!present.has(id)) this.registered.delete(id);
-      const stale = actual.filter((a) => !want.has(a.id) && (this.opts.cleanup || this.registered.has(a.id)));
-      await this.pool(stale, (a) => this.withdraw(a, this.registered.has(a.id) ? 'not wanted' : 'cleanup: no container backs it'));
+      const stale = actual.filter((a) => !want.has(a.id) && (this.opts.cleanup || ours.has(a.id)));
+      await this.pool(stale, (a) => this.withdraw(a, ours.has(a.id) ? 'withdrawn after resync' : 'cleanup: no container backs it'));
       this.fullPending = false;
       this.reregisterAll = false;
     }

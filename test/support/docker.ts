@@ -45,13 +45,18 @@ export async function isRunning(name: string): Promise<boolean> {
 
 /** Restart the shared dockerd the way the test environment started it. */
 export async function restartDockerd(): Promise<void> {
-  await exec('sh', ['-c', 'kill $(cat /var/run/docker.pid)']);
-  for (let i = 0; i < 120; i++) {
-    const up = await exec('docker', ['info']).then(() => true, () => false);
-    if (!up) break;
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  await new Promise((r) => setTimeout(r, 500));
+  const pid = Number((await exec('cat', ['/var/run/docker.pid'])).stdout.trim());
+  process.kill(pid, 'SIGTERM');
+  const alive = () => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  for (let i = 0; i < 240 && alive(); i++) await new Promise((r) => setTimeout(r, 250));
+  if (alive()) throw new Error(`dockerd ${pid} did not exit within 60s`);
   const child = spawn('sh', ['-c', 'exec setsid dockerd --ip 127.0.0.1 >>"${HM_TEST_STATE:-/tmp/harbormaster-test}/dockerd.log" 2>&1'], { detached: true, stdio: 'ignore' });
   child.unref();
   for (let i = 0; i < 240; i++) {

@@ -103,6 +103,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
     if (err) throw new UsageError(`--tags: a tag ${err}`);
   }
   const ttl = intFlag('ttl', v.ttl, 30, 0, 86_400);
+  if (ttl === 1) throw new UsageError('--ttl 1: must be 0 (no TTL) or at least 2, so that a heartbeat fits inside it');
   const ttlRefresh = intFlag('ttl-refresh', v['ttl-refresh'], Math.max(1, Math.floor(ttl / 3)), 1, 86_400);
   if (ttl > 0 && ttlRefresh >= ttl) throw new UsageError(`--ttl-refresh ${ttlRefresh}: must be shorter than --ttl ${ttl}`);
   const docker = v.docker ?? defaultDockerEndpoint(env);

@@ -1,0 +1,158 @@
+// Outages and scale against the real engines: Consul and etcd restarted under harbormaster,
+// the registrator killed with SIGKILL, dockerd restarted, and 100 containers started at once.
+import { afterAll, describe, expect, it } from 'vitest';
+import { docker, hostPort, removeContainers, restartDockerd, run } from './support/docker.js';
+import { Hm } from './support/harbormaster.js';
+import { CONSUL, consulChecks, consulServices, etcdRead, privateConsul, privateEtcd } from './support/registries.js';
+import { sleep, uniq, waitFor } from './support/wait.js';
+
+const started: Hm[] = [];
+const hmFor = (args: string[]) => {
+  const hm = new Hm(args);
+  started.push(hm);
+  return hm;
+};
+
+afterAll(async () => {
+  for (const hm of started) hm.kill('SIGKILL');
+  await removeContainers('itr');
+});
+
+async function runMany(prefix: string, n: number, env: Record<string, string>, extra: string[] = []): Promise<void> {
+  let next = 0;
+  const worker = async () => {
+    while (next < n) {
+      const i = next++;
+      await run(`${prefix}${i}`, { env, extra });
+    }
+  };
+  await Promise.all(Array.from({ length: 8 }, worker));
+}
+
+describe('registry outages', () => {
+  it('re-registers everything after the Consul agent restarts (dev mode forgets all), without duplicates', async () => {
+    const consul = privateConsul(18500);
+    await consul.start();
+    try {
+      const HOST = uniq('itrc');
+      const hm = hmFor(['register', '--hostname', HOST, '--ttl', '10', '--ttl-refresh', '1', '--retry-interval', '200', consul.uri]);
+      await runMany(`${HOST}-`, 3, { SERVICE_NAME: 'svc' });
+      await waitFor('3 registered', async () => Object.keys(await consulServices(HOST, 18500)).length === 3);
+      await consul.kill('SIGKILL');
+      await sleep(1500);
+      await consul.start();
+      const back = await waitFor('3 back after restart', async () => {
+        const s = await consulServices(HOST, 18500);
+        return Object.keys(s).length === 3 ? s : undefined;
+      }, 30_000);
+      expect(Object.values(back).map((s) => s.Service)).toEqual(['svc', 'svc', 'svc']);
+      await hm.waitForLog('recovery line', (l) => l.event === 'registry-up' || l.event === 'lost');
+      const checks = await consulChecks(18500);
+      expect(Object.keys(checks).filter((c) => c.startsWith(`harbormaster-ttl:${HOST}`))).toHaveLength(3);
+      expect(await hm.stop()).toBe(0);
+    } finally {
+      await consul.kill();
+    }
+  });
+
+  it('keeps every service through an etcd restart, short and longer than the TTL', async () => {
+    const etcd = privateEtcd(12379);
+    await etcd.start();
+    try {
+      const HOST = uniq('itre');
+      const prefix = `/${HOST}`;
+      const hm = hmFor(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', '--retry-interval', '200', `etcd://${etcd.endpoint}${prefix}`]);
+      await runMany(`${HOST}-`, 3, { SERVICE_NAME: 'svc' });
+      const all3 = async () => Object.keys(await etcdRead(prefix, etcd.endpoint)).length === 3;
+      await waitFor('3 registered', all3);
+      for (const outage of [1000, 6000]) {
+        await etcd.kill('SIGKILL');
+        await sleep(outage);
+        await etcd.start();
+        await waitFor(`3 present after a ${outage} ms outage`, all3, 30_000);
+        await sleep(4000); // longer than the TTL: they stay, heartbeated
+        expect(await all3()).toBe(true);
+      }
+      expect(await hm.stop()).toBe(0);
+    } finally {
+      await etcd.kill();
+      etcd.cleanup();
+    }
+  });
+
+  it('lets Consul mark the services critical, then remove them, after the registrator is killed with SIGKILL', async () => {
+    const HOST = uniq('itrk');
+    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', CONSUL]);
+    await run(`${HOST}-x`, { env: { SERVICE_NAME: 'orphan' } });
+    const id = `${HOST}:${HOST}-x:80`;
+    await waitFor('registered', async () => (await consulServices(HOST))[id]);
+    hm.kill('SIGKILL');
+    await hm.exited;
+    await waitFor('ttl check critical', async () => (await consulChecks())[`harbormaster-ttl:${id}`]?.Status === 'critical', 10_000, 200);
+    // DeregisterCriticalServiceAfter is at least one minute in Consul, reaped every 30 s.
+    await waitFor('service removed by consul', async () => !(await consulServices(HOST))[id], 110_000, 1000);
+  }, 150_000);
+});
+
+describe('docker', () => {
+  it('keeps a failed container registered as critical with --deregister on-success', async () => {
+    const HOST = uniq('itro');
+    hmFor(['register', '--hostname', HOST, '--deregister', 'on-success', '--ttl', '10', '--ttl-refresh', '1', CONSUL]);
+    await run(`${HOST}-f`, { env: { SERVICE_NAME: 'crash' } });
+    const id = `${HOST}:${HOST}-f:80`;
+    await waitFor('registered', async () => (await consulServices(HOST))[id]);
+    await docker('exec', '-d', `${HOST}-f`, 'sh', '-c', 'sleep 0.2; kill -9 1');
+    await waitFor('critical', async () => (await consulChecks())[`harbormaster-ttl:${id}`]?.Status === 'critical');
+    expect((await consulServices(HOST))[id]).toBeDefined();
+  });
+
+  it('starts without a reachable Docker, says so once, keeps retrying and exits cleanly', async () => {
+    const hm = hmFor(['register', '--docker', 'unix:///tmp/harbormaster-no-such.sock', '--retry-interval', '100', 'memory://']);
+    const line = await hm.waitForLog('docker-down line', (l) => l.event === 'docker-down');
+    expect(line.msg).toContain('cannot reach Docker at unix:///tmp/harbormaster-no-such.sock');
+    await sleep(3000);
+    expect(hm.logs.filter((l) => l.event === 'docker-down')).toHaveLength(1);
+    expect(await hm.stop()).toBe(0);
+  });
+
+  it('registers 100 containers started at once', async () => {
+    const HOST = uniq('itrm');
+    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '30', CONSUL]);
+    await hm.waitForLog('start', (l) => l.event === 'start');
+    const t0 = Date.now();
+    await runMany(`${HOST}-`, 100, { SERVICE_NAME: 'many' });
+    const all = await waitFor('100 registered', async () => {
+      const s = await consulServices(HOST);
+      return Object.keys(s).length === 100 ? s : undefined;
+    }, 90_000, 250);
+    const ports = new Set(Object.values(all).map((s) => s.Port));
+    expect(ports.size).toBe(100);
+    console.log(`100 containers started and registered in ${Date.now() - t0} ms`);
+    await removeContainers(`${HOST}-`);
+    await waitFor('100 withdrawn', async () => Object.keys(await consulServices(HOST)).length === 0, 60_000, 250);
+    await hm.stop();
+  }, 240_000);
+
+  it('survives a dockerd restart: reconnects, resyncs and follows restarted containers', async () => {
+    const HOST = uniq('itrd');
+    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '30', '--resync', '0', CONSUL]);
+    await run(`${HOST}-keep`, { env: { SERVICE_NAME: 'keep' }, extra: ['--restart', 'always'] });
+    await run(`${HOST}-lose`, { env: { SERVICE_NAME: 'lose' } });
+    const keep = `${HOST}:${HOST}-keep:80`;
+    const lose = `${HOST}:${HOST}-lose:80`;
+    await waitFor('both registered', async () => {
+      const s = await consulServices(HOST);
+      return s[keep] && s[lose];
+    });
+    await restartDockerd();
+    await hm.waitForLog('docker-down', (l) => l.event === 'docker-down', 30_000);
+    await hm.waitForLog('docker-up', (l) => l.event === 'docker-up', 60_000);
+    const s = await waitFor('keep registered at its new port, lose withdrawn', async () => {
+      const now = await consulServices(HOST);
+      const port = await hostPort(`${HOST}-keep`).catch(() => 0);
+      return now[keep]?.Port === port && !now[lose] ? now : undefined;
+    }, 60_000, 250);
+    expect(s[keep].Service).toBe('keep');
+    expect(await hm.stop()).toBe(0);
+  }, 180_000);
+});
