@@ -2,7 +2,7 @@
 // (node-etcd): key layout, TTLs, lifecycle, expiry after SIGKILL, cleanup.
 import { afterAll, describe, expect, it } from 'vitest';
 import { docker, hostPort, removeContainers, run } from './support/docker.js';
-import { Hm } from './support/harbormaster.js';
+import { spawnHm } from './support/harbormaster.js';
 import { ETCD_ENDPOINT, etcd2Read, etcdRead } from './support/registries.js';
 import { uniq, waitFor } from './support/wait.js';
 
@@ -11,15 +11,8 @@ const cases = [
   { api: 'etcd2', read: etcd2Read },
 ] as const;
 
-const started: Hm[] = [];
-const hmFor = (args: string[]) => {
-  const hm = new Hm(args);
-  started.push(hm);
-  return hm;
-};
 
 afterAll(async () => {
-  for (const hm of started) hm.kill('SIGKILL');
   await removeContainers('ite');
 });
 
@@ -29,7 +22,7 @@ describe.each(cases)('register → $api', ({ api, read }) => {
   const uri = `${api}://${ETCD_ENDPOINT}${prefix}`;
 
   it('writes <prefix>/<name>/<id> with the instance JSON on a TTL, and removes it on stop', async () => {
-    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '5', '--ttl-refresh', '1', uri]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '5', '--ttl-refresh', '1', uri]);
     await run(`${HOST}-a`, { env: { SERVICE_NAME: 'api', SERVICE_TAGS: 'x,y', SERVICE_VERSION: '7' } });
     const id = `${HOST}:${HOST}-a:80`;
     const key = `${prefix}/api/${id}`;
@@ -55,7 +48,7 @@ describe.each(cases)('register → $api', ({ api, read }) => {
   });
 
   it('lets registrations expire by their TTL after the registrator is killed with SIGKILL', async () => {
-    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', uri]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', uri]);
     await run(`${HOST}-b`, { env: { SERVICE_NAME: 'exp' } });
     const key = `${prefix}/exp/${HOST}:${HOST}-b:80`;
     await waitFor('key written', async () => (await read(prefix))[key]);
@@ -68,21 +61,21 @@ describe.each(cases)('register → $api', ({ api, read }) => {
 
   it('with --cleanup removes this host\'s registrations that no container backs, and no other host\'s', async () => {
     // A stale entry of this host and a live one of another host, written by other registrators.
-    const stale = hmFor(['register', '--hostname', HOST, '--ttl', '0', uri]);
+    const stale = spawnHm(['register', '--hostname', HOST, '--ttl', '0', uri]);
     await run(`${HOST}-c`, { env: { SERVICE_NAME: 'stale' } });
     const staleKey = `${prefix}/stale/${HOST}:${HOST}-c:80`;
     await waitFor('stale written', async () => (await read(prefix))[staleKey]);
     stale.kill('SIGKILL');
     await stale.exited;
     await docker('rm', '-f', `${HOST}-c`);
-    const other = hmFor(['register', '--hostname', `${HOST}-other`, '--ttl', '0', uri]);
+    const other = spawnHm(['register', '--hostname', `${HOST}-other`, '--ttl', '0', uri]);
     await run(`${HOST}-d`, { env: { SERVICE_NAME: 'other' } });
     const otherKey = `${prefix}/other/${HOST}-other:${HOST}-d:80`;
     await waitFor('other written', async () => (await read(prefix))[otherKey]);
     other.kill('SIGKILL');
     await other.exited;
 
-    const hm = hmFor(['register', '--hostname', HOST, '--cleanup', uri]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--cleanup', uri]);
     await waitFor('stale removed', async () => !(await read(prefix))[staleKey]);
     expect((await read(prefix))[otherKey]).toBeDefined();
     const line = await hm.waitForLog('cleanup line', (l) => l.event === 'deregistered' && String(l.id).includes(`${HOST}-c`));
@@ -91,14 +84,14 @@ describe.each(cases)('register → $api', ({ api, read }) => {
   });
 
   it('withdraws this host\'s services on SIGTERM, and leaves them with --keep-on-exit', async () => {
-    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '30', uri]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '30', uri]);
     await run(`${HOST}-e`, { env: { SERVICE_NAME: 'term' } });
     const key = `${prefix}/term/${HOST}:${HOST}-e:80`;
     await waitFor('key written', async () => (await read(prefix))[key]);
     expect(await hm.stop('SIGTERM')).toBe(0);
     expect((await read(prefix))[key]).toBeUndefined();
 
-    const keep = hmFor(['register', '--hostname', HOST, '--ttl', '30', '--keep-on-exit', uri]);
+    const keep = spawnHm(['register', '--hostname', HOST, '--ttl', '30', '--keep-on-exit', uri]);
     await waitFor('key written again', async () => (await read(prefix))[key]);
     expect(await keep.stop('SIGTERM')).toBe(0);
     expect((await read(prefix))[key]).toBeDefined();

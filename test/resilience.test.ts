@@ -2,19 +2,12 @@
 // the registrator killed with SIGKILL, dockerd restarted, and 100 containers started at once.
 import { afterAll, describe, expect, it } from 'vitest';
 import { docker, hostPort, removeContainers, restartDockerd, run } from './support/docker.js';
-import { Hm } from './support/harbormaster.js';
+import { spawnHm } from './support/harbormaster.js';
 import { CONSUL, consulChecks, consulServices, etcdRead, privateConsul, privateEtcd } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
-const started: Hm[] = [];
-const hmFor = (args: string[]) => {
-  const hm = new Hm(args);
-  started.push(hm);
-  return hm;
-};
 
 afterAll(async () => {
-  for (const hm of started) hm.kill('SIGKILL');
   await removeContainers('itr');
 });
 
@@ -35,7 +28,7 @@ describe('registry outages', () => {
     await consul.start();
     try {
       const HOST = uniq('itrc');
-      const hm = hmFor(['register', '--hostname', HOST, '--ttl', '10', '--ttl-refresh', '1', '--retry-interval', '200', consul.uri]);
+      const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '10', '--ttl-refresh', '1', '--retry-interval', '200', consul.uri]);
       await runMany(`${HOST}-`, 3, { SERVICE_NAME: 'svc' });
       await waitFor('3 registered', async () => Object.keys(await consulServices(HOST, 18500)).length === 3);
       await consul.kill('SIGKILL');
@@ -61,7 +54,7 @@ describe('registry outages', () => {
     try {
       const HOST = uniq('itre');
       const prefix = `/${HOST}`;
-      const hm = hmFor(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', '--retry-interval', '200', `etcd://${etcd.endpoint}${prefix}`]);
+      const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', '--retry-interval', '200', `etcd://${etcd.endpoint}${prefix}`]);
       await runMany(`${HOST}-`, 3, { SERVICE_NAME: 'svc' });
       const all3 = async () => Object.keys(await etcdRead(prefix, etcd.endpoint)).length === 3;
       await waitFor('3 registered', all3);
@@ -82,7 +75,7 @@ describe('registry outages', () => {
 
   it('lets Consul mark the services critical, then remove them, after the registrator is killed with SIGKILL', async () => {
     const HOST = uniq('itrk');
-    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', CONSUL]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '3', '--ttl-refresh', '1', CONSUL]);
     await run(`${HOST}-x`, { env: { SERVICE_NAME: 'orphan' } });
     const id = `${HOST}:${HOST}-x:80`;
     await waitFor('registered', async () => (await consulServices(HOST))[id]);
@@ -97,17 +90,20 @@ describe('registry outages', () => {
 describe('docker', () => {
   it('keeps a failed container registered as critical with --deregister on-success', async () => {
     const HOST = uniq('itro');
-    hmFor(['register', '--hostname', HOST, '--deregister', 'on-success', '--ttl', '10', '--ttl-refresh', '1', CONSUL]);
-    await run(`${HOST}-f`, { env: { SERVICE_NAME: 'crash' } });
+    spawnHm(['register', '--hostname', HOST, '--deregister', 'on-success', '--ttl', '10', '--ttl-refresh', '1', CONSUL]);
+    // Serves until /tmp/crash appears, then exits with code 3.
+    const crashing = 'httpd -p 80 -h /www; while [ ! -f /tmp/crash ]; do sleep 0.2; done; exit 3';
+    await run(`${HOST}-f`, { env: { SERVICE_NAME: 'crash' }, cmd: ['sh', '-c', crashing] });
     const id = `${HOST}:${HOST}-f:80`;
     await waitFor('registered', async () => (await consulServices(HOST))[id]);
-    await docker('exec', '-d', `${HOST}-f`, 'sh', '-c', 'sleep 0.2; kill -9 1');
+    await docker('exec', `${HOST}-f`, 'touch', '/tmp/crash');
     await waitFor('critical', async () => (await consulChecks())[`harbormaster-ttl:${id}`]?.Status === 'critical');
     expect((await consulServices(HOST))[id]).toBeDefined();
+    expect(await docker('inspect', '-f', '{{.State.ExitCode}}', `${HOST}-f`)).toBe('3');
   });
 
   it('starts without a reachable Docker, says so once, keeps retrying and exits cleanly', async () => {
-    const hm = hmFor(['register', '--docker', 'unix:///tmp/harbormaster-no-such.sock', '--retry-interval', '100', 'memory://']);
+    const hm = spawnHm(['register', '--docker', 'unix:///tmp/harbormaster-no-such.sock', '--retry-interval', '100', 'memory://']);
     const line = await hm.waitForLog('docker-down line', (l) => l.event === 'docker-down');
     expect(line.msg).toContain('cannot reach Docker at unix:///tmp/harbormaster-no-such.sock');
     await sleep(3000);
@@ -117,7 +113,7 @@ describe('docker', () => {
 
   it('registers 100 containers started at once', async () => {
     const HOST = uniq('itrm');
-    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '30', CONSUL]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '30', CONSUL]);
     await hm.waitForLog('start', (l) => l.event === 'start');
     const t0 = Date.now();
     await runMany(`${HOST}-`, 100, { SERVICE_NAME: 'many' });
@@ -135,7 +131,7 @@ describe('docker', () => {
 
   it('survives a dockerd restart: reconnects, resyncs and follows restarted containers', async () => {
     const HOST = uniq('itrd');
-    const hm = hmFor(['register', '--hostname', HOST, '--ttl', '30', '--resync', '0', CONSUL]);
+    const hm = spawnHm(['register', '--hostname', HOST, '--ttl', '30', '--resync', '0', CONSUL]);
     await run(`${HOST}-keep`, { env: { SERVICE_NAME: 'keep' }, extra: ['--restart', 'always'] });
     await run(`${HOST}-lose`, { env: { SERVICE_NAME: 'lose' } });
     const keep = `${HOST}:${HOST}-keep:80`;

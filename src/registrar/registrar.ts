@@ -184,8 +184,10 @@ export class Registrar implements DesiredSink {
   }
 
   private async reconcile(): Promise<void> {
-    if (this.heartbeatDue) {
-      this.heartbeatDue = false;
+    const heartbeat = this.heartbeatDue;
+    this.heartbeatDue = false;
+    // After an outage everything is registered again below, which refreshes every TTL too.
+    if (heartbeat && !this.reregisterAll) {
       const { lost } = await withTimeout(this.backend.heartbeat(this.current()), OP_TIMEOUT_MS, 'heartbeat');
       for (const id of lost) {
         const r = this.registered.get(id);

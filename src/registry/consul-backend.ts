@@ -175,7 +175,9 @@ export class ConsulBackend implements RegistryBackend {
           try {
             await this.request('PUT', `/agent/check/${verb}/${encodeURIComponent(ttlCheckId(s.id))}`);
           } catch (err) {
-            if (/does not have associated TTL|unknown check/i.test(String((err as Error).message))) lost.push(s.id);
+            // Any answer from the agent (unknown check after a restart, a 500 while it recovers) means
+            // this registration needs to be made again; only an unreachable agent is an outage.
+            if ((err as { statusCode?: number }).statusCode !== undefined) lost.push(s.id);
             else throw err;
           }
         }),
@@ -195,7 +197,10 @@ export class ConsulBackend implements RegistryBackend {
   }
 
   async listOwn(host: string): Promise<ServiceInstance[]> {
-    const services = (await this.consul.agent.service.list()) as Record<string, AgentService>;
+    const services = (await this.consul.agent.service.list().catch((err: Error) => {
+      err.message = `GET /agent/services: ${err.message}`;
+      throw err;
+    })) as Record<string, AgentService>;
     return Object.values(services)
       .filter((s) => s.Meta?.[HOST_META] === host)
       .map((s) => this.toInstance(s, 'passing', ''))
@@ -225,6 +230,16 @@ export class ConsulBackend implements RegistryBackend {
   }
 
   private async request(method: 'PUT', path: string, body?: unknown): Promise<void> {
+    try {
+      await this.put(method, path, body);
+    } catch (err) {
+      const e = err as Error & { statusCode?: number };
+      e.message = `${method} ${path}: ${e.message}`;
+      throw e;
+    }
+  }
+
+  private async put(method: 'PUT', path: string, body?: unknown): Promise<void> {
     const c = this.consul as unknown as {
       _put(req: Record<string, unknown>, next: (request: unknown, next: unknown) => void): Promise<unknown>;
       _defaults?: Record<string, unknown>;

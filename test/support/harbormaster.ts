@@ -1,4 +1,5 @@
 // Runs the built CLI as a real child process and collects its JSON log lines.
+import { onTestFailed, onTestFinished } from 'vitest';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { waitFor } from './wait.js';
@@ -78,4 +79,20 @@ export function runCli(args: string[], env: Record<string, string> = {}): Promis
       resolve({ code, stdout, stderr });
     });
   });
+}
+
+const live = new Set<Hm>();
+
+/** Start harbormaster for one test: its log is printed if the test fails, and it is killed at the end. */
+export function spawnHm(args: string[], env: Record<string, string> = {}): Hm {
+  const hm = new Hm(args, env);
+  live.add(hm);
+  onTestFailed(() => {
+    console.log(`--- harbormaster ${args.join(' ')}\n${hm.dump()}`);
+  });
+  onTestFinished(() => {
+    hm.kill('SIGKILL');
+    live.delete(hm);
+  });
+  return hm;
 }
