@@ -26,6 +26,7 @@ export interface ContainerDetails {
     Paused?: boolean;
     Restarting?: boolean;
     ExitCode?: number;
+    StartedAt?: string;
     Health?: { Status?: string } | null;
   } | null;
 }

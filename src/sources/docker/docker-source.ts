@@ -31,8 +31,8 @@ interface ContainerState {
   name?: string;
   /** When a kill/stop was seen; services stay withdrawn until the container starts again. */
   stopping?: number;
-  /** Died with a non-zero exit code under --deregister on-success. */
-  failed?: boolean;
+  /** When it died with a non-zero exit code under --deregister on-success. */
+  failed?: number;
   /** Last services computed while it ran (a dead container has no ports left to read). */
   last: ServiceInstance[];
   /** Last reported errors, so that each problem is logged once, not on every resync. */
@@ -183,7 +183,7 @@ export class DockerSource {
       case 'unpause':
       case 'restart':
         st.stopping = undefined;
-        st.failed = false;
+        st.failed = undefined;
         this.refresh(id);
         break;
       case 'health_status':
@@ -205,7 +205,7 @@ export class DockerSource {
       case 'die': {
         const code = Number(attrs.exitCode ?? '0');
         if (this.opts.deregister === 'on-success' && code !== 0 && !st.stopping && st.last.length > 0) {
-          st.failed = true;
+          st.failed = Date.now();
           this.put(id, st.last.map((s) => ({ ...s, status: 'critical' })));
           this.opts.log.warn({ event: 'died', container: st.name, exitCode: code }, `container ${st.name ?? id.slice(0, 12)} died with code ${code}; kept as critical (--deregister on-success)`);
         } else this.withdraw(id, st, `die ${code}`);
@@ -265,6 +265,11 @@ export class DockerSource {
   private servicesOf(c: ContainerDetails, st: ContainerState): ServiceInstance[] {
     const name = containerName(c);
     st.name = name;
+    // Started again since the stop or failure we saw (its start event may have been missed
+    // while Docker was unreachable): that mark no longer applies.
+    const startedAt = Date.parse(c.State?.StartedAt ?? '');
+    if (st.stopping && startedAt > st.stopping) st.stopping = undefined;
+    if (st.failed && startedAt > st.failed) st.failed = undefined;
     if (st.failed) return st.last.map((s) => ({ ...s, status: 'critical' as const }));
     const running = !!c.State?.Running && !c.State?.Paused && !c.State?.Restarting;
     if (!running || st.stopping) return [];
