@@ -8,9 +8,9 @@ set -euo pipefail
 
 STATE="${HM_TEST_STATE:-/tmp/harbormaster-test}"
 mkdir -p "$STATE"
-PKGS=(docker.io etcd-server nginx-light haproxy bind9-dnsutils busybox-static wrk)
+PKGS=(docker.io docker-compose etcd-server nginx-light haproxy bind9-dnsutils busybox-static wrk)
 # binary that proves each package is there
-declare -A BIN=([docker.io]=dockerd [etcd-server]=etcd [nginx-light]=nginx [haproxy]=haproxy [bind9-dnsutils]=dig [busybox-static]=busybox [wrk]=wrk)
+declare -A BIN=([docker.io]=dockerd [docker-compose]=docker-compose [etcd-server]=etcd [nginx-light]=nginx [haproxy]=haproxy [bind9-dnsutils]=dig [busybox-static]=busybox [wrk]=wrk)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 say() { printf 'test-env: %s\n' "$*" >&2; }
