@@ -69,7 +69,37 @@ export function consulCheck(c: CheckDefinition): ConsulCheckBody {
   return body;
 }
 
-interface AgentService {
+export function consulDescription(t: ConsulTarget): string {
+  return `${t.secure ? 'consul-tls' : 'consul'}://${t.host}:${t.port}`;
+}
+
+/** A client for the agent at `target`, with ACL token and TLS material from the CONSUL_* env. */
+export function consulClient(target: ConsulTarget, env: Env = process.env): Consul {
+  const token = env.CONSUL_HTTP_TOKEN;
+  let agent: https.Agent | undefined;
+  if (target.secure) {
+    const read = (name: string) => {
+      const file = env[name];
+      if (!file) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new Error(`${name}=${file}: ${(err as Error).message}`);
+      }
+    };
+    agent = new https.Agent({ keepAlive: true, ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') });
+  }
+  return new Consul({
+    host: target.host.replace(/^\[|\]$/g, ''),
+    port: target.port,
+    secure: target.secure,
+    ...(agent ? { agent } : {}),
+    // `timeout` is honoured by the client though its typings omit it.
+    defaults: { timeout: REQUEST_TIMEOUT_MS, ...(token ? { token } : {}) } as Record<string, unknown>,
+  });
+}
+
+export interface AgentService {
   ID: string;
   Service: string;
   Tags?: string[] | null;
@@ -78,16 +108,35 @@ interface AgentService {
   Port: number;
 }
 
-interface HealthEntry {
+export interface HealthEntry {
   Node: { Node: string; Address: string };
   Service: AgentService;
   Checks: Array<{ Status: string }>;
 }
 
-function worst(statuses: string[]): HealthStatus {
+/** The worst status among an entry's checks (node and service checks). */
+export function worstStatus(statuses: string[]): HealthStatus {
   if (statuses.includes('critical')) return 'critical';
   if (statuses.includes('warning')) return 'warning';
   return 'passing';
+}
+
+export function instanceFromConsul(s: AgentService, status: HealthStatus, nodeAddress: string): ServiceInstance {
+  const meta = { ...(s.Meta ?? {}) };
+  const host = meta[HOST_META] ?? '';
+  delete meta[HOST_META];
+  const tags = s.Tags ?? [];
+  return {
+    id: s.ID,
+    name: s.Service,
+    address: s.Address || nodeAddress,
+    port: s.Port,
+    protocol: tags.includes('udp') ? 'udp' : 'tcp',
+    tags,
+    meta,
+    host,
+    status,
+  };
 }
 
 export class ConsulBackend implements RegistryBackend {
@@ -96,30 +145,9 @@ export class ConsulBackend implements RegistryBackend {
   private readonly ttl: number;
 
   constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
-    this.description = `${target.secure ? 'consul-tls' : 'consul'}://${target.host}:${target.port}`;
+    this.description = consulDescription(target);
     this.ttl = opts.ttl;
-    const token = env.CONSUL_HTTP_TOKEN;
-    let agent: https.Agent | undefined;
-    if (target.secure) {
-      const read = (name: string) => {
-        const file = env[name];
-        if (!file) return undefined;
-        try {
-          return readFileSync(file);
-        } catch (err) {
-          throw new Error(`${name}=${file}: ${(err as Error).message}`);
-        }
-      };
-      agent = new https.Agent({ keepAlive: true, ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') });
-    }
-    this.consul = new Consul({
-      host: target.host.replace(/^\[|\]$/g, ''),
-      port: target.port,
-      secure: target.secure,
-      ...(agent ? { agent } : {}),
-      // `timeout` is honoured by the client though its typings omit it.
-      defaults: { timeout: REQUEST_TIMEOUT_MS, ...(token ? { token } : {}) } as Record<string, unknown>,
-    });
+    this.consul = consulClient(target, env);
   }
 
   async ping(): Promise<void> {
@@ -191,7 +219,7 @@ export class ConsulBackend implements RegistryBackend {
     const out: ServiceInstance[] = [];
     for (const name of names) {
       const entries = (await this.consul.health.service({ service: name })) as HealthEntry[];
-      for (const e of entries) out.push(this.toInstance(e.Service, worst(e.Checks.map((c) => c.Status)), e.Node.Address));
+      for (const e of entries) out.push(instanceFromConsul(e.Service, worstStatus(e.Checks.map((c) => c.Status)), e.Node.Address));
     }
     return out.sort(compareInstances);
   }
@@ -203,30 +231,12 @@ export class ConsulBackend implements RegistryBackend {
     })) as Record<string, AgentService>;
     return Object.values(services)
       .filter((s) => s.Meta?.[HOST_META] === host)
-      .map((s) => this.toInstance(s, 'passing', ''))
+      .map((s) => instanceFromConsul(s, 'passing', ''))
       .sort(compareInstances);
   }
 
   async close(): Promise<void> {
     this.consul.destroy();
-  }
-
-  private toInstance(s: AgentService, status: HealthStatus, nodeAddress: string): ServiceInstance {
-    const meta = { ...(s.Meta ?? {}) };
-    const host = meta[HOST_META] ?? '';
-    delete meta[HOST_META];
-    const tags = s.Tags ?? [];
-    return {
-      id: s.ID,
-      name: s.Service,
-      address: s.Address || nodeAddress,
-      port: s.Port,
-      protocol: tags.includes('udp') ? 'udp' : 'tcp',
-      tags,
-      meta,
-      host,
-      status,
-    };
   }
 
   private async request(method: 'PUT', path: string, body?: unknown): Promise<void> {

@@ -9,6 +9,7 @@ import {
   checkText,
   printable,
 } from '../../model/validate.js';
+import { checkRouteMeta } from '../../catalog/route-meta.js';
 import { type ContainerDetails, containerName } from './container.js';
 
 export interface ModelOptions {
@@ -119,6 +120,14 @@ function containerIp(c: ContainerDetails): string | undefined {
 /** SERVICE_* settings of the container: env first, then labels, so labels win. */
 function serviceSettings(c: ContainerDetails): Array<{ key: string; value: string; source: string }> {
   const out: Array<{ key: string; value: string; source: string }> = [];
+  // nginx-proxy's VIRTUAL_HOST / VIRTUAL_PORT, honoured as a (lower-priority) http_host.
+  const env = new Map((c.Config.Env ?? []).map((kv) => [kv.slice(0, kv.indexOf('=')), kv.slice(kv.indexOf('=') + 1)]));
+  const vhost = env.get('VIRTUAL_HOST');
+  if (vhost) {
+    const vport = env.get('VIRTUAL_PORT');
+    if (vport === undefined) out.push({ key: 'http_host', value: vhost, source: 'env VIRTUAL_HOST' });
+    else out.push({ key: `${vport}_http_host`, value: vhost, source: /^\d+$/.test(vport) ? 'env VIRTUAL_HOST' : 'env VIRTUAL_PORT' });
+  }
   for (const kv of c.Config.Env ?? []) {
     const eq = kv.indexOf('=');
     if (eq < 0) continue;
@@ -265,7 +274,7 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
     const instanceMeta: Record<string, string> = {};
     for (const [key, v] of [...meta].sort(([a], [b]) => a.localeCompare(b))) {
       if (RESERVED.has(key) || CHECK_KEYS.has(key)) continue;
-      const err = checkMetaKey(key);
+      const err = checkMetaKey(key) ?? checkRouteMeta(key, v.value);
       if (err) fail(v.source, err);
       else instanceMeta[key] = v.value;
     }
