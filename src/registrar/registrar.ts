@@ -6,6 +6,7 @@ import { instanceFingerprint, type ServiceInstance } from '../model/service-inst
 import type { RegistryBackend } from '../registry/types.js';
 import { RejectedError } from '../registry/types.js';
 import type { Logger } from '../log/logger.js';
+import { metrics, timed } from '../metrics/metrics.js';
 import { backoffMs, withTimeout } from '../util/time.js';
 
 export interface RegistrarOptions {
@@ -188,7 +189,8 @@ export class Registrar implements DesiredSink {
     this.heartbeatDue = false;
     // After an outage everything is registered again below, which refreshes every TTL too.
     if (heartbeat && !this.reregisterAll) {
-      const { lost } = await withTimeout(this.backend.heartbeat(this.current()), OP_TIMEOUT_MS, 'heartbeat');
+      const { lost } = await timed('heartbeat', () => withTimeout(this.backend.heartbeat(this.current()), OP_TIMEOUT_MS, 'heartbeat'));
+      metrics.heartbeats.inc();
       for (const id of lost) {
         const r = this.registered.get(id);
         if (!r) continue;
@@ -198,7 +200,7 @@ export class Registrar implements DesiredSink {
     }
     const want = this.wanted();
     if (this.fullPending) {
-      const actual = await withTimeout(this.backend.listOwn(this.opts.hostname), OP_TIMEOUT_MS, 'list');
+      const actual = await timed('list', () => withTimeout(this.backend.listOwn(this.opts.hostname), OP_TIMEOUT_MS, 'list'));
       const present = new Set(actual.map((a) => a.id));
       // What this process registered, including withdrawals that failed during an outage.
       const ours = new Set(this.registered.keys());
@@ -223,7 +225,7 @@ export class Registrar implements DesiredSink {
       if (prev && prev.instance.name !== inst.name) await this.withdraw(prev.instance, 'renamed');
       const fp = instanceFingerprint(inst);
       try {
-        await withTimeout(this.backend.register(inst), OP_TIMEOUT_MS, 'register');
+        await timed('register', () => withTimeout(this.backend.register(inst), OP_TIMEOUT_MS, 'register'));
       } catch (err) {
         if (!(err instanceof RejectedError)) throw err;
         this.rejected.set(inst.id, fp);
@@ -232,6 +234,7 @@ export class Registrar implements DesiredSink {
       }
       this.rejected.delete(inst.id);
       this.registered.set(inst.id, { instance: inst, fingerprint: fp });
+      metrics.registrations.inc();
       this.opts.log.info(
         { event: 'registered', service: inst.name, id: inst.id, addr: addr(inst), status: inst.status },
         `registered ${inst.id} as ${inst.name} at ${addr(inst)}${inst.status === 'passing' ? '' : ` (${inst.status})`}`,
@@ -239,11 +242,13 @@ export class Registrar implements DesiredSink {
     });
     for (const id of [...this.rejected.keys()]) if (!want.has(id)) this.rejected.delete(id);
     this.status.registered = this.registered.size;
+    metrics.registered.set(this.registered.size);
   }
 
   private async withdraw(inst: ServiceInstance, reason: string): Promise<void> {
-    await withTimeout(this.backend.deregister(inst), OP_TIMEOUT_MS, 'deregister');
+    await timed('deregister', () => withTimeout(this.backend.deregister(inst), OP_TIMEOUT_MS, 'deregister'));
     this.registered.delete(inst.id);
+    metrics.deregistrations.inc();
     this.reasons.delete(inst.id);
     this.ownerOf.delete(inst.id);
     this.opts.log.info({ event: 'deregistered', service: inst.name, id: inst.id, addr: addr(inst), reason }, `deregistered ${inst.id} at ${addr(inst)} (${reason})`);

@@ -1,0 +1,37 @@
+// Prometheus metrics (prom-client), one registry per process. Every long-running command
+// serves them on /metrics; modules import the metric they update.
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+export const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: 'harbormaster_process_' });
+
+const seconds = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+
+export const metrics = {
+  registrations: new Counter({ name: 'harbormaster_registrations_total', help: 'Successful registrations', registers: [registry] }),
+  deregistrations: new Counter({ name: 'harbormaster_deregistrations_total', help: 'Successful withdrawals', registers: [registry] }),
+  registryErrors: new Counter({ name: 'harbormaster_registry_errors_total', help: 'Failed registry operations', labelNames: ['op'], registers: [registry] }),
+  registryLatency: new Histogram({ name: 'harbormaster_registry_op_seconds', help: 'Registry operation latency', labelNames: ['op'], buckets: seconds, registers: [registry] }),
+  heartbeats: new Counter({ name: 'harbormaster_heartbeats_total', help: 'Heartbeat rounds sent', registers: [registry] }),
+  registered: new Gauge({ name: 'harbormaster_registered_services', help: 'Services this host has registered', registers: [registry] }),
+  renders: new Counter({ name: 'harbormaster_renders_total', help: 'Template renders by result', labelNames: ['template', 'result'], registers: [registry] }),
+  reloads: new Counter({ name: 'harbormaster_reloads_total', help: 'Proxy reloads by result', labelNames: ['command', 'result'], registers: [registry] }),
+  reloadDuration: new Histogram({ name: 'harbormaster_reload_seconds', help: 'Reload command duration', buckets: seconds, registers: [registry] }),
+  proxyRequests: new Counter({ name: 'harbormaster_proxy_requests_total', help: 'Proxied requests by service and status', labelNames: ['service', 'status'], registers: [registry] }),
+  upstreamErrors: new Counter({ name: 'harbormaster_proxy_upstream_errors_total', help: 'Upstream connection errors', labelNames: ['service'], registers: [registry] }),
+  retries: new Counter({ name: 'harbormaster_proxy_retries_total', help: 'Requests retried on another instance', labelNames: ['service'], registers: [registry] }),
+  activeConnections: new Gauge({ name: 'harbormaster_proxy_active_connections', help: 'Open client connections', registers: [registry] }),
+};
+
+/** Time an async operation into a histogram (and count its failure). */
+export async function timed<T>(op: string, fn: () => Promise<T>): Promise<T> {
+  const end = metrics.registryLatency.startTimer({ op });
+  try {
+    return await fn();
+  } catch (err) {
+    metrics.registryErrors.inc({ op });
+    throw err;
+  } finally {
+    end();
+  }
+}
