@@ -1,9 +1,10 @@
 // Consul read side: a blocking query on the catalog's service list, and one blocking query on
-// /v1/health/service/<name> per service (index / X-Consul-Index, wait). The consul client's
-// watch helper retries with backoff and follows index resets after an agent restart.
+// /v1/health/service/<name> per service (index / X-Consul-Index, wait), through the consul
+// client's watch helper. On any error everything starts over from index 0 with backoff.
 import type Consul from 'consul';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { consulClient, type ConsulTarget, type HealthEntry, instanceFromConsul, worstStatus } from '../registry/consul-backend.js';
+import { backoffMs } from '../util/time.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
 const WAIT = '30s';
@@ -23,6 +24,9 @@ export class ConsulWatch implements RawWatch {
   private readonly entries = new Map<string, ServiceInstance[] | undefined>();
   private handlers?: RawWatchHandlers;
   private scheduled = false;
+  private attempt = 0;
+  private restartTimer?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(target: ConsulTarget) {
     this.consul = consulClient(target);
@@ -30,42 +34,57 @@ export class ConsulWatch implements RawWatch {
 
   start(h: RawWatchHandlers): void {
     this.handlers = h;
+    this.watchCatalog();
+  }
+
+  private watch(method: unknown, options: Record<string, unknown>): Watcher {
     const c = this.consul as unknown as { watch(o: unknown): Watcher };
-    this.catalogWatch = c.watch({
-      method: this.consul.catalog.service.list,
-      options: { wait: WAIT, timeout: WAIT_TIMEOUT_MS },
-      backoffFactor: 100,
-      backoffMax: 10_000,
+    const w = c.watch({ method, options: { ...options, wait: WAIT, timeout: WAIT_TIMEOUT_MS } });
+    // Any failure starts over from index 0: an agent that restarted has a lower index, and a
+    // blocking query with the old one would hang for the whole wait before noticing.
+    w.on('error', (err) => this.restart(err));
+    return w;
+  }
+
+  private watchCatalog(): void {
+    this.catalogWatch = this.watch(this.consul.catalog.service.list, {});
+    this.catalogWatch.on('change', (data) => {
+      this.attempt = 0;
+      this.onServices(Object.keys(data as Record<string, unknown>));
     });
-    this.catalogWatch.on('change', (data) => this.onServices(Object.keys(data as Record<string, unknown>)));
-    this.catalogWatch.on('error', (err) => h.error(err));
+  }
+
+  private restart(err: Error): void {
+    this.handlers?.error(err);
+    if (this.restartTimer || this.stopped) return;
+    this.catalogWatch?.end();
+    for (const w of this.perService.values()) w.end();
+    this.perService.clear();
+    // Keep serving the last snapshot; the next one is emitted once every service answered again.
+    for (const name of this.entries.keys()) this.entries.set(name, undefined);
+    this.restartTimer = setTimeout(() => {
+      this.restartTimer = undefined;
+      this.watchCatalog();
+    }, backoffMs(this.attempt++, 200, 10_000));
   }
 
   private onServices(names: string[]): void {
     const wanted = new Set(names.filter((n) => n !== 'consul'));
-    for (const [name, w] of this.perService) {
-      if (!wanted.has(name)) {
-        w.end();
-        this.perService.delete(name);
-        this.entries.delete(name);
-      }
+    for (const name of [...this.entries.keys()]) {
+      if (wanted.has(name)) continue;
+      this.perService.get(name)?.end();
+      this.perService.delete(name);
+      this.entries.delete(name);
     }
     for (const name of wanted) {
       if (this.perService.has(name)) continue;
       this.entries.set(name, undefined);
-      const c = this.consul as unknown as { watch(o: unknown): Watcher };
-      const w = c.watch({
-        method: this.consul.health.service,
-        options: { service: name, wait: WAIT, timeout: WAIT_TIMEOUT_MS },
-        backoffFactor: 100,
-        backoffMax: 10_000,
-      });
+      const w = this.watch(this.consul.health.service, { service: name });
       w.on('change', (data) => {
         const list = (data as HealthEntry[]).map((e) => instanceFromConsul(e.Service, worstStatus(e.Checks.map((k) => k.Status)), e.Node.Address));
         this.entries.set(name, list);
         this.schedule();
       });
-      w.on('error', (err) => this.handlers?.error(err));
       this.perService.set(name, w);
     }
     this.schedule();
@@ -83,6 +102,8 @@ export class ConsulWatch implements RawWatch {
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.restartTimer);
     this.catalogWatch?.end();
     for (const w of this.perService.values()) w.end();
     this.perService.clear();
