@@ -2,7 +2,7 @@
 // heartbeats, health gating and withdrawal on the way down.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { docker, hostPort, isRunning, removeContainers, run } from './support/docker.js';
-import { Hm } from './support/harbormaster.js';
+import { Hm, spawnHm } from './support/harbormaster.js';
 import { CONSUL, consulChecks, consulServices } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
@@ -144,5 +144,51 @@ describe('register → consul', () => {
     await run(`${P}dns`, { publish: ['53/udp'], env: { SERVICE_NAME: 'dns' } });
     const s = await waitFor('udp service', has(`${HOST}:${P}dns:53:udp`));
     expect(s.Tags).toContain('udp');
+  });
+
+  it('keeps services registered on a kill with a reload signal (HUP)', async () => {
+    await run(`${P}hup`, { env: { SERVICE_NAME: 'hup' } });
+    const id = `${HOST}:${P}hup:80`;
+    await waitFor('hup registered', has(id));
+    await docker('kill', '-s', 'HUP', `${P}hup`).catch(() => undefined);
+    await sleep(1500);
+    expect((await services())[id]).toBeDefined();
+    expect(hm.logs.some((l) => l.event === 'deregistered' && l.id === id)).toBe(false);
+  });
+
+  it('follows a rename: the old ID is withdrawn and the new one registered', async () => {
+    await run(`${P}old`, { env: { SERVICE_NAME: 'renamed' } });
+    await waitFor('old id', has(`${HOST}:${P}old:80`));
+    await docker('rename', `${P}old`, `${P}new`);
+    await waitFor('new id', has(`${HOST}:${P}new:80`));
+    await waitFor('old id gone', gone(`${HOST}:${P}old:80`));
+  });
+});
+
+describe('register flags', () => {
+  it('--internal registers the container IP and exposed port; --tags adds tags; --explicit skips unnamed containers', async () => {
+    const host = `${HOST}-flags`;
+    const hm2 = spawnHm(['register', '--hostname', host, '--internal', '--explicit', '--tags', 'dc1,edge', CONSUL]);
+    await hm2.waitForLog('start', (l) => l.event === 'start');
+    await run(`${P}named`, { env: { SERVICE_NAME: 'named' } });
+    await run(`${P}anon`);
+    const s = await waitFor('named registered', async () => (await consulServices(host))[`${host}:${P}named:80`]);
+    const ip = await docker('inspect', '-f', '{{.NetworkSettings.IPAddress}}', `${P}named`);
+    expect(s.Address).toBe(ip);
+    expect(s.Port).toBe(80);
+    expect(s.Tags).toEqual(['dc1', 'edge']);
+    await sleep(1500);
+    expect(Object.keys(await consulServices(host)).some((k) => k.includes(`${P}anon`))).toBe(false);
+  });
+
+  it('registers a --net=host container\'s exposed ports on the host address', async () => {
+    const host = `${HOST}-hostnet`;
+    spawnHm(['register', '--hostname', host, '--ip', '127.0.0.1', CONSUL]);
+    await docker('run', '-d', '--name', `${P}hn`, '--net', 'host', '--expose', '19480', '-e', 'SERVICE_NAME=hostnet', '-e', 'PORT=19480', '-e', 'NAME=hostnet-body', 'hm-test:2');
+    const s = await waitFor('hostnet registered', async () => (await consulServices(host))[`${host}:${P}hn:19480`]);
+    expect(s.Address).toBe('127.0.0.1');
+    expect(s.Port).toBe(19480);
+    // What was registered answers there.
+    expect(await (await fetch(`http://${s.Address}:${s.Port}/`)).text()).toBe('hostnet-body\n');
   });
 });
