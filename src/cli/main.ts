@@ -2,11 +2,13 @@
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../registry/types.js';
 import { REGISTER_HELP, registerCommand } from './commands/register.js';
+import { RENDER_HELP, renderCommand } from './commands/render.js';
 import { SERVICES_HELP, servicesCommand } from './commands/services.js';
 
 const COMMANDS: Record<string, { run: (argv: string[], out: (s: string) => void) => Promise<number>; summary: string; help: string }> = {
   register: { run: registerCommand, summary: 'watch Docker and register containers in a registry (the sidecar)', help: REGISTER_HELP },
   services: { run: servicesCommand, summary: 'list what a registry holds', help: SERVICES_HELP },
+  render: { run: renderCommand, summary: 'keep nginx / HAProxy configs rendered from the registry, checked and reloaded', help: RENDER_HELP },
 };
 
 export const MAIN_HELP = `Usage: harbormaster <command> [options]

@@ -1,0 +1,145 @@
+// `harbormaster render <registry-uri> --template <src>:<dest>[:<reload-cmd>] ...`: keep proxy
+// configurations (nginx, HAProxy, anything) rendered from the registry, checked and reloaded.
+import { pino } from 'pino';
+import pretty from 'pino-pretty';
+import { CatalogWatch } from '../../catalog/watch.js';
+import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
+import { printable } from '../../model/validate.js';
+import { UsageError } from '../../registry/types.js';
+import { parseRegistryUri } from '../../registry/uri.js';
+import {
+  checkTemplateFiles,
+  DEFAULT_TIMEOUT_MS,
+  DEFAULT_WAIT,
+  loadRenderFile,
+  parseDomain,
+  parseStatuses,
+  parseWithTokens,
+  RENDER_WATCH_STATUSES,
+  type RenderConfig,
+  renderOnce,
+  startRender,
+  TEMPLATE_OPTIONS,
+  templateFlags,
+} from '../../render/index.js';
+import { choiceFlag, COMMON_OPTIONS } from '../args.js';
+
+export const RENDER_HELP = `Usage: harbormaster render <registry-uri> --template <src>:<dest>[:<reload-cmd>] [options]
+
+Follows the registry and keeps files rendered from Handlebars templates: on every change it
+renders, skips identical output, checks the staged file, replaces the destination atomically,
+runs the reload command once and confirms that the proxy took the new configuration; a failed
+reload puts the previous file back and reloads again.
+
+Options:
+  --template <src>:<dest>[:<cmd>]  template, destination and reload command (run with /bin/sh -c;
+                                   the command may contain colons); repeat for several templates
+  --check <cmd>              check the staged file before it replaces the destination; {{src}}
+                             is its path, e.g. 'nginx -t -c {{src}}' (applies to the --template before it)
+  --verify <kind>:<path>     confirm the reload: nginx:<pid-file> (a new worker generation),
+                             haproxy:<master-socket> (master CLI shows a new worker), or plain
+                             (exit status only, the default); applies to the --template before it
+  --wait <min>[:<max>]       quiescence: render once changes stopped for min, at the latest max
+                             after the first one, and at most once per max (default 500ms:3s)
+  --timeout <duration>       limit for every check and reload command and its confirmation (default 30s)
+  --status <list>            statuses that make an instance routable (default passing)
+  --domain <domain>          default host of a service: <name>.<domain> (default localhost)
+  --perms <mode>             file mode of the destinations, e.g. 0644 (default: keep, 0644 for new files)
+  --backup                   keep the previous destination as <dest>.bak
+  --once                     render when the catalog is first complete, run the commands, exit 0 or 1
+  --dry                      print what would be written to stdout; write and run nothing
+  --config <file>            JSON or YAML file with templates, wait, timeout, status, domain, registry
+  --log-format <json|pretty> (default json)
+  --log-level <level>        fatal, error, warn, info, debug, trace (default info)
+  -h, --help                 this help
+
+Shipped templates: templates/nginx.conf.hbs and templates/haproxy.cfg.hbs.
+`;
+
+const OPTIONS = {
+  ...COMMON_OPTIONS,
+  ...TEMPLATE_OPTIONS,
+  status: { type: 'string' },
+  domain: { type: 'string' },
+  once: { type: 'boolean' },
+  dry: { type: 'boolean' },
+  config: { type: 'string' },
+} as const;
+
+export interface RenderCommandConfig extends RenderConfig {
+  registry: string;
+  logFormat: LogFormat;
+  logLevel: LogLevel;
+}
+
+/** Flags (and --config) → validated config; throws UsageError. Returns undefined for --help. */
+export function parseRenderArgs(argv: string[]): RenderCommandConfig | undefined {
+  const { values: v, positionals, tokens } = parseWithTokens(argv, OPTIONS);
+  if (v.help) return undefined;
+  const file = v.config === undefined ? undefined : loadRenderFile(v.config);
+  const flags = templateFlags(tokens, v);
+  if (positionals.length > 1) throw new UsageError(`render takes one registry URI, got ${positionals.join(' ')}`);
+  const registry = positionals[0] ?? file?.registry;
+  if (!registry) throw new UsageError('render needs a registry URI (argument, or "registry" in --config)');
+  parseRegistryUri(registry);
+  const templates = [...(file?.templates ?? []), ...flags.templates];
+  if (templates.length === 0) throw new UsageError('render needs at least one --template <src>:<dest>[:<reload-cmd>] (or templates in --config)');
+  checkTemplateFiles(templates);
+  return {
+    registry,
+    templates,
+    wait: flags.wait ?? file?.wait ?? DEFAULT_WAIT,
+    timeoutMs: flags.timeoutMs ?? file?.timeoutMs ?? DEFAULT_TIMEOUT_MS,
+    statuses: v.status !== undefined ? parseStatuses(v.status, `--status ${printable(v.status)}`) : file?.statuses ?? ['passing'],
+    domain: v.domain !== undefined ? parseDomain(v.domain, `--domain ${printable(v.domain)}`) : file?.domain ?? 'localhost',
+    once: !!v.once,
+    dry: !!v.dry,
+    logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
+    logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
+  };
+}
+
+/** With --dry the rendered text owns stdout: log lines go to stderr. */
+function stderrLogger(format: LogFormat, level: LogLevel): Logger {
+  const base = { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
+  if (format === 'pretty') return pino(base, pretty({ destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', hideObject: true, sync: true }));
+  return pino(base, pino.destination({ fd: 2, sync: true }));
+}
+
+export async function renderCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const cfg = parseRenderArgs(argv);
+  if (!cfg) {
+    out(RENDER_HELP);
+    return 0;
+  }
+  const log = cfg.dry ? stderrLogger(cfg.logFormat, cfg.logLevel) : createLogger(cfg.logFormat, cfg.logLevel);
+  const watch = CatalogWatch.forUri(cfg.registry, { statuses: RENDER_WATCH_STATUSES, log });
+  if (cfg.once) {
+    try {
+      const r = await renderOnce(cfg, watch, log, { out });
+      return r.ok ? 0 : 1;
+    } finally {
+      await watch.stop();
+    }
+  }
+  const handle = await startRender(cfg, watch, log, { out }).catch(async (err: unknown) => {
+    await watch.stop();
+    throw err;
+  });
+  return new Promise<number>((resolve) => {
+    const onSignal = (sig: NodeJS.Signals) => {
+      log.info({ event: 'stop', signal: sig }, `${sig}: stopping`);
+      const force = setTimeout(() => resolve(1), cfg.timeoutMs * 2 + 5000);
+      force.unref();
+      handle.stop().then(() => watch.stop()).then(
+        () => resolve(0),
+        (err) => {
+          log.error({ event: 'error', err: (err as Error).message }, `shutdown: ${(err as Error).message}`);
+          resolve(1);
+        },
+      );
+    };
+    process.once('SIGTERM', onSignal);
+    process.once('SIGINT', onSignal);
+  });
+}

@@ -1,0 +1,95 @@
+import { describe, expect, it } from 'vitest';
+import { haproxyQuote, nginxQuote } from './helpers.js';
+import { compileTemplate, templateErrorLine } from './template-file.js';
+
+const render = (text: string, data: unknown = {}) => compileTemplate('t.hbs', text).render(data);
+
+const instances = [
+  { id: 'b', address: '10.0.0.2', port: 81, protocol: 'tcp', tags: ['blue', 'v2'], meta: { zone: 'b', weight: '5' }, status: 'passing' },
+  { id: 'a', address: '10.0.0.1', port: 80, protocol: 'tcp', tags: ['green'], meta: { zone: 'a' }, status: 'warning' },
+  { id: 'c', address: '::1', port: 9, protocol: 'udp', tags: ['blue'], meta: { zone: 'a' }, status: 'passing' },
+];
+
+describe('helpers', () => {
+  it('byTag keeps the items carrying a tag', () => {
+    expect(render('{{#each (byTag list "blue")}}{{id}} {{/each}}', { list: instances })).toBe('b c ');
+    expect(render('{{#each (byTag list "none")}}x{{else}}none{{/each}}', { list: instances })).toBe('none');
+  });
+
+  it('groupBy groups by a (dotted) path, keys sorted', () => {
+    expect(render('{{#each (groupBy list "meta.zone")}}{{key}}:{{#each items}}{{id}}{{/each}} {{/each}}', { list: instances })).toBe('a:ac b:b ');
+  });
+
+  it('where filters by equality, or by presence without a value', () => {
+    expect(render('{{#each (where list "protocol" "tcp")}}{{id}}{{/each}}', { list: instances })).toBe('ba');
+    expect(render('{{#each (where list "port" 80)}}{{id}}{{/each}}', { list: instances })).toBe('a');
+    expect(render('{{#each (where list "meta.weight")}}{{id}}{{/each}}', { list: instances })).toBe('b');
+  });
+
+  it('sortBy sorts numbers numerically and text by code point, without touching the input', () => {
+    const list = [{ n: 10, s: 'b' }, { n: 9, s: 'B' }, { n: 100, s: 'a' }];
+    expect(render('{{#each (sortBy list "n")}}{{n}},{{/each}}', { list })).toBe('9,10,100,');
+    expect(render('{{#each (sortBy list "s")}}{{s}},{{/each}}', { list })).toBe('B,a,b,');
+    expect(list[0].n).toBe(10);
+  });
+
+  it('join, default, json, len, clamp, hostPort', () => {
+    expect(render('{{join tags}}|{{join tags " "}}', { tags: ['a', 'b'] })).toBe('a,b|a b');
+    expect(render('{{default x "80"}}|{{default y "80"}}|{{default z "80"}}', { x: '', y: '8080' })).toBe('80|8080|80');
+    expect(render('{{json m}}', { m: { a: '"<x>"' } })).toBe('{"a":"\\"<x>\\""}');
+    expect(render('{{len l}} {{len o}} {{len s}}', { l: [1, 2], o: { a: 1 }, s: 'abc' })).toBe('2 1 3');
+    expect(render('{{clamp "500" 0 256}} {{clamp "0" 1 1000}} {{clamp "x" 1 9}}')).toBe('256 1 1');
+    expect(render('{{hostPort "10.0.0.1" 80}} {{hostPort "::1" 80}} {{hostPort "db.local" 5432}}')).toBe('10.0.0.1:80 [::1]:80 db.local:5432');
+  });
+
+  it('eq ne lt gt and or not', () => {
+    const t = '{{#if (and (eq a 1) (ne a 2) (lt a 2) (gt a 0))}}y{{else}}n{{/if}}{{#if (or (not a) b)}}y{{else}}n{{/if}}{{#if (not list)}}empty{{/if}}';
+    expect(render(t, { a: 1, b: 0, list: [] })).toBe('ynempty');
+  });
+
+  it('does not HTML-escape: quoting helpers are the escaping policy', () => {
+    expect(render('{{v}}', { v: '<a href="x">&' })).toBe('<a href="x">&');
+  });
+
+  it('does not reach prototypes through paths', () => {
+    expect(render('{{#each (where list "constructor.name" "Object")}}x{{else}}none{{/each}}', { list: [{}] })).toBe('none');
+  });
+});
+
+describe('quoting', () => {
+  it('nginxQuote makes one double-quoted token', () => {
+    expect(nginxQuote('plain')).toBe('"plain"');
+    expect(nginxQuote('a"b\\c')).toBe('"a\\"b\\\\c"');
+    expect(nginxQuote('x; } # {')).toBe('"x; } # {"');
+    // nginx has no escape for $ (variables) nor for control characters
+    expect(nginxQuote('${x} $host')).toBe('"%24{x} %24host"');
+    expect(nginxQuote('a\nb\r\0')).toBe('"a%0Ab%0D%00"');
+    expect(nginxQuote(undefined)).toBe('""');
+    expect(nginxQuote(42)).toBe('"42"');
+  });
+
+  it("haproxyQuote makes one single-quoted word, closing and reopening around '", () => {
+    expect(haproxyQuote('plain')).toBe("'plain'");
+    expect(haproxyQuote("it's")).toBe("'it'\\''s'");
+    expect(haproxyQuote('${HOME} "x" # \\')).toBe(`'\${HOME} "x" # \\'`);
+    expect(haproxyQuote('a\nb')).toBe("'a%0Ab'");
+  });
+});
+
+describe('template errors', () => {
+  it('report parse errors with file and line', () => {
+    expect(() => compileTemplate('/etc/t.hbs', 'a\nb\n{{foo\n')).toThrow(/^\/etc\/t\.hbs:3: parse error/);
+    expect(() => compileTemplate('t.hbs', 'a\n\n{{#if x}}\n{{/each}}\n')).toThrow(/^t\.hbs:3: if doesn't match each$/);
+  });
+
+  it('report unknown helpers and helper failures at render time with their line', () => {
+    const t = compileTemplate('t.hbs', 'one\ntwo\n  {{nope x}}\n');
+    expect(() => t.render({ x: 1 })).toThrow('t.hbs:3: unknown helper "nope"');
+    const u = compileTemplate('u.hbs', '\n{{#each (sortBy x "a")}}{{/each}}');
+    expect(() => u.render({ x: 'not a list' })).toThrow('u.hbs:2: sortBy: expected a list, got string');
+  });
+
+  it('templateErrorLine without a line', () => {
+    expect(templateErrorLine('f', new Error('boom'))).toBe('f: boom');
+  });
+});

@@ -1,0 +1,148 @@
+// Handlebars for configuration files: an isolated instance (nothing global is touched), no HTML
+// escaping (the output is not HTML), and helpers for selecting, ordering and quoting. The
+// quoting helpers are the escaping policy: validated values (names, hosts, paths, addresses,
+// ports) may be written as they are; anything else goes through nginxQuote / haproxyQuote.
+import Handlebars from 'handlebars';
+import { isIP } from 'node:net';
+
+export type HandlebarsInstance = ReturnType<typeof Handlebars.create>;
+
+/** A template problem with the line it was found on, when known. */
+export class TemplateError extends Error {
+  override name = 'TemplateError';
+  constructor(
+    message: string,
+    readonly line?: number,
+  ) {
+    super(message);
+  }
+}
+
+interface HelperOptions {
+  name?: string;
+  loc?: { start: { line: number; column: number } };
+  fn?: (ctx: unknown) => string;
+  inverse?: (ctx: unknown) => string;
+  hash?: Record<string, unknown>;
+}
+
+// eslint-disable-next-line no-control-regex
+const UNWRITABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+const percent = (ch: string) =>
+  [...Buffer.from(ch, 'utf8')].map((b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join('');
+
+const str = (v: unknown): string => (v === undefined || v === null ? '' : typeof v === 'string' ? v : typeof v === 'object' ? JSON.stringify(v) : String(v));
+
+/**
+ * One nginx token: a double-quoted string with `\` and `"` escaped. nginx has no escape for `$`
+ * (it would start a variable) nor for control characters: those are percent-encoded.
+ */
+export function nginxQuote(value: unknown): string {
+  const s = str(value).replace(UNWRITABLE, percent).replace(/\$/g, '%24');
+  return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+}
+
+/**
+ * One HAProxy word: single-quoted, where nothing is special (no escapes, no `${VAR}` expansion);
+ * a single quote closes, is escaped outside, and reopens. Control characters are percent-encoded.
+ */
+export function haproxyQuote(value: unknown): string {
+  const s = str(value).replace(UNWRITABLE, percent);
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** `a.b.c` lookups on plain data; never reaches prototypes. */
+export function lookupPath(item: unknown, path: string): unknown {
+  let cur: unknown = item;
+  for (const key of path.split('.')) {
+    if (cur === null || typeof cur !== 'object' || !Object.prototype.hasOwnProperty.call(cur, key)) return undefined;
+    cur = (cur as Record<string, unknown>)[key];
+  }
+  return cur;
+}
+
+function compare(a: unknown, b: unknown): number {
+  if (typeof a === 'number' && typeof b === 'number') return a - b;
+  if (a === undefined || a === null) return b === undefined || b === null ? 0 : 1; // missing values last
+  if (b === undefined || b === null) return -1;
+  const x = str(a);
+  const y = str(b);
+  return x < y ? -1 : x > y ? 1 : 0;
+}
+
+const list = (v: unknown): unknown[] => {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new Error(`expected a list, got ${typeof v}`);
+  return v;
+};
+
+const truthy = (v: unknown) => (Array.isArray(v) ? v.length > 0 : !!v);
+
+/** Helper functions by name; every one takes Handlebars' options object last. */
+export const HELPERS: Record<string, (...args: unknown[]) => unknown> = {
+  /** Items (services or instances) carrying a tag. */
+  byTag: (items, tag) => list(items).filter((i) => (lookupPath(i, 'tags') as unknown[] | undefined)?.includes(tag)),
+  /** `[{key, items}]` sorted by key, for the value at a path. */
+  groupBy: (items, path) => {
+    const groups = new Map<string, unknown[]>();
+    for (const i of list(items)) {
+      const key = str(lookupPath(i, str(path)));
+      const g = groups.get(key);
+      if (g) g.push(i);
+      else groups.set(key, [i]);
+    }
+    return [...groups.keys()].sort(compare).map((key) => ({ key, items: groups.get(key)! }));
+  },
+  /** Items whose value at a path equals the value; with no value, items where it is set. */
+  where: (...args) => {
+    const [items, path, ...rest] = args.slice(0, -1);
+    const p = str(path);
+    if (rest.length === 0) return list(items).filter((i) => truthy(lookupPath(i, p)));
+    return list(items).filter((i) => lookupPath(i, p) === rest[0] || str(lookupPath(i, p)) === str(rest[0]));
+  },
+  /** A sorted copy (numbers numerically, text by code point, missing values last); stable. */
+  sortBy: (items, path) => [...list(items)].sort((a, b) => compare(lookupPath(a, str(path)), lookupPath(b, str(path)))),
+  join: (...args) => {
+    const [items, sep] = args.slice(0, -1);
+    return list(items)
+      .map(str)
+      .join(args.length > 2 ? str(sep) : ',');
+  },
+  default: (value, fallback) => (value === undefined || value === null || value === '' ? fallback : value),
+  json: (value) => JSON.stringify(value ?? null),
+  nginxQuote: (value) => nginxQuote(value),
+  haproxyQuote: (value) => haproxyQuote(value),
+  /** `address:port`, with IPv6 addresses in brackets. */
+  hostPort: (address, port) => (isIP(str(address)) === 6 ? `[${str(address)}]:${str(port)}` : `${str(address)}:${str(port)}`),
+  eq: (a, b) => a === b,
+  ne: (a, b) => a !== b,
+  lt: (a, b) => compare(a, b) < 0,
+  gt: (a, b) => compare(a, b) > 0,
+  and: (...args) => args.slice(0, -1).every(truthy),
+  or: (...args) => args.slice(0, -1).some(truthy),
+  not: (a) => !truthy(a),
+  /** A whole number within [lo, hi] (e.g. weights: nginx wants ≥ 1, HAProxy ≤ 256). */
+  clamp: (v, lo, hi) => Math.min(Number(hi), Math.max(Number(lo), Math.trunc(Number(v)) || 0)),
+  len: (v) => (Array.isArray(v) ? v.length : typeof v === 'string' ? v.length : v && typeof v === 'object' ? Object.keys(v).length : 0),
+};
+
+/** A fresh Handlebars instance with the helpers; helper errors carry the template line. */
+export function createHandlebars(): HandlebarsInstance {
+  const hb = Handlebars.create();
+  for (const [name, fn] of Object.entries(HELPERS)) {
+    hb.registerHelper(name, function (this: unknown, ...args: unknown[]) {
+      try {
+        return fn.apply(this, args);
+      } catch (err) {
+        const o = args[args.length - 1] as HelperOptions;
+        if (err instanceof TemplateError) throw err;
+        throw new TemplateError(`${name}: ${(err as Error).message}`, o?.loc?.start.line);
+      }
+    });
+  }
+  hb.registerHelper('helperMissing', function (...args: unknown[]) {
+    const o = args[args.length - 1] as HelperOptions;
+    throw new TemplateError(`unknown helper "${o.name}"`, o.loc?.start.line);
+  });
+  return hb;
+}

@@ -1,0 +1,52 @@
+import { spawn } from 'node:child_process';
+import { describe, expect, it } from 'vitest';
+import { childrenOf, parseShowProc, verifierFor } from './reload-verifier.js';
+
+const SHOW_PROC = `#<PID>          <type>          <reloads>       <uptime>        <version>
+23788           master          2 [failed: 1]   0d00h00m07s     2.6.12-1+deb12u4
+# workers
+24231           worker          1               0d00h00m06s     2.6.12-1+deb12u4
+24300           worker          0               0d00h00m01s     2.6.12-1+deb12u4
+# old workers
+23789           worker          3               0d00h00m09s     2.6.12-1+deb12u4
+# programs
+
+`;
+
+describe('reload verification', () => {
+  it("parses HAProxy's show proc: master, failed reloads, current workers", () => {
+    expect(parseShowProc(SHOW_PROC)).toEqual({ master: 23788, failed: 1, workers: [24231, 24300] });
+    expect(parseShowProc('')).toBeUndefined();
+  });
+
+  it('finds the children of a process in /proc', async () => {
+    const child = spawn('/bin/sh', ['-c', 'sleep 5 & sleep 5 & wait'], { stdio: 'ignore' });
+    try {
+      let kids: number[] = [];
+      for (let i = 0; i < 50 && kids.length < 2; i++) {
+        kids = await childrenOf(child.pid!);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(kids).toHaveLength(2);
+      expect(await childrenOf(process.pid)).toContain(child.pid);
+    } finally {
+      process.kill(child.pid!, 'SIGKILL');
+    }
+  });
+
+  it('nginx: no master behind the pid file is a failure, after the timeout', async () => {
+    const v = verifierFor({ kind: 'nginx', pidFile: '/nonexistent/nginx.pid' });
+    const snap = await v.before();
+    expect(await v.confirm(snap, 100)).toMatch(/no nginx master running/);
+  });
+
+  it('haproxy: a master CLI that does not answer is a failure, after the timeout', async () => {
+    const v = verifierFor({ kind: 'haproxy', masterSocket: '/nonexistent/master.sock' });
+    expect(await v.confirm(await v.before(), 100)).toMatch(/did not answer within 100 ms/);
+  });
+
+  it('plain always confirms', async () => {
+    const v = verifierFor({ kind: 'plain' });
+    expect(await v.confirm(await v.before(), 10)).toBeUndefined();
+  });
+});

@@ -1,0 +1,156 @@
+// Did the reload take? A reload command usually only sends a signal and exits 0 even when the
+// proxy then refuses the new configuration (nginx keeps its old workers when a bind fails;
+// HAProxy's master counts a failed reload). Each strategy snapshots the proxy before the reload
+// and then waits for a new generation of workers.
+import { readdir, readFile } from 'node:fs/promises';
+import { connect } from 'node:net';
+import { sleep } from '../util/time.js';
+import type { VerifySpec } from './types.js';
+
+export interface ReloadVerifier {
+  readonly description: string;
+  /** Snapshot taken before the reload command runs. */
+  before(): Promise<unknown>;
+  /** Undefined when the reload took, else why it did not. */
+  confirm(snapshot: unknown, timeoutMs: number): Promise<string | undefined>;
+}
+
+const POLL_MS = 40;
+
+/** Always confirms: the command's exit status is the only signal. */
+export const plainVerifier: ReloadVerifier = {
+  description: 'exit status',
+  before: async () => undefined,
+  confirm: async () => undefined,
+};
+
+/** Parent pid → child pids, from /proc/<pid>/stat (the command name may hold spaces and parentheses). */
+export async function childrenOf(parent: number): Promise<number[]> {
+  const out: number[] = [];
+  for (const name of await readdir('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    const stat = await readFile(`/proc/${name}/stat`, 'utf8').catch(() => '');
+    const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(rest[1]) === parent) out.push(Number(name));
+  }
+  return out.sort((a, b) => a - b);
+}
+
+async function livePid(pidFile: string): Promise<number | undefined> {
+  const text = await readFile(pidFile, 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  if (!Number.isInteger(pid) || pid <= 0) return undefined;
+  try {
+    process.kill(pid, 0);
+    return pid;
+  } catch {
+    return undefined;
+  }
+}
+
+interface NginxSnapshot {
+  master?: number;
+  workers: number[];
+}
+
+/** nginx: the master from the pid file starts new workers once it accepted the configuration. */
+export function nginxVerifier(pidFile: string): ReloadVerifier {
+  return {
+    description: `nginx master from ${pidFile}`,
+    async before(): Promise<NginxSnapshot> {
+      const master = await livePid(pidFile);
+      return { master, workers: master ? await childrenOf(master) : [] };
+    },
+    async confirm(snapshot, timeoutMs) {
+      const s = snapshot as NginxSnapshot;
+      const deadline = Date.now() + timeoutMs;
+      let master: number | undefined;
+      do {
+        master = await livePid(pidFile);
+        if (master) {
+          const workers = await childrenOf(master);
+          // A new master (first start, binary upgrade) or a new worker of the same master.
+          if (workers.length > 0 && (master !== s.master || workers.some((w) => !s.workers.includes(w)))) return undefined;
+        }
+        await sleep(POLL_MS);
+      } while (Date.now() < deadline);
+      if (!master) return `no nginx master running (pid file ${pidFile}) after ${timeoutMs} ms`;
+      return `nginx master ${master} started no new workers within ${timeoutMs} ms: it refused the new configuration (see its error log)`;
+    },
+  };
+}
+
+export interface HaproxyProcs {
+  master: number;
+  failed: number;
+  workers: number[];
+}
+
+/** Parse the master CLI's `show proc`. */
+export function parseShowProc(text: string): HaproxyProcs | undefined {
+  let master: number | undefined;
+  let failed = 0;
+  const workers: number[] = [];
+  let section = '';
+  for (const line of text.split('\n')) {
+    if (line.startsWith('# ')) {
+      section = line.slice(2).trim();
+      continue;
+    }
+    const m = /^(\d+)\s+(\S+)\s+(.*)$/.exec(line);
+    if (!m) continue;
+    if (m[2] === 'master') {
+      master = Number(m[1]);
+      failed = Number(/failed:\s*(\d+)/.exec(m[3])?.[1] ?? 0);
+    } else if (m[2] === 'worker' && section !== 'old workers') workers.push(Number(m[1]));
+  }
+  return master === undefined ? undefined : { master, failed, workers };
+}
+
+/** One command on HAProxy's master CLI socket. */
+export function masterCli(socket: string, command: string, timeoutMs = 2000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    let out = '';
+    const c = connect(socket, () => c.end(`${command}\n`));
+    c.setTimeout(timeoutMs, () => c.destroy(new Error(`master CLI ${socket}: no answer within ${timeoutMs} ms`)));
+    c.on('data', (d) => (out += d.toString()));
+    c.on('error', reject);
+    c.on('close', () => resolve(out));
+  });
+}
+
+/** HAProxy master-worker: the master CLI lists a worker that was not there, or counts a failure. */
+export function haproxyVerifier(masterSocket: string): ReloadVerifier {
+  const procs = async () => parseShowProc(await masterCli(masterSocket, 'show proc').catch(() => ''));
+  return {
+    description: `haproxy master CLI ${masterSocket}`,
+    before: procs,
+    async confirm(snapshot, timeoutMs) {
+      const s = snapshot as HaproxyProcs | undefined;
+      const deadline = Date.now() + timeoutMs;
+      let last: HaproxyProcs | undefined;
+      do {
+        // While the master re-executes itself the socket refuses connections: keep polling.
+        last = await procs();
+        if (last) {
+          if (s && last.failed > s.failed) return `haproxy master ${last.master} refused the new configuration (failed reloads: ${last.failed})`;
+          if (last.workers.some((w) => !s?.workers.includes(w))) return undefined;
+        }
+        await sleep(POLL_MS);
+      } while (Date.now() < deadline);
+      if (!last) return `haproxy master CLI ${masterSocket} did not answer within ${timeoutMs} ms`;
+      return `haproxy master ${last.master} started no new worker within ${timeoutMs} ms`;
+    },
+  };
+}
+
+export function verifierFor(spec: VerifySpec): ReloadVerifier {
+  switch (spec.kind) {
+    case 'plain':
+      return plainVerifier;
+    case 'nginx':
+      return nginxVerifier(spec.pidFile);
+    case 'haproxy':
+      return haproxyVerifier(spec.masterSocket);
+  }
+}

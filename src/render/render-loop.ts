@@ -1,0 +1,167 @@
+// Follow a catalog and keep the destinations current: the first snapshot renders at once, later
+// ones after the --wait quiescence; template files are watched and an edit re-renders. Runs are
+// serialized: a change during a run is applied by the next one.
+import { watch as watchFiles, type FSWatcher } from 'chokidar';
+import type { Catalog } from '../catalog/catalog.js';
+import type { CatalogWatch } from '../catalog/watch.js';
+import type { Logger } from '../log/logger.js';
+import { HEALTH_STATUSES, type HealthStatus } from '../model/service-instance.js';
+import { UsageError } from '../registry/types.js';
+import { createHandlebars } from './helpers.js';
+import { Quiescence } from './quiescence.js';
+import { Renderer, type RunResult, type TemplateJob } from './renderer.js';
+import { templateData } from './template-data.js';
+import { loadTemplate } from './template-file.js';
+import type { RenderConfig } from './types.js';
+
+/**
+ * Statuses the CatalogWatch given to startRender should keep: all of them, so that a service
+ * whose instances are all failing keeps its hosts (answered with 503). --status filters later.
+ */
+export const RENDER_WATCH_STATUSES: HealthStatus[] = [...HEALTH_STATUSES];
+
+export interface RenderHandle {
+  /** Completed runs (one per applied change). */
+  readonly runs: number;
+  /** The result of the latest run. */
+  readonly last?: RunResult;
+  /** Resolves when no run is in progress or scheduled. */
+  idle(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export interface RenderIo {
+  /** Where --dry prints (default: stdout). */
+  out?: (s: string) => void;
+  env?: NodeJS.ProcessEnv;
+}
+
+async function loadJobs(cfg: RenderConfig): Promise<TemplateJob[]> {
+  const hb = createHandlebars();
+  // A template that does not compile at start is a configuration error: fail with file:line.
+  return Promise.all(
+    cfg.templates.map(async (spec) => {
+      try {
+        return { spec, template: await loadTemplate(spec.source, hb) };
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+    }),
+  );
+}
+
+function rendererFor(cfg: RenderConfig, log: Logger, io: RenderIo): Renderer {
+  return new Renderer({ timeoutMs: cfg.timeoutMs, dry: cfg.dry, out: io.out ?? ((s) => void process.stdout.write(s)), env: io.env }, log);
+}
+
+const dataFor = (cfg: RenderConfig, catalog: Catalog, io: RenderIo) =>
+  templateData(catalog, { statuses: cfg.statuses, domain: cfg.domain, env: io.env ?? process.env });
+
+/** --once: wait for the first complete catalog, render, run the commands; true when all went well. */
+export async function renderOnce(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RunResult> {
+  const jobs = await loadJobs(cfg);
+  const catalog = await watch.first();
+  return rendererFor(cfg, log, io).run(jobs, dataFor(cfg, catalog, io));
+}
+
+export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RenderHandle> {
+  const jobs = await loadJobs(cfg);
+  const renderer = rendererFor(cfg, log, io);
+  const hb = createHandlebars();
+  let latest: Catalog | undefined;
+  let running: Promise<void> | undefined;
+  let again = false;
+  let stopped = false;
+  let runs = 0;
+  let last: RunResult | undefined;
+  let idleWaiters: Array<() => void> = [];
+
+  const settle = () => {
+    if (running || quiet.pending) return;
+    const w = idleWaiters;
+    idleWaiters = [];
+    w.forEach((fn) => fn());
+  };
+  const kick = () => {
+    if (stopped || !latest) return settle();
+    if (running) {
+      again = true;
+      return;
+    }
+    running = (async () => {
+      do {
+        again = false;
+        try {
+          last = await renderer.run(jobs, dataFor(cfg, latest!, io));
+        } catch (err) {
+          log.error({ event: 'error', err: (err as Error).message }, `render: ${(err as Error).message}`);
+        }
+        runs++;
+      } while (again && !stopped);
+    })().finally(() => {
+      running = undefined;
+      settle();
+    });
+  };
+  const quiet = new Quiescence(cfg.wait, kick);
+
+  // One template file may feed several destinations.
+  const bySource = new Map<string, TemplateJob[]>();
+  for (const j of jobs) bySource.set(j.spec.source, [...(bySource.get(j.spec.source) ?? []), j]);
+  const files: FSWatcher = watchFiles([...bySource.keys()], { ignoreInitial: true, awaitWriteFinish: { stabilityThreshold: 50, pollInterval: 20 } });
+  files.on('all', (event, path) => {
+    const users = bySource.get(path);
+    if (!users || (event !== 'change' && event !== 'add')) return;
+    loadTemplate(path, hb).then(
+      (t) => {
+        for (const j of users) j.template = t;
+        log.info({ event: 'template', template: path }, `template ${path} changed; re-rendering`);
+        quiet.notify();
+      },
+      (err: Error) => {
+        // Leave the destinations alone until the template is fixed.
+        for (const j of users) j.template = undefined;
+        log.error({ event: 'template-error', template: path }, `${err.message}; ${users.map((j) => j.spec.destination).join(', ')} left as it is until the template is fixed`);
+      },
+    );
+  });
+  files.on('error', (err) => log.warn({ event: 'error', err: (err as Error).message }, `watching templates: ${(err as Error).message}`));
+  await new Promise<void>((resolve) => files.once('ready', () => resolve()));
+
+  const pairs = cfg.templates.map((t) => `${t.source} → ${t.destination}`);
+  log.info(
+    { event: 'start', registry: cfg.registry, templates: pairs, wait: cfg.wait },
+    `harbormaster render${cfg.registry ? ` ${cfg.registry}` : ''}: ${pairs.join(', ')} (wait ${cfg.wait.minMs}ms:${cfg.wait.maxMs}ms)`,
+  );
+
+  let first = true;
+  const off = watch.subscribe((c) => {
+    latest = c;
+    // The first snapshot renders at once and does not count toward the one-run-per-max spacing.
+    if (first) {
+      first = false;
+      kick();
+    } else quiet.notify();
+  });
+
+  return {
+    get runs() {
+      return runs;
+    },
+    get last() {
+      return last;
+    },
+    idle: () => new Promise<void>((resolve) => {
+      idleWaiters.push(resolve);
+      settle();
+    }),
+    async stop() {
+      stopped = true;
+      off();
+      quiet.cancel();
+      await files.close();
+      await running;
+      settle();
+    },
+  };
+}

@@ -1,0 +1,159 @@
+// The render pipeline on temp folders, with real /bin/sh commands (true, false, counters).
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { silentLogger } from '../log/logger.js';
+import { Renderer, type TemplateJob } from './renderer.js';
+import { compileTemplate } from './template-file.js';
+import type { TemplateSpec } from './types.js';
+
+const root = mkdtempSync(join(tmpdir(), 'hm-renderer-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let dir: string;
+let n = 0;
+beforeEach(() => {
+  dir = join(root, String(++n)); // every test starts from an empty folder
+  mkdirSync(dir);
+});
+
+const counter = () => join(dir, 'reloads');
+const reloads = () => (existsSync(counter()) ? readFileSync(counter(), 'utf8').split('\n').filter(Boolean) : []);
+const count = (tag = 'x') => `echo ${tag} >> ${counter()}`;
+
+function job(over: Partial<TemplateSpec> = {}, text = 'value={{v}}\n'): TemplateJob {
+  return {
+    spec: { source: join(dir, 't.hbs'), destination: join(dir, 'out.conf'), verify: { kind: 'plain' }, backup: false, ...over },
+    template: compileTemplate('t.hbs', text),
+  };
+}
+
+function renderer(printed: string[] = [], dry = false, timeoutMs = 5000) {
+  return new Renderer({ timeoutMs, dry, out: (s) => printed.push(s) }, silentLogger());
+}
+
+const leftovers = () => readdirSync(dir).filter((f) => f.endsWith('.tmp'));
+
+describe('renderer pipeline', () => {
+  it('writes a new destination and runs the reload command', async () => {
+    const r = await renderer().run([job({ command: count() })], { v: 1 });
+    expect(r).toMatchObject({ ok: true, written: [join(dir, 'out.conf')], reloads: [{ command: count(), ok: true, rolledBack: false }] });
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+    expect(reloads()).toEqual(['x']);
+    expect(statSync(join(dir, 'out.conf')).mode & 0o777).toBe(0o644);
+  });
+
+  it('equal bytes: no write, no reload', async () => {
+    const j = job({ command: count() });
+    await renderer().run([j], { v: 1 });
+    const before = statSync(join(dir, 'out.conf'));
+    const r = await renderer().run([j], { v: 1 });
+    expect(r).toMatchObject({ ok: true, written: [], unchanged: [join(dir, 'out.conf')], reloads: [] });
+    const after = statSync(join(dir, 'out.conf'));
+    expect(after.ino).toBe(before.ino);
+    expect(after.mtimeMs).toBe(before.mtimeMs);
+    expect(reloads()).toEqual(['x']);
+  });
+
+  it('runs the check on the staged file in the destination folder; a failing check keeps the live file', async () => {
+    writeFileSync(join(dir, 'out.conf'), 'live\n');
+    const check = `case {{src}} in ${dir}/.out.conf.*.tmp) grep -q value=2 {{src}} ;; *) exit 3 ;; esac`;
+    const ok = await renderer().run([job({ command: count(), check })], { v: 2 });
+    expect(ok.ok).toBe(true);
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=2\n');
+    const bad = await renderer().run([job({ command: count(), check: 'echo "line 3: bad directive" >&2; false' })], { v: 3 });
+    expect(bad).toMatchObject({ ok: false, written: [], reloads: [] });
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=2\n');
+    expect(reloads()).toEqual(['x']);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('a failed reload restores the previous files and reloads again', async () => {
+    writeFileSync(join(dir, 'out.conf'), 'old\n');
+    const cmd = `${count()}; test "$(cat ${join(dir, 'out.conf')})" = old`; // only the old file "loads"
+    const r = await renderer().run([job({ command: cmd })], { v: 9 });
+    expect(r).toMatchObject({ ok: false, written: [join(dir, 'out.conf')], reloads: [{ ok: false, rolledBack: true }] });
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('old\n');
+    expect(reloads()).toHaveLength(2);
+  });
+
+  it('a failed reload of a file that did not exist removes it again', async () => {
+    const r = await renderer().run([job({ command: `${count()}; false` })], { v: 1 });
+    expect(r.reloads[0]).toMatchObject({ ok: false, rolledBack: true });
+    expect(existsSync(join(dir, 'out.conf'))).toBe(false);
+  });
+
+  it('a reload command that hangs is killed at the timeout and rolled back', async () => {
+    writeFileSync(join(dir, 'out.conf'), 'old\n');
+    const started = Date.now();
+    const r = await renderer([], false, 300).run([job({ command: 'sleep 30' })], { v: 1 });
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(r.reloads[0]).toMatchObject({ ok: false, rolledBack: true });
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('old\n');
+  });
+
+  it('runs identical commands once per change, different ones each once', async () => {
+    const a = job({ destination: join(dir, 'a.conf'), command: count('same') });
+    const b = job({ destination: join(dir, 'b.conf'), command: count('same') });
+    const c = job({ destination: join(dir, 'c.conf'), command: count('other') });
+    const r = await renderer().run([a, b, c], { v: 1 });
+    expect(r.reloads.map((x) => x.command)).toEqual([count('same'), count('other')]);
+    expect(reloads().sort()).toEqual(['other', 'same']);
+    // only b changes: its command runs once, c's does not
+    const b2 = job({ destination: join(dir, 'b.conf'), command: count('same') }, 'b={{v}}\n');
+    await renderer().run([a, b2, c], { v: 1 });
+    expect(reloads().sort()).toEqual(['other', 'same', 'same']);
+  });
+
+  it('rolls back every file of the failed reload, and leaves the other reloads alone', async () => {
+    writeFileSync(join(dir, 'a.conf'), 'a-old\n');
+    writeFileSync(join(dir, 'b.conf'), 'b-old\n');
+    writeFileSync(join(dir, 'c.conf'), 'c-old\n');
+    const failing = `${count('f')}; grep -q old ${join(dir, 'a.conf')}`;
+    const a = job({ destination: join(dir, 'a.conf'), command: failing });
+    const b = job({ destination: join(dir, 'b.conf'), command: failing });
+    const c = job({ destination: join(dir, 'c.conf'), command: count('c') });
+    const r = await renderer().run([a, b, c], { v: 2 });
+    expect(r.ok).toBe(false);
+    expect(readFileSync(join(dir, 'a.conf'), 'utf8')).toBe('a-old\n');
+    expect(readFileSync(join(dir, 'b.conf'), 'utf8')).toBe('b-old\n');
+    expect(readFileSync(join(dir, 'c.conf'), 'utf8')).toBe('value=2\n');
+    expect(reloads().sort()).toEqual(['c', 'f', 'f']);
+  });
+
+  it('--backup keeps the previous file, --perms sets the mode', async () => {
+    writeFileSync(join(dir, 'out.conf'), 'previous\n');
+    await renderer().run([job({ backup: true, perms: 0o600 })], { v: 1 });
+    expect(readFileSync(join(dir, 'out.conf.bak'), 'utf8')).toBe('previous\n');
+    expect(statSync(join(dir, 'out.conf')).mode & 0o777).toBe(0o600);
+  });
+
+  it('keeps the mode of an existing destination', async () => {
+    writeFileSync(join(dir, 'out.conf'), 'previous\n', { mode: 0o640 });
+    await renderer().run([job()], { v: 1 });
+    expect(statSync(join(dir, 'out.conf')).mode & 0o777).toBe(0o640);
+  });
+
+  it('--dry prints and writes or runs nothing', async () => {
+    const printed: string[] = [];
+    const r = await renderer(printed, true).run([job({ command: count(), check: count('check') })], { v: 7 });
+    expect(printed).toEqual(['value=7\n']);
+    expect(r.written).toEqual([]);
+    expect(existsSync(join(dir, 'out.conf'))).toBe(false);
+    expect(reloads()).toEqual([]);
+  });
+
+  it('a template that does not render leaves its destination alone; the others go on', async () => {
+    writeFileSync(join(dir, 'a.conf'), 'a-live\n');
+    const broken = job({ destination: join(dir, 'a.conf'), command: count('a') }, '{{#each (sortBy v "x")}}{{/each}}');
+    const unusable: TemplateJob = { spec: { ...job().spec, destination: join(dir, 'u.conf') } };
+    const fine = job({ destination: join(dir, 'b.conf'), command: count('b') });
+    const r = await renderer().run([broken, unusable, fine], { v: 'not a list' });
+    expect(r.ok).toBe(false);
+    expect(readFileSync(join(dir, 'a.conf'), 'utf8')).toBe('a-live\n');
+    expect(existsSync(join(dir, 'u.conf'))).toBe(false);
+    expect(readFileSync(join(dir, 'b.conf'), 'utf8')).toBe('value=not a list\n');
+    expect(reloads()).toEqual(['b']);
+  });
+});
