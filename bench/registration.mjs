@@ -24,7 +24,7 @@ const POOL = 16; // concurrent `docker run -d` in the burst
 /** Wall-clock milliseconds with sub-ms resolution, comparable with Docker's timeNano. */
 const now = () => performance.timeOrigin + performance.now();
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-let aborted = false;
+let aborted = false; // set by ^C: waits throw, the finally blocks clean up
 
 async function waitFor(what, pred, limitMs = LIMIT_MS, extra = () => '') {
   const deadline = Date.now() + limitMs;
@@ -85,8 +85,7 @@ async function stopHm(hm) {
   if (hm.child.exitCode !== null || hm.child.signalCode !== null) return;
   hm.child.kill('SIGTERM'); // withdraws its services
   const timer = setTimeout(() => hm.child.kill('SIGKILL'), 30_000);
-  await hm.exited;
-  clearTimeout(timer);
+  await hm.exited.finally(() => clearTimeout(timer));
 }
 
 /** A loop over long-polls until close(); errors are retried (the phase deadline bounds it all). */
@@ -100,11 +99,8 @@ function longPoll(step) {
 
 // Each registry: the URI harbormaster gets, a change feed that calls mark(text holding a service ID, ms), and a cleanup.
 const REGISTRIES = [
-  {
-    label: 'memory:// (no-op baseline)', key: 'mem', uri: () => 'memory://',
-    watch: async () => async () => undefined, // its `registered` log lines are the feed (see phase)
-    cleanup: async () => undefined,
-  },
+  // memory://: its `registered` log lines are the feed (see phase)
+  { label: 'memory:// (no-op baseline)', key: 'mem', uri: () => 'memory://', watch: async () => async () => undefined, cleanup: async () => undefined },
   {
     label: 'Consul', key: 'consul', uri: () => 'consul://127.0.0.1:8500',
     watch: async ({ svc }, mark) => {
@@ -128,10 +124,7 @@ const REGISTRIES = [
       const client = new Etcd3({ hosts: ETCD });
       const watcher = await client.watch().prefix(`${prefix}/`).create();
       watcher.on('put', (kv) => mark(kv.key.toString(), now()));
-      return async () => {
-        await watcher.cancel().catch(() => undefined);
-        client.close();
-      };
+      return () => watcher.cancel().finally(() => client.close());
     },
     cleanup: async ({ prefix }) => {
       const client = new Etcd3({ hosts: ETCD });
@@ -150,14 +143,10 @@ const REGISTRIES = [
         if (body.errorCode === 401) { // event history cleared: take the current state instead
           const cur = await fetch(`${ETCD}/v2/keys${prefix}?recursive=true`, { signal });
           index = Number(cur.headers.get('x-etcd-index'));
-          const b = await cur.json();
-          if (b.node) walk(b.node, now());
-          return;
+          return walk((await cur.json()).node ?? { dir: true }, now());
         }
-        if (body.node) {
-          index = body.node.modifiedIndex;
-          if (['set', 'create', 'update'].includes(body.action)) mark(body.node.key, t);
-        }
+        index = body.node?.modifiedIndex ?? index;
+        if (['set', 'create', 'update'].includes(body.action)) mark(body.node.key, t);
       });
     },
     cleanup: async ({ prefix }) => fetch(`${ETCD}/v2/keys${prefix}?recursive=true&dir=true`, { method: 'DELETE' }),
@@ -169,7 +158,7 @@ async function phase(reg, { seq, burst, run, starts }) {
   const host = `hmb-${run}-${reg.key}`; // harbormaster's --hostname and the container name prefix
   const ctx = { host, svc: `${host}-svc`, prefix: `/${host}` };
   const seen = new Map(); // container name → ms when the registry first showed it
-  const idRe = new RegExp(`${host}:([^:/]+):80`);
+  const idRe = new RegExp(`(?:^|/)${host}:([^:/]+):80$`); // our own registrations only
   const mark = (text, t) => {
     const m = idRe.exec(decodeURIComponent(text));
     if (m && !seen.has(m[1])) seen.set(m[1], t);
@@ -186,20 +175,23 @@ async function phase(reg, { seq, burst, run, starts }) {
     for (let i = 0; i < seq; i++) {
       const name = `${host}-s${i}`;
       await dockerRun(name, ctx.svc);
-      await waitFor(`${name} registered`, () => ready(name), 30_000, hm.log);
+      const why = () => ` (start event ${starts.has(name) ? 'seen' : 'missing'}, registry entry ${seen.has(name) ? 'seen' : 'missing'})${hm.log()}`;
+      await waitFor(`${name} registered`, () => ready(name), 30_000, why);
       lat.push(seen.get(name) - starts.get(name));
     }
     const names = Array.from({ length: burst }, (_, i) => `${host}-b${i}`);
     let next = 0;
+    let failed; // the first failed `docker run` stops the pool (no run left in flight behind the cleanup)
     const t0 = now();
     await Promise.all(Array.from({ length: POOL }, async () => {
-      while (next < names.length && !aborted) await dockerRun(names[next++], ctx.svc);
+      while (next < names.length && !aborted && !failed) await dockerRun(names[next++], ctx.svc).catch((err) => (failed ??= err));
     }));
+    if (failed) throw failed;
     const count = () => names.filter(ready).length;
     await waitFor(`${burst} burst containers registered`, () => count() === burst, LIMIT_MS, () => ` (${count()} so far)${hm.log()}`);
     const total = Math.max(...names.map((n) => seen.get(n))) - t0;
     const dockerMs = Math.max(...names.map((n) => starts.get(n))) - t0;
-    return { label: reg.label, lat, total, dockerMs };
+    return { label: reg.label, lat, total, dockerMs, burstLat: names.map((n) => seen.get(n) - starts.get(n)) };
   } finally {
     await stopHm(hm);
     await closeWatch().catch(() => undefined);
@@ -221,12 +213,12 @@ async function machine() {
   const dockerd = await docker('version', '--format', '{{.Server.Version}}').catch(() => '?');
   const consul = await get(`${CONSUL}/v1/agent/self`, (j) => j.Config.Version);
   const etcd = await get(`${ETCD}/version`, (j) => j.etcdserver);
-  const cpu = os.cpus()[0]?.model ?? '?';
-  return `${os.availableParallelism()} CPUs (${cpu}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}, dockerd ${dockerd}, Consul ${consul}, etcd ${etcd}`;
+  return `${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}, dockerd ${dockerd}, Consul ${consul}, etcd ${etcd}`;
 }
 
 export async function run({ seq = 50, burst = 200, command = 'node bench/registration.mjs' } = {}) {
   const runId = Math.random().toString(36).slice(2, 8);
+  const loadBefore = os.loadavg()[0];
   const starts = new Map();
   const stopEvents = await dockerStarts(starts);
   const rows = [];
@@ -236,22 +228,23 @@ export async function run({ seq = 50, burst = 200, command = 'node bench/registr
     stopEvents();
     await removeContainers(`hmb-${runId}-`).catch(() => undefined); // anything a failed phase left
   }
-  const ms = (x) => `${x.toFixed(1)} ms`;
-  const s = (x) => `${(x / 1000).toFixed(2)} s`;
+  const foreign = [...starts.keys()].filter((n) => !n.startsWith(`hmb-${runId}-`)).length;
+  const [ms, s] = [(x) => `${x.toFixed(1)} ms`, (x) => `${(x / 1000).toFixed(2)} s`];
   const base = rows.find((r) => r.label.startsWith('memory'));
-  const table = rows.map((r) => `| ${r.label} | ${ms(pct(r.lat, 50))} | ${ms(pct(r.lat, 99))} | ${ms(Math.max(...r.lat))} | ${s(r.total)} | ${s(r.dockerMs)} | ${ms(r.total - r.dockerMs)} |`);
+  const table = rows.map((r) => `| ${r.label} | ${ms(pct(r.lat, 50))} | ${ms(pct(r.lat, 99))} | ${ms(Math.max(...r.lat))} | ${s(r.total)} | ${s(r.dockerMs)} | ${ms(r.total - r.dockerMs)} | ${ms(pct(r.burstLat, 99))} |`);
   const vsBase = rows.filter((r) => r !== base).map((r) => `${r.label} +${(pct(r.lat, 50) - pct(base.lat, 50)).toFixed(1)} ms`);
   return [
     '## Registration latency',
     '',
     `Command: \`${command}\`  `,
     `Date: ${new Date().toISOString()}  `,
-    `Machine: ${await machine()}`,
+    `Machine: ${await machine()}  `,
+    `Quiet host? ${foreign} container start(s) by others on this dockerd during the run${foreign ? ' (they compete for CPU and dockerd: numbers are skewed)' : ''}; 1-min load average ${loadBefore.toFixed(2)} before the run.`,
     '',
-    `Latency runs from Docker's \`start\` event (its \`timeNano\`) to the entry becoming visible in the registry: Consul = passing in a blocking \`/v1/health/service/<name>?passing=1\` query, etcd v3 = watch \`put\`, etcd v2 = recursive \`?wait=true\`. Sequential: ${seq} containers (\`${IMAGE}\`, one published port), each started once the previous one was registered. Burst: ${burst} \`docker run -d\` by ${POOL} workers, timed from the first call; "docker" is the last \`start\` event, overhead = total − docker. One fresh harbormaster (\`register --hostname <unique> --ttl 30\`) per registry.`,
+    `Latency runs from Docker's \`start\` event (its \`timeNano\`) to the entry becoming visible in the registry: Consul = passing in a blocking \`/v1/health/service/<name>?passing=1\` query, etcd v3 = watch \`put\`, etcd v2 = recursive \`?wait=true\`. Sequential: ${seq} containers (\`${IMAGE}\`, one published port), each started once the previous one was registered. Burst: ${burst} \`docker run -d\` by ${POOL} workers, timed from the first call; "docker" is the last \`start\` event, overhead = total − docker; "burst p99" is the start → registered latency of the ${burst} during the burst. One fresh harbormaster (\`register --hostname <unique> --ttl 30\`) per registry.`,
     '',
-    `| Registry | p50 | p99 | max | ${burst} at once: total | docker | registrator overhead |`,
-    '|---|---:|---:|---:|---:|---:|---:|',
+    `| Registry | p50 | p99 | max | ${burst} at once: total | docker | registrator overhead | burst p99 |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|',
     ...table,
     '',
     `No-op baseline: memory:// keeps registrations in process, so its latency (start event → its \`registered\` log line on stdout) is harbormaster's own path (event, inspect, registrar). p50 above it: ${vsBase.join(', ')}.`,
@@ -260,21 +253,11 @@ export async function run({ seq = 50, burst = 200, command = 'node bench/registr
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  const arg = (name, def) => {
-    const i = process.argv.indexOf(`--${name}`);
-    return i > 0 ? process.argv[i + 1] : def;
-  };
-  process.on('SIGINT', () => (aborted ? process.exit(130) : (aborted = true))); // second ^C: exit at once
+  const arg = (name, def) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : def);
+  for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => (aborted ? process.exit(130) : (aborted = true))); // twice: exit at once
   const command = ['node', 'bench/registration.mjs', ...process.argv.slice(2)].join(' ');
   run({ seq: Number(arg('seq', 50)), burst: Number(arg('burst', 200)), command }).then(
-    (md) => {
-      process.stdout.write(md);
-      if (arg('out')) writeFileSync(arg('out'), md);
-      process.exit(0);
-    },
-    (err) => {
-      console.error(`bench failed: ${err.stack ?? err}`);
-      process.exit(1);
-    },
+    (md) => (process.stdout.write(md), arg('out') && writeFileSync(arg('out'), md), process.exit(0)),
+    (err) => (console.error(`bench failed: ${err.stack ?? err}`), process.exit(1)),
   );
 }
