@@ -14,6 +14,7 @@ import { splitTags } from '../../sources/docker/service-model.js';
 import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
 import { sleep } from '../../util/time.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
+import { stopOnSignal } from '../signals.js';
 
 export const REGISTER_HELP = `Usage: harbormaster register [options] <registry-uri>
 
@@ -199,23 +200,6 @@ export async function registerCommand(argv: string[], out: (s: string) => void):
   }
   const log = createLogger(cfg.logFormat, cfg.logLevel);
   const handle = await startRegister(cfg, log);
-  return new Promise<number>((resolve) => {
-    let stopping = false;
-    const onSignal = (sig: NodeJS.Signals) => {
-      if (stopping) return;
-      stopping = true;
-      log.info({ event: 'stop', signal: sig }, `${sig}: ${cfg.keepOnExit ? 'leaving registrations to their TTL' : 'withdrawing this host\'s services'}`);
-      const force = setTimeout(() => resolve(1), 20_000);
-      force.unref();
-      handle.stop(!cfg.keepOnExit).then(
-        () => resolve(0),
-        (err) => {
-          log.error({ event: 'error', err: (err as Error).message }, `shutdown: ${(err as Error).message}`);
-          resolve(1);
-        },
-      );
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
+  const what = cfg.keepOnExit ? 'leaving registrations to their TTL' : "withdrawing this host's services";
+  return stopOnSignal(log, what, () => handle.stop(!cfg.keepOnExit), 20_000);
 }

@@ -23,6 +23,7 @@ import {
   templateFlags,
 } from '../../render/index.js';
 import { choiceFlag, COMMON_OPTIONS } from '../args.js';
+import { stopOnSignal } from '../signals.js';
 
 export const RENDER_HELP = `Usage: harbormaster render <registry-uri> --template <src>:<dest>[:<reload-cmd>] [options]
 
@@ -126,20 +127,5 @@ export async function renderCommand(argv: string[], out: (s: string) => void): P
     await watch.stop();
     throw err;
   });
-  return new Promise<number>((resolve) => {
-    const onSignal = (sig: NodeJS.Signals) => {
-      log.info({ event: 'stop', signal: sig }, `${sig}: stopping`);
-      const force = setTimeout(() => resolve(1), cfg.timeoutMs * 2 + 5000);
-      force.unref();
-      handle.stop().then(() => watch.stop()).then(
-        () => resolve(0),
-        (err) => {
-          log.error({ event: 'error', err: (err as Error).message }, `shutdown: ${(err as Error).message}`);
-          resolve(1);
-        },
-      );
-    };
-    process.once('SIGTERM', onSignal);
-    process.once('SIGINT', onSignal);
-  });
+  return stopOnSignal(log, 'stopping', () => handle.stop().then(() => watch.stop()), cfg.timeoutMs * 2 + 5000);
 }
