@@ -4,11 +4,15 @@ import { UsageError } from '../registry/types.js';
 import { REGISTER_HELP, registerCommand } from './commands/register.js';
 import { RENDER_HELP, renderCommand } from './commands/render.js';
 import { SERVICES_HELP, servicesCommand } from './commands/services.js';
+import { PROXY_HELP, proxyCommand } from './commands/proxy.js';
+import { RUN_HELP, runCommand } from './commands/run.js';
 
 const COMMANDS: Record<string, { run: (argv: string[], out: (s: string) => void) => Promise<number>; summary: string; help: string }> = {
   register: { run: registerCommand, summary: 'watch Docker and register containers in a registry (the sidecar)', help: REGISTER_HELP },
   services: { run: servicesCommand, summary: 'list what a registry holds', help: SERVICES_HELP },
   render: { run: renderCommand, summary: 'keep nginx / HAProxy configs rendered from the registry, checked and reloaded', help: RENDER_HELP },
+  proxy: { run: proxyCommand, summary: 'route HTTP by Host and path to what a registry holds (built-in proxy)', help: PROXY_HELP },
+  run: { run: runCommand, summary: 'everything on one host: register Docker containers, proxy to them, status API', help: RUN_HELP },
 };
 
 export const MAIN_HELP = `Usage: harbormaster <command> [options]

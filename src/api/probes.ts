@@ -1,0 +1,29 @@
+// Health probes over the status objects the parts already keep (catalog watch, registrar,
+// Docker source), in the shape the status API reports.
+import type { CatalogWatch } from '../catalog/watch.js';
+import type { RegistrarStatus } from '../registrar/registrar.js';
+import type { DockerSourceStatus } from '../sources/docker/docker-source.js';
+import type { ComponentHealth } from './status-server.js';
+
+export function watchProbe(watch: CatalogWatch, registry: string): () => ComponentHealth {
+  return () => {
+    const s = watch.status;
+    return {
+      ok: s.connected && s.complete,
+      registry,
+      connected: s.connected,
+      complete: s.complete,
+      services: watch.catalog?.services.length ?? 0,
+      lastSync: s.lastUpdate,
+      lastError: s.lastError,
+    };
+  };
+}
+
+export function registrarProbe(status: RegistrarStatus, registry: string): () => ComponentHealth {
+  return () => ({ ok: status.registryUp, registry, connected: status.registryUp, registered: status.registered, lastSync: status.lastSync, lastError: status.lastError });
+}
+
+export function dockerProbe(status: DockerSourceStatus, endpoint: string): () => ComponentHealth {
+  return () => ({ ok: status.connected, endpoint, connected: status.connected, lastSync: status.lastSync, lastError: status.lastError });
+}

@@ -1,0 +1,115 @@
+import { describe, expect, it } from 'vitest';
+import { UsageError } from '../../registry/types.js';
+import { parseProxyArgs } from './proxy.js';
+import { parseRunArgs } from './run.js';
+
+function usageError(fn: () => unknown): string {
+  try {
+    fn();
+  } catch (err) {
+    expect(err).toBeInstanceOf(UsageError);
+    return (err as Error).message;
+  }
+  throw new Error('expected a UsageError');
+}
+
+describe('parseProxyArgs', () => {
+  it('has loopback defaults', () => {
+    expect(parseProxyArgs(['consul://127.0.0.1:8500'])).toEqual({
+      registry: 'consul://127.0.0.1:8500',
+      listen: { host: '127.0.0.1', port: 8080 },
+      api: { host: '127.0.0.1', port: 8081 },
+      domain: 'localhost',
+      balance: 'round-robin',
+      connectTimeoutMs: 5000,
+      responseTimeoutMs: 60000,
+      idleTimeoutMs: 60000,
+      retries: 2,
+      healthCheck: undefined,
+      statuses: ['passing'],
+      drainTimeoutMs: 30000,
+      logFormat: 'json',
+      logLevel: 'info',
+    });
+  });
+
+  it('takes every flag', () => {
+    const c = parseProxyArgs([
+      'etcd://127.0.0.1:2379/x', '--listen', '[::1]:9000', '--api', 'off', '--domain', 'apps.test', '--balance', 'least-conn',
+      '--connect-timeout', '100', '--response-timeout', '200', '--idle-timeout', '300', '--retries', '0',
+      '--health-check', '/healthz?full=1', '--health-interval', '1000', '--status', 'passing,warning', '--drain-timeout', '0',
+    ])!;
+    expect(c).toMatchObject({
+      listen: { host: '::1', port: 9000 },
+      api: undefined,
+      domain: 'apps.test',
+      balance: 'least-conn',
+      connectTimeoutMs: 100,
+      responseTimeoutMs: 200,
+      idleTimeoutMs: 300,
+      retries: 0,
+      healthCheck: { path: '/healthz?full=1', intervalMs: 1000 },
+      statuses: ['passing', 'warning'],
+      drainTimeoutMs: 0,
+    });
+  });
+
+  it('returns undefined for --help', () => {
+    expect(parseProxyArgs(['--help'])).toBeUndefined();
+  });
+
+  it('names the flag in every usage error', () => {
+    expect(usageError(() => parseProxyArgs([]))).toContain('one registry URI');
+    expect(usageError(() => parseProxyArgs(['bogus']))).toContain('registry URI');
+    expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1']))).toContain('--listen');
+    expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1:70000']))).toContain('out of range');
+    expect(usageError(() => parseProxyArgs(['memory://', '--listen', 'bad host:80']))).toContain('--listen');
+    expect(usageError(() => parseProxyArgs(['memory://', '--api', 'x']))).toContain('--api');
+    expect(usageError(() => parseProxyArgs(['memory://', '--domain', 'Bad_Domain']))).toContain('--domain');
+    expect(usageError(() => parseProxyArgs(['memory://', '--balance', 'random']))).toContain('--balance');
+    expect(usageError(() => parseProxyArgs(['memory://', '--retries', '-1']))).toContain('--retries');
+    expect(usageError(() => parseProxyArgs(['memory://', '--connect-timeout', '1s']))).toContain('--connect-timeout');
+    expect(usageError(() => parseProxyArgs(['memory://', '--status', 'ok']))).toContain('--status');
+    expect(usageError(() => parseProxyArgs(['memory://', '--health-check', 'healthz']))).toContain('--health-check');
+    expect(usageError(() => parseProxyArgs(['memory://', '--health-interval', '1000']))).toContain('--health-check');
+    expect(usageError(() => parseProxyArgs(['memory://', '--nope']))).toContain('--nope');
+    expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1:8081']))).toContain('the same address as --listen');
+  });
+});
+
+describe('parseRunArgs', () => {
+  it('defaults to the embedded registry and loopback ports', () => {
+    const c = parseRunArgs([], {})!;
+    expect(c.register.registry).toBe('memory://');
+    expect(c.register.docker).toBe('unix:///var/run/docker.sock');
+    expect(c.proxy.listen).toEqual({ host: '127.0.0.1', port: 8080 });
+    expect(c.proxy.api).toEqual({ host: '127.0.0.1', port: 8081 });
+  });
+
+  it('hands register flags to the registrator and proxy flags to the proxy', () => {
+    const c = parseRunArgs(['--registry', 'consul://127.0.0.1:8500', '--hostname', 'h1', '--ttl=10', '--listen', '127.0.0.1:9080', '--deregister', 'on-success', '--retries=1', '--cleanup'], {})!;
+    expect(c.register).toMatchObject({ registry: 'consul://127.0.0.1:8500', hostname: 'h1', ttl: 10, deregister: 'on-success', cleanup: true });
+    expect(c.proxy).toMatchObject({ listen: { host: '127.0.0.1', port: 9080 }, retries: 1 });
+  });
+
+  it('rejects arguments, bad register flags and bad proxy flags with one line', () => {
+    expect(usageError(() => parseRunArgs(['consul://x'], {}))).toContain('run takes no arguments');
+    expect(usageError(() => parseRunArgs(['--ttl', '1'], {}))).toContain('--ttl');
+    expect(usageError(() => parseRunArgs(['--registry', 'nope'], {}))).toContain('registry URI');
+    expect(usageError(() => parseRunArgs(['--listen', 'x'], {}))).toContain('--listen');
+  });
+
+  it('takes the template flags of render, with --status and --domain shared with the proxy', () => {
+    const c = parseRunArgs(['--template', 'templates/nginx.conf.hbs:/tmp/hm-run-nginx.conf:nginx -s reload', '--check', 'nginx -t -c {{src}}', '--wait', '100ms:1s', '--domain', 'apps.test', '--status', 'passing,warning'], {})!;
+    expect(c.render).toMatchObject({ wait: { minMs: 100, maxMs: 1000 }, domain: 'apps.test', statuses: ['passing', 'warning'], once: false, dry: false });
+    expect(c.render!.templates).toHaveLength(1);
+    expect(c.render!.templates[0]).toMatchObject({ destination: '/tmp/hm-run-nginx.conf', command: 'nginx -s reload', check: 'nginx -t -c {{src}}' });
+    expect(parseRunArgs([], {})!.render).toBeUndefined();
+    expect(usageError(() => parseRunArgs(['--wait', '1s'], {}))).toContain('--wait');
+    expect(usageError(() => parseRunArgs(['--check', 'true'], {}))).toContain('--check');
+  });
+
+  it('returns undefined for --help', () => {
+    expect(parseRunArgs(['-h'], {})).toBeUndefined();
+  });
+});

@@ -1,0 +1,59 @@
+// What a request exchange needs from the proxy server, and the short answers the proxy gives itself.
+import http from 'node:http';
+import type { Duplex } from 'node:stream';
+import type { Logger } from '../log/logger.js';
+import type { HealthStatus } from '../model/service-instance.js';
+import type { BalanceMode, EjectionPolicy, Upstream } from './balancer.js';
+import type { FailureKind } from './failures.js';
+import type { RoutingTable } from './route-table.js';
+import type { UpstreamPools } from './upstream-pools.js';
+
+export interface ProxyOptions {
+  /** Default host of a service without http_host: `<service>.<domain>`. */
+  domain: string;
+  balance: BalanceMode;
+  /** Registry statuses that receive traffic. */
+  statuses: HealthStatus[];
+  connectTimeoutMs: number;
+  responseTimeoutMs: number;
+  /** Idle keep-alive time of client connections and of pooled instance connections. */
+  idleTimeoutMs: number;
+  /** Further attempts on other instances after a connection error, when safe. */
+  retries: number;
+  ejection?: EjectionPolicy;
+  /** Active checks: GET `path` on every instance each `intervalMs`. */
+  healthCheck?: { path: string; intervalMs: number };
+  log: Logger;
+}
+
+/** What the exchanges need from the server. */
+export interface ProxyContext {
+  readonly opts: ProxyOptions;
+  readonly draining: boolean;
+  /** The table now (retries resolve against it: the instance they try must still be routed to). */
+  table(): RoutingTable;
+  pools: UpstreamPools;
+  /** A failure of an instance: counted, logged, and for connection failures maybe ejected (returns whether it was). */
+  upstreamFailed(u: Upstream, err: Error, kind: FailureKind): boolean;
+  count(service: string, status: number): void;
+  trackUpgrade(socket: Duplex): void;
+  /** A request ended (answered or abandoned): graceful shutdown waits for these. */
+  requestDone(): void;
+}
+
+export function reply(res: http.ServerResponse, status: number, body: string, ctx: ProxyContext, service: string, close: boolean): void {
+  ctx.count(service, status);
+  if (res.headersSent) {
+    res.destroy();
+    return;
+  }
+  const headers: http.OutgoingHttpHeaders = { 'content-type': 'text/plain; charset=utf-8', 'content-length': Buffer.byteLength(body) };
+  if (close) headers.connection = 'close';
+  res.writeHead(status, headers);
+  res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+export function rawReply(socket: Duplex, status: number, body: string): void {
+  if (!socket.writable) return void socket.destroy();
+  socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+}

@@ -1,0 +1,165 @@
+import { describe, expect, it } from 'vitest';
+import { buildCatalog } from '../catalog/catalog.js';
+import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
+import { InstanceState } from './balancer.js';
+import { compileTable, prefixMatches, requestHost, requestTarget, RoutingTable, type TableOptions } from './route-table.js';
+
+function inst(name: string, port: number, meta: Record<string, string> = {}, status: HealthStatus = 'passing', id = `h:${name}-${port}:80`): ServiceInstance {
+  return { id, name, address: '127.0.0.1', port, protocol: 'tcp', tags: [], meta, host: 'h', status };
+}
+
+const OPTS: TableOptions = { domain: 'localhost', balance: 'round-robin', statuses: ['passing'] };
+const ALL: HealthStatus[] = ['passing', 'warning', 'critical'];
+
+function table(list: ServiceInstance[], states = new Map<string, InstanceState>(), previous?: RoutingTable): RoutingTable {
+  return compileTable(buildCatalog(list, ALL), OPTS, states, previous);
+}
+
+describe('requestHost', () => {
+  it('lowercases and drops the port and a trailing dot', () => {
+    expect(requestHost('Web.LocalHost:8080')).toBe('web.localhost');
+    expect(requestHost('web.localhost.')).toBe('web.localhost');
+    expect(requestHost('web.localhost')).toBe('web.localhost');
+  });
+  it('keeps IPv6 literals in brackets', () => {
+    expect(requestHost('[::1]:8080')).toBe('[::1]');
+    expect(requestHost('[::1]')).toBe('[::1]');
+  });
+  it('rejects absent and malformed hosts', () => {
+    expect(requestHost(undefined)).toBeUndefined();
+    expect(requestHost('')).toBeUndefined();
+    expect(requestHost('a b')).toBeUndefined();
+    expect(requestHost('web:80x')).toBeUndefined();
+    expect(requestHost('[::1')).toBeUndefined();
+    expect(requestHost('x'.repeat(400))).toBeUndefined();
+  });
+});
+
+describe('requestTarget', () => {
+  it('matches on the path without the query and forwards the target unchanged', () => {
+    expect(requestTarget('/api/x?q=1', 'GET')).toEqual({ match: '/api/x', forward: '/api/x?q=1' });
+  });
+  it('reduces the absolute form to its path', () => {
+    expect(requestTarget('http://web.localhost/a?b', 'GET')).toEqual({ match: '/a', forward: '/a?b' });
+  });
+  it('resolves dot segments (also percent-encoded) for matching only', () => {
+    expect(requestTarget('/api/../admin', 'GET')).toEqual({ match: '/admin', forward: '/api/../admin' });
+    expect(requestTarget('/api/%2e%2e/admin', 'GET')!.match).toBe('/admin');
+  });
+  it('accepts OPTIONS * and rejects other targets', () => {
+    expect(requestTarget('*', 'OPTIONS')).toEqual({ match: '/', forward: '*' });
+    expect(requestTarget('*', 'GET')).toBeUndefined();
+    expect(requestTarget('ftp://x/', 'GET')).toBeUndefined();
+    expect(requestTarget('', 'GET')).toBeUndefined();
+  });
+});
+
+describe('prefixMatches', () => {
+  it('matches on segment boundaries or exactly', () => {
+    expect(prefixMatches('/api', '/api')).toBe(true);
+    expect(prefixMatches('/api', '/api/x')).toBe(true);
+    expect(prefixMatches('/api', '/apix')).toBe(false);
+    expect(prefixMatches('/api/', '/api/x')).toBe(true);
+    expect(prefixMatches('/api/', '/api')).toBe(false);
+    expect(prefixMatches('/', '/anything')).toBe(true);
+  });
+});
+
+describe('compileTable', () => {
+  const t = table([
+    inst('web', 1),
+    inst('web', 2),
+    inst('api', 3, { http_host: 'Example.test, www.example.test', http_path: '/api' }),
+    inst('apiv2', 4, { http_host: 'example.test', http_path: '/api/v2' }),
+    inst('site', 5, { http_host: 'example.test' }),
+    inst('wild', 6, { http_host: '*.apps.test' }),
+    inst('deep', 7, { http_host: '*.b.apps.test' }),
+  ]);
+
+  it('routes the default host <service>.<domain> to all instances of the service', () => {
+    const r = t.match('web.localhost', '/')!;
+    expect(r.service).toBe('web');
+    expect(r.balancer.upstreams.map((u) => u.port)).toEqual([1, 2]);
+  });
+
+  it('routes declared hosts (case-insensitive, comma list) and picks the longest path prefix', () => {
+    expect(t.match('example.test', '/api/v2/users')!.service).toBe('apiv2');
+    expect(t.match('example.test', '/api/v1')!.service).toBe('api');
+    expect(t.match('example.test', '/api')!.service).toBe('api');
+    expect(t.match('example.test', '/apix')!.service).toBe('site');
+    expect(t.match('www.example.test', '/api/x')!.service).toBe('api');
+  });
+
+  it('answers undefined for an unknown host, and for a known host with no matching path', () => {
+    expect(t.match('nope.localhost', '/')).toBeUndefined();
+    expect(t.match('www.example.test', '/other')).toBeUndefined();
+    // A declared http_host replaces the default one.
+    expect(t.match('api.localhost', '/api')).toBeUndefined();
+  });
+
+  it('matches wildcard hosts after exact ones, the longest suffix first', () => {
+    expect(t.match('x.apps.test', '/')!.service).toBe('wild');
+    expect(t.match('y.x.apps.test', '/')!.service).toBe('wild');
+    expect(t.match('c.b.apps.test', '/')!.service).toBe('deep');
+    expect(t.match('apps.test', '/')).toBeUndefined();
+  });
+
+  it('counts hosts, routes and instances', () => {
+    expect(t.hostCount).toBe(5);
+    expect(t.routeCount).toBe(7);
+    expect(t.upstreams.size).toBe(7);
+    expect(t.routes().length).toBe(t.routeCount);
+  });
+
+  it('keeps the first service by name on a host+path conflict and reports it', () => {
+    const c = table([inst('alpha', 1, { http_host: 'same.test' }), inst('beta', 2, { http_host: 'same.test' })]);
+    expect(c.match('same.test', '/')!.service).toBe('alpha');
+    expect(c.conflicts).toEqual(['same.test/']);
+  });
+
+  it('keeps instances with a status that gets no traffic in the table, as not routable', () => {
+    const c = compileTable(buildCatalog([inst('web', 1, {}, 'critical'), inst('web', 2, {}, 'warning')], ALL), OPTS, new Map());
+    const r = c.match('web.localhost', '/')!;
+    expect(r.balancer.upstreams.map((u) => u.routable)).toEqual([false, false]);
+    expect(r.balancer.pick(Date.now())).toBeUndefined();
+    const warn = compileTable(buildCatalog([inst('web', 2, {}, 'warning')], ALL), { ...OPTS, statuses: ['passing', 'warning'] }, new Map());
+    expect(warn.match('web.localhost', '/')!.balancer.pick(Date.now())?.port).toBe(2);
+  });
+
+  it('reads weights from meta (default 1) and skips UDP instances', () => {
+    const udp: ServiceInstance = { ...inst('dns', 53), protocol: 'udp' };
+    const c = table([inst('web', 1, { weight: '5' }), inst('web', 2), udp]);
+    expect(c.match('web.localhost', '/')!.balancer.upstreams.map((u) => u.weight)).toEqual([5, 1]);
+    expect(c.match('dns.localhost', '/')).toBeUndefined();
+  });
+
+  it('shares instance state across tables by instance, and forgets instances that left', () => {
+    const states = new Map<string, InstanceState>();
+    const t1 = table([inst('web', 1), inst('web', 2)], states);
+    const u1 = t1.match('web.localhost', '/')!.balancer.upstreams[0];
+    u1.state.active = 3;
+    const t2 = table([inst('web', 1), inst('web', 9)], states, t1);
+    const again = t2.match('web.localhost', '/')!.balancer.upstreams.find((u) => u.port === 1)!;
+    expect(again.state).toBe(u1.state);
+    expect(again.state.active).toBe(3);
+    expect([...states.keys()].sort()).toEqual(['h:web-1:80 127.0.0.1:1', 'h:web-9:80 127.0.0.1:9']);
+  });
+
+  it('carries the rotation position of a route into the next table', () => {
+    const states = new Map<string, InstanceState>();
+    const t1 = table([inst('web', 1), inst('web', 2), inst('web', 3)], states);
+    expect(t1.match('web.localhost', '/')!.balancer.pick(0)!.port).toBe(1);
+    const t2 = table([inst('web', 1), inst('web', 2), inst('web', 3)], states, t1);
+    expect(t2.match('web.localhost', '/')!.balancer.pick(0)!.port).toBe(2);
+  });
+
+  it('brackets IPv6 addresses in the origin', () => {
+    const v6 = compileTable(buildCatalog([{ ...inst('web', 80), address: '::1' }], ALL), OPTS, new Map());
+    expect([...v6.upstreams.values()][0].origin).toBe('http://[::1]:80');
+  });
+
+  it('is empty to start with', () => {
+    expect(RoutingTable.EMPTY.match('web.localhost', '/')).toBeUndefined();
+    expect(RoutingTable.EMPTY.routeCount).toBe(0);
+  });
+});

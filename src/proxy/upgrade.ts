@@ -1,0 +1,142 @@
+// Upgrade requests (WebSocket): a fresh connection to the chosen instance, the request passed on
+// with its Upgrade header, and once the instance answers 101 the two sockets are piped together.
+// An upgrade request carries no body, so a connection failure moves it to another instance.
+import http from 'node:http';
+import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { recordSuccess, type Upstream } from './balancer.js';
+import { upstreamRequestHeaders } from './headers.js';
+import { rawReply, type ProxyContext } from './context.js';
+import { failureKind, safeToRetry } from './failures.js';
+import type { CompiledRoute, RequestTarget } from './route-table.js';
+
+const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade']);
+
+function codedError(code: string, message: string): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+export class UpgradeExchange {
+  private tried?: Set<Upstream>;
+  private attempts = 0;
+  private pending?: http.ClientRequest;
+  private clientClosed = false;
+
+  constructor(
+    private readonly ctx: ProxyContext,
+    private readonly req: http.IncomingMessage,
+    private readonly socket: Duplex,
+    private readonly head: Buffer,
+    private readonly host: string,
+    private readonly target: RequestTarget,
+  ) {
+    socket.once('close', () => {
+      this.clientClosed = true;
+      this.pending?.destroy();
+    });
+  }
+
+  send(route: CompiledRoute): void {
+    const u = route.balancer.pick(Date.now(), this.tried);
+    if (!u) {
+      const status = this.attempts === 0 ? 503 : 502;
+      this.ctx.count(route.service, status);
+      return rawReply(this.socket, status, status === 503 ? `no healthy instance of ${route.service}\n` : `bad gateway: ${route.service} could not be reached\n`);
+    }
+    this.attempts++;
+    u.state.active++;
+    const { connectTimeoutMs, responseTimeoutMs } = this.ctx.opts;
+    const up = http.request({
+      host: u.address,
+      port: u.port,
+      method: this.req.method,
+      path: this.target.forward,
+      headers: upstreamRequestHeaders(this.req.headers, this.req.socket.remoteAddress, true),
+      agent: false,
+    });
+    this.pending = up;
+    let settled = false;
+    let timer = setTimeout(() => up.destroy(codedError('HM_CONNECT_TIMEOUT', `connect timed out after ${connectTimeoutMs} ms`)), connectTimeoutMs);
+    up.once('socket', (s: Socket) =>
+      s.once('connect', () => {
+        clearTimeout(timer);
+        timer = setTimeout(() => up.destroy(codedError('HM_RESPONSE_TIMEOUT', `no answer within ${responseTimeoutMs} ms`)), responseTimeoutMs);
+      }),
+    );
+    up.once('upgrade', (ures: http.IncomingMessage, usock: Socket, uhead: Buffer) => {
+      settled = true;
+      clearTimeout(timer);
+      this.pending = undefined;
+      recordSuccess(u.state);
+      this.tunnel(route, u, ures, usock, uhead);
+    });
+    up.once('response', (ures: http.IncomingMessage) => {
+      // The instance declined to switch protocols: relay its answer and close.
+      settled = true;
+      clearTimeout(timer);
+      this.pending = undefined;
+      u.state.active--;
+      recordSuccess(u.state);
+      this.ctx.count(route.service, ures.statusCode ?? 502);
+      let head = `HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? ''}\r\n`;
+      for (let i = 0; i < ures.rawHeaders.length; i += 2) {
+        const name = ures.rawHeaders[i];
+        const lower = name.toLowerCase();
+        if (!HOP.has(lower) && !(lower === 'content-length' && ures.headers['transfer-encoding'])) head += `${name}: ${ures.rawHeaders[i + 1]}\r\n`;
+      }
+      this.socket.write(`${head}connection: close\r\n\r\n`);
+      ures.pipe(this.socket);
+    });
+    up.on('error', (err: Error) => {
+      clearTimeout(timer);
+      if (settled) return;
+      settled = true;
+      this.pending = undefined;
+      u.state.active--;
+      if (this.clientClosed) return void this.ctx.count(route.service, 499);
+      const kind = failureKind(err);
+      const ejected = this.ctx.upstreamFailed(u, err, kind);
+      if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', false)) {
+        const next = this.ctx.table().match(this.host, this.target.match);
+        if (next) {
+          if (kind === 'connect' || ejected) (this.tried ??= new Set()).add(u);
+          return this.send(next);
+        }
+      }
+      const status = kind === 'timeout' ? 504 : 502;
+      this.ctx.count(route.service, status);
+      rawReply(this.socket, status, status === 504 ? `gateway timeout: ${route.service} did not answer in time\n` : `bad gateway: ${route.service} could not be reached\n`);
+    });
+    up.end();
+  }
+
+  private tunnel(route: CompiledRoute, u: Upstream, ures: http.IncomingMessage, usock: Socket, uhead: Buffer): void {
+    const client = this.socket;
+    let open = true;
+    const end = () => {
+      if (!open) return;
+      open = false;
+      u.state.active--;
+      client.destroy();
+      usock.destroy();
+    };
+    usock.on('error', end);
+    usock.on('close', end);
+    client.on('error', end);
+    client.on('close', end);
+    if (this.clientClosed) return end();
+    this.ctx.count(route.service, 101);
+    this.ctx.trackUpgrade(client);
+    (client as Socket).setNoDelay?.(true);
+    (client as Socket).setTimeout?.(0);
+    usock.setNoDelay(true);
+    usock.setTimeout(0);
+    let head = `HTTP/1.1 101 ${ures.statusMessage || 'Switching Protocols'}\r\n`;
+    for (let i = 0; i < ures.rawHeaders.length; i += 2) head += `${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}\r\n`;
+    client.write(`${head}\r\n`);
+    if (uhead.length > 0) client.write(uhead);
+    if (this.head.length > 0) usock.write(this.head);
+    usock.pipe(client);
+    client.pipe(usock);
+  }
+}
