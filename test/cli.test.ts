@@ -74,4 +74,30 @@ describe('harbormaster CLI', () => {
       await removeContainers(`${HOST}-`);
     }
   });
+
+  it('register --api serves what this host registered, its health and metrics', async () => {
+    const HOST = uniq('itapi');
+    try {
+      const hm = spawnHm(['register', '--hostname', HOST, '--api', '127.0.0.1:19991', CONSUL]);
+      await hm.waitForLog('api listening', (l) => l.event === 'listen');
+      await run(`${HOST}-a`, { env: { SERVICE_NAME: 'apisvc' } });
+      const id = `${HOST}:${HOST}-a:80`;
+      const body = await waitFor('service in /v1/services', async () => {
+        const b = (await (await fetch('http://127.0.0.1:19991/v1/services')).json()) as { services: Array<{ name: string; instances: Array<{ id: string }> }> };
+        return b.services.find((s) => s.name === 'apisvc') ? b : undefined;
+      });
+      expect(body.services.find((s) => s.name === 'apisvc')!.instances.map((i) => i.id)).toEqual([id]);
+      const health = await fetch('http://127.0.0.1:19991/v1/health');
+      expect(health.status).toBe(200);
+      const h = (await health.json()) as { ok: boolean; components: Record<string, { ok: boolean }> };
+      expect(h.ok).toBe(true);
+      expect(Object.keys(h.components).sort()).toEqual(['docker', 'registry']);
+      const metrics = await (await fetch('http://127.0.0.1:19991/metrics')).text();
+      expect(metrics).toMatch(/^harbormaster_registrations_total \d+/m);
+      expect(metrics).toContain('harbormaster_registry_op_seconds_bucket');
+      expect(metrics).not.toContain('harbormaster_process_process');
+    } finally {
+      await removeContainers(`${HOST}-`);
+    }
+  });
 });

@@ -357,7 +357,7 @@ describe('websocket', () => {
     await register('ws', await deadPort(), {}, 'passing', 't:ws-a-dead');
     await register('ws', echo.port, {}, 'passing', 't:ws-b');
     await routed(main, 'ws.localhost', 2);
-    const dispatcher = new Agent({ connect: (_o, cb) => connectTo(main.port, cb) });
+    const dispatcher = new Agent({ connect: (_o, cb) => connectTo(main.port, cb as (err: Error | null, socket: net.Socket | null) => void) });
     const ws = new WebSocket(`ws://ws.localhost:${main.port}/chat`, { dispatcher });
     const messages: string[] = [];
     const got = new Promise<void>((resolve, reject) => {

@@ -1,18 +1,16 @@
 // Entry point: `harbormaster <command> [options]`. Usage errors exit 2 with a one-line reason.
 import { readFileSync } from 'node:fs';
 import { UsageError } from '../registry/types.js';
-import { REGISTER_HELP, registerCommand } from './commands/register.js';
-import { RENDER_HELP, renderCommand } from './commands/render.js';
-import { SERVICES_HELP, servicesCommand } from './commands/services.js';
-import { PROXY_HELP, proxyCommand } from './commands/proxy.js';
-import { RUN_HELP, runCommand } from './commands/run.js';
 
-const COMMANDS: Record<string, { run: (argv: string[], out: (s: string) => void) => Promise<number>; summary: string; help: string }> = {
-  register: { run: registerCommand, summary: 'watch Docker and register containers in a registry (the sidecar)', help: REGISTER_HELP },
-  services: { run: servicesCommand, summary: 'list what a registry holds', help: SERVICES_HELP },
-  render: { run: renderCommand, summary: 'keep nginx / HAProxy configs rendered from the registry, checked and reloaded', help: RENDER_HELP },
-  proxy: { run: proxyCommand, summary: 'route HTTP by Host and path to what a registry holds (built-in proxy)', help: PROXY_HELP },
-  run: { run: runCommand, summary: 'everything on one host: register Docker containers, proxy to them, status API', help: RUN_HELP },
+type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
+
+// Loaded on use: each command pulls in its own client libraries, which costs start-up time and memory.
+const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }> = {
+  register: { load: async () => (await import('./commands/register.js')).registerCommand, summary: 'watch Docker and register containers in a registry (the sidecar)' },
+  services: { load: async () => (await import('./commands/services.js')).servicesCommand, summary: 'list what a registry holds' },
+  render: { load: async () => (await import('./commands/render.js')).renderCommand, summary: 'keep nginx / HAProxy configs rendered from the registry, checked and reloaded' },
+  proxy: { load: async () => (await import('./commands/proxy.js')).proxyCommand, summary: 'route HTTP by Host and path to what a registry holds (built-in proxy)' },
+  run: { load: async () => (await import('./commands/run.js')).runCommand, summary: 'everything on one host: register Docker containers, proxy to them, status API' },
 };
 
 export const MAIN_HELP = `Usage: harbormaster <command> [options]
@@ -46,7 +44,7 @@ export async function main(argv: string[]): Promise<number> {
     }
     const c = COMMANDS[command];
     if (!c) throw new UsageError(`unknown command "${command}" (commands: ${Object.keys(COMMANDS).join(', ')})`);
-    return await c.run(rest, out);
+    return await (await c.load())(rest, out);
   } catch (err) {
     if (err instanceof UsageError) {
       process.stderr.write(`harbormaster: ${err.message}\n`);

@@ -7,10 +7,12 @@ export type LogFormat = 'json' | 'pretty';
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export function createLogger(format: LogFormat = 'json', level: LogLevel = 'info'): Logger {
+/** Logs go to stdout (fd 1) unless stdout carries output of its own (`render --dry`: fd 2). */
+export function createLogger(format: LogFormat = 'json', level: LogLevel = 'info', fd: 1 | 2 = 1): Logger {
   const base = { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
-  if (format === 'pretty') return pino(base, pretty({ colorize: process.stdout.isTTY, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', hideObject: true, sync: true }));
-  return pino(base, pino.destination({ fd: 1, sync: true }));
+  const tty = (fd === 1 ? process.stdout : process.stderr).isTTY;
+  if (format === 'pretty') return pino(base, pretty({ destination: fd, colorize: tty, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', hideObject: true, sync: true }));
+  return pino(base, pino.destination({ fd, sync: true }));
 }
 
 /** A logger that drops everything: for library use and unit tests. */

@@ -11,6 +11,7 @@ import { parseRegistryUri } from '../../registry/uri.js';
 import { BALANCE_MODES, type BalanceMode } from '../../proxy/balancer.js';
 import { ProxyServer } from '../../proxy/proxy-server.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
+import { nextSignal } from '../signals.js';
 
 export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (default 127.0.0.1:8080)
   --domain <domain>          default host of a service: <service>.<domain> (default localhost)
@@ -151,19 +152,6 @@ export async function startApi(addr: ListenAddress | undefined, watch: CatalogWa
   const api = new StatusServer({ catalog: () => watch.catalog, components }, log);
   await api.listen(addr);
   return api;
-}
-
-/** Resolve on the first SIGTERM/SIGINT with the signal's name. */
-export function nextSignal(): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    const on = (sig: NodeJS.Signals) => {
-      process.off('SIGTERM', on);
-      process.off('SIGINT', on);
-      resolve(sig);
-    };
-    process.on('SIGTERM', on);
-    process.on('SIGINT', on);
-  });
 }
 
 export async function proxyCommand(argv: string[], out: (s: string) => void): Promise<number> {

@@ -2,6 +2,11 @@
 // names and meanings so that its users can switch.
 import os from 'node:os';
 import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
+import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
+import { dockerProbe, registrarProbe } from '../../api/probes.js';
+import { StatusServer } from '../../api/status-server.js';
+import { buildCatalog } from '../../catalog/catalog.js';
+import { HEALTH_STATUSES } from '../../model/service-instance.js';
 import { checkText } from '../../model/validate.js';
 import { Registrar } from '../../registrar/registrar.js';
 import { createBackend } from '../../registry/index.js';
@@ -44,6 +49,7 @@ Options:
   --docker <uri>             Docker endpoint (default DOCKER_HOST, then unix:///var/run/docker.sock)
   --no-health-gate           register containers with a HEALTHCHECK at start, not once healthy
   --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
+  --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
   -h, --help                 this help
@@ -66,6 +72,7 @@ const OPTIONS = {
   docker: { type: 'string' },
   'no-health-gate': { type: 'boolean' },
   'keep-on-exit': { type: 'boolean' },
+  api: { type: 'string' },
 } as const;
 
 export interface RegisterConfig {
@@ -85,6 +92,8 @@ export interface RegisterConfig {
   docker: string;
   healthGate: boolean;
   keepOnExit: boolean;
+  /** Status API address; undefined = off. */
+  api?: ListenAddress;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -126,6 +135,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
     docker,
     healthGate: !v['no-health-gate'],
     keepOnExit: !!v['keep-on-exit'],
+    api: v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api),
     logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
     logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
   };
@@ -200,6 +210,28 @@ export async function registerCommand(argv: string[], out: (s: string) => void):
   }
   const log = createLogger(cfg.logFormat, cfg.logLevel);
   const handle = await startRegister(cfg, log);
+  const api = cfg.api ? await startRegisterApi(cfg, cfg.api, handle, log) : undefined;
   const what = cfg.keepOnExit ? 'leaving registrations to their TTL' : "withdrawing this host's services";
-  return stopOnSignal(log, what, () => handle.stop(!cfg.keepOnExit), 20_000);
+  return stopOnSignal(log, what, async () => {
+    await api?.close();
+    await handle.stop(!cfg.keepOnExit);
+  }, 20_000);
+}
+
+/** The status API of a registrator: what this host registered, Docker and registry health. */
+async function startRegisterApi(cfg: RegisterConfig, addr: ListenAddress, handle: RegisterHandle, log: Logger): Promise<StatusServer> {
+  const api = new StatusServer(
+    {
+      catalog: () => buildCatalog(handle.registrar.current(), [...HEALTH_STATUSES]),
+      components: { docker: dockerProbe(handle.source.status, cfg.docker), registry: registrarProbe(handle.registrar.status, handle.backend.description) },
+    },
+    log,
+  );
+  try {
+    await api.listen(addr);
+  } catch (err) {
+    await handle.stop(false);
+    throw err;
+  }
+  return api;
 }

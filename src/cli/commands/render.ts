@@ -1,9 +1,7 @@
 // `harbormaster render <registry-uri> --template <src>:<dest>[:<reload-cmd>] ...`: keep proxy
 // configurations (nginx, HAProxy, anything) rendered from the registry, checked and reloaded.
-import { pino } from 'pino';
-import pretty from 'pino-pretty';
 import { CatalogWatch } from '../../catalog/watch.js';
-import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
+import { createLogger, LOG_LEVELS, type LogFormat, type LogLevel } from '../../log/logger.js';
 import { printable } from '../../model/validate.js';
 import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
@@ -24,6 +22,9 @@ import {
 } from '../../render/index.js';
 import { choiceFlag, COMMON_OPTIONS } from '../args.js';
 import { stopOnSignal } from '../signals.js';
+import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
+import { watchProbe } from '../../api/probes.js';
+import { startApi } from './proxy.js';
 
 export const RENDER_HELP = `Usage: harbormaster render <registry-uri> --template <src>:<dest>[:<reload-cmd>] [options]
 
@@ -50,6 +51,7 @@ Options:
   --once                     render when the catalog is first complete, run the commands, exit 0 or 1
   --dry                      print what would be written to stdout; write and run nothing
   --config <file>            JSON or YAML file with templates, wait, timeout, status, domain, registry
+  --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
   -h, --help                 this help
@@ -65,10 +67,13 @@ const OPTIONS = {
   once: { type: 'boolean' },
   dry: { type: 'boolean' },
   config: { type: 'string' },
+  api: { type: 'string' },
 } as const;
 
 export interface RenderCommandConfig extends RenderConfig {
   registry: string;
+  /** Status API address; undefined = off. */
+  api?: ListenAddress;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -95,16 +100,10 @@ export function parseRenderArgs(argv: string[]): RenderCommandConfig | undefined
     domain: v.domain !== undefined ? parseDomain(v.domain, `--domain ${printable(v.domain)}`) : file?.domain ?? 'localhost',
     once: !!v.once,
     dry: !!v.dry,
+    api: v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api),
     logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
     logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
   };
-}
-
-/** With --dry the rendered text owns stdout: log lines go to stderr. */
-function stderrLogger(format: LogFormat, level: LogLevel): Logger {
-  const base = { level, base: undefined, timestamp: pino.stdTimeFunctions.isoTime };
-  if (format === 'pretty') return pino(base, pretty({ destination: 2, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname', hideObject: true, sync: true }));
-  return pino(base, pino.destination({ fd: 2, sync: true }));
 }
 
 export async function renderCommand(argv: string[], out: (s: string) => void): Promise<number> {
@@ -113,7 +112,8 @@ export async function renderCommand(argv: string[], out: (s: string) => void): P
     out(RENDER_HELP);
     return 0;
   }
-  const log = cfg.dry ? stderrLogger(cfg.logFormat, cfg.logLevel) : createLogger(cfg.logFormat, cfg.logLevel);
+  // With --dry the rendered text owns stdout: log lines go to stderr.
+  const log = createLogger(cfg.logFormat, cfg.logLevel, cfg.dry ? 2 : 1);
   const watch = CatalogWatch.forUri(cfg.registry, { statuses: RENDER_WATCH_STATUSES, log });
   if (cfg.once) {
     try {
@@ -127,5 +127,19 @@ export async function renderCommand(argv: string[], out: (s: string) => void): P
     await watch.stop();
     throw err;
   });
-  return stopOnSignal(log, 'stopping', () => handle.stop().then(() => watch.stop()), cfg.timeoutMs * 2 + 5000);
+  const api = await startApi(cfg.api, watch, { registry: watchProbe(watch, cfg.registry) }, log).catch(async (err: unknown) => {
+    await handle.stop();
+    await watch.stop();
+    throw err;
+  });
+  return stopOnSignal(
+    log,
+    'stopping',
+    async () => {
+      await api?.close();
+      await handle.stop();
+      await watch.stop();
+    },
+    cfg.timeoutMs * 2 + 5000,
+  );
 }

@@ -10,8 +10,9 @@ import { UsageError } from '../../registry/types.js';
 import { formatAddress } from '../../api/listen-address.js';
 import { checkTemplateFiles, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT, parseWithTokens, startRender, TEMPLATE_OPTIONS, templateFlags, type RenderConfig, type RenderHandle } from '../../render/index.js';
 import type { Options } from '../args.js';
-import { nextSignal, PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startApi, startProxy, type ProxyHandle, type ProxySettings } from './proxy.js';
+import { PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startApi, startProxy, type ProxyHandle, type ProxySettings } from './proxy.js';
 import { parseRegisterArgs, startRegister, type RegisterConfig, type RegisterHandle } from './register.js';
+import { nextSignal } from '../signals.js';
 
 export const RUN_HELP = `Usage: harbormaster run [options]
 
