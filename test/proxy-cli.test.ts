@@ -6,8 +6,8 @@ import { createBackend } from '../src/registry/index.js';
 import { Hm, runCli } from './support/harbormaster.js';
 import { privateEtcd } from './support/registries.js';
 import { uniq, waitFor } from './support/wait.js';
-import { get, startBackend, type Backend } from './proxy-support.js';
-import { connectRefused } from './run-support.js';
+import { get, startBackend, type Backend } from './support/proxy.js';
+import { connectRefused } from './support/run.js';
 
 const etcd = privateEtcd(19752);
 const PREFIX = `/${uniq('hmpc')}`;

@@ -12,7 +12,7 @@ import { HEALTH_STATUSES, type HealthStatus, type ServiceInstance } from '../src
 import type { ProxyOptions } from '../src/proxy/context.js';
 import { ProxyServer } from '../src/proxy/proxy-server.js';
 import { createBackend } from '../src/registry/index.js';
-import { deadPort, get, startBackend, type Backend } from './proxy-support.js';
+import { deadPort, get, startBackend, type Backend } from './support/proxy.js';
 import { waitFor } from './support/wait.js';
 
 const REG = 'memory://proxy-server-test';

@@ -8,7 +8,7 @@ import { CatalogWatch } from '../src/catalog/watch.js';
 import { HEALTH_STATUSES, type ServiceInstance } from '../src/model/service-instance.js';
 import { ProxyServer } from '../src/proxy/proxy-server.js';
 import { createBackend } from '../src/registry/index.js';
-import { Load, afterRequests, startBackend, type Backend } from './proxy-support.js';
+import { Load, afterRequests, startBackend, type Backend } from './support/proxy.js';
 import { waitFor } from './support/wait.js';
 
 const REG = 'memory://proxy-swap-test';

@@ -10,7 +10,7 @@ import type { RegistryBackend } from '../src/registry/types.js';
 import { runCli, spawnHm } from './support/harbormaster.js';
 import { ETCD_ENDPOINT, privateEtcd } from './support/registries.js';
 import { uniq, waitFor } from './support/wait.js';
-import { TEMPLATES, tempDir } from './render-support.js';
+import { TEMPLATES, tempDir } from './support/render.js';
 
 const DIR = tempDir('hm-rc-');
 const URI = `etcd://${ETCD_ENDPOINT}/${uniq('hmrc')}`;

@@ -13,7 +13,7 @@ import type { RegistryBackend } from '../src/registry/types.js';
 import { Hm, runCli } from './support/harbormaster.js';
 import { ETCD_ENDPOINT } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
-import { copyTemplates, countLines, get, Nginx, tempDir, templateEnv, waitForBodies } from './render-support.js';
+import { copyTemplates, countLines, get, Nginx, tempDir, templateEnv, waitForBodies } from './support/render.js';
 
 const NGINX_PORT = 19430;
 const BLOCKED_PORT = 19431; // held by another process: nginx -t passes, the reload cannot bind it

@@ -9,7 +9,7 @@ import { docker, removeContainers, run } from './support/docker.js';
 import { Hm, runCli } from './support/harbormaster.js';
 import { ETCD_ENDPOINT, privateConsul } from './support/registries.js';
 import { uniq, waitFor } from './support/wait.js';
-import { copyTemplates, countLines, get, Haproxy, haproxyCheck, Nginx, nginxTest, tempDir, templateEnv, waitForBodies } from './render-support.js';
+import { copyTemplates, countLines, get, Haproxy, haproxyCheck, Nginx, nginxTest, tempDir, templateEnv, waitForBodies } from './support/render.js';
 
 const consul = privateConsul(19420);
 

@@ -10,7 +10,7 @@ import { removeContainers, run } from './support/docker.js';
 import { Hm, runCli } from './support/harbormaster.js';
 import { ETCD_ENDPOINT } from './support/registries.js';
 import { uniq } from './support/wait.js';
-import { copyTemplates, haproxyCheck, nginxTest, tempDir, templateEnv } from './render-support.js';
+import { copyTemplates, haproxyCheck, nginxTest, tempDir, templateEnv } from './support/render.js';
 
 const HOSTNAME = uniq('hmrs');
 const P = `${HOSTNAME}-`;

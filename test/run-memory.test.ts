@@ -8,8 +8,8 @@ import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } f
 import { docker, removeContainers } from './support/docker.js';
 import { Hm, spawnHm } from './support/harbormaster.js';
 import { uniq, waitFor } from './support/wait.js';
-import { afterRequests, get, Load } from './proxy-support.js';
-import { connectRefused, httpdScript, killableScript, metricValue, reachesAll, routingChecks, sigkillUnderLoad, startContainer, websocketCheck } from './run-support.js';
+import { afterRequests, get, Load } from './support/proxy.js';
+import { connectRefused, httpdScript, killableScript, metricValue, reachesAll, routingChecks, sigkillUnderLoad, startContainer, websocketCheck } from './support/run.js';
 
 const HOST = uniq('hmpx');
 const TAG = HOST.slice(5);

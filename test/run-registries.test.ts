@@ -7,8 +7,8 @@ import { removeContainers } from './support/docker.js';
 import { Hm } from './support/harbormaster.js';
 import { privateConsul, privateEtcd } from './support/registries.js';
 import { uniq } from './support/wait.js';
-import { get } from './proxy-support.js';
-import { routingChecks, sigkillUnderLoad, websocketCheck } from './run-support.js';
+import { get } from './support/proxy.js';
+import { routingChecks, sigkillUnderLoad, websocketCheck } from './support/run.js';
 
 const consul = privateConsul(19740);
 const etcd = privateEtcd(19750);

@@ -1,13 +1,26 @@
 // etcd v3 through `etcd3`. Each instance is the key <prefix>/<name>/<id> holding its JSON,
 // attached to one lease per process that the heartbeat keeps alive: if this process or host
 // dies, the lease expires and every key it held vanishes at once.
-import { Etcd3, EtcdLeaseInvalidError, type Lease } from 'etcd3';
+import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
+import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { withTimeout } from '../util/time.js';
 import type { BackendOptions, HeartbeatResult, RegistryBackend } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
+
+/**
+ * The client's own fault handling, tuned for a registrator that retries by itself: the default
+ * circuit breaker stays open 5 s after a restart of etcd, longer than a short TTL, so a
+ * registration could lapse after etcd was back. Retrying another host is kept for clusters.
+ */
+export function etcdFaultHandling(endpoints: number): IOptions['faultHandling'] {
+  return {
+    host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 300, breaker: new ConsecutiveBreaker(3) }),
+    global: endpoints > 1 ? retry(handleWhen(isRecoverableError), { maxAttempts: endpoints - 1 }) : noop,
+  };
+}
 
 export interface EtcdTarget {
   endpoints: string[];
@@ -32,6 +45,7 @@ export class EtcdBackend implements RegistryBackend {
     this.client = new Etcd3({
       hosts: target.endpoints,
       dialTimeout: CALL_TIMEOUT_MS,
+      faultHandling: etcdFaultHandling(target.endpoints.length),
       ...(username && password ? { auth: { username, password } } : {}),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
     });

@@ -161,6 +161,9 @@ export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<R
     ttlRefreshMs: cfg.ttl > 0 ? cfg.ttlRefresh * 1000 : 0,
     cleanup: cfg.cleanup,
     retryIntervalMs: cfg.retryInterval,
+    // Retry at least every ttl/3 during an outage, so that registrations are renewed before their
+    // TTL runs out once the registry answers again.
+    maxRetryMs: cfg.ttl > 0 ? Math.min(30_000, Math.max(1000, (cfg.ttl * 1000) / 3)) : 30_000,
     log,
   });
   const source = new DockerSource({

@@ -2,10 +2,10 @@
 // Every container serves its own name, so an answer tells which one the proxy chose.
 import net from 'node:net';
 import { expect } from 'vitest';
-import { docker, run } from './support/docker.js';
-import type { Hm } from './support/harbormaster.js';
-import { afterRequests, type Answer, get, Load } from './proxy-support.js';
-import { waitFor } from './support/wait.js';
+import { docker, run } from './docker.js';
+import type { Hm } from './harbormaster.js';
+import { afterRequests, type Answer, get, Load } from './proxy.js';
+import { waitFor } from './wait.js';
 
 /** busybox httpd that also serves /staticx, /static/ and a CGI /cgi-bin/slow answering after `seconds`. */
 export function httpdScript(name: string, seconds = 3): string {

@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { waitFor } from './support/wait.js';
+import { waitFor } from './wait.js';
 
 const exec = promisify(execFile);
-export const TEMPLATES = fileURLToPath(new URL('../templates/', import.meta.url));
+export const TEMPLATES = fileURLToPath(new URL('../../templates/', import.meta.url));
 
 /** A temp folder that nginx workers (www-data) can enter. */
 export function tempDir(prefix: string): string {
