@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR="$(mktemp -d)"
-export HM_NGINX_LISTEN=127.0.0.1:8088 HM_NGINX_PID="$DIR/nginx.pid" HM_NGINX_USER=nobody \
+export HM_NGINX_LISTEN=127.0.0.1:8088 HM_NGINX_PID="$DIR/nginx.pid" \
   HM_NGINX_ERROR_LOG="$DIR/error.log" HM_NGINX_ACCESS_LOG=off HM_NGINX_TEMP_DIR="$DIR"
 
 # The first render writes the file; nginx starts on it; later changes reload it.
