@@ -6,6 +6,7 @@ import type { Catalog } from '../catalog/catalog.js';
 import type { Logger } from '../log/logger.js';
 import { registry } from '../metrics/metrics.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
+import type { CatalogWatch } from '../catalog/watch.js';
 
 /** One part's view of its own health: `ok` plus whatever it can tell (lastSync, lastError…). */
 export interface ComponentHealth {
@@ -105,4 +106,17 @@ export class StatusServer {
 function send(res: http.ServerResponse, status: number, type: string, body: string, extra: http.OutgoingHttpHeaders = {}): void {
   res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
   res.end(res.req.method === 'HEAD' ? undefined : body);
+}
+
+/** Serve the status API over a catalog watch and component probes; undefined address = off. */
+export async function startCatalogApi(
+  addr: ListenAddress | undefined,
+  watch: CatalogWatch,
+  components: Record<string, () => ComponentHealth>,
+  log: Logger,
+): Promise<StatusServer | undefined> {
+  if (!addr) return undefined;
+  const api = new StatusServer({ catalog: () => watch.catalog, components }, log);
+  await api.listen(addr);
+  return api;
 }

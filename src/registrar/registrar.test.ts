@@ -361,9 +361,8 @@ describe('Registrar: failures', () => {
     await waitFor('registry reported up', () => registrar.status.registryUp);
   });
 
-  // Source bug (registrar.ts, reconcile): after any failure `reregisterAll` clears `registered`
-  // before the stale filter `cleanup || registered.has(id)` runs, so without --cleanup a
-  // registration whose container went away during the outage is never withdrawn.
+  // Without --cleanup, what this process registered itself must still be withdrawn after an
+  // outage, even though the full resync forgets what it believed was registered.
   it('withdraws, once the registry answers again, a service whose withdrawal failed', async () => {
     const { store, backend, registrar } = setup();
     registrar.start();

@@ -2,7 +2,7 @@
 // what the registry holds, with the status API beside it.
 import { parseListenAddress, type ListenAddress } from '../../api/listen-address.js';
 import { watchProbe } from '../../api/probes.js';
-import { StatusServer, type ComponentHealth } from '../../api/status-server.js';
+import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
 import { CatalogWatch } from '../../catalog/watch.js';
 import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
 import { HEALTH_STATUSES, type HealthStatus } from '../../model/service-instance.js';
@@ -147,13 +147,6 @@ export async function startProxy(s: ProxySettings, watch: CatalogWatch, log: Log
   return { proxy, freeze: off };
 }
 
-export async function startApi(addr: ListenAddress | undefined, watch: CatalogWatch, components: Record<string, () => ComponentHealth>, log: Logger): Promise<StatusServer | undefined> {
-  if (!addr) return undefined;
-  const api = new StatusServer({ catalog: () => watch.catalog, components }, log);
-  await api.listen(addr);
-  return api;
-}
-
 export async function proxyCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const cfg = parseProxyArgs(argv);
   if (!cfg) {
@@ -170,7 +163,7 @@ export async function proxyCommand(argv: string[], out: (s: string) => void): Pr
   try {
     handle = await startProxy(cfg, watch, log);
     const proxy = handle.proxy;
-    api = await startApi(cfg.api, watch, { registry: watchProbe(watch, cfg.registry), proxy: () => proxy.health() }, log);
+    api = await startCatalogApi(cfg.api, watch, { registry: watchProbe(watch, cfg.registry), proxy: () => proxy.health() }, log);
   } catch (err) {
     await handle?.proxy.close(0);
     await watch.stop();

@@ -24,7 +24,7 @@ import { choiceFlag, COMMON_OPTIONS } from '../args.js';
 import { stopOnSignal } from '../signals.js';
 import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
 import { watchProbe } from '../../api/probes.js';
-import { startApi } from './proxy.js';
+import { startCatalogApi } from '../../api/status-server.js';
 
 export const RENDER_HELP = `Usage: harbormaster render <registry-uri> --template <src>:<dest>[:<reload-cmd>] [options]
 
@@ -127,7 +127,7 @@ export async function renderCommand(argv: string[], out: (s: string) => void): P
     await watch.stop();
     throw err;
   });
-  const api = await startApi(cfg.api, watch, { registry: watchProbe(watch, cfg.registry) }, log).catch(async (err: unknown) => {
+  const api = await startCatalogApi(cfg.api, watch, { registry: watchProbe(watch, cfg.registry) }, log).catch(async (err: unknown) => {
     await handle.stop();
     await watch.stop();
     throw err;

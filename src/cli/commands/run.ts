@@ -2,7 +2,6 @@
 // local Docker into a registry (the embedded memory:// one unless --registry names another), the
 // built-in proxy routes to what that registry holds, and the status API reports on all of it.
 import { dockerProbe, registrarProbe, watchProbe } from '../../api/probes.js';
-import type { StatusServer } from '../../api/status-server.js';
 import { CatalogWatch } from '../../catalog/watch.js';
 import { createLogger } from '../../log/logger.js';
 import { HEALTH_STATUSES } from '../../model/service-instance.js';
@@ -10,9 +9,10 @@ import { UsageError } from '../../registry/types.js';
 import { formatAddress } from '../../api/listen-address.js';
 import { checkTemplateFiles, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT, parseWithTokens, startRender, TEMPLATE_OPTIONS, templateFlags, type RenderConfig, type RenderHandle } from '../../render/index.js';
 import type { Options } from '../args.js';
-import { PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startApi, startProxy, type ProxyHandle, type ProxySettings } from './proxy.js';
+import { PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startProxy, type ProxyHandle, type ProxySettings } from './proxy.js';
 import { parseRegisterArgs, startRegister, type RegisterConfig, type RegisterHandle } from './register.js';
 import { nextSignal } from '../signals.js';
+import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
 
 export const RUN_HELP = `Usage: harbormaster run [options]
 
@@ -127,7 +127,7 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
     const { source, registrar } = reg;
     const p = proxy.proxy;
     const r = render;
-    api = await startApi(
+    api = await startCatalogApi(
       cfg.proxy.api,
       watch,
       {
