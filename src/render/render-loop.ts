@@ -36,8 +36,7 @@ export interface RenderIo {
   env?: NodeJS.ProcessEnv;
 }
 
-async function loadJobs(cfg: RenderConfig): Promise<TemplateJob[]> {
-  const hb = createHandlebars();
+async function loadJobs(cfg: RenderConfig, hb = createHandlebars()): Promise<TemplateJob[]> {
   // A template that does not compile at start is a configuration error: fail with file:line.
   return Promise.all(
     cfg.templates.map(async (spec) => {
@@ -65,9 +64,10 @@ export async function renderOnce(cfg: RenderConfig, watch: CatalogWatch, log: Lo
 }
 
 export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RenderHandle> {
-  const jobs = await loadJobs(cfg);
-  const renderer = rendererFor(cfg, log, io);
+  // One Handlebars instance for the start and for templates re-read when their files change.
   const hb = createHandlebars();
+  const jobs = await loadJobs(cfg, hb);
+  const renderer = rendererFor(cfg, log, io);
   let latest: Catalog | undefined;
   let running: Promise<void> | undefined;
   let again = false;
