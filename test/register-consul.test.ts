@@ -57,7 +57,7 @@ describe('register → consul', () => {
     const id = `${HOST}:${P}chk:80`;
     await waitFor('chk registered', has(id));
     const check = await waitFor('http check passing', async () => {
-      const c = (await consulChecks())[`harbormaster-check:${id}`];
+      const c = (await consulChecks())[`service:${id}`];
       return c?.Status === 'passing' ? c : undefined;
     });
     expect(check.Type).toBe('http');

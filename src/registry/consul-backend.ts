@@ -4,7 +4,8 @@
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Consul from 'consul';
-import type { CheckDefinition, HealthStatus, ServiceInstance } from '../model/service-instance.js';
+import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
+import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { compareInstances } from '../model/service-instance.js';
 import { type BackendOptions, type HeartbeatResult, type RegistryBackend, RejectedError } from './types.js';
 
@@ -25,48 +26,10 @@ export function ttlCheckId(serviceId: string): string {
   return `harbormaster-ttl:${serviceId}`;
 }
 
-interface ConsulCheckBody {
-  CheckID?: string;
-  Name: string;
-  HTTP?: string;
-  TCP?: string;
-  GRPC?: string;
-  GRPCUseTLS?: boolean;
-  Args?: string[];
-  TTL?: string;
-  Interval?: string;
-  Timeout?: string;
-  Status?: string;
-  DeregisterCriticalServiceAfter?: string;
-}
-
-/** registrator's mapping of SERVICE_CHECK_* to a Consul check. */
-export function consulCheck(c: CheckDefinition): ConsulCheckBody {
-  const body: ConsulCheckBody = { Name: `${c.kind} check` };
-  switch (c.kind) {
-    case 'http':
-    case 'https':
-      body.HTTP = c.target;
-      break;
-    case 'tcp':
-      body.TCP = c.target;
-      break;
-    case 'grpc':
-      body.GRPC = c.target;
-      if (c.grpcUseTls) body.GRPCUseTLS = true;
-      break;
-    case 'script':
-      body.Args = ['/bin/sh', '-c', c.target];
-      break;
-    case 'ttl':
-      body.TTL = c.ttl;
-      break;
-  }
-  if (c.interval) body.Interval = c.interval;
-  if (c.timeout) body.Timeout = c.timeout;
-  if (c.initialStatus) body.Status = c.initialStatus;
-  if (c.deregisterAfter) body.DeregisterCriticalServiceAfter = c.deregisterAfter;
-  return body;
+/** The SERVICE_CHECK_* check keeps the ID Consul gives a service's own check, as registrator's did,
+ *  so that `PUT /v1/agent/check/pass/service:<id>` works for SERVICE_CHECK_TTL users. */
+export function userCheckId(serviceId: string): string {
+  return `service:${serviceId}`;
 }
 
 export function consulDescription(t: ConsulTarget): string {
@@ -156,7 +119,7 @@ export class ConsulBackend implements RegistryBackend {
 
   async register(s: ServiceInstance): Promise<void> {
     const checks: ConsulCheckBody[] = [];
-    if (s.check) checks.push({ ...consulCheck(s.check), CheckID: `harbormaster-check:${s.id}` });
+    if (s.check) checks.push({ ...consulCheck(s.check), CheckID: userCheckId(s.id) });
     if (this.ttl > 0) {
       checks.push({
         CheckID: ttlCheckId(s.id),

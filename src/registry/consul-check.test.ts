@@ -1,6 +1,7 @@
 import { describe, it, expect } from 'vitest';
 import type { CheckDefinition } from '../model/service-instance.js';
-import { consulCheck, ttlCheckId } from './consul-backend.js';
+import { ttlCheckId } from './consul-backend.js';
+import { consulCheck } from './consul-check.js';
 
 describe('consulCheck', () => {
   it('http', () => {
