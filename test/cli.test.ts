@@ -1,8 +1,11 @@
 // The command line as a user meets it: help texts, usage errors (exit 2, one line) and the
 // services listing against the real Consul and etcd.
 import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { removeContainers, run } from './support/docker.js';
 import { runCli, spawnHm } from './support/harbormaster.js';
 import { CONSUL, ETCD_ENDPOINT, consulServices } from './support/registries.js';
@@ -12,7 +15,10 @@ const exec = promisify(execFile);
 
 describe('harbormaster CLI', () => {
   it('prints the commands with --help, and `npx harbormaster` resolves the bin entry', async () => {
-    const { stdout } = await exec('npx', ['--no-install', 'harbormaster', '--help'], { cwd: new URL('..', import.meta.url).pathname });
+    // A private npm cache: a half-written shared one (another npx killed mid-way) makes npx fail with ENOENT.
+    const cache = mkdtempSync(join(tmpdir(), 'hm-npx-'));
+    onTestFinished(() => rmSync(cache, { recursive: true, force: true }));
+    const { stdout } = await exec('npx', ['--no-install', 'harbormaster', '--help'], { cwd: new URL('..', import.meta.url).pathname, env: { ...process.env, npm_config_cache: cache } });
     expect(stdout).toContain('Usage: harbormaster <command>');
     expect(stdout).toMatch(/register\s+watch Docker/);
     expect(stdout).toMatch(/services\s+list what a registry holds/);

@@ -20,8 +20,25 @@ export function watchProbe(watch: CatalogWatch, registry: string): () => Compone
   };
 }
 
-export function registrarProbe(status: RegistrarStatus, registry: string): () => ComponentHealth {
-  return () => ({ ok: status.registryUp, registry, connected: status.registryUp, registered: status.registered, lastSync: status.lastSync, lastError: status.lastError });
+/** Healthy when the registry answers and accepts, nothing waits for a retry, and heartbeats go through. */
+export function registrarProbe(registrar: { readonly status: RegistrarStatus }, registry: string): () => ComponentHealth {
+  return () => {
+    const s = registrar.status;
+    return {
+      ok: s.registryUp && s.retrying === 0 && s.heartbeatOk,
+      registry,
+      connected: s.registryUp,
+      registered: s.registered,
+      pending: s.pending,
+      retrying: s.retrying,
+      rejected: s.rejected,
+      heartbeatOk: s.heartbeatOk,
+      lastHeartbeat: s.lastHeartbeat,
+      heartbeatError: s.heartbeatError,
+      lastSync: s.lastSync,
+      lastError: s.lastError,
+    };
+  };
 }
 
 export function dockerProbe(status: DockerSourceStatus, endpoint: string): () => ComponentHealth {

@@ -1,5 +1,7 @@
 // Long-running commands end the same way: on SIGTERM/SIGINT, log one line, run the command's
-// own shutdown, and give up with exit 1 if it hangs past a deadline.
+// own shutdown, and give up with exit 1 if it hangs past a deadline. SIGHUP never ends a
+// process (a hung-up terminal or a `kill -HUP` meant as "reload" must not skip the
+// withdrawal): a command reloads what it can, or the signal is logged and ignored.
 import type { Logger } from '../log/logger.js';
 
 /** Resolves with the first SIGTERM or SIGINT. */
@@ -13,6 +15,20 @@ export function nextSignal(): Promise<NodeJS.Signals> {
     process.on('SIGTERM', on);
     process.on('SIGINT', on);
   });
+}
+
+/** SIGHUP runs `reload` (or only logs); returns a function that removes the handler. */
+export function onHangup(log: Logger, what: string, reload?: () => void): () => void {
+  const on = () => {
+    log.info({ event: 'reload', signal: 'SIGHUP' }, `SIGHUP: ${what}`);
+    try {
+      reload?.();
+    } catch (err) {
+      log.error({ event: 'error', err: (err as Error).message }, `SIGHUP: ${(err as Error).message}`);
+    }
+  };
+  process.on('SIGHUP', on);
+  return () => process.off('SIGHUP', on);
 }
 
 /** Wait for a signal, then `stop`; resolves with the exit code (0, or 1 on failure or timeout). */

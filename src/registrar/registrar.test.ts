@@ -1,8 +1,8 @@
-import { afterEach, describe, it, expect } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { silentLogger } from '../log/logger.js';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { MemoryBackend, MemoryStore } from '../registry/memory-backend.js';
-import { RejectedError, type HeartbeatResult, type RegistryBackend } from '../registry/types.js';
+import { type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from '../registry/types.js';
 import { Registrar, type RegistrarOptions } from './registrar.js';
 
 const HOST = 'node-1';
@@ -24,61 +24,89 @@ function instance(container: string, port = 80, overrides: Partial<ServiceInstan
   };
 }
 
+type Fault = 'unreachable' | 'refused' | 'rejected';
+
+function fault(kind: Fault, what: string): Error {
+  if (kind === 'refused') return new RefusedError(`${what}: 403 ACL not found`, 403);
+  if (kind === 'rejected') return new RejectedError(`${what}: 400 invalid check`);
+  return new Error(`${what}: connection refused`);
+}
+
 /**
- * Wraps a backend to count calls and inject failures: `fail.register = 2` makes the next two
- * register calls throw a connection error, `down = true` makes every call but close() throw,
- * and `reject` makes register refuse matching instances with a RejectedError.
+ * Wraps a backend to count calls and inject failures: `down` makes every call fail as
+ * unreachable, `refuse` makes writes fail with a 403, `failNext.register = 2` fails the next two
+ * registers, `failIds` fails every write of those ids with the given kind, `hang` never answers.
  */
 class FlakyBackend implements RegistryBackend {
   readonly description = 'flaky+memory://x';
-  readonly calls = { register: [] as string[], deregister: [] as string[], listOwn: 0, heartbeat: 0 };
-  readonly fail = { register: 0, deregister: 0 };
+  readonly calls = { register: [] as string[], deregister: [] as string[], deregisterAll: 0, listOwn: 0, heartbeat: 0, ping: 0 };
+  readonly failNext = { register: 0, deregister: 0 };
+  readonly failIds = new Map<string, Fault>();
   down = false;
-  reject: (s: ServiceInstance) => boolean = () => false;
+  refuse = false;
+  hang = false;
+  /** Records listOwn reports as written by another process (an old lease). */
+  renew = new Set<string>();
+  /** Set (by `setup(…, bulk)`) for an engine that withdraws everything in one call. */
+  deregisterAll?: (refs: InstanceRef[]) => Promise<void>;
 
   constructor(private readonly inner: RegistryBackend) {}
 
-  private failIfDown(op?: keyof FlakyBackend['fail']): void {
-    if (this.down) throw new Error('connection refused');
-    if (op && this.fail[op] > 0) {
-      this.fail[op]--;
-      throw new Error('connection refused');
+  async bulkDeregister(refs: InstanceRef[]): Promise<void> {
+    this.calls.deregisterAll++;
+    await this.gate('deregister');
+    for (const r of refs) await this.inner.deregister(r);
+  }
+
+  private async gate(op: string, id?: string): Promise<void> {
+    if (this.hang) await new Promise(() => undefined);
+    if (this.down) throw fault('unreachable', op);
+    if (id !== undefined) {
+      const k = this.failIds.get(id);
+      if (k) throw fault(k, op);
+    }
+    if (this.refuse && op !== 'listOwn' && op !== 'heartbeat') throw fault('refused', op);
+    if ((op === 'register' || op === 'deregister') && this.failNext[op] > 0) {
+      this.failNext[op]--;
+      throw fault('unreachable', op);
     }
   }
 
   async ping(): Promise<void> {
-    this.failIfDown();
-    await this.inner.ping();
+    this.calls.ping++;
+    if (this.down) throw fault('unreachable', 'ping');
+  }
+
+  digest(s: ServiceInstance): string {
+    return this.inner.digest(s);
   }
 
   async register(s: ServiceInstance): Promise<void> {
     this.calls.register.push(s.id);
-    if (this.reject(s)) throw new RejectedError(`invalid check for ${s.id}`);
-    this.failIfDown('register');
+    await this.gate('register', s.id);
     await this.inner.register(s);
   }
 
-  async deregister(s: ServiceInstance): Promise<void> {
-    this.calls.deregister.push(s.id);
-    this.failIfDown('deregister');
-    await this.inner.deregister(s);
+  async deregister(r: InstanceRef): Promise<void> {
+    this.calls.deregister.push(r.id);
+    await this.gate('deregister', r.id);
+    await this.inner.deregister(r);
   }
 
-  async heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult> {
+  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
     this.calls.heartbeat++;
-    this.failIfDown();
-    return this.inner.heartbeat(instances);
+    await this.gate('heartbeat');
+    return this.inner.heartbeat(refs);
   }
 
   async list(): Promise<ServiceInstance[]> {
-    this.failIfDown();
     return this.inner.list();
   }
 
-  async listOwn(host: string): Promise<ServiceInstance[]> {
+  async listOwn(host: string): Promise<OwnRecord[]> {
     this.calls.listOwn++;
-    this.failIfDown();
-    return this.inner.listOwn(host);
+    await this.gate('listOwn');
+    return (await this.inner.listOwn(host)).map((r) => (this.renew.has(r.id) ? { ...r, renew: true } : r));
   }
 
   close(): Promise<void> {
@@ -98,10 +126,11 @@ interface Setup {
 }
 
 /** A registrar on a fresh memory store behind a FlakyBackend; not started. */
-function setup(opts: Partial<RegistrarOptions> = {}, ttl = 30, prepopulate: ServiceInstance[] = []): Setup {
+function setup(opts: Partial<RegistrarOptions> = {}, ttl = 30, prepopulate: ServiceInstance[] = [], bulk = false): Setup {
   const store = new MemoryStore();
   for (const s of prepopulate) store.put(s, 0);
   const backend = new FlakyBackend(new MemoryBackend(store, 'x', { ttl }));
+  if (bulk) backend.deregisterAll = (refs) => backend.bulkDeregister(refs);
   const registrar = new Registrar(backend, {
     hostname: HOST,
     ttlRefreshMs: 0,
@@ -113,6 +142,14 @@ function setup(opts: Partial<RegistrarOptions> = {}, ttl = 30, prepopulate: Serv
   });
   running.push(registrar);
   return { store, backend, registrar };
+}
+
+/** Started, with the source's first complete view (nothing yet) delivered. */
+function started(opts: Partial<RegistrarOptions> = {}, ttl = 30, prepopulate: ServiceInstance[] = []): Setup {
+  const s = setup(opts, ttl, prepopulate);
+  s.registrar.start();
+  s.registrar.complete();
+  return s;
 }
 
 /** Polls `cond` every 10 ms; fails the test after `timeoutMs`. */
@@ -130,14 +167,13 @@ const count = (list: string[], id: string) => list.filter((x) => x === id).lengt
 
 describe('Registrar: desired state', () => {
   it('set registers and an empty set withdraws', async () => {
-    const { store, registrar } = setup();
-    registrar.start();
+    const { store, registrar } = started();
     const web = instance('web1');
     registrar.set('web1', [web]);
     await registrar.settled();
     expect(store.list()).toEqual([web]);
     expect(registrar.current()).toEqual([web]);
-    expect(registrar.status).toMatchObject({ registryUp: true, registered: 1 });
+    expect(registrar.status).toMatchObject({ registryUp: true, registered: 1, pending: 0, retrying: 0 });
 
     registrar.set('web1', [], 'die');
     await registrar.settled();
@@ -147,8 +183,7 @@ describe('Registrar: desired state', () => {
   });
 
   it('set replaces the instances of one owner only', async () => {
-    const { store, registrar } = setup();
-    registrar.start();
+    const { store, registrar } = started();
     registrar.set('web1', [instance('web1', 80), instance('web1', 443)]);
     registrar.set('db1', [instance('db1', 5432)]);
     await registrar.settled();
@@ -157,39 +192,30 @@ describe('Registrar: desired state', () => {
     expect(ids(store.list())).toEqual([`${HOST}:db1:5432`, `${HOST}:web1:443`]);
   });
 
-  it('replaceAll registers everything and withdraws owners not present', async () => {
-    const { store, registrar } = setup();
+  it('writes nothing and withdraws nothing before the source delivered its first complete view', async () => {
+    const { store, backend, registrar } = setup({ cleanup: true }, 30, [instance('old1')]);
     registrar.start();
-    registrar.replaceAll(new Map([
-      ['web1', [instance('web1')]],
-      ['db1', [instance('db1', 5432)]],
-    ]));
+    registrar.set('web1', [instance('web1')]);
+    await sleep(50);
+    expect(backend.calls).toMatchObject({ register: [], deregister: [], listOwn: 0 });
+    registrar.complete();
     await registrar.settled();
-    expect(ids(store.list())).toEqual([`${HOST}:db1:5432`, `${HOST}:web1:80`]);
-
-    registrar.replaceAll(new Map([
-      ['db1', [instance('db1', 5432)]],
-      ['cache1', []],
-    ]));
-    await registrar.settled();
-    expect(ids(store.list())).toEqual([`${HOST}:db1:5432`]);
+    expect(ids(store.list())).toEqual([`${HOST}:web1:80`]);
   });
 
-  it('does not register an unchanged instance again', async () => {
-    const { backend, registrar } = setup();
-    registrar.start();
+  it('does not register an unchanged instance again, even after another complete view', async () => {
+    const { backend, registrar } = started();
     const web = instance('web1');
     registrar.set('web1', [web]);
     await registrar.settled();
     registrar.set('web1', [{ ...web, meta: {} }]);
-    registrar.replaceAll(new Map([['web1', [{ ...web }]]]));
+    registrar.complete();
     await registrar.settled();
     expect(backend.calls.register).toEqual([web.id]);
   });
 
   it('registers a changed instance again', async () => {
-    const { store, backend, registrar } = setup();
-    registrar.start();
+    const { store, backend, registrar } = started();
     const web = instance('web1');
     registrar.set('web1', [web]);
     await registrar.settled();
@@ -201,8 +227,7 @@ describe('Registrar: desired state', () => {
   });
 
   it('withdraws the old registration before registering a renamed service', async () => {
-    const { store, backend, registrar } = setup();
-    registrar.start();
+    const { store, backend, registrar } = started();
     const web = instance('web1');
     registrar.set('web1', [web]);
     await registrar.settled();
@@ -213,8 +238,7 @@ describe('Registrar: desired state', () => {
   });
 
   it('keeps the first owner of a duplicate ID; the second takes over when the first leaves', async () => {
-    const { store, registrar } = setup();
-    registrar.start();
+    const { store, registrar } = started();
     const first = instance('a1', 80, { id: 'shared' });
     const second = instance('b1', 80, { id: 'shared' });
     registrar.set('a1', [first]);
@@ -228,7 +252,7 @@ describe('Registrar: desired state', () => {
   });
 });
 
-describe('Registrar: cleanup on start', () => {
+describe('Registrar: comparing with the registry', () => {
   const ownStale = instance('old1', 80);
   const ownWanted = instance('web1', 80, { port: 1 });
   const foreign = instance('other1', 80, { id: `${OTHER_HOST}:other1:80`, host: OTHER_HOST });
@@ -236,12 +260,13 @@ describe('Registrar: cleanup on start', () => {
   async function startWith(cleanup: boolean) {
     const s = setup({ cleanup }, 30, [ownStale, ownWanted, foreign]);
     s.registrar.start();
-    s.registrar.replaceAll(new Map([['web1', [instance('web1', 80)]]]));
+    s.registrar.set('web1', [instance('web1', 80)]);
+    s.registrar.complete();
     await s.registrar.settled();
     return s;
   }
 
-  it('with cleanup, removes this host\'s stale registrations but not other hosts\'', async () => {
+  it("with cleanup, removes this host's stale registrations but not other hosts'", async () => {
     const { store } = await startWith(true);
     expect(store.list().map((s) => [s.id, s.port])).toEqual([
       [foreign.id, foreign.port],
@@ -249,27 +274,60 @@ describe('Registrar: cleanup on start', () => {
     ]);
   });
 
-  it('without cleanup, leaves stale registrations alone', async () => {
+  it('without cleanup, leaves stale registrations alone (and still corrects what it wants)', async () => {
     const { store, backend } = await startWith(false);
     expect(ids(store.list())).toEqual(ids([foreign, ownStale, ownWanted]));
     expect(store.list().find((s) => s.id === ownWanted.id)?.port).toBe(32080);
     expect(backend.calls.deregister).toEqual([]);
   });
+
+  it('adopts what a previous run registered unchanged, without writing it again', async () => {
+    const web = instance('web1');
+    const db = instance('db1', 5432);
+    const { backend, registrar } = setup({}, 30, [web, db]);
+    registrar.start();
+    registrar.set('web1', [web]);
+    registrar.set('db1', [db]);
+    registrar.complete();
+    await registrar.settled();
+    expect(backend.calls.register).toEqual([]);
+    expect(ids(registrar.current())).toEqual(ids([db, web]));
+  });
+
+  it('writes again an entry that another process keeps alive (an old lease)', async () => {
+    const web = instance('web1');
+    const { backend, registrar } = setup({}, 30, [web]);
+    backend.renew.add(web.id);
+    registrar.start();
+    registrar.set('web1', [web]);
+    registrar.complete();
+    await registrar.settled();
+    expect(backend.calls.register).toEqual([web.id]);
+  });
+
+  it('replaces an entry renamed while the registry was unreachable (old name withdrawn first)', async () => {
+    const web = instance('web1');
+    const { store, backend, registrar } = setup({}, 30, [web]);
+    registrar.start();
+    registrar.set('web1', [{ ...web, name: 'frontend' }]);
+    registrar.complete();
+    await registrar.settled();
+    expect(backend.calls.deregister).toEqual([web.id]);
+    expect(store.list().map((s) => s.name)).toEqual(['frontend']);
+  });
 });
 
 describe('Registrar: heartbeat', () => {
-  it('registers again an entry that disappeared from the registry', async () => {
-    const { store, backend, registrar } = setup({ ttlRefreshMs: 50 });
+  it('registers again an entry that disappeared from the registry, and only that one', async () => {
+    const { store, backend, registrar } = started({ ttlRefreshMs: 50 });
     const web = instance('web1');
     const db = instance('db1', 5432);
     registrar.set('web1', [web]);
     registrar.set('db1', [db]);
-    registrar.start();
     await registrar.settled();
     expect(ids(store.list())).toEqual(ids([db, web]));
 
     store.delete(web.id);
-    expect(ids(store.list())).toEqual([db.id]);
     await waitFor('web1 registered again', () => store.list().some((s) => s.id === web.id));
     expect(store.list()).toEqual([db, web]);
     expect(backend.calls.heartbeat).toBeGreaterThan(0);
@@ -278,115 +336,141 @@ describe('Registrar: heartbeat', () => {
   });
 
   it('keeps registrations with a TTL alive', async () => {
-    const { store, registrar } = setup({ ttlRefreshMs: 100 }, 1);
+    const { store, registrar } = started({ ttlRefreshMs: 100 }, 1);
     registrar.set('web1', [instance('web1')]);
-    registrar.start();
     await registrar.settled();
     await sleep(1_300);
     expect(ids(store.list())).toEqual([`${HOST}:web1:80`]);
   });
+
+  it('keeps heartbeating while registrations keep failing, one round per period', async () => {
+    const { store, backend, registrar } = started({ ttlRefreshMs: 100 }, 1);
+    registrar.set('web1', [instance('web1')]);
+    await registrar.settled();
+    // From now on every write is refused: the reconcile loop is stuck retrying db1.
+    backend.refuse = true;
+    registrar.set('db1', [instance('db1', 5432)]);
+    const before = backend.calls.heartbeat;
+    await sleep(1_500);
+    expect(ids(store.list())).toEqual([`${HOST}:web1:80`]);
+    const rounds = backend.calls.heartbeat - before;
+    expect(rounds).toBeGreaterThanOrEqual(12);
+    expect(rounds).toBeLessThanOrEqual(17);
+    expect(registrar.status).toMatchObject({ registryUp: false, retrying: 1 });
+  });
 });
 
 describe('Registrar: failures', () => {
-  it('retries a failing register with backoff and ends registered', async () => {
-    const { store, backend, registrar } = setup();
-    backend.fail.register = 3;
-    const web = instance('web1');
-    registrar.start();
-    registrar.set('web1', [web]);
+  it('retries a register that found the registry unreachable, then compares everything once it answers', async () => {
+    const { store, backend, registrar } = started();
     await registrar.settled();
-    expect(registrar.status.registryUp).toBe(false);
-    expect(registrar.status.lastError).toBe('connection refused');
-
-    await waitFor('web1 registered after retries', () => store.list().length === 1);
+    const lists = backend.calls.listOwn;
+    backend.failNext.register = 1;
+    const web = instance('web1');
+    registrar.set('web1', [web]);
+    await waitFor('registry reported down', () => !registrar.status.registryUp);
+    expect(registrar.status.lastError).toContain('connection refused');
+    await waitFor('web1 registered after the outage', () => store.list().length === 1);
+    await registrar.settled();
     expect(store.list()).toEqual([web]);
-    expect(count(backend.calls.register, web.id)).toBe(4);
-    await waitFor('registry reported up', () => registrar.status.registryUp);
-    expect(registrar.status.registered).toBe(1);
+    expect(backend.calls.listOwn).toBe(lists + 1);
+    expect(registrar.status.registryUp).toBe(true);
   });
 
-  it('after a failure, lists the registry again and registers every current service again', async () => {
-    const { store, backend, registrar } = setup();
-    registrar.start();
+  it('a refused write (403, 429, 5xx) is an outage, not a verdict: retried with backoff until accepted', async () => {
+    const { store, backend, registrar } = started();
+    backend.refuse = true;
     const web = instance('web1');
     registrar.set('web1', [web]);
+    await waitFor('several attempts', () => backend.calls.register.length >= 3);
+    expect(registrar.status).toMatchObject({ registryUp: false, retrying: 1, rejected: 0 });
+    expect(registrar.status.lastError).toContain('403');
+    backend.refuse = false;
+    await waitFor('registered once accepted', () => store.list().length === 1);
     await registrar.settled();
-    const listsBefore = backend.calls.listOwn;
-
-    backend.fail.register = 1;
-    store.delete(web.id); // the registry lost it during the outage
-    registrar.set('db1', [instance('db1', 5432)]);
-    await waitFor('both registered', () => store.list().length === 2);
-    expect(backend.calls.listOwn).toBeGreaterThan(listsBefore);
-    expect(count(backend.calls.register, web.id)).toBe(2);
+    expect(registrar.status).toMatchObject({ registryUp: true, retrying: 0 });
   });
 
-  it('does not retry a registration the registry rejected; a changed instance is tried again', async () => {
-    const { store, backend, registrar } = setup();
-    backend.reject = (s) => s.id === `${HOST}:bad1:80`;
-    registrar.start();
+  it('a rejected registration (400) waits for a change or the next resync, and never blocks the others', async () => {
+    const { store, backend, registrar } = started();
+    backend.failIds.set(`${HOST}:bad1:80`, 'rejected');
     const bad = instance('bad1');
     const good = instance('web1');
     registrar.set('bad1', [bad]);
     registrar.set('web1', [good]);
     await registrar.settled();
     expect(store.list()).toEqual([good]);
-    expect(registrar.status.registryUp).toBe(true);
+    expect(registrar.status).toMatchObject({ registryUp: true, rejected: 1 });
 
-    // More work and more time (several retry intervals) do not bring the rejected one back.
     registrar.set('db1', [instance('db1', 5432)]);
     await registrar.settled();
     await sleep(150);
-    await registrar.settled();
     expect(count(backend.calls.register, bad.id)).toBe(1);
-    expect(registrar.current().map((s) => s.id)).not.toContain(bad.id);
 
     registrar.set('bad1', [{ ...bad, port: 40000 }]);
     await registrar.settled();
     expect(count(backend.calls.register, bad.id)).toBe(2);
-    expect(ids(store.list())).toEqual([`${HOST}:db1:5432`, good.id]);
+
+    backend.failIds.delete(bad.id);
+    registrar.complete();
+    await registrar.settled();
+    expect(count(backend.calls.register, bad.id)).toBe(3);
+    expect(ids(store.list())).toEqual([`${HOST}:bad1:80`, `${HOST}:db1:5432`, good.id]);
   });
 
-  it('keeps retrying while the registry is down and registers once it is back', async () => {
-    const { store, backend, registrar } = setup();
-    backend.down = true;
-    registrar.start();
-    registrar.set('web1', [instance('web1')]);
-    await waitFor('a few failed attempts', () => backend.calls.listOwn >= 3);
-    expect(registrar.status.registryUp).toBe(false);
-    expect(store.list()).toEqual([]);
+  it('one failing id is retried alone: no listing, no re-registration of the others', async () => {
+    const { store, backend, registrar } = started();
+    for (let i = 0; i < 50; i++) registrar.set(`c${i}`, [instance(`c${i}`)]);
+    await registrar.settled();
+    const lists = backend.calls.listOwn;
+    const registers = backend.calls.register.length;
+    backend.failIds.set(`${HOST}:x1:80`, 'refused');
+    registrar.set('x1', [instance('x1')]);
+    registrar.set('y1', [instance('y1')]);
+    await waitFor('y1 registered despite x1 failing', () => store.list().some((s) => s.id === `${HOST}:y1:80`));
+    await waitFor('x1 retried', () => count(backend.calls.register, `${HOST}:x1:80`) >= 3);
+    backend.failIds.clear();
+    await waitFor('x1 registered', () => store.list().length === 52);
+    expect(backend.calls.listOwn).toBe(lists);
+    expect(backend.calls.register.length - registers).toBe(count(backend.calls.register, `${HOST}:x1:80`) + 1);
+  });
 
+  it('keeps only pinging while the registry is unreachable, then compares and registers', async () => {
+    const { store, backend, registrar } = started();
+    await registrar.settled();
+    backend.down = true;
+    registrar.set('web1', [instance('web1')]);
+    await waitFor('a few pings', () => backend.calls.ping >= 3);
+    expect(backend.calls.register).toHaveLength(1);
+    expect(registrar.status.registryUp).toBe(false);
     backend.down = false;
     await waitFor('web1 registered', () => store.list().length === 1);
     await waitFor('registry reported up', () => registrar.status.registryUp);
   });
 
-  // Without --cleanup, what this process registered itself must still be withdrawn after an
-  // outage, even though the full resync forgets what it believed was registered.
-  it('withdraws, once the registry answers again, a service whose withdrawal failed', async () => {
-    const { store, backend, registrar } = setup();
-    registrar.start();
+  it('keeps a failed withdrawal until the registry confirms it, across an outage', async () => {
+    const { store, backend, registrar } = started();
     const web = instance('web1');
     const db = instance('db1', 5432);
     registrar.set('web1', [web]);
     registrar.set('db1', [db]);
     await registrar.settled();
 
-    backend.fail.deregister = 1;
+    backend.failNext.deregister = 1;
     registrar.set('web1', [], 'die');
+    await waitFor('registry reported down', () => !registrar.status.registryUp);
+    // The outage ends and the registry is compared again; the withdrawal fails once more right after.
+    backend.failIds.set(web.id, 'refused');
+    await waitFor('retried after the outage', () => count(backend.calls.deregister, web.id) >= 3);
+    expect(store.list()).toEqual([db, web]);
+    backend.failIds.clear();
+    await waitFor('web1 withdrawn', () => !store.list().some((s) => s.id === web.id));
     await registrar.settled();
-    expect(registrar.status.registryUp).toBe(false);
-
-    await waitFor('registry reported up', () => registrar.status.registryUp);
-    await registrar.settled();
-    // web1's container is gone: its registration must not outlive the outage.
-    await waitFor('web1 withdrawn after the outage', () => !store.list().some((s) => s.id === web.id), 1_000);
     expect(store.list()).toEqual([db]);
   });
 
   it('withdraws, once the registry answers again, a service whose container stopped during the outage', async () => {
-    const { store, backend, registrar } = setup();
-    registrar.start();
+    const { store, backend, registrar } = started();
     const web = instance('web1');
     const db = instance('db1', 5432);
     registrar.set('web1', [web]);
@@ -397,20 +481,36 @@ describe('Registrar: failures', () => {
     registrar.set('web1', [], 'die');
     await waitFor('a failed attempt', () => !registrar.status.registryUp);
     backend.down = false;
-
-    await waitFor('registry reported up', () => registrar.status.registryUp);
+    await waitFor('web1 withdrawn after the outage', () => !store.list().some((s) => s.id === web.id));
     await registrar.settled();
-    await waitFor('web1 withdrawn after the outage', () => !store.list().some((s) => s.id === web.id), 1_000);
     expect(store.list()).toEqual([db]);
+  });
+
+  it('registers again what the registry lost during an outage (a restarted agent)', async () => {
+    const { store, backend, registrar } = started();
+    const web = instance('web1');
+    const db = instance('db1', 5432);
+    registrar.set('web1', [web]);
+    registrar.set('db1', [db]);
+    await registrar.settled();
+    backend.down = true;
+    store.delete(web.id);
+    store.delete(db.id);
+    registrar.set('cache1', [instance('cache1', 6379)]);
+    await waitFor('down', () => !registrar.status.registryUp);
+    backend.down = false;
+    await waitFor('all three back', () => store.list().length === 3);
+    expect(count(backend.calls.register, web.id)).toBe(2);
   });
 });
 
 describe('Registrar: stop', () => {
-  async function withTwoOwners() {
-    const s = setup({ ttlRefreshMs: 50 });
+  async function withTwoOwners(bulk = false) {
+    const s = setup({ ttlRefreshMs: 50 }, 30, [], bulk);
     s.registrar.start();
     s.registrar.set('web1', [instance('web1', 80), instance('web1', 443)]);
     s.registrar.set('db1', [instance('db1', 5432)]);
+    s.registrar.complete();
     await s.registrar.settled();
     expect(s.store.list()).toHaveLength(3);
     return s;
@@ -421,6 +521,14 @@ describe('Registrar: stop', () => {
     await registrar.stop(true);
     expect(store.list()).toEqual([]);
     expect(registrar.current()).toEqual([]);
+  });
+
+  it('stop(true) withdraws everything at once where the engine can (etcd: one lease revoke)', async () => {
+    const { store, backend, registrar } = await withTwoOwners(true);
+    await registrar.stop(true);
+    expect(store.list()).toEqual([]);
+    expect(backend.calls.deregisterAll).toBe(1);
+    expect(backend.calls.deregister).toEqual([]);
   });
 
   it('stop(false) leaves the registrations to their TTL', async () => {
@@ -438,5 +546,39 @@ describe('Registrar: stop', () => {
     await sleep(120);
     expect(store.list()).toHaveLength(3);
     expect(backend.calls.register).toHaveLength(registers);
+  });
+
+  it('withdraws within its deadline even while a registry call hangs, including the write in flight', async () => {
+    const { store, backend, registrar } = started({ opTimeoutMs: 300 });
+    registrar.set('web1', [instance('web1')]);
+    await registrar.settled();
+    backend.hang = true;
+    registrar.set('db1', [instance('db1', 5432)]);
+    await sleep(20);
+    backend.hang = false;
+    const t0 = Date.now();
+    await registrar.stop(true);
+    expect(Date.now() - t0).toBeLessThan(2_000);
+    expect(store.list()).toEqual([]);
+    expect(backend.calls.deregister.sort()).toEqual([`${HOST}:db1:5432`, `${HOST}:web1:80`]);
+  });
+});
+
+describe('Registrar: cost', () => {
+  it('one change among 5,000 registered costs one registry call, not a listing or a pass over all', async () => {
+    const { backend, registrar } = started({ concurrency: 32 });
+    for (let i = 0; i < 5000; i++) registrar.set(`c${i}`, [instance(`c${i}`)]);
+    await registrar.settled();
+    const lists = backend.calls.listOwn;
+    const registers = backend.calls.register.length;
+    const t0 = performance.now();
+    for (let i = 0; i < 200; i++) {
+      registrar.set(`c${i}`, [instance(`c${i}`, 80, { port: 50000 + i })]);
+      await registrar.settled();
+    }
+    const perEvent = (performance.now() - t0) / 200;
+    expect(backend.calls.register.length - registers).toBe(200);
+    expect(backend.calls.listOwn).toBe(lists);
+    expect(perEvent).toBeLessThan(5);
   });
 });

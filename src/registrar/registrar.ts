@@ -1,25 +1,31 @@
-// Reconciles the desired set (from sources, per owner such as a container) with what this host
-// has registered. Everything that touches the registry runs in one serialized loop, so a burst
-// of events, a heartbeat and a resync never interleave; failures back off and end in a full
-// resync that registers every current service again.
-import { instanceFingerprint, type ServiceInstance } from '../model/service-instance.js';
-import type { RegistryBackend } from '../registry/types.js';
-import { RejectedError } from '../registry/types.js';
+// Reconciles what the sources want registered with what this host has in the registry, one
+// instance id at a time. Each id has a slot: what is wanted, what the registry holds (as far as
+// this process knows), and its own retry state. A change costs what it touches; a failure
+// retries only what failed; a full comparison with the registry (`listOwn`) runs once the
+// source's view is complete, on every source resync, and after the registry was unreachable.
+// Heartbeats run on their own timer, whatever the reconcile loop is doing, so a lease or TTL
+// check never lapses while the registry answers.
 import type { Logger } from '../log/logger.js';
 import { metrics, timed } from '../metrics/metrics.js';
+import type { ServiceInstance } from '../model/service-instance.js';
+import { type FailureKind, failureKind, type InstanceRef, type OwnRecord, type RegistryBackend } from '../registry/types.js';
 import { backoffMs, withTimeout } from '../util/time.js';
+import { DesiredSet } from './desired-set.js';
+import { RetryWheel } from './retry-wheel.js';
 
 export interface RegistrarOptions {
   hostname: string;
   /** Heartbeat period; 0 disables heartbeats. */
   ttlRefreshMs: number;
-  /** Remove this host's registrations that no desired instance backs, on start and every resync. */
+  /** Remove this host's registrations that no desired instance backs, once the source's view is complete. */
   cleanup: boolean;
   /** Base of the retry backoff. */
   retryIntervalMs: number;
   maxRetryMs?: number;
   /** Registry operations running at once. */
   concurrency?: number;
+  /** Timeout of one registry operation. */
+  opTimeoutMs?: number;
   log: Logger;
 }
 
@@ -27,250 +33,569 @@ export interface RegistrarOptions {
 export interface DesiredSink {
   /** Replace the instances of one owner; an empty list withdraws them, `reason` goes to the log. */
   set(owner: string, instances: ServiceInstance[], reason?: string): void;
-  /** Replace everything (full resync): owners not in `all` are withdrawn. */
-  replaceAll(all: Map<string, ServiceInstance[]>): void;
-}
-
-interface Registered {
-  instance: ServiceInstance;
-  fingerprint: string;
+  /** The source's view is complete (it listed everything): compare with the registry now. */
+  complete(): void;
 }
 
 export interface RegistrarStatus {
+  /** The registry answers and accepts what is sent. */
   registryUp: boolean;
   lastSync?: Date;
   lastError?: string;
   registered: number;
+  /** Registrations or withdrawals not confirmed yet. */
+  pending: number;
+  /** Of those, waiting to be retried after a failure. */
+  retrying: number;
+  /** Refused by the registry for what they are; retried when they change or at the next resync. */
+  rejected: number;
+  heartbeatOk: boolean;
+  lastHeartbeat?: Date;
+  heartbeatError?: string;
 }
 
-const OP_TIMEOUT_MS = 15_000;
+interface Slot {
+  id: string;
+  want?: { instance: ServiceInstance; digest: string };
+  /** What the registry holds; digest '' = it may be there, contents unknown (a write in flight or failed). */
+  have?: { name: string; digest: string; instance?: ServiceInstance };
+  /** Bumped whenever `have` changes, so a heartbeat answer about an older state is ignored. */
+  gen: number;
+  busy: boolean;
+  attempts: number;
+  retryAt: number;
+  /** Digest of a wanted instance the registry refused for what it is. */
+  rejected?: string;
+  /** Why it is being withdrawn (for the log line). */
+  reason?: string;
+}
+
+const OP_TIMEOUT_MS = 10_000;
+/** How long stop() lets operations in flight finish before withdrawing. */
+const STOP_WAIT_MS = 6_000;
+const WITHDRAW_DEADLINE_MS = 10_000;
 
 export class Registrar implements DesiredSink {
-  private desired = new Map<string, ServiceInstance[]>();
-  private readonly registered = new Map<string, Registered>();
-  /** Fingerprints the registry refused (bad check…): not retried until the instance changes. */
-  private readonly rejected = new Map<string, string>();
-  private dirty = false;
-  private fullPending = true;
-  private reregisterAll = false;
-  private heartbeatDue = false;
-  private loop?: Promise<void>;
-  private failures = 0;
-  private retryTimer?: NodeJS.Timeout;
-  private heartbeatTimer?: NodeJS.Timeout;
+  private readonly desired = new DesiredSet();
+  private readonly slots = new Map<string, Slot>();
+  private readonly queue = new Set<string>();
+  private readonly wheel: RetryWheel;
+  private readonly concurrency: number;
+  private readonly opTimeoutMs: number;
+  private readonly maxRetryMs: number;
+  private busy = 0;
   private stopped = false;
-  private readonly conflicts = new Set<string>();
-  /** Why an instance is about to be withdrawn (e.g. "kill SIGTERM"), for its log line. */
-  private readonly reasons = new Map<string, string>();
-  /** Which owner an instance id came from, to attribute withdrawal reasons. */
-  private readonly ownerOf = new Map<string, string>();
-  readonly status: RegistrarStatus = { registryUp: true, registered: 0 };
+
+  /** The source listed everything once: before that nothing is compared, withdrawn or cleaned up. */
+  private ready = false;
+  private resyncWanted = false;
+  private resyncRunning = false;
+  private resyncFailures = 0;
+  private resyncRetryAt = 0;
+  private synced = false;
+
+  /** Set while the registry does not answer: only pings go out until it does. */
+  private outage?: { since: number; attempts: number; timer?: NodeJS.Timeout };
+  /** Consecutive refusals across all ids: a short global pause that grows while everything is refused. */
+  private refusals = 0;
+  private pauseUntil = 0;
+  private pauseTimer?: NodeJS.Timeout;
+  private resyncTimer?: NodeJS.Timeout;
+
+  private heartbeatTimer?: NodeJS.Timeout;
+  private retryBeatTimer?: NodeJS.Timeout;
+  private beating = false;
+  private beatFailures = 0;
+
+  private readonly idleWaiters: Array<() => void> = [];
+  private readonly loggedCollisions = new Set<string>();
+
+  /** The parts of the status that are not counted from the slots. */
+  private readonly state: Omit<RegistrarStatus, 'registered' | 'pending' | 'retrying' | 'rejected'> = { registryUp: true, heartbeatOk: true };
+  private readonly gaugeTimer: NodeJS.Timeout;
 
   constructor(
     private readonly backend: RegistryBackend,
     private readonly opts: RegistrarOptions,
-  ) {}
+  ) {
+    this.concurrency = opts.concurrency ?? 8;
+    this.opTimeoutMs = opts.opTimeoutMs ?? OP_TIMEOUT_MS;
+    this.maxRetryMs = opts.maxRetryMs ?? 30_000;
+    this.wheel = new RetryWheel((ids) => {
+      for (const id of ids) this.queue.add(id);
+      this.pump();
+    });
+    // Counting is O(n): done when asked and every few seconds for the gauges, never per event.
+    this.gaugeTimer = setInterval(() => void this.status, 5_000);
+    this.gaugeTimer.unref();
+  }
+
+  /** Counted on demand (status API, gauges). */
+  get status(): RegistrarStatus {
+    let registered = 0;
+    let pending = 0;
+    let retrying = 0;
+    let rejected = 0;
+    for (const s of this.slots.values()) {
+      if (s.have?.digest && (!s.want || s.want.digest === s.have.digest)) registered++;
+      if (s.want && s.rejected === s.want.digest) rejected++;
+      else if (this.needsWork(s)) pending++;
+      if (s.retryAt) retrying++;
+    }
+    metrics.registered.set(registered);
+    metrics.pending.set(pending);
+    metrics.retrying.set(retrying);
+    metrics.rejected.set(rejected);
+    return { ...this.state, registered, pending, retrying, rejected };
+  }
 
   start(): void {
     if (this.opts.ttlRefreshMs > 0) {
-      this.heartbeatTimer = setInterval(() => {
-        this.heartbeatDue = true;
-        this.kick();
-      }, this.opts.ttlRefreshMs);
+      this.heartbeatTimer = setInterval(() => void this.beat(), this.opts.ttlRefreshMs);
       this.heartbeatTimer.unref();
     }
-    this.kick();
+    this.pump();
   }
 
   set(owner: string, instances: ServiceInstance[], reason?: string): void {
-    if (instances.length === 0) this.desired.delete(owner);
-    else this.desired.set(owner, instances);
-    for (const inst of this.desired.get(owner) ?? []) this.reasons.delete(inst.id);
-    if (reason) for (const r of this.registered.values()) if (!instances.some((i) => i.id === r.instance.id) && this.ownerOf.get(r.instance.id) === owner) this.reasons.set(r.instance.id, reason);
-    this.kick();
+    const { changed, collisions } = this.desired.set(owner, instances);
+    for (const c of collisions) {
+      const key = `${owner}\0${c.id}`;
+      if (this.loggedCollisions.has(key)) continue;
+      this.loggedCollisions.add(key);
+      this.opts.log.error({ event: 'error', id: c.id, owner, holder: c.holder }, `service id ${c.id} is claimed twice (SERVICE_ID collision); keeping the first`);
+    }
+    if (instances.length === 0) for (const key of this.loggedCollisions) if (key.startsWith(`${owner}\0`)) this.loggedCollisions.delete(key);
+    for (const id of changed) {
+      const claim = this.desired.get(id);
+      const slot = this.slot(id);
+      if (claim) {
+        const digest = this.backend.digest(claim.instance);
+        if (slot.want?.digest === digest) {
+          slot.want = { instance: claim.instance, digest };
+          continue;
+        }
+        slot.want = { instance: claim.instance, digest };
+        slot.reason = undefined;
+      } else {
+        if (!slot.want) continue;
+        slot.want = undefined;
+        slot.reason = reason;
+      }
+      // A new wish is tried at once, whatever the backoff of the previous one.
+      slot.attempts = 0;
+      if (slot.retryAt) this.wheel.remove(id);
+      slot.retryAt = 0;
+      this.queue.add(id);
+    }
+    this.pump();
   }
 
-  replaceAll(all: Map<string, ServiceInstance[]>): void {
-    this.desired = new Map([...all].filter(([, list]) => list.length > 0));
-    this.fullPending = true;
-    this.kick();
+  complete(): void {
+    this.ready = true;
+    this.resync();
+  }
+
+  /** Compare everything with the registry again (source resync, SIGHUP). */
+  resync(): void {
+    this.resyncWanted = true;
+    this.resyncRetryAt = 0;
+    this.pump();
   }
 
   /** What is registered now (for status output and tests). */
   current(): ServiceInstance[] {
-    return [...this.registered.values()].map((r) => r.instance);
+    const out: ServiceInstance[] = [];
+    for (const s of this.slots.values()) {
+      const inst = s.have?.digest ? (s.have.instance ?? (s.want?.digest === s.have.digest ? s.want.instance : undefined)) : undefined;
+      if (inst) out.push(inst);
+    }
+    return out;
   }
 
-  /** Resolves once the loop is idle with nothing pending (tests, --once style callers). */
-  async settled(): Promise<void> {
-    while (this.loop) await this.loop;
+  /** Resolves once nothing is queued, in flight, waiting for a retry or for a resync. */
+  settled(): Promise<void> {
+    return new Promise((resolve) => {
+      this.idleWaiters.push(resolve);
+      this.checkIdle();
+    });
   }
 
-  /** Stop; with `withdraw`, deregister everything this host registered. */
+  /** Stop; with `withdraw`, deregister everything this host registered, within a deadline. */
   async stop(withdraw: boolean): Promise<void> {
     this.stopped = true;
     clearInterval(this.heartbeatTimer);
-    clearTimeout(this.retryTimer);
-    await this.loop;
-    if (withdraw) {
-      const all = [...this.registered.values()];
-      await this.pool(all, async (r) => {
-        try {
-          await withTimeout(this.backend.deregister(r.instance), 5_000, 'deregister');
-          this.registered.delete(r.instance.id);
-          this.opts.log.info({ event: 'deregistered', service: r.instance.name, id: r.instance.id, addr: addr(r.instance), reason: 'shutdown' }, `deregistered ${r.instance.id} ${addr(r.instance)} (shutdown)`);
-        } catch (err) {
-          this.opts.log.error({ event: 'error', id: r.instance.id, err: msg(err) }, `deregister ${r.instance.id} on shutdown failed: ${msg(err)}`);
-        }
-      });
-    }
+    clearInterval(this.gaugeTimer);
+    clearTimeout(this.retryBeatTimer);
+    clearTimeout(this.pauseTimer);
+    clearTimeout(this.resyncTimer);
+    clearTimeout(this.outage?.timer);
+    this.wheel.clear();
+    const deadline = Date.now() + STOP_WAIT_MS;
+    while (this.busy > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+    if (withdraw) await this.withdrawAll();
+    for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  private kick(): void {
-    if (this.stopped) return;
-    this.dirty = true;
-    if (!this.loop && !this.retryTimer) {
-      this.loop = this.run().finally(() => (this.loop = undefined));
+  private async withdrawAll(): Promise<void> {
+    // Everything that may be there: registered, being written, or a withdrawal not yet confirmed.
+    const refs: InstanceRef[] = [];
+    const names = new Map<string, string>();
+    for (const s of this.slots.values()) {
+      const name = s.have?.name ?? (s.busy ? s.want?.instance.name : undefined);
+      if (name === undefined) continue;
+      refs.push({ id: s.id, name });
+      names.set(s.id, name);
     }
-  }
-
-  private async run(): Promise<void> {
-    while (this.dirty && !this.stopped) {
-      this.dirty = false;
+    if (refs.length === 0) return;
+    const done = (ref: InstanceRef) => {
+      this.slots.delete(ref.id);
+      metrics.deregistrations.inc();
+      this.opts.log.info({ event: 'deregistered', service: ref.name, id: ref.id, reason: 'shutdown' }, `deregistered ${ref.id} (shutdown)`);
+    };
+    if (this.backend.deregisterAll) {
       try {
-        await this.reconcile();
-        if (!this.status.registryUp || this.failures > 0) {
-          this.opts.log.info({ event: 'registry-up', registry: this.backend.description, services: this.registered.size }, `registry ${this.backend.description} answers again; resynced ${this.registered.size} services`);
-        }
-        this.failures = 0;
-        this.status.registryUp = true;
-        this.status.lastSync = new Date();
-      } catch (err) {
-        this.failures++;
-        this.status.registryUp = false;
-        this.status.lastError = msg(err);
-        // After an outage the registry may have lost anything: list it again and re-register all.
-        this.fullPending = true;
-        this.reregisterAll = true;
-        const wait = backoffMs(this.failures - 1, this.opts.retryIntervalMs, this.opts.maxRetryMs ?? 30_000);
-        this.opts.log.error({ event: 'error', registry: this.backend.description, err: msg(err), retryMs: wait }, `registry ${this.backend.description}: ${msg(err)}; retrying in ${(wait / 1000).toFixed(1)}s`);
-        this.retryTimer = setTimeout(() => {
-          this.retryTimer = undefined;
-          this.kick();
-        }, wait);
-        this.dirty = false;
-      }
-    }
-    this.status.registered = this.registered.size;
-  }
-
-  private wanted(): Map<string, ServiceInstance> {
-    const want = new Map<string, ServiceInstance>();
-    for (const [owner, list] of this.desired) {
-      for (const inst of list) {
-        const prev = want.get(inst.id);
-        if (prev) {
-          const key = `${owner}:${inst.id}`;
-          if (!this.conflicts.has(key)) {
-            this.conflicts.add(key);
-            this.opts.log.error({ event: 'error', id: inst.id, owner }, `service id ${inst.id} is claimed twice (SERVICE_ID collision); keeping the first`);
-          }
-          continue;
-        }
-        want.set(inst.id, inst);
-        this.ownerOf.set(inst.id, owner);
-      }
-    }
-    return want;
-  }
-
-  private async reconcile(): Promise<void> {
-    const heartbeat = this.heartbeatDue;
-    this.heartbeatDue = false;
-    // After an outage everything is registered again below, which refreshes every TTL too.
-    if (heartbeat && !this.reregisterAll) {
-      const { lost } = await timed('heartbeat', () => withTimeout(this.backend.heartbeat(this.current()), OP_TIMEOUT_MS, 'heartbeat'));
-      metrics.heartbeats.inc();
-      for (const id of lost) {
-        const r = this.registered.get(id);
-        if (!r) continue;
-        this.registered.delete(id);
-        this.opts.log.warn({ event: 'lost', id, service: r.instance.name }, `registration ${id} is gone from the registry; registering it again`);
-      }
-    }
-    const want = this.wanted();
-    if (this.fullPending) {
-      const actual = await timed('list', () => withTimeout(this.backend.listOwn(this.opts.hostname), OP_TIMEOUT_MS, 'list'));
-      const present = new Set(actual.map((a) => a.id));
-      // What this process registered, including withdrawals that failed during an outage.
-      const ours = new Set(this.registered.keys());
-      if (this.reregisterAll) this.registered.clear();
-      for (const id of [...this.registered.keys()]) if (!present.has(id)) this.registered.delete(id);
-      const stale = actual.filter((a) => !want.has(a.id) && (this.opts.cleanup || ours.has(a.id)));
-      await this.pool(stale, (a) => this.withdraw(a, ours.has(a.id) ? 'withdrawn after resync' : 'cleanup: no container backs it'));
-      this.fullPending = false;
-      this.reregisterAll = false;
-    }
-
-    const gone = [...this.registered.values()].filter((r) => !want.has(r.instance.id));
-    await this.pool(gone, (r) => this.withdraw(r.instance, this.reasons.get(r.instance.id) ?? 'withdrawn'));
-
-    const todo = [...want.values()].filter((inst) => {
-      const fp = instanceFingerprint(inst);
-      return this.registered.get(inst.id)?.fingerprint !== fp && this.rejected.get(inst.id) !== fp;
-    });
-    await this.pool(todo, async (inst) => {
-      const prev = this.registered.get(inst.id);
-      // A renamed service lives under another key in etcd: remove the old one first.
-      if (prev && prev.instance.name !== inst.name) await this.withdraw(prev.instance, 'renamed');
-      const fp = instanceFingerprint(inst);
-      try {
-        await timed('register', () => withTimeout(this.backend.register(inst), OP_TIMEOUT_MS, 'register'));
-      } catch (err) {
-        if (!(err instanceof RejectedError)) throw err;
-        this.rejected.set(inst.id, fp);
-        this.opts.log.error({ event: 'error', id: inst.id, service: inst.name, err: msg(err) }, `registry refused ${inst.id}: ${msg(err)}`);
+        await withTimeout(this.backend.deregisterAll(refs), WITHDRAW_DEADLINE_MS, 'withdrawing every registration');
+        for (const r of refs) done(r);
         return;
+      } catch (err) {
+        this.opts.log.error({ event: 'error', err: msg(err) }, `withdrawing all at once failed (${msg(err)}); withdrawing one by one`);
       }
-      this.rejected.delete(inst.id);
-      this.registered.set(inst.id, { instance: inst, fingerprint: fp });
-      metrics.registrations.inc();
-      this.opts.log.info(
-        { event: 'registered', service: inst.name, id: inst.id, addr: addr(inst), status: inst.status },
-        `registered ${inst.id} as ${inst.name} at ${addr(inst)}${inst.status === 'passing' ? '' : ` (${inst.status})`}`,
-      );
-    });
-    for (const id of [...this.rejected.keys()]) if (!want.has(id)) this.rejected.delete(id);
-    this.status.registered = this.registered.size;
-    metrics.registered.set(this.registered.size);
-  }
-
-  private async withdraw(inst: ServiceInstance, reason: string): Promise<void> {
-    await timed('deregister', () => withTimeout(this.backend.deregister(inst), OP_TIMEOUT_MS, 'deregister'));
-    this.registered.delete(inst.id);
-    metrics.deregistrations.inc();
-    this.reasons.delete(inst.id);
-    this.ownerOf.delete(inst.id);
-    this.opts.log.info({ event: 'deregistered', service: inst.name, id: inst.id, addr: addr(inst), reason }, `deregistered ${inst.id} at ${addr(inst)} (${reason})`);
-  }
-
-  /** Run `fn` over `items` with bounded concurrency; the first failure is rethrown after all settle. */
-  private async pool<T>(items: T[], fn: (item: T) => Promise<void>): Promise<void> {
-    const limit = this.opts.concurrency ?? 8;
+    }
+    const until = Date.now() + WITHDRAW_DEADLINE_MS;
     let next = 0;
-    let failure: unknown;
+    let failed = 0;
     const worker = async () => {
-      while (next < items.length) {
-        const item = items[next++];
+      while (next < refs.length && Date.now() < until) {
+        const ref = refs[next++];
         try {
-          await fn(item);
+          await withTimeout(this.backend.deregister(ref), Math.max(100, Math.min(3_000, until - Date.now())), 'deregister');
+          done(ref);
         } catch (err) {
-          failure ??= err;
+          failed++;
+          this.opts.log.error({ event: 'error', id: ref.id, err: msg(err) }, `deregister ${ref.id} on shutdown failed: ${msg(err)}`);
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-    if (failure !== undefined) throw failure;
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, refs.length) }, worker));
+    const left = refs.length - next + failed;
+    if (left > 0) this.opts.log.error({ event: 'error', left }, `${left} registrations left to their TTL after the shutdown deadline`);
+  }
+
+  private slot(id: string): Slot {
+    let s = this.slots.get(id);
+    if (!s) this.slots.set(id, (s = { id, gen: 0, busy: false, attempts: 0, retryAt: 0 }));
+    return s;
+  }
+
+  private needsWork(s: Slot): boolean {
+    if (s.want) return s.rejected !== s.want.digest && s.have?.digest !== s.want.digest;
+    return s.have !== undefined;
+  }
+
+  /** Start what can be started; the one place that decides what runs next. */
+  private pump(): void {
+    if (this.stopped) return;
+    const now = Date.now();
+    if (this.outage || !this.ready) return this.checkIdle();
+    if (now < this.pauseUntil) {
+      this.pauseTimer ??= setTimeout(() => {
+        this.pauseTimer = undefined;
+        this.pump();
+      }, this.pauseUntil - now);
+      return;
+    }
+    if (this.resyncWanted && !this.resyncRunning) {
+      if (now >= this.resyncRetryAt) {
+        // A resync compares with what the registry holds: nothing may be in flight meanwhile.
+        if (this.busy === 0) void this.runResync();
+        return;
+      }
+      this.resyncTimer ??= setTimeout(() => {
+        this.resyncTimer = undefined;
+        this.pump();
+      }, this.resyncRetryAt - now);
+      // Until the first comparison succeeds nothing is written: a registration from a previous
+      // run would be written again (and its checks reset) instead of adopted.
+      if (!this.synced) return;
+    }
+    if (this.resyncRunning) return;
+    for (const id of this.queue) {
+      if (this.busy >= this.concurrency) break;
+      this.queue.delete(id);
+      const s = this.slots.get(id);
+      if (!s || s.busy) continue; // a busy slot is looked at again when its operation ends
+      if (s.retryAt > now) continue; // the wheel brings it back
+      if (!this.needsWork(s)) {
+        this.prune(s);
+        continue;
+      }
+      this.busy++;
+      s.busy = true;
+      void this.work(s).finally(() => {
+        s.busy = false;
+        this.busy--;
+        if (this.needsWork(s)) {
+          if (s.retryAt > Date.now()) this.wheel.add(s.id, s.retryAt);
+          else this.queue.add(s.id);
+        } else this.prune(s);
+        this.pump();
+      });
+    }
+    this.checkIdle();
+  }
+
+  private prune(s: Slot): void {
+    if (!s.want && !s.have && !s.busy && !s.retryAt) this.slots.delete(s.id);
+  }
+
+  private async work(s: Slot): Promise<void> {
+    const want = s.want;
+    try {
+      if (want) {
+        const have = s.have;
+        // A renamed service lives under another key in etcd: remove the old one first.
+        if (have && have.name !== want.instance.name) {
+          await this.op('deregister', () => this.backend.deregister({ id: s.id, name: have.name }));
+          if (s.have === have) this.setHave(s, undefined);
+          this.logWithdrawn(s.id, have.name, have.instance, 'renamed');
+        }
+        // From here the registration may exist whatever the outcome: a timed-out write can still land.
+        this.setHave(s, { name: want.instance.name, digest: '' });
+        await this.op('register', () => this.backend.register(want.instance));
+        if (s.have?.digest === '') this.setHave(s, { name: want.instance.name, digest: want.digest, instance: want.instance });
+        metrics.registrations.inc();
+        const inst = want.instance;
+        this.opts.log.info(
+          { event: 'registered', service: inst.name, id: inst.id, addr: addr(inst), status: inst.status },
+          `registered ${inst.id} as ${inst.name} at ${addr(inst)}${inst.status === 'passing' ? '' : ` (${inst.status})`}`,
+        );
+      } else if (s.have) {
+        const have = s.have;
+        await this.op('deregister', () => this.backend.deregister({ id: s.id, name: have.name }));
+        if (s.have === have) this.setHave(s, undefined);
+        metrics.deregistrations.inc();
+        this.logWithdrawn(s.id, have.name, have.instance, s.reason ?? 'withdrawn');
+        s.reason = undefined;
+      }
+      s.attempts = 0;
+      s.retryAt = 0;
+      s.rejected = undefined;
+      this.succeeded();
+    } catch (err) {
+      this.failed(err, s, want);
+    }
+  }
+
+  private setHave(s: Slot, have: Slot['have']): void {
+    s.have = have;
+    s.gen++;
+  }
+
+  private logWithdrawn(id: string, name: string, inst: ServiceInstance | undefined, reason: string): void {
+    const where = inst ? ` at ${addr(inst)}` : '';
+    this.opts.log.info({ event: 'deregistered', service: name, id, ...(inst ? { addr: addr(inst) } : {}), reason }, `deregistered ${id}${where} (${reason})`);
+  }
+
+  private op(name: string, fn: () => Promise<void>): Promise<void> {
+    return timed(name, () => withTimeout(fn(), this.opTimeoutMs, name));
+  }
+
+  private succeeded(): void {
+    if (this.refusals > 0) {
+      this.opts.log.info({ event: 'registry-up', registry: this.backend.description }, `registry ${this.backend.description} accepts requests again`);
+    }
+    this.refusals = 0;
+    this.state.registryUp = !this.outage;
+  }
+
+  private failed(err: unknown, s: Slot, want: Slot['want']): void {
+    const kind = failureKind(err);
+    this.state.lastError = msg(err);
+    if (kind === 'rejected' && want) {
+      s.rejected = want.digest;
+      this.opts.log.error({ event: 'error', id: s.id, service: want.instance.name, err: msg(err) }, `registry refused ${s.id}: ${msg(err)}; not retried until it changes or the next resync`);
+      return;
+    }
+    s.attempts++;
+    s.retryAt = Date.now() + backoffMs(s.attempts - 1, this.opts.retryIntervalMs, this.maxRetryMs);
+    this.noteFailure(kind, err, s.attempts === 1 ? s.id : undefined);
+  }
+
+  /** One failure of any registry call: an outage (no answer) or a refusal (an answer, but no). */
+  private noteFailure(kind: FailureKind, err: unknown, firstForId?: string): void {
+    this.state.registryUp = false;
+    if (kind === 'unreachable') return this.enterOutage(err);
+    this.refusals++;
+    const wait = backoffMs(this.refusals - 1, Math.min(this.opts.retryIntervalMs, 500), this.maxRetryMs);
+    this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
+    if (this.refusals === 1 || firstForId) {
+      this.opts.log.error(
+        { event: 'error', registry: this.backend.description, ...(firstForId ? { id: firstForId } : {}), err: msg(err), retryMs: wait },
+        `registry ${this.backend.description} refused${firstForId ? ` ${firstForId}` : ''}: ${msg(err)}; retrying with backoff`,
+      );
+    }
+  }
+
+  private enterOutage(err: unknown): void {
+    if (this.outage) return;
+    this.outage = { since: Date.now(), attempts: 0 };
+    this.opts.log.error(
+      { event: 'error', registry: this.backend.description, err: msg(err) },
+      `registry ${this.backend.description} unreachable: ${msg(err)}; retrying with backoff, then comparing everything with it again`,
+    );
+    this.scheduleProbe();
+  }
+
+  private scheduleProbe(): void {
+    const o = this.outage;
+    if (!o || this.stopped) return;
+    const wait = backoffMs(o.attempts, this.opts.retryIntervalMs, this.maxRetryMs);
+    o.timer = setTimeout(() => void this.probe(), wait);
+  }
+
+  private async probe(): Promise<void> {
+    const o = this.outage;
+    if (!o || this.stopped) return;
+    try {
+      await withTimeout(this.backend.ping(), this.opTimeoutMs, 'ping');
+    } catch (err) {
+      o.attempts++;
+      this.state.lastError = msg(err);
+      this.opts.log.debug({ registry: this.backend.description, err: msg(err) }, 'registry still unreachable');
+      return this.scheduleProbe();
+    }
+    this.outage = undefined;
+    this.state.registryUp = this.refusals === 0;
+    this.opts.log.info(
+      { event: 'registry-up', registry: this.backend.description, downMs: Date.now() - o.since },
+      `registry ${this.backend.description} answers again after ${((Date.now() - o.since) / 1000).toFixed(1)}s; comparing everything with it`,
+    );
+    // It may have lost anything (a restarted agent, an expired lease), and retries start afresh.
+    for (const s of this.slots.values()) {
+      if (s.retryAt) {
+        s.retryAt = 0;
+        this.queue.add(s.id);
+      }
+    }
+    this.wheel.clear();
+    if (this.ready) this.resync();
+    else this.pump();
+  }
+
+  private async runResync(): Promise<void> {
+    this.resyncRunning = true;
+    let records: OwnRecord[];
+    try {
+      records = await timed('list', () => withTimeout(this.backend.listOwn(this.opts.hostname), this.opTimeoutMs, 'list'));
+    } catch (err) {
+      this.resyncRunning = false;
+      this.resyncRetryAt = Date.now() + backoffMs(this.resyncFailures++, this.opts.retryIntervalMs, this.maxRetryMs);
+      this.state.lastError = msg(err);
+      this.noteFailure(failureKind(err) === 'unreachable' ? 'unreachable' : 'refusing', err);
+      // A registry that answers but will not list still gets the registrations it accepts.
+      if (failureKind(err) !== 'unreachable') this.synced = true;
+      this.pump();
+      return;
+    }
+    this.applyListing(records);
+    metrics.resyncs.inc();
+    this.resyncFailures = 0;
+    this.resyncWanted = false;
+    this.resyncRunning = false;
+    this.synced = true;
+    this.state.lastSync = new Date();
+    this.succeeded();
+    // Entries adopted from a previous run need their TTL refreshed now, not a period later.
+    void this.beat();
+    this.pump();
+  }
+
+  /** What the registry holds for this host replaces what this process believed. */
+  private applyListing(records: OwnRecord[]): void {
+    const seen = new Set<string>();
+    for (const rec of records) {
+      seen.add(rec.id);
+      const known = this.slots.get(rec.id);
+      const ours = known?.have !== undefined;
+      // Someone else's leftovers (a previous run, a removed container) are only touched with --cleanup.
+      if (!known?.want && !ours && !this.opts.cleanup) continue;
+      const s = known ?? this.slot(rec.id);
+      const digest = rec.renew ? '' : rec.digest;
+      const instance = s.have?.digest === digest && digest ? s.have.instance : s.want?.digest === digest && digest ? s.want.instance : undefined;
+      this.setHave(s, { name: rec.name, digest, instance });
+      if (!s.want && !ours) s.reason = 'cleanup: no container backs it';
+      this.queue.add(s.id);
+    }
+    for (const s of this.slots.values()) {
+      if (s.have && !seen.has(s.id) && !s.busy) {
+        this.setHave(s, undefined);
+        this.queue.add(s.id);
+      }
+      // Every wanted instance is tried again, refused or not.
+      if (s.rejected || s.retryAt) {
+        s.rejected = undefined;
+        s.retryAt = 0;
+        s.attempts = 0;
+        this.queue.add(s.id);
+      }
+      if (s.want && this.needsWork(s)) this.queue.add(s.id);
+    }
+    this.wheel.clear();
+  }
+
+  /** One heartbeat round over what the registry confirmed; independent of the reconcile loop. */
+  private async beat(): Promise<void> {
+    if (this.beating || this.stopped || this.opts.ttlRefreshMs <= 0) return;
+    this.beating = true;
+    clearTimeout(this.retryBeatTimer);
+    const refs: InstanceRef[] = [];
+    const gens = new Map<string, number>();
+    for (const s of this.slots.values()) {
+      if (!s.have?.digest || s.busy) continue;
+      refs.push({ id: s.id, name: s.have.name });
+      gens.set(s.id, s.gen);
+    }
+    try {
+      const res = await withTimeout(this.backend.heartbeat(refs), Math.max(30_000, this.opts.ttlRefreshMs), 'heartbeat');
+      metrics.heartbeats.inc();
+      for (const id of res.lost) {
+        const s = this.slots.get(id);
+        if (!s?.have || s.gen !== gens.get(id)) continue;
+        this.opts.log.warn({ event: 'lost', id, service: s.have.name }, `registration ${id} is gone from the registry; registering it again`);
+        this.setHave(s, undefined);
+        this.queue.add(id);
+      }
+      if (res.error !== undefined) throw res.error;
+      if (this.beatFailures > 0) this.opts.log.info({ event: 'heartbeat-up', registry: this.backend.description }, `heartbeats to ${this.backend.description} go through again`);
+      this.beatFailures = 0;
+      this.state.heartbeatOk = true;
+      this.state.heartbeatError = undefined;
+      this.state.lastHeartbeat = new Date();
+    } catch (err) {
+      metrics.heartbeatFailures.inc();
+      this.beatFailures++;
+      this.state.heartbeatOk = false;
+      this.state.heartbeatError = msg(err);
+      if (this.beatFailures === 1) {
+        this.opts.log.error({ event: 'error', registry: this.backend.description, err: msg(err) }, `heartbeat to ${this.backend.description} failed: ${msg(err)}; retrying before the TTL runs out`);
+      }
+      // Sooner than the next period, but never more often than the period itself would.
+      const wait = Math.min(this.opts.ttlRefreshMs, backoffMs(this.beatFailures - 1, Math.min(500, this.opts.ttlRefreshMs), this.opts.ttlRefreshMs));
+      if (!this.stopped) this.retryBeatTimer = setTimeout(() => void this.beat(), wait);
+    } finally {
+      this.beating = false;
+      this.pump();
+    }
+  }
+
+  private checkIdle(): void {
+    if (this.idleWaiters.length === 0) return;
+    const idle =
+      this.stopped ||
+      !this.ready ||
+      (this.busy === 0 && this.queue.size === 0 && this.wheel.size === 0 && !this.resyncWanted && !this.resyncRunning && !this.outage && this.pauseUntil <= Date.now());
+    if (idle) for (const w of this.idleWaiters.splice(0)) w();
   }
 }
 

@@ -1,16 +1,24 @@
-// Consul through its agent HTTP API (the `consul` package). Each instance is an agent service;
-// with a TTL, a TTL check harbormaster passes on every heartbeat, with
-// DeregisterCriticalServiceAfter, so a dead host's services turn critical and then vanish.
+// Consul through its local agent's HTTP API. Each instance is an agent service; with a TTL, a
+// heartbeat TTL check that harbormaster passes every round, with DeregisterCriticalServiceAfter,
+// so a dead host's services turn critical and then vanish. A container's own state (critical
+// under --deregister on-success) lives in a separate status check that is never reaped, so a
+// failed container stays listed as critical for as long as its host is alive.
+// The read side (catalog watches) uses the `consul` package's blocking-query helper.
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Consul from 'consul';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
-import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { compareInstances } from '../model/service-instance.js';
-import { type BackendOptions, type HeartbeatResult, type RegistryBackend, RejectedError } from './types.js';
+import { type ConsulCheckBody, consulCheck } from './consul-check.js';
+import { ConsulHttp, ConsulHttpError } from './consul-http.js';
+import { instanceDigest } from './digest.js';
+import type { BackendOptions, HeartbeatResult, InstanceRef, OwnRecord, RegistryBackend } from './types.js';
 
 const HOST_META = 'hm_host';
-const REQUEST_TIMEOUT_MS = 10_000;
+const DIGEST_META = 'hm_digest';
+const REQUEST_TIMEOUT_MS = 8_000;
+/** A status check never expires by itself: only a new registration changes it. */
+const STATUS_CHECK_TTL = '87600h';
 /** Consul reaps critical services no sooner than one minute. */
 const MIN_DEREGISTER_S = 60;
 
@@ -30,6 +38,11 @@ export function ttlCheckId(serviceId: string): string {
  *  so that `PUT /v1/agent/check/pass/service:<id>` works for SERVICE_CHECK_TTL users. */
 export function userCheckId(serviceId: string): string {
   return `service:${serviceId}`;
+}
+
+/** Carries a non-passing container state (critical after a failure under on-success). */
+export function statusCheckId(serviceId: string): string {
+  return `harbormaster-status:${serviceId}`;
 }
 
 export function consulDescription(t: ConsulTarget): string {
@@ -88,6 +101,7 @@ export function instanceFromConsul(s: AgentService, status: HealthStatus, nodeAd
   const meta = { ...(s.Meta ?? {}) };
   const host = meta[HOST_META] ?? '';
   delete meta[HOST_META];
+  delete meta[DIGEST_META];
   const tags = s.Tags ?? [];
   return {
     id: s.ID,
@@ -105,16 +119,28 @@ export function instanceFromConsul(s: AgentService, status: HealthStatus, nodeAd
 export class ConsulBackend implements RegistryBackend {
   readonly description: string;
   private readonly consul: Consul;
+  private readonly http: ConsulHttp;
   private readonly ttl: number;
 
   constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
     this.description = consulDescription(target);
     this.ttl = opts.ttl;
     this.consul = consulClient(target, env);
+    this.http = new ConsulHttp(target, env, REQUEST_TIMEOUT_MS);
   }
 
+  /** Any answer means reachable: an ACL or rate-limit refusal is not an outage of the network. */
   async ping(): Promise<void> {
-    await this.consul.agent.self();
+    try {
+      await this.http.call('GET', '/status/leader');
+    } catch (err) {
+      if (!(err instanceof ConsulHttpError)) throw err;
+    }
+  }
+
+  /** The TTL shapes the heartbeat check, so a changed --ttl registers again. */
+  digest(s: ServiceInstance): string {
+    return instanceDigest(s, `consul ttl=${this.ttl}`);
   }
 
   async register(s: ServiceInstance): Promise<void> {
@@ -125,56 +151,52 @@ export class ConsulBackend implements RegistryBackend {
         CheckID: ttlCheckId(s.id),
         Name: 'harbormaster heartbeat',
         TTL: `${this.ttl}s`,
-        Status: s.status === 'passing' ? 'passing' : s.status,
+        Status: 'passing',
         DeregisterCriticalServiceAfter: s.check?.deregisterAfter ?? `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`,
       });
     }
-    // The raw body goes through `_put` so that every Consul check field (GRPC, Args…) passes as is.
-    try {
-      await this.request('PUT', '/agent/service/register', {
+    if (s.status !== 'passing') {
+      checks.push({ CheckID: statusCheckId(s.id), Name: 'harbormaster container status', TTL: STATUS_CHECK_TTL, Status: s.status });
+    }
+    await this.http.call('PUT', '/agent/service/register', {
       ID: s.id,
       Name: s.name,
       Address: s.address,
       Port: s.port,
       Tags: s.tags,
-      Meta: { ...s.meta, [HOST_META]: s.host },
+      Meta: { ...s.meta, [HOST_META]: s.host, [DIGEST_META]: this.digest(s) },
       Checks: checks,
-      });
-    } catch (err) {
-      const code = (err as { statusCode?: number }).statusCode;
-      if (code !== undefined && code >= 400 && code < 500) throw new RejectedError((err as Error).message);
-      throw err;
-    }
+    });
   }
 
-  async deregister(s: ServiceInstance): Promise<void> {
+  async deregister(ref: InstanceRef): Promise<void> {
     try {
-      await this.consul.agent.service.deregister({ id: s.id });
+      await this.http.call('PUT', `/agent/service/deregister/${encodeURIComponent(ref.id)}`);
     } catch (err) {
-      if (!/unknown service|not found/i.test(String((err as Error).message))) throw err;
+      if (!isUnknown(err)) throw err;
     }
   }
 
-  async heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult> {
+  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
     if (this.ttl <= 0) return { lost: [] };
     const lost: string[] = [];
-    // A handful at a time: a host can run hundreds of services.
-    for (let i = 0; i < instances.length; i += 16) {
-      await Promise.all(
-        instances.slice(i, i + 16).map(async (s) => {
-          const verb = s.status === 'critical' ? 'fail' : s.status === 'warning' ? 'warn' : 'pass';
-          try {
-            await this.request('PUT', `/agent/check/${verb}/${encodeURIComponent(ttlCheckId(s.id))}`);
-          } catch (err) {
-            // Any answer from the agent (unknown check after a restart, a 500 while it recovers) means
-            // this registration needs to be made again; only an unreachable agent is an outage.
-            if ((err as { statusCode?: number }).statusCode !== undefined) lost.push(s.id);
-            else throw err;
-          }
-        }),
-      );
-    }
-    return { lost };
+    let failure: unknown;
+    // One request per TTL check, a handful at a time: a host can run thousands of services.
+    let next = 0;
+    const worker = async () => {
+      while (next < refs.length) {
+        const ref = refs[next++];
+        try {
+          await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(ttlCheckId(ref.id))}`);
+        } catch (err) {
+          // An unknown check: the agent lost it (restart, reaped); register again.
+          if (isUnknown(err)) lost.push(ref.id);
+          else failure ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, refs.length) }, worker));
+    return failure === undefined ? { lost } : { lost, error: failure };
   }
 
   async list(): Promise<ServiceInstance[]> {
@@ -187,45 +209,28 @@ export class ConsulBackend implements RegistryBackend {
     return out.sort(compareInstances);
   }
 
-  async listOwn(host: string): Promise<ServiceInstance[]> {
-    const services = (await this.consul.agent.service.list().catch((err: Error) => {
-      err.message = `GET /agent/services: ${err.message}`;
-      throw err;
-    })) as Record<string, AgentService>;
+  /** This host's services on the local agent only (a filtered read), with whether their heartbeat check exists. */
+  async listOwn(host: string): Promise<OwnRecord[]> {
+    const filter = encodeURIComponent(`Meta.${HOST_META} == ${JSON.stringify(host)}`);
+    const services = (await this.http.call<Record<string, AgentService> | undefined>('GET', `/agent/services?filter=${filter}`)) ?? {};
+    let checks: Set<string> | undefined;
+    if (this.ttl > 0) {
+      const nameFilter = encodeURIComponent('Name == "harbormaster heartbeat"');
+      checks = new Set(Object.keys((await this.http.call<Record<string, unknown> | undefined>('GET', `/agent/checks?filter=${nameFilter}`)) ?? {}));
+    }
     return Object.values(services)
       .filter((s) => s.Meta?.[HOST_META] === host)
-      .map((s) => instanceFromConsul(s, 'passing', ''))
-      .sort(compareInstances);
+      .map((s) => ({ id: s.ID, name: s.Service, digest: s.Meta?.[DIGEST_META] ?? '', renew: checks ? !checks.has(ttlCheckId(s.ID)) : false }));
   }
 
   async close(): Promise<void> {
     this.consul.destroy();
+    await this.http.close();
   }
+}
 
-  private async request(method: 'PUT', path: string, body?: unknown): Promise<void> {
-    try {
-      await this.put(method, path, body);
-    } catch (err) {
-      const e = err as Error & { statusCode?: number };
-      e.message = `${method} ${path}: ${e.message}`;
-      throw e;
-    }
-  }
-
-  private async put(method: 'PUT', path: string, body?: unknown): Promise<void> {
-    const c = this.consul as unknown as {
-      _put(req: Record<string, unknown>, next: (request: unknown, next: unknown) => void): Promise<unknown>;
-      _defaults?: Record<string, unknown>;
-    };
-    const req: Record<string, unknown> = { name: `consul ${method} ${path}`, path, type: 'json', body: body ?? {} };
-    const d = c._defaults ?? {};
-    if (d.token) req.headers = { 'x-consul-token': d.token };
-    if (d.timeout) req.timeout = d.timeout;
-    await c._put(req, (request: unknown, next: unknown) => {
-      const r = request as { err?: Error };
-      const n = next as (stop: boolean, err?: Error, result?: unknown) => void;
-      if (r.err) n(false, r.err);
-      else n(false, undefined, undefined);
-    });
-  }
+/** Consul's answers for a service or check it does not hold (404 in recent versions, 500 in older). */
+function isUnknown(err: unknown): boolean {
+  if (!(err instanceof ConsulHttpError)) return false;
+  return err.status === 404 || /unknown (service|check)|not found|does not have associated ttl/i.test(err.message);
 }

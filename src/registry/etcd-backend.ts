@@ -1,14 +1,31 @@
-// etcd v3 through `etcd3`. Each instance is the key <prefix>/<name>/<id> holding its JSON,
-// attached to one lease per process that the heartbeat keeps alive: if this process or host
-// dies, the lease expires and every key it held vanishes at once.
+// etcd v3 through `etcd3`. Each instance is the key <prefix>/<name>/<id> holding its JSON, plus
+// an index key <prefix>/_hosts/<host>/<id> (its name and digest) written in the same
+// transaction, so that a host reads back only its own entries, paged, however many other hosts
+// share the prefix. Both hang on one lease per process that the heartbeat keeps alive: if this
+// process or host dies, the lease expires and every key it held vanishes at once.
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
-import { Etcd3, EtcdLeaseInvalidError, isRecoverableError, type IOptions, type Lease } from 'etcd3';
+import {
+  Etcd3,
+  EtcdAuthenticationFailedError,
+  EtcdInvalidAuthTokenError,
+  EtcdLeaseInvalidError,
+  EtcdPermissionDeniedError,
+  isRecoverableError,
+  type IOptions,
+  type IRequestOp,
+  type Lease,
+} from 'etcd3';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { withTimeout } from '../util/time.js';
-import type { BackendOptions, HeartbeatResult, RegistryBackend } from './types.js';
+import { instanceDigest } from './digest.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
+/** Keys per page when reading this host's index. */
+const PAGE = 1000;
+/** etcd's default --max-txn-ops is 128. */
+const TXN_OPS = 128;
 
 /**
  * The client's own fault handling, tuned for a registrator that retries by itself: the default
@@ -27,12 +44,27 @@ export interface EtcdTarget {
   prefix: string;
 }
 
+/** Keys under <prefix>/_… are harbormaster's bookkeeping, never services (names are DNS labels). */
+export function isBookkeepingKey(prefix: string, key: string): boolean {
+  return key.startsWith(`${prefix}/_`);
+}
+
+interface IndexValue {
+  name: string;
+  digest: string;
+}
+
+type Op = IRequestOp;
+
 export class EtcdBackend implements RegistryBackend {
   readonly description: string;
   private readonly client: Etcd3;
   private lease?: Lease;
-  /** Keys written under the current lease; a new lease means they must be written again. */
-  private leaseKeys = new Set<string>();
+  private leaseId?: string;
+  /** IDs written under the current lease; a new lease means they must be written again. */
+  private leaseIds = new Set<string>();
+  private granting?: Promise<Lease>;
+  private readonly host: string;
 
   constructor(
     private readonly target: EtcdTarget,
@@ -40,6 +72,7 @@ export class EtcdBackend implements RegistryBackend {
     env: Record<string, string | undefined> = process.env,
   ) {
     this.description = `etcd://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
+    this.host = opts.host ?? '';
     const user = env.ETCDCTL_USER;
     const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
     this.client = new Etcd3({
@@ -51,76 +84,75 @@ export class EtcdBackend implements RegistryBackend {
     });
   }
 
-  key(s: Pick<ServiceInstance, 'name' | 'id'>): string {
+  key(s: InstanceRef): string {
     return `${this.target.prefix}/${s.name}/${s.id}`;
   }
 
+  private indexPrefix(host: string): string {
+    return `${this.target.prefix}/_hosts/${encodeURIComponent(host)}/`;
+  }
+
+  private indexKey(host: string, id: string): string {
+    return `${this.indexPrefix(host)}${encodeURIComponent(id)}`;
+  }
+
   async ping(): Promise<void> {
-    await withTimeout(this.client.maintenance.status(), CALL_TIMEOUT_MS, 'etcd status');
+    await this.call('etcd status', () => this.client.maintenance.status());
+  }
+
+  digest(s: ServiceInstance): string {
+    return instanceDigest(s);
   }
 
   async register(s: ServiceInstance): Promise<void> {
-    const key = this.key(s);
-    if (this.opts.ttl > 0) {
-      const lease = await this.currentLease();
-      await withTimeout(lease.put(key).value(encodeInstance(s)).exec(), CALL_TIMEOUT_MS, 'etcd put');
-      this.leaseKeys.add(key);
-    } else {
-      await withTimeout(this.client.put(key).value(encodeInstance(s)).exec(), CALL_TIMEOUT_MS, 'etcd put');
+    const write = async () => {
+      const lease = this.opts.ttl > 0 ? await this.currentLease() : undefined;
+      const leaseId = lease ? this.leaseId : undefined;
+      const index: IndexValue = { name: s.name, digest: this.digest(s) };
+      await this.txn([put(this.key(s), encodeInstance(s), leaseId), put(this.indexKey(s.host || this.host, s.id), JSON.stringify(index), leaseId)]);
+      if (lease && this.lease === lease) this.leaseIds.add(s.id);
+    };
+    try {
+      await write();
+    } catch (err) {
+      // The lease expired (an idle host, an outage longer than the TTL): take a fresh one, once.
+      if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+      this.dropLease();
+      await write();
     }
   }
 
-  async deregister(s: ServiceInstance): Promise<void> {
-    const key = this.key(s);
-    await withTimeout(this.client.delete().key(key).exec(), CALL_TIMEOUT_MS, 'etcd delete');
-    this.leaseKeys.delete(key);
+  async deregister(ref: InstanceRef): Promise<void> {
+    await this.txn([del(this.key(ref)), del(this.indexKey(this.host, ref.id))]);
+    this.leaseIds.delete(ref.id);
   }
 
-  async heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult> {
-    if (this.opts.ttl <= 0 || instances.length === 0) return { lost: [] };
+  /** One keepalive for the whole host, also while it has nothing registered, so the lease never lapses. */
+  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
+    if (this.opts.ttl <= 0) return { lost: [] };
     const lease = this.lease;
-    // No live lease: everything must be written again under a new one.
-    if (!lease) return { lost: instances.map((i) => i.id) };
+    if (!lease) return { lost: refs.map((r) => r.id) };
     try {
-      await withTimeout(lease.keepaliveOnce(), CALL_TIMEOUT_MS, 'etcd lease keepalive');
+      await this.call('etcd lease keepalive', () => lease.keepaliveOnce());
     } catch (err) {
       if (err instanceof EtcdLeaseInvalidError) {
-        this.dropLease();
-        return { lost: instances.map((i) => i.id) };
+        if (this.lease === lease) this.dropLease();
+        return { lost: refs.map((r) => r.id) };
       }
       throw err;
     }
-    // Keys written under an older lease (or deleted by someone else) are re-registered.
-    const lost = instances.filter((i) => !this.leaseKeys.has(this.key(i))).map((i) => i.id);
-    return { lost };
+    // Entries written under an older lease (or found from a previous run) are written again.
+    return { lost: refs.filter((r) => !this.leaseIds.has(r.id)).map((r) => r.id) };
   }
 
   async list(): Promise<ServiceInstance[]> {
-    return this.read();
-  }
-
-  async listOwn(host: string): Promise<ServiceInstance[]> {
-    return (await this.read()).filter((i) => i.host === host);
-  }
-
-  async close(): Promise<void> {
-    this.lease?.release();
-    this.client.close();
-  }
-
-  /** Revoke the lease so that every key of this process goes at once (clean exit). */
-  async revoke(): Promise<void> {
-    const lease = this.lease;
-    this.dropLease();
-    if (lease) await withTimeout(lease.revoke(), CALL_TIMEOUT_MS, 'etcd lease revoke');
-  }
-
-  private async read(): Promise<ServiceInstance[]> {
-    const kv = await withTimeout(this.client.getAll().prefix(`${this.target.prefix}/`).strings(), CALL_TIMEOUT_MS, 'etcd range');
+    const res = await this.call('etcd range', () => this.client.getAll().prefix(`${this.target.prefix}/`).exec());
     const out: ServiceInstance[] = [];
-    for (const [key, value] of Object.entries(kv)) {
+    for (const kv of res.kvs) {
+      const key = kv.key.toString();
+      if (isBookkeepingKey(this.target.prefix, key)) continue;
       try {
-        out.push(decodeInstance(JSON.parse(value)));
+        out.push(decodeInstance(JSON.parse(kv.value.toString())));
       } catch (err) {
         this.opts.warn?.(`etcd key ${key}: ${(err as Error).message}; skipped`);
       }
@@ -128,7 +160,72 @@ export class EtcdBackend implements RegistryBackend {
     return out.sort(compareInstances);
   }
 
-  private granting?: Promise<Lease>;
+  /** This host's index, a page at a time: cost grows with this host's entries, not the prefix's. */
+  async listOwn(host: string): Promise<OwnRecord[]> {
+    const prefix = this.indexPrefix(host);
+    const end = Buffer.from(prefix);
+    end[end.length - 1]++;
+    const out: OwnRecord[] = [];
+    let from = Buffer.from(prefix);
+    for (;;) {
+      const res = await this.call('etcd range', () => this.client.kv.range({ key: from, range_end: end, limit: PAGE }));
+      for (const kv of res.kvs) {
+        const key = kv.key.toString();
+        let id: string;
+        let value: IndexValue;
+        try {
+          id = decodeURIComponent(key.slice(prefix.length));
+          value = JSON.parse(kv.value.toString()) as IndexValue;
+          if (typeof value?.name !== 'string' || typeof value.digest !== 'string') throw new Error('not a harbormaster index record');
+        } catch (err) {
+          this.opts.warn?.(`etcd key ${key}: ${(err as Error).message}; skipped`);
+          continue;
+        }
+        const renew = this.opts.ttl > 0 && String(kv.lease) !== this.leaseId;
+        out.push({ id, name: value.name, digest: value.digest, renew });
+      }
+      if (!res.more || res.kvs.length === 0) break;
+      from = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
+    }
+    return out;
+  }
+
+  /** Revoking the lease removes every key of this process in one request; the rest go in transactions. */
+  async deregisterAll(refs: InstanceRef[]): Promise<void> {
+    const lease = this.lease;
+    const onLease = new Set(lease ? this.leaseIds : []);
+    if (lease) {
+      this.lease = undefined;
+      this.leaseId = undefined;
+      this.leaseIds = new Set();
+      await this.call('etcd lease revoke', () => lease.revoke());
+    }
+    const rest = refs.filter((r) => !onLease.has(r.id));
+    for (let i = 0; i < rest.length; i += TXN_OPS / 2) {
+      await this.txn(rest.slice(i, i + TXN_OPS / 2).flatMap((r) => [del(this.key(r)), del(this.indexKey(this.host, r.id))]));
+    }
+  }
+
+  async close(): Promise<void> {
+    this.lease?.release();
+    this.client.close();
+  }
+
+  private async txn(ops: Op[]): Promise<void> {
+    await this.call('etcd txn', () => this.client.kv.txn({ compare: [], success: ops, failure: [] }));
+  }
+
+  /** A timeout on every call; permission errors are refusals, not outages. */
+  private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    try {
+      return await withTimeout(fn(), CALL_TIMEOUT_MS + 500, what);
+    } catch (err) {
+      if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError || err instanceof EtcdInvalidAuthTokenError) {
+        throw new RefusedError(`${what}: ${(err as Error).message}`);
+      }
+      throw err;
+    }
+  }
 
   /** The live lease, granting one when there is none; concurrent callers share one grant. */
   private async currentLease(): Promise<Lease> {
@@ -142,20 +239,31 @@ export class EtcdBackend implements RegistryBackend {
     lease.on('lost', () => {
       if (this.lease === lease) this.dropLease();
     });
+    let id: string;
     try {
-      await withTimeout(lease.grant(), CALL_TIMEOUT_MS, 'etcd lease grant');
+      id = await this.call('etcd lease grant', () => lease.grant());
     } catch (err) {
       lease.release();
       throw err;
     }
     this.lease = lease;
-    this.leaseKeys = new Set();
+    this.leaseId = String(id);
+    this.leaseIds = new Set();
     return lease;
   }
 
   private dropLease(): void {
     this.lease?.release();
     this.lease = undefined;
-    this.leaseKeys = new Set();
+    this.leaseId = undefined;
+    this.leaseIds = new Set();
   }
+}
+
+function put(key: string, value: string, lease?: string): Op {
+  return { request_put: { key: Buffer.from(key), value: Buffer.from(value), ...(lease ? { lease } : {}) } };
+}
+
+function del(key: string): Op {
+  return { request_delete_range: { key: Buffer.from(key) } };
 }

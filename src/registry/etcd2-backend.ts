@@ -1,13 +1,16 @@
 // etcd's legacy v2 API through `node-etcd`: the same <prefix>/<name>/<id> JSON layout as v3,
-// with a TTL on every key that each heartbeat refreshes (refresh=true keeps the value and
-// does not wake watchers).
+// with a TTL on every key that each heartbeat refreshes (refresh=true keeps the value and does
+// not wake watchers). A host's index lives in the directory <prefix>/_hosts/<host>, which has
+// the same TTL and one refresh per round, so a host reads back only its own entries.
 import Etcd from 'node-etcd';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
-import type { BackendOptions, HeartbeatResult, RegistryBackend } from './types.js';
+import { instanceDigest } from './digest.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 const KEY_NOT_FOUND = 100;
+const NODE_EXISTS = 105;
 
 interface V2Node {
   key: string;
@@ -33,60 +36,95 @@ export interface Etcd2Target {
   prefix: string;
 }
 
+interface IndexValue {
+  name: string;
+  digest: string;
+}
+
 export class Etcd2Backend implements RegistryBackend {
   readonly description: string;
   private readonly client: EtcdV2Client;
+  private readonly host: string;
+  /** The host's index directory exists with its TTL (reset when a heartbeat finds it gone). */
+  private dirReady = false;
 
   constructor(
     private readonly target: Etcd2Target,
     private readonly opts: BackendOptions,
   ) {
     this.description = `etcd2://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
+    this.host = opts.host ?? '';
     const Client = Etcd as unknown as new (hosts: string[], opts: Record<string, unknown>) => EtcdV2Client;
     this.client = new Client(target.endpoints, { timeout: CALL_TIMEOUT_MS });
   }
 
   /** Path segments are URL-encoded: node-etcd puts the key into the URL as it is. */
-  key(s: Pick<ServiceInstance, 'name' | 'id'>): string {
+  key(s: InstanceRef): string {
     return `${this.target.prefix}/${encodeURIComponent(s.name)}/${encodeURIComponent(s.id)}`;
+  }
+
+  private dir(host: string): string {
+    return `${this.target.prefix}/_hosts/${encodeURIComponent(host)}`;
   }
 
   async ping(): Promise<void> {
     try {
       await this.call((cb) => this.client.get(this.target.prefix, {}, cb));
     } catch (err) {
-      if ((err as V2Error).errorCode !== KEY_NOT_FOUND) throw err;
+      if (!(err instanceof RefusedError)) throw err;
     }
+  }
+
+  digest(s: ServiceInstance): string {
+    return instanceDigest(s);
   }
 
   async register(s: ServiceInstance): Promise<void> {
-    await this.call((cb) => this.client.set(this.key(s), encodeInstance(s), this.opts.ttl > 0 ? { ttl: this.opts.ttl } : {}, cb));
+    const ttl = this.opts.ttl > 0 ? { ttl: this.opts.ttl } : {};
+    await this.call((cb) => this.client.set(this.key(s), encodeInstance(s), ttl, cb));
+    const dir = this.dir(s.host || this.host);
+    await this.ensureDir(dir);
+    const index: IndexValue = { name: s.name, digest: this.digest(s) };
+    await this.call((cb) => this.client.set(`${dir}/${encodeURIComponent(s.id)}`, JSON.stringify(index), {}, cb));
   }
 
-  async deregister(s: ServiceInstance): Promise<void> {
-    try {
-      await this.call((cb) => this.client.del(this.key(s), {}, cb));
-    } catch (err) {
-      if ((err as V2Error).errorCode !== KEY_NOT_FOUND) throw err;
-    }
+  async deregister(ref: InstanceRef): Promise<void> {
+    await this.ignoreMissing(this.call((cb) => this.client.del(this.key(ref), {}, cb)));
+    await this.ignoreMissing(this.call((cb) => this.client.del(`${this.dir(this.host)}/${encodeURIComponent(ref.id)}`, {}, cb)));
   }
 
-  async heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult> {
+  /** One refresh for the index directory, then one per key. */
+  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
     if (this.opts.ttl <= 0) return { lost: [] };
-    const lost: string[] = [];
-    for (let i = 0; i < instances.length; i += 16) {
-      await Promise.all(
-        instances.slice(i, i + 16).map(async (s) => {
-          try {
-            await this.call((cb) => this.client.set(this.key(s), null, { ttl: this.opts.ttl, refresh: true, prevExist: true }, cb));
-          } catch (err) {
-            if ((err as V2Error).errorCode === KEY_NOT_FOUND) lost.push(s.id);
-            else throw err;
-          }
-        }),
-      );
+    if (refs.length === 0) {
+      // Nothing to keep alive: let the index directory lapse and create it again on the next write.
+      this.dirReady = false;
+      return { lost: [] };
     }
-    return { lost };
+    try {
+      await this.call((cb) => this.client.set(this.dir(this.host), null, { dir: true, ttl: this.opts.ttl, refresh: true, prevExist: true }, cb));
+    } catch (err) {
+      if (errorCode(err) !== KEY_NOT_FOUND) throw err;
+      // The index expired: write everything again, which recreates it.
+      this.dirReady = false;
+      return { lost: refs.map((r) => r.id) };
+    }
+    const lost: string[] = [];
+    let failure: unknown;
+    let next = 0;
+    const worker = async () => {
+      while (next < refs.length) {
+        const r = refs[next++];
+        try {
+          await this.call((cb) => this.client.set(this.key(r), null, { ttl: this.opts.ttl, refresh: true, prevExist: true }, cb));
+        } catch (err) {
+          if (errorCode(err) === KEY_NOT_FOUND) lost.push(r.id);
+          else failure ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, refs.length) }, worker));
+    return failure === undefined ? { lost } : { lost, error: failure };
   }
 
   async list(): Promise<ServiceInstance[]> {
@@ -94,11 +132,13 @@ export class Etcd2Backend implements RegistryBackend {
     try {
       root = (await this.call((cb) => this.client.get(this.target.prefix, { recursive: true }, cb)))?.node;
     } catch (err) {
-      if ((err as V2Error).errorCode === KEY_NOT_FOUND) return [];
+      if (errorCode(err) === KEY_NOT_FOUND) return [];
       throw err;
     }
     const out: ServiceInstance[] = [];
+    const skip = `${this.target.prefix}/_`;
     const walk = (n: V2Node) => {
+      if (n.key?.startsWith(skip)) return;
       if (n.dir) for (const c of n.nodes ?? []) walk(c);
       else if (n.value !== undefined) {
         try {
@@ -112,12 +152,67 @@ export class Etcd2Backend implements RegistryBackend {
     return out.sort(compareInstances);
   }
 
-  async listOwn(host: string): Promise<ServiceInstance[]> {
-    return (await this.list()).filter((i) => i.host === host);
+  async listOwn(host: string): Promise<OwnRecord[]> {
+    const dir = this.dir(host);
+    let root: V2Node | undefined;
+    try {
+      root = (await this.call((cb) => this.client.get(dir, { recursive: true }, cb)))?.node;
+    } catch (err) {
+      if (errorCode(err) === KEY_NOT_FOUND) return [];
+      throw err;
+    }
+    const out: OwnRecord[] = [];
+    for (const n of root?.nodes ?? []) {
+      try {
+        const id = decodeURIComponent(n.key.slice(dir.length + 1));
+        const v = JSON.parse(n.value ?? '') as IndexValue;
+        if (typeof v?.name !== 'string' || typeof v.digest !== 'string') throw new Error('not a harbormaster index record');
+        out.push({ id, name: v.name, digest: v.digest });
+      } catch (err) {
+        this.opts.warn?.(`etcd2 key ${n.key}: ${(err as Error).message}; skipped`);
+      }
+    }
+    return out;
+  }
+
+  /** The keys one by one (v2 has no transactions), then the index directory at once. */
+  async deregisterAll(refs: InstanceRef[]): Promise<void> {
+    let next = 0;
+    const worker = async () => {
+      while (next < refs.length) {
+        const r = refs[next++];
+        await this.ignoreMissing(this.call((cb) => this.client.del(this.key(r), {}, cb)));
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(16, refs.length) }, worker));
+    await this.ignoreMissing(this.call((cb) => this.client.del(this.dir(this.host), { recursive: true }, cb)));
+    this.dirReady = false;
   }
 
   async close(): Promise<void> {}
 
+  /** The index directory, with the TTL, created once (a directory made implicitly would have none). */
+  private async ensureDir(dir: string): Promise<void> {
+    if (this.dirReady) return;
+    const ttl = this.opts.ttl > 0 ? { ttl: this.opts.ttl } : {};
+    try {
+      await this.call((cb) => this.client.set(dir, null, { dir: true, ...ttl, prevExist: false }, cb));
+    } catch (err) {
+      if (errorCode(err) !== NODE_EXISTS) throw err;
+      if (this.opts.ttl > 0) await this.call((cb) => this.client.set(dir, null, { dir: true, ttl: this.opts.ttl, prevExist: true }, cb));
+    }
+    this.dirReady = true;
+  }
+
+  private async ignoreMissing(p: Promise<unknown>): Promise<void> {
+    try {
+      await p;
+    } catch (err) {
+      if (errorCode(err) !== KEY_NOT_FOUND) throw err;
+    }
+  }
+
+  /** etcd's own errors (an errorCode) are answers: RefusedError; anything else is no answer. */
   private call(fn: (cb: Callback) => { abort(): void }): Promise<{ node?: V2Node } | undefined> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -126,9 +221,14 @@ export class Etcd2Backend implements RegistryBackend {
       }, CALL_TIMEOUT_MS + 500);
       const token = fn((err, body) => {
         clearTimeout(timer);
-        if (err) reject(err);
-        else resolve(body);
+        if (!err) resolve(body);
+        else if (typeof err.errorCode === 'number') reject(Object.assign(new RefusedError(`etcd2: ${err.message} (${err.errorCode})`), { errorCode: err.errorCode }));
+        else reject(err);
       });
     });
   }
+}
+
+function errorCode(err: unknown): number | undefined {
+  return (err as V2Error)?.errorCode;
 }

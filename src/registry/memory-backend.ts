@@ -1,19 +1,25 @@
 // The embedded registry: a process-wide store per name, with the same TTL semantics as the
 // real engines so that `harbormaster run` on one machine behaves like a cluster would.
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
-import type { BackendOptions, HeartbeatResult, RegistryBackend } from './types.js';
+import { instanceDigest } from './digest.js';
+import type { BackendOptions, HeartbeatResult, InstanceRef, OwnRecord, RegistryBackend } from './types.js';
 
 interface Entry {
   instance: ServiceInstance;
+  digest: string;
   expiresAt: number; // Infinity without TTL
 }
 
 export class MemoryStore {
   private readonly entries = new Map<string, Entry>();
   private readonly listeners = new Set<() => void>();
+  /** Earliest expiry of any entry: sweeping is skipped until then. */
+  private nextExpiry = Infinity;
 
   put(instance: ServiceInstance, ttlMs: number): void {
-    this.entries.set(instance.id, { instance: structuredClone(instance), expiresAt: ttlMs > 0 ? Date.now() + ttlMs : Infinity });
+    const expiresAt = ttlMs > 0 ? Date.now() + ttlMs : Infinity;
+    this.entries.set(instance.id, { instance: structuredClone(instance), digest: instanceDigest(instance), expiresAt });
+    this.nextExpiry = Math.min(this.nextExpiry, expiresAt);
     this.emit();
   }
 
@@ -21,18 +27,29 @@ export class MemoryStore {
     if (this.entries.delete(id)) this.emit();
   }
 
-  /** Returns false when the entry is gone (expired or never there). */
-  refresh(id: string, ttlMs: number): boolean {
+  /** Refresh many at once; returns the ids that are gone (expired or never there). */
+  refresh(ids: string[], ttlMs: number): string[] {
     this.expire();
-    const e = this.entries.get(id);
-    if (!e) return false;
-    e.expiresAt = ttlMs > 0 ? Date.now() + ttlMs : Infinity;
-    return true;
+    const gone: string[] = [];
+    const expiresAt = ttlMs > 0 ? Date.now() + ttlMs : Infinity;
+    for (const id of ids) {
+      const e = this.entries.get(id);
+      if (e) e.expiresAt = expiresAt;
+      else gone.push(id);
+    }
+    return gone;
   }
 
   list(): ServiceInstance[] {
     this.expire();
     return [...this.entries.values()].map((e) => structuredClone(e.instance)).sort(compareInstances);
+  }
+
+  own(host: string): OwnRecord[] {
+    this.expire();
+    const out: OwnRecord[] = [];
+    for (const e of this.entries.values()) if (e.instance.host === host) out.push({ id: e.instance.id, name: e.instance.name, digest: e.digest });
+    return out;
   }
 
   /** Change notification for the read side; returns an unsubscribe function. */
@@ -43,13 +60,16 @@ export class MemoryStore {
 
   private expire(): void {
     const now = Date.now();
+    if (now < this.nextExpiry) return;
     let changed = false;
+    let next = Infinity;
     for (const [id, e] of this.entries) {
       if (e.expiresAt <= now) {
         this.entries.delete(id);
         changed = true;
-      }
+      } else next = Math.min(next, e.expiresAt);
     }
+    this.nextExpiry = next;
     if (changed) this.emit();
   }
 
@@ -81,24 +101,28 @@ export class MemoryBackend implements RegistryBackend {
 
   async ping(): Promise<void> {}
 
+  digest(instance: ServiceInstance): string {
+    return instanceDigest(instance);
+  }
+
   async register(instance: ServiceInstance): Promise<void> {
     this.store.put(instance, this.ttlMs);
   }
 
-  async deregister(instance: ServiceInstance): Promise<void> {
-    this.store.delete(instance.id);
+  async deregister(ref: InstanceRef): Promise<void> {
+    this.store.delete(ref.id);
   }
 
-  async heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult> {
-    return { lost: instances.filter((i) => !this.store.refresh(i.id, this.ttlMs)).map((i) => i.id) };
+  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
+    return { lost: this.store.refresh(refs.map((r) => r.id), this.ttlMs) };
   }
 
   async list(): Promise<ServiceInstance[]> {
     return this.store.list();
   }
 
-  async listOwn(host: string): Promise<ServiceInstance[]> {
-    return this.store.list().filter((i) => i.host === host);
+  async listOwn(host: string): Promise<OwnRecord[]> {
+    return this.store.own(host);
   }
 
   async close(): Promise<void> {}

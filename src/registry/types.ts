@@ -2,32 +2,53 @@
 // registrator's adapter. One file per engine implements it.
 import type { ServiceInstance } from '../model/service-instance.js';
 
+/** Enough to address one registration: etcd keys hold the service name, Consul needs the id. */
+export type InstanceRef = Pick<ServiceInstance, 'id' | 'name'>;
+
 export interface HeartbeatResult {
   /** IDs the registry no longer holds (expired lease, restarted agent): they must be registered again. */
   lost: string[];
+  /** Some refreshes failed for another reason (the first error); the rest went through. */
+  error?: unknown;
+}
+
+/** One registration of this host as the registry holds it (`listOwn`). */
+export interface OwnRecord {
+  id: string;
+  name: string;
+  /** The digest written with the record (see `digest`); '' when the record carries none. */
+  digest: string;
+  /** Present, but nothing of this process keeps it alive (another lease, a missing TTL check): write it again. */
+  renew?: boolean;
 }
 
 export interface RegistryBackend {
   /** For log lines; never includes credentials. */
   readonly description: string;
-  /** Resolves when the registry answers. */
+  /** Resolves when the registry answers at all; rejects only when it cannot be reached. */
   ping(): Promise<void>;
   /** Create or replace one instance (idempotent by id). */
   register(instance: ServiceInstance): Promise<void>;
   /** Remove one instance; removing an absent one is not an error. */
-  deregister(instance: ServiceInstance): Promise<void>;
-  /** Refresh TTLs / pass TTL checks of everything this process registered. */
-  heartbeat(instances: ServiceInstance[]): Promise<HeartbeatResult>;
+  deregister(ref: InstanceRef): Promise<void>;
+  /** Refresh TTLs / pass TTL checks of what this process registered: one request per lease or TTL check. */
+  heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult>;
   /** Everything the registry holds (all hosts). */
   list(): Promise<ServiceInstance[]>;
-  /** What the registry holds for one host (the registering node). */
-  listOwn(host: string): Promise<ServiceInstance[]>;
+  /** What the registry holds for one host, read without reading other hosts' entries. */
+  listOwn(host: string): Promise<OwnRecord[]>;
+  /** What `listOwn` reports as `digest` for this instance once it is written. */
+  digest(instance: ServiceInstance): string;
+  /** Withdraw all of `refs` at once where the engine can do it cheaper than one by one (etcd: revoke the lease). */
+  deregisterAll?(refs: InstanceRef[]): Promise<void>;
   close(): Promise<void>;
 }
 
 export interface BackendOptions {
   /** Seconds a registration lives without a heartbeat; 0 = no TTL. */
   ttl: number;
+  /** The registering host (its index of own entries, on etcd); '' for read-only use. */
+  host?: string;
   /** Log sink for records the backend skips (malformed registry entries). */
   warn?: (msg: string) => void;
 }
@@ -37,7 +58,31 @@ export class UsageError extends Error {
   override name = 'UsageError';
 }
 
-/** The registry refused this one registration (bad check, ACL): retrying it unchanged is useless. */
+/** The registry refused this one registration for what it is (an invalid check): retrying it unchanged is useless. */
 export class RejectedError extends Error {
   override name = 'RejectedError';
+}
+
+/** The registry answered but refused the request (ACL, rate limit, server error): an outage of its own kind. */
+export class RefusedError extends Error {
+  override name = 'RefusedError';
+  constructor(
+    message: string,
+    readonly status?: number,
+  ) {
+    super(message);
+  }
+}
+
+/**
+ * How a failed registry call is handled: `rejected` stops retrying that registration until it
+ * changes; `refusing` (an answer, but no) retries with backoff; `unreachable` (no answer) also
+ * means the registry may have lost state, so a full resync follows once it answers again.
+ */
+export type FailureKind = 'rejected' | 'refusing' | 'unreachable';
+
+export function failureKind(err: unknown): FailureKind {
+  if (err instanceof RejectedError) return 'rejected';
+  if (err instanceof RefusedError) return 'refusing';
+  return 'unreachable';
 }

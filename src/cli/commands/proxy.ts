@@ -11,7 +11,7 @@ import { parseRegistryUri } from '../../registry/uri.js';
 import { BALANCE_MODES, type BalanceMode } from '../../proxy/balancer.js';
 import { ProxyServer } from '../../proxy/proxy-server.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
-import { nextSignal } from '../signals.js';
+import { nextSignal, onHangup } from '../signals.js';
 
 export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (default 127.0.0.1:8080)
   --domain <domain>          default host of a service: <service>.<domain> (default localhost)
@@ -158,6 +158,7 @@ export async function proxyCommand(argv: string[], out: (s: string) => void): Pr
   // Every instance is watched, whatever its status, so that a host whose instances are all unhealthy answers 503 rather than 404.
   const watch = CatalogWatch.forUri(cfg.registry, { statuses: [...HEALTH_STATUSES], log });
   const signal = nextSignal();
+  onHangup(log, 'nothing to reload (routes follow the registry); send SIGTERM to stop');
   let handle: ProxyHandle | undefined;
   let api: StatusServer | undefined;
   try {

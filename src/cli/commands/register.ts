@@ -19,7 +19,7 @@ import { splitTags } from '../../sources/docker/service-model.js';
 import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
 import { sleep } from '../../util/time.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
-import { stopOnSignal } from '../signals.js';
+import { onHangup, stopOnSignal } from '../signals.js';
 
 export const REGISTER_HELP = `Usage: harbormaster register [options] <registry-uri>
 
@@ -150,7 +150,7 @@ export interface RegisterHandle {
 }
 
 export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<RegisterHandle> {
-  const backend = createBackend(cfg.registry, { ttl: cfg.ttl, warn: (m) => log.warn({ event: 'error' }, m) });
+  const backend = createBackend(cfg.registry, { ttl: cfg.ttl, host: cfg.hostname, warn: (m) => log.warn({ event: 'error' }, m) });
   log.info(
     { event: 'start', docker: cfg.docker, registry: backend.description, hostname: cfg.hostname, ttl: cfg.ttl },
     `harbormaster register: docker ${cfg.docker} → registry ${backend.description} (host ${cfg.hostname}, ttl ${cfg.ttl}s)`,
@@ -215,6 +215,7 @@ export async function registerCommand(argv: string[], out: (s: string) => void):
   const handle = await startRegister(cfg, log);
   const api = cfg.api ? await startRegisterApi(cfg, cfg.api, handle, log) : undefined;
   const what = cfg.keepOnExit ? 'leaving registrations to their TTL' : "withdrawing this host's services";
+  onHangup(log, 'listing Docker and comparing with the registry again', () => void handle.source.resync().catch(() => undefined));
   return stopOnSignal(log, what, async () => {
     await api?.close();
     await handle.stop(!cfg.keepOnExit);
@@ -226,7 +227,7 @@ async function startRegisterApi(cfg: RegisterConfig, addr: ListenAddress, handle
   const api = new StatusServer(
     {
       catalog: () => buildCatalog(handle.registrar.current(), [...HEALTH_STATUSES]),
-      components: { docker: dockerProbe(handle.source.status, cfg.docker), registry: registrarProbe(handle.registrar.status, handle.backend.description) },
+      components: { docker: dockerProbe(handle.source.status, cfg.docker), registry: registrarProbe(handle.registrar, handle.backend.description) },
     },
     log,
   );

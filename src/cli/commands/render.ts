@@ -21,7 +21,7 @@ import {
   templateFlags,
 } from '../../render/index.js';
 import { choiceFlag, COMMON_OPTIONS } from '../args.js';
-import { stopOnSignal } from '../signals.js';
+import { onHangup, stopOnSignal } from '../signals.js';
 import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
 import { watchProbe } from '../../api/probes.js';
 import { startCatalogApi } from '../../api/status-server.js';
@@ -132,6 +132,7 @@ export async function renderCommand(argv: string[], out: (s: string) => void): P
     await watch.stop();
     throw err;
   });
+  onHangup(log, 'nothing to reload (templates are watched); send SIGTERM to stop');
   return stopOnSignal(
     log,
     'stopping',

@@ -11,7 +11,7 @@ import { checkTemplateFiles, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT, parseWithTokens, 
 import type { Options } from '../args.js';
 import { PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startProxy, type ProxyHandle, type ProxySettings } from './proxy.js';
 import { parseRegisterArgs, startRegister, type RegisterConfig, type RegisterHandle } from './register.js';
-import { nextSignal } from '../signals.js';
+import { nextSignal, onHangup } from '../signals.js';
 import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
 
 export const RUN_HELP = `Usage: harbormaster run [options]
@@ -132,7 +132,7 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
       watch,
       {
         docker: dockerProbe(source.status, cfg.register.docker),
-        registry: registrarProbe(registrar.status, registry),
+        registry: registrarProbe(registrar, registry),
         catalog: watchProbe(watch, registry),
         proxy: () => p.health(),
         ...(r ? { render: () => ({ ok: r.last?.ok ?? true, runs: r.runs, written: r.last?.written.length ?? 0 }) } : {}),
@@ -152,6 +152,8 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
     { event: 'ready', registry, proxy: listen, api: cfg.proxy.api ? formatAddress(cfg.proxy.api) : null },
     `harbormaster run: Docker ${cfg.register.docker} → ${registry} → proxy http://${listen}${cfg.proxy.api ? `, status http://${formatAddress(cfg.proxy.api)}` : ''}`,
   );
+  const r2 = reg;
+  onHangup(log, 'listing Docker and comparing with the registry again', () => void r2.source.resync().catch(() => undefined));
   const sig = await signal;
   log.info(
     { event: 'stop', signal: sig },

@@ -1,12 +1,15 @@
 // Watches the local Docker engine and keeps the desired set of every container current.
-// It subscribes to events *before* listing containers, keeps a small state per container
-// (stopping, failed), withdraws services on kill/stop before the process exits, and on any
-// break of the event stream reconnects with backoff and resyncs everything.
+// It subscribes to events *before* listing containers and keeps a small state per container.
+// Every inspection of a container runs in that container's own queue and is thrown away if a
+// newer lifecycle event arrived meanwhile, so a resync can never undo a `stop` it did not see.
+// A failed inspection is retried; every Docker call has a timeout; a broken event stream or a
+// failed listing reconnects with backoff and lists everything again.
+import { StringDecoder } from 'node:string_decoder';
 import type Docker from 'dockerode';
 import type { Logger } from '../../log/logger.js';
 import type { ServiceInstance } from '../../model/service-instance.js';
 import type { DesiredSink } from '../../registrar/registrar.js';
-import { backoffMs, sleep } from '../../util/time.js';
+import { backoffMs, sleep, withTimeout } from '../../util/time.js';
 import { type ContainerDetails, containerName } from './container.js';
 import { containerServices, type ModelOptions } from './service-model.js';
 
@@ -23,21 +26,28 @@ export interface DockerSourceOptions {
   resyncMs: number;
   log: Logger;
   sink: DesiredSink;
+  /** Timeout of one Docker API call (list, inspect). */
+  callTimeoutMs?: number;
 }
 
 interface ContainerState {
-  /** Bumped by every event: an inspection started before a newer event is discarded. */
+  /** Bumped by every lifecycle event: an inspection started before a newer event is discarded. */
   epoch: number;
   name?: string;
-  /** When a kill/stop was seen; services stay withdrawn until the container starts again. */
+  /** When a terminating kill/stop was seen (Docker's clock): withdrawn until it starts again. */
   stopping?: number;
   /** When it died with a non-zero exit code under --deregister on-success. */
   failed?: number;
   /** Last services computed while it ran (a dead container has no ports left to read). */
   last: ServiceInstance[];
+  /** What was last handed to the registrar. */
+  desired: ServiceInstance[];
   /** Last reported errors, so that each problem is logged once, not on every resync. */
   errors?: string;
   gateLogged?: boolean;
+  /** Failed inspections in a row, and the timer of the next attempt. */
+  failures: number;
+  retryTimer?: NodeJS.Timeout;
 }
 
 export interface DockerSourceStatus {
@@ -56,80 +66,108 @@ export function terminatingSignal(raw: string | undefined): string | undefined {
   const name = s.startsWith('SIG') ? s : `SIG${s}`;
   return Object.values(TERMINATING).includes(name) ? name : undefined;
 }
-/** A container that ignored its stop signal this long is taken as running again. */
-const STOPPING_GRACE_MS = 60_000;
+
+/** The container events that change what a container serves; exec_*, attach, top… do not. */
+export const LIFECYCLE_EVENTS = ['start', 'restart', 'unpause', 'health_status', 'rename', 'update', 'kill', 'stop', 'pause', 'die', 'destroy'] as const;
+const LIFECYCLE = new Set<string>(LIFECYCLE_EVENTS);
+
+const CALL_TIMEOUT_MS = 10_000;
+const INSPECT_CONCURRENCY = 8;
+/** An event line longer than this is not Docker's: the stream is garbled, start over. */
+const MAX_LINE = 1 << 20;
 
 interface DockerEvent {
   Type?: string;
   Action?: string;
   status?: string;
   id?: string;
+  time?: number;
+  timeNano?: number;
   Actor?: { ID?: string; Attributes?: Record<string, string> };
+}
+
+/** A small counting semaphore: bounds the inspections a resync of hundreds of containers starts. */
+class Limit {
+  private active = 0;
+  private readonly waiting: Array<() => void> = [];
+  constructor(private readonly max: number) {}
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
+    this.active++;
+    try {
+      return await fn();
+    } finally {
+      this.active--;
+      this.waiting.shift()?.();
+    }
+  }
 }
 
 export class DockerSource {
   readonly status: DockerSourceStatus = { connected: false };
   private readonly states = new Map<string, ContainerState>();
-  private readonly desired = new Map<string, ServiceInstance[]>();
   private readonly queues = new Map<string, Promise<void>>();
-  private stream?: NodeJS.ReadableStream & { destroy?: () => void };
+  private readonly limit = new Limit(INSPECT_CONCURRENCY);
+  private readonly callTimeoutMs: number;
+  /** Aborts every Docker call in flight on stop(). */
+  private readonly stopping = new AbortController();
+  private streamAbort?: AbortController;
   private stopped = false;
   private resyncTimer?: NodeJS.Timeout;
+  private resyncRun?: Promise<void>;
+  private resyncAgain = false;
   private running?: Promise<void>;
   private wake?: () => void;
 
-  constructor(private readonly opts: DockerSourceOptions) {}
+  constructor(private readonly opts: DockerSourceOptions) {
+    this.callTimeoutMs = opts.callTimeoutMs ?? CALL_TIMEOUT_MS;
+  }
 
   start(): void {
     this.running = this.connectLoop();
   }
 
+  /** Returns promptly: Docker calls in flight are aborted, not waited for. */
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.resyncTimer);
-    this.stream?.destroy?.();
+    for (const st of this.states.values()) clearTimeout(st.retryTimer);
+    this.stopping.abort();
+    this.streamAbort?.abort();
     this.wake?.();
-    await this.running;
+    await Promise.race([this.running, sleep(2_000)]);
+  }
+
+  /** A signal that ends a call at its timeout or at stop(). */
+  private signal(): AbortSignal {
+    return AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.callTimeoutMs)]);
   }
 
   private async connectLoop(): Promise<void> {
     let attempt = 0;
     let everConnected = false;
     while (!this.stopped) {
+      const abort = new AbortController();
+      this.streamAbort = abort;
       try {
-        const stream = (await this.opts.docker.getEvents({ filters: { type: ['container'] } })) as NodeJS.ReadableStream & { destroy?: () => void };
-        this.stream = stream;
-        const ended = new Promise<string>((resolve) => {
-          stream.on('end', () => resolve('event stream ended'));
-          stream.on('close', () => resolve('event stream closed'));
-          stream.on('error', (err: Error) => resolve(`event stream failed: ${err.message}`));
-        });
-        let buffer = '';
-        stream.on('data', (chunk: Buffer) => {
-          buffer += chunk.toString('utf8');
-          let nl: number;
-          while ((nl = buffer.indexOf('\n')) >= 0) {
-            const line = buffer.slice(0, nl).trim();
-            buffer = buffer.slice(nl + 1);
-            if (line) this.onEventLine(line);
-          }
-        });
+        const { ended } = await this.subscribe(abort);
         await this.resync();
         if (everConnected || attempt > 0) this.opts.log.info({ event: 'docker-up', docker: this.opts.endpoint }, `docker ${this.opts.endpoint} reachable again; resynced`);
         everConnected = true;
         attempt = 0;
         this.status.connected = true;
         if (this.opts.resyncMs > 0 && !this.resyncTimer) {
-          this.resyncTimer = setInterval(() => void this.resync().catch((err) => this.fail(err)), this.opts.resyncMs);
+          this.resyncTimer = setInterval(() => void this.periodicResync(), this.opts.resyncMs);
           this.resyncTimer.unref();
         }
         const why = await ended;
+        abort.abort();
         if (this.stopped) break;
         this.status.connected = false;
         this.opts.log.warn({ event: 'docker-down', docker: this.opts.endpoint, reason: why }, `docker ${this.opts.endpoint}: ${why}; reconnecting`);
       } catch (err) {
+        abort.abort();
         this.status.connected = false;
-        this.stream?.destroy?.();
         if (this.stopped) break;
         const wait = backoffMs(attempt, 1000, 30_000);
         // The first failure in plain words; later ones at debug level so a long outage does not flood the log.
@@ -147,21 +185,52 @@ export class DockerSource {
         });
         continue;
       }
-      await sleep(backoffMs(0, 500, 500));
+      await sleep(500);
     }
   }
 
-  private fail(err: unknown): void {
-    this.status.lastError = errText(err);
-    this.opts.log.error({ event: 'error', docker: this.opts.endpoint, err: errText(err) }, `docker resync failed: ${errText(err)}`);
+  /** Open the event stream; `ended` tells why it ended (wrapped: an async function would adopt it). */
+  private async subscribe(abort: AbortController): Promise<{ ended: Promise<string> }> {
+    const opening = this.opts.docker.getEvents({ filters: { type: ['container'], event: [...LIFECYCLE_EVENTS] }, abortSignal: abort.signal });
+    const stream = (await withTimeout(opening, this.callTimeoutMs, 'opening the event stream').catch((err: unknown) => {
+      abort.abort();
+      throw err;
+    })) as NodeJS.ReadableStream & { destroy?: () => void };
+    const ended = new Promise<string>((resolve) => {
+      stream.on('end', () => resolve('event stream ended'));
+      stream.on('close', () => resolve('event stream closed'));
+      stream.on('error', (err: Error) => resolve(`event stream failed: ${err.message}`));
+      abort.signal.addEventListener('abort', () => {
+        stream.destroy?.();
+        resolve('event stream closed');
+      });
+    });
+    const decoder = new StringDecoder('utf8');
+    let buffer = '';
+    stream.on('data', (chunk: Buffer) => {
+      buffer += decoder.write(chunk);
+      let nl: number;
+      while ((nl = buffer.indexOf('\n')) >= 0) {
+        const line = buffer.slice(0, nl).trim();
+        buffer = buffer.slice(nl + 1);
+        if (line) this.onEventLine(line);
+      }
+      if (buffer.length > MAX_LINE) {
+        this.opts.log.warn({ event: 'error', docker: this.opts.endpoint }, 'docker event stream sent an over-long line; reconnecting');
+        buffer = '';
+        abort.abort();
+      }
+    });
+    return { ended };
   }
 
   private state(id: string): ContainerState {
     let st = this.states.get(id);
-    if (!st) this.states.set(id, (st = { epoch: 0, last: [] }));
+    if (!st) this.states.set(id, (st = { epoch: 0, last: [], desired: [], failures: 0 }));
     return st;
   }
 
+  /** One line of the event stream: whatever it holds, nothing here may throw. */
   private onEventLine(line: string): void {
     let ev: DockerEvent;
     try {
@@ -170,14 +239,31 @@ export class DockerSource {
       this.opts.log.warn({ event: 'error', line: line.slice(0, 200) }, 'docker sent an event that is not JSON; ignored');
       return;
     }
-    const id = ev.Actor?.ID ?? ev.id;
-    const action = ev.Action ?? ev.status ?? '';
-    if ((ev.Type && ev.Type !== 'container') || !id || !/^[0-9a-f]{12,64}$/.test(id)) return;
-    const attrs = ev.Actor?.Attributes ?? {};
+    if (typeof ev !== 'object' || ev === null || Array.isArray(ev)) {
+      this.opts.log.warn({ event: 'error', line: line.slice(0, 200) }, 'docker sent an event that is not an object; ignored');
+      return;
+    }
+    try {
+      this.onEvent(ev);
+    } catch (err) {
+      this.opts.log.error({ event: 'error', err: errText(err), line: line.slice(0, 200) }, `docker event not understood (${errText(err)}); ignored, the next resync catches up`);
+    }
+  }
+
+  private onEvent(ev: DockerEvent): void {
+    const actor = typeof ev.Actor === 'object' && ev.Actor !== null ? ev.Actor : {};
+    const id = typeof actor.ID === 'string' ? actor.ID : ev.id;
+    const action = typeof ev.Action === 'string' ? ev.Action : typeof ev.status === 'string' ? ev.status : '';
+    if ((ev.Type && ev.Type !== 'container') || typeof id !== 'string' || !/^[0-9a-f]{12,64}$/.test(id)) return;
+    const verb = action.split(':')[0];
+    if (!LIFECYCLE.has(verb)) return;
+    const attrs = typeof actor.Attributes === 'object' && actor.Attributes !== null ? actor.Attributes : {};
+    // Docker's own clock, so that it compares with StartedAt.
+    const at = typeof ev.timeNano === 'number' ? ev.timeNano / 1e6 : typeof ev.time === 'number' ? ev.time * 1000 : Date.now();
+    if (verb === 'kill' && !terminatingSignal(attrs.signal)) return; // HUP, USR1…: a reload, not an exit
     const st = this.state(id);
     st.epoch++;
-    if (attrs.name) st.name = attrs.name;
-    const verb = action.split(':')[0];
+    if (typeof attrs.name === 'string') st.name = attrs.name;
     switch (verb) {
       case 'start':
       case 'unpause':
@@ -191,13 +277,11 @@ export class DockerSource {
       case 'update':
         this.refresh(id);
         break;
-      case 'kill': {
-        const sig = terminatingSignal(attrs.signal);
-        if (sig) this.withdraw(id, st, `kill ${sig}`);
+      case 'kill':
+        this.withdraw(id, st, `kill ${terminatingSignal(attrs.signal)}`, at);
         break;
-      }
       case 'stop':
-        this.withdraw(id, st, 'stop');
+        this.withdraw(id, st, 'stop', at);
         break;
       case 'pause':
         this.withdraw(id, st, 'pause');
@@ -205,57 +289,86 @@ export class DockerSource {
       case 'die': {
         const code = Number(attrs.exitCode ?? '0');
         if (this.opts.deregister === 'on-success' && code !== 0 && !st.stopping && st.last.length > 0) {
-          st.failed = Date.now();
-          this.put(id, st.last.map((s) => ({ ...s, status: 'critical' })));
-          this.opts.log.warn({ event: 'died', container: st.name, exitCode: code }, `container ${st.name ?? id.slice(0, 12)} died with code ${code}; kept as critical (--deregister on-success)`);
+          st.failed = at;
+          this.put(id, st, st.last.map((s) => ({ ...s, status: 'critical' })));
+          this.opts.log.warn({ event: 'died', container: st.name, exitCode: code }, `container ${this.label(id, st)} died with code ${code}; kept as critical (--deregister on-success)`);
         } else this.withdraw(id, st, `die ${code}`);
         break;
       }
       case 'destroy':
-        this.put(id, [], `${st.name ?? id.slice(0, 12)}: destroy`);
+        this.put(id, st, [], `${this.label(id, st)}: destroy`);
+        clearTimeout(st.retryTimer);
         this.states.delete(id);
         break;
-      default:
-        break;
     }
   }
 
-  private withdraw(id: string, st: ContainerState, why: string): void {
-    if (why !== 'pause' && !why.startsWith('die')) st.stopping ??= Date.now();
-    if ((this.desired.get(id)?.length ?? 0) > 0) {
-      this.opts.log.debug({ container: st.name, reason: why }, `withdrawing services of ${st.name ?? id.slice(0, 12)} (${why})`);
-    }
-    this.put(id, [], `${st.name ?? id.slice(0, 12)}: ${why}`);
+  private label(id: string, st: ContainerState): string {
+    return st.name ?? id.slice(0, 12);
   }
 
-  private put(id: string, instances: ServiceInstance[], reason?: string): void {
-    if (instances.length === 0) this.desired.delete(id);
-    else this.desired.set(id, instances);
+  /** Withdraw now; with `at`, the container is stopping and stays withdrawn until it starts again. */
+  private withdraw(id: string, st: ContainerState, why: string, at?: number): void {
+    if (at !== undefined) st.stopping ??= at;
+    if (st.desired.length > 0) this.opts.log.debug({ container: st.name, reason: why }, `withdrawing services of ${this.label(id, st)} (${why})`);
+    this.put(id, st, [], `${this.label(id, st)}: ${why}`);
+  }
+
+  private put(id: string, st: ContainerState, instances: ServiceInstance[], reason?: string): void {
+    if (instances.length === 0 && st.desired.length === 0) return;
+    st.desired = instances;
     this.opts.sink.set(id, instances, reason);
   }
 
-  /** Inspect one container and recompute its services, serialized per container. */
-  private refresh(id: string): void {
-    const epoch = this.state(id).epoch;
+  /**
+   * Inspect one container and recompute its services, serialized per container. Resolves when
+   * done (or superseded); a failed inspection keeps what was there and is retried with backoff.
+   */
+  private refresh(id: string): Promise<void> {
+    const st = this.state(id);
+    clearTimeout(st.retryTimer);
+    st.retryTimer = undefined;
+    const epoch = st.epoch;
     const prev = this.queues.get(id) ?? Promise.resolve();
     const next = prev.then(async () => {
-      const st = this.states.get(id);
-      if (!st || st.epoch !== epoch) return; // a newer event owns this container now
-      const details = await this.inspect(id);
-      if (st.epoch !== epoch) return;
-      this.put(id, details ? this.servicesOf(details, st) : []);
+      if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return; // a newer event owns it now
+      let details: ContainerDetails | undefined;
+      try {
+        details = await this.limit.run(() => this.inspect(id));
+      } catch (err) {
+        if (!this.stopped && this.states.get(id) === st && st.epoch === epoch) this.retryLater(id, st, err);
+        return;
+      }
+      if (st.failures > 0) this.opts.log.info({ container: st.name }, `inspecting ${this.label(id, st)} works again`);
+      st.failures = 0;
+      if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return;
+      if (!details) {
+        this.put(id, st, [], `${this.label(id, st)}: gone`);
+        this.states.delete(id);
+        return;
+      }
+      this.put(id, st, this.servicesOf(details, st));
     });
-    const tracked = next
-      .catch((err) => this.fail(err))
-      .finally(() => {
-        if (this.queues.get(id) === tracked) this.queues.delete(id);
-      });
+    const tracked = next.finally(() => {
+      if (this.queues.get(id) === tracked) this.queues.delete(id);
+    });
     this.queues.set(id, tracked);
+    return tracked;
+  }
+
+  private retryLater(id: string, st: ContainerState, err: unknown): void {
+    st.failures++;
+    const wait = backoffMs(st.failures - 1, 1000, 30_000);
+    const log = st.failures === 1 ? this.opts.log.error.bind(this.opts.log) : this.opts.log.debug.bind(this.opts.log);
+    log({ event: 'error', container: st.name ?? id.slice(0, 12), err: errText(err), retryMs: wait }, `inspecting container ${this.label(id, st)} failed (${errText(err)}); retrying in ${(wait / 1000).toFixed(1)}s, its services stay as they are`);
+    this.status.lastError = errText(err);
+    st.retryTimer = setTimeout(() => void this.refresh(id), wait);
+    st.retryTimer.unref();
   }
 
   private async inspect(id: string): Promise<ContainerDetails | undefined> {
     try {
-      return (await this.opts.docker.getContainer(id).inspect()) as unknown as ContainerDetails;
+      return (await this.opts.docker.getContainer(id).inspect({ abortSignal: this.signal() })) as unknown as ContainerDetails;
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return undefined;
       throw err;
@@ -266,13 +379,14 @@ export class DockerSource {
     const name = containerName(c);
     st.name = name;
     // Started again since the stop or failure we saw (its start event may have been missed
-    // while Docker was unreachable): that mark no longer applies.
+    // while Docker was unreachable): that mark no longer applies. A container still draining
+    // after a stop keeps its StartedAt, however long it drains.
     const startedAt = Date.parse(c.State?.StartedAt ?? '');
-    if (st.stopping && startedAt > st.stopping) st.stopping = undefined;
-    if (st.failed && startedAt > st.failed) st.failed = undefined;
-    if (st.failed) return st.last.map((s) => ({ ...s, status: 'critical' as const }));
+    if (st.stopping !== undefined && startedAt > st.stopping) st.stopping = undefined;
+    if (st.failed !== undefined && startedAt > st.failed) st.failed = undefined;
+    if (st.failed !== undefined) return st.last.map((s) => ({ ...s, status: 'critical' as const }));
     const running = !!c.State?.Running && !c.State?.Paused && !c.State?.Restarting;
-    if (!running || st.stopping) return [];
+    if (!running || st.stopping !== undefined) return [];
     const { instances, errors } = containerServices(c, this.opts.model);
     const errorText = errors.join('\n');
     if (errorText !== (st.errors ?? '')) for (const e of errors) this.opts.log.error({ event: 'error', container: name }, e);
@@ -290,36 +404,65 @@ export class DockerSource {
     return instances;
   }
 
-  /** List every running container and replace the whole desired set. */
-  async resync(): Promise<void> {
-    const before = new Map([...this.states].map(([id, st]) => [id, st.epoch]));
-    const list = await this.opts.docker.listContainers({ all: false });
-    const found = new Map<string, ServiceInstance[]>();
-    let next = 0;
-    const worker = async () => {
-      while (next < list.length) {
-        const id = list[next++].Id;
-        const details = await this.inspect(id);
-        const st = this.state(id);
-        if (st.stopping && Date.now() - st.stopping > STOPPING_GRACE_MS && details?.State?.Running) st.stopping = undefined;
-        if (details && (before.get(id) ?? 0) === st.epoch) found.set(id, this.servicesOf(details, st));
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(8, list.length) }, worker));
-    const all = new Map<string, ServiceInstance[]>();
-    for (const [id, st] of this.states) {
-      if (found.has(id)) all.set(id, found.get(id)!);
-      // Changed by an event while we listed, or kept as failed: the event's view wins.
-      else if ((before.get(id) ?? 0) !== st.epoch || st.failed) all.set(id, this.desired.get(id) ?? []);
-      else if (!list.some((c) => c.Id === id)) this.states.delete(id);
+  /** The timer's resync: a failed listing means Docker is in trouble, so the stream starts over. */
+  private async periodicResync(): Promise<void> {
+    try {
+      await this.resync();
+    } catch (err) {
+      this.status.lastError = errText(err);
+      this.opts.log.error({ event: 'error', docker: this.opts.endpoint, err: errText(err) }, `docker resync failed: ${errText(err)}; reconnecting`);
+      this.streamAbort?.abort();
     }
-    this.desired.clear();
-    for (const [id, list2] of all) if (list2.length > 0) this.desired.set(id, list2);
+  }
+
+  /** List every container and bring each one's desired set up to date; one at a time, never two at once. */
+  resync(): Promise<void> {
+    if (this.resyncRun) {
+      this.resyncAgain = true;
+      return this.resyncRun;
+    }
+    const run = (async () => {
+      try {
+        do {
+          this.resyncAgain = false;
+          await this.resyncOnce();
+        } while (this.resyncAgain && !this.stopped);
+      } finally {
+        this.resyncRun = undefined;
+      }
+    })();
+    this.resyncRun = run;
+    return run;
+  }
+
+  private async resyncOnce(): Promise<void> {
+    const before = new Map([...this.states].map(([id, st]) => [id, st.epoch]));
+    const list = await withTimeout(this.opts.docker.listContainers({ all: true, abortSignal: this.signal() }), this.callTimeoutMs + 1000, 'listing containers');
+    const present = new Set<string>();
+    const jobs: Promise<void>[] = [];
+    for (const c of list) {
+      present.add(c.Id);
+      const st = this.states.get(c.Id);
+      if (c.State === 'running' || c.State === 'paused' || c.State === 'restarting') jobs.push(this.refresh(c.Id));
+      // Not running: nothing to serve, unless kept as critical after a failure (until it starts again).
+      else if (st && st.failed === undefined && before.get(c.Id) === st.epoch) this.put(c.Id, st, [], `${this.label(c.Id, st)}: not running`);
+    }
+    for (const [id, st] of this.states) {
+      // Gone while we were not looking (its destroy event missed), and no event since the listing began.
+      if (!present.has(id) && before.get(id) === st.epoch) {
+        this.put(id, st, [], `${this.label(id, st)}: gone`);
+        clearTimeout(st.retryTimer);
+        this.states.delete(id);
+      }
+    }
+    await Promise.all(jobs);
     this.status.lastSync = new Date();
-    this.opts.sink.replaceAll(all);
+    this.opts.sink.complete();
   }
 }
 
 function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
+  const e = err as Error | undefined;
+  if (e?.name === 'AbortError' || e?.name === 'TimeoutError') return 'no answer (timed out)';
+  return e instanceof Error ? e.message : String(err);
 }

@@ -1,0 +1,13 @@
+import Docker from 'dockerode';
+const d = new Docker({socketPath: '/var/run/docker.sock'});
+const ab = new AbortController();
+const p = d.getEvents({ filters: { type: ['container'], event: ['start'] }, abortSignal: ab.signal });
+console.log('is promise', typeof p.then);
+const s = await p;
+console.log('got stream');
+const sig = AbortSignal.any([new AbortController().signal, AbortSignal.timeout(10000)]);
+const l = await d.listContainers({ all: true, abortSignal: sig });
+console.log('list', l.length);
+const c = await d.getContainer(l[0].Id).inspect({ abortSignal: sig });
+console.log('inspect', c.Name);
+s.destroy();

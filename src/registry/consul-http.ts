@@ -1,0 +1,94 @@
+// The few Consul agent endpoints the registrar writes to, over undici with a timeout on every
+// call, so that each failure can be told apart: no answer (unreachable), an answer refusing
+// the call (403 ACL, 429 rate limit, 5xx), or a 400 refusing this registration for what it is.
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
+import { RefusedError, RejectedError } from './types.js';
+
+type Env = Record<string, string | undefined>;
+
+export interface ConsulHttpTarget {
+  host: string;
+  port: number;
+  secure: boolean;
+}
+
+export class ConsulHttpError extends RefusedError {
+  override name = 'ConsulHttpError';
+}
+
+export class ConsulHttp {
+  private readonly dispatcher: Agent;
+  private readonly base: string;
+  private readonly token?: string;
+
+  constructor(target: ConsulHttpTarget, env: Env, private readonly timeoutMs: number) {
+    const host = target.host.includes(':') && !target.host.startsWith('[') ? `[${target.host}]` : target.host;
+    this.base = `${target.secure ? 'https' : 'http'}://${host}:${target.port}/v1`;
+    this.token = env.CONSUL_HTTP_TOKEN || undefined;
+    const read = (name: string) => {
+      const file = env[name];
+      if (!file) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new Error(`${name}=${file}: ${(err as Error).message}`);
+      }
+    };
+    this.dispatcher = new Agent({
+      connections: 32,
+      headersTimeout: timeoutMs,
+      bodyTimeout: timeoutMs,
+      connectTimeout: Math.min(timeoutMs, 5_000),
+      ...(target.secure ? { connect: { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } } : {}),
+    });
+  }
+
+  /** The parsed JSON answer (undefined for an empty body); throws classified errors. */
+  async call<T>(method: 'GET' | 'PUT', path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (this.token) headers['x-consul-token'] = this.token;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    let res;
+    try {
+      res = await request(`${this.base}${path}`, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        dispatcher: this.dispatcher,
+        signal: AbortSignal.timeout(this.timeoutMs),
+      });
+    } catch (err) {
+      throw new Error(`${method} ${path}: ${errText(err)}`);
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw new Error(`${method} ${path}: reading the answer: ${errText(err)}`);
+    }
+    if (res.statusCode >= 400) {
+      const why = `${method} ${path}: ${res.statusCode} ${text.trim().slice(0, 200) || 'no reason given'}`;
+      // 400: Consul refuses this definition (bad check, bad address); retrying it unchanged is useless.
+      if (res.statusCode === 400) throw new RejectedError(why);
+      throw new ConsulHttpError(why, res.statusCode);
+    }
+    if (!text) return undefined as T;
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new ConsulHttpError(`${method} ${path}: answer is not JSON`, res.statusCode);
+    }
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+}
+
+function errText(err: unknown): string {
+  const e = err as Error & { code?: string; cause?: Error & { code?: string } };
+  if (e?.name === 'TimeoutError' || e?.name === 'AbortError') return 'no answer (timed out)';
+  const cause = e?.cause?.code ?? e?.code;
+  return cause ? `${e.message} (${cause})` : String(e?.message ?? err);
+}
