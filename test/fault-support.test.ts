@@ -164,6 +164,27 @@ describe('FaultProxy', () => {
     console.log(`etcd3 client recovered ${Date.now() - t1} ms after pass()`);
     expect(await client.get(`${prefix}/d`).string()).toBe('v');
   });
+  it('carries HTTP and a long-lived Docker event stream to a unix socket; reset breaks the stream', async () => {
+    const proxy = await FaultProxy.start({ socketPath: '/var/run/docker.sock' });
+    onTestFinished(() => proxy.close());
+    expect(await (await fetch(`http://${proxy.address}/_ping`)).text()).toBe('OK');
+    const api = new Docker({ host: '127.0.0.1', port: proxy.port, protocol: 'http' });
+    const name = uniq('hmf-tcp');
+    const stream = await api.getEvents({ filters: { container: [name] } });
+    let text = '';
+    let broken = false;
+    stream.on('data', (d: Buffer) => (text += d.toString()));
+    stream.on('error', () => (broken = true));
+    stream.on('close', () => (broken = true));
+    await run(name, { publish: [] });
+    await waitFor('start event through the TCP proxy', () => /"(status|Action)":"start"/.test(text), 15_000);
+    proxy.reset();
+    await waitFor('stream broken by the reset', () => broken, 3000, 10);
+    expect(proxy.stats().open).toBe(0);
+    // New connections still pass after a reset.
+    expect((await api.listContainers({ filters: { name: [name] } })).map((c) => c.Names[0])).toEqual([`/${name}`]);
+    await docker('rm', '-f', name);
+  });
 });
 
 describe('HttpFaultProxy', () => {

@@ -2,6 +2,7 @@
 // the Docker engine (a unix socket, reached as --docker tcp://127.0.0.1:<port>) and Consul.
 // Rules answer, hold or slow down matching requests; long responses (Docker /events, Consul
 // blocking queries) stream through chunk by chunk and can have raw bytes injected or be cut.
+// Connection upgrades (Docker attach/exec hijacking) are not proxied: harbormaster uses none.
 import http from 'node:http';
 import type net from 'node:net';
 

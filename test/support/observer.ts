@@ -43,7 +43,8 @@ export interface ObserveOptions {
   filter?: (e: Entry) => boolean;
 }
 
-type Read = (signal: AbortSignal, last: Sample | undefined) => Promise<Omit<Sample, 't'>>;
+/** One read of the registry: the host's entries (unfiltered by `filter`), and a blocking index. */
+type Read = (signal: AbortSignal, last: Sample | undefined) => Promise<{ entries: Entry[]; index?: number }>;
 
 export class Observer {
   readonly samples: Sample[] = [];
@@ -121,7 +122,7 @@ export class Observer {
       try {
         const s = await this.read(signal, this.latest);
         const entries = this.opts.filter ? s.entries.filter(this.opts.filter) : s.entries;
-        this.samples.push({ ...s, entries, ids: entries.map((e) => e.id), t: Date.now() });
+        this.samples.push({ t: Date.now(), ids: entries.map((e) => e.id), entries, ...(s.index === undefined ? {} : { index: s.index }) });
         await pause(this.opts.intervalMs ?? 100);
       } catch (err) {
         if (signal.aborted) break;
@@ -148,6 +149,7 @@ export interface ConsulObserveOptions extends ObserveOptions {
   port?: number;
   /** Keep services whose Meta.hm_host is this; all services if unset. */
   host?: string;
+  /** Needed with ACLs: without it a default-deny agent answers 200 with the services filtered out. */
   token?: string;
 }
 
@@ -159,7 +161,7 @@ export function observeConsul(o: ConsulObserveOptions = {}): Observer {
     if (!res.ok) throw new Error(`consul agent services: ${res.status} ${await res.text()}`);
     const all = Object.values((await res.json()) as Record<string, ConsulAgentService>);
     const entries = all.filter((s) => o.host === undefined || s.Meta?.hm_host === o.host).map((s) => ({ key: s.ID, id: s.ID, address: s.Address, port: s.Port }));
-    return { ids: [], entries };
+    return { entries };
   }, o);
 }
 
@@ -188,7 +190,7 @@ export function observeConsulHealth(o: ConsulHealthObserveOptions): Observer {
     const entries = list
       .filter((e) => o.host === undefined || e.Service.Meta?.hm_host === o.host)
       .map((e) => ({ key: e.Service.ID, id: e.Service.ID, address: e.Service.Address || e.Node.Address, port: e.Service.Port }));
-    return { ids: [], entries, index: got > 0 && got >= index ? got : 0 };
+    return { entries, index: got > 0 && got >= index ? got : 0 };
   }, { ...o, intervalMs: o.intervalMs ?? 0 });
 }
 
@@ -232,7 +234,7 @@ export function observeEtcd(o: EtcdObserveOptions): Observer {
   const client = new Etcd3({ hosts: `http://${o.endpoint ?? '127.0.0.1:2379'}`, grpcOptions: { 'grpc.max_receive_message_length': -1 } });
   const obs = new Observer(async () => {
     const kv = await client.getAll().prefix(`${o.prefix.replace(/\/+$/, '')}/`).options({ deadline: Date.now() + 5000 }).strings();
-    return { ids: [], entries: instances(o.prefix, Object.entries(kv), o.host) };
+    return { entries: instances(o.prefix, Object.entries(kv), o.host) };
   }, o);
   const stop = obs.stop.bind(obs);
   obs.stop = async () => {
@@ -253,7 +255,7 @@ interface V2Node {
 export function observeEtcd2(o: EtcdObserveOptions): Observer {
   return new Observer(async (signal) => {
     const res = await fetch(`http://${o.endpoint ?? '127.0.0.1:2379'}/v2/keys${o.prefix}?recursive=true`, { signal: bounded(signal, 5000) });
-    if (res.status === 404) return { ids: [], entries: [] };
+    if (res.status === 404) return { entries: [] };
     if (!res.ok) throw new Error(`etcd2 ${o.prefix}: ${res.status} ${await res.text()}`);
     const kv: [string, string][] = [];
     const walk = (n: V2Node) => {
@@ -261,7 +263,7 @@ export function observeEtcd2(o: EtcdObserveOptions): Observer {
       else if (n.value !== undefined) kv.push([n.key, n.value]);
     };
     walk(((await res.json()) as { node: V2Node }).node);
-    return { ids: [], entries: instances(o.prefix, kv, o.host) };
+    return { entries: instances(o.prefix, kv, o.host) };
   }, o);
 }
 

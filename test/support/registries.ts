@@ -115,7 +115,13 @@ export class Daemon {
     const c = spawn(this.cmd, this.args, { stdio: 'ignore' });
     this.child = c;
     c.once('exit', () => stopped.delete(c));
-    await waitFor(`${this.cmd} to answer`, () => this.ready().catch(() => false), 30_000, 200);
+    try {
+      await waitFor(`${this.cmd} to answer`, () => this.ready().catch(() => false), 30_000, 200);
+    } catch (err) {
+      // Not left running on its ports, to fail the next start as well.
+      await this.kill();
+      throw err;
+    }
   }
 
   /** Freeze the process: its sockets stay open and connections are accepted by the kernel, but nothing answers. */
@@ -135,7 +141,8 @@ export class Daemon {
 
   async kill(signal: NodeJS.Signals = 'SIGKILL'): Promise<void> {
     const c = this.child;
-    if (!c || c.exitCode !== null || c.signalCode !== null) return;
+    // No pid: it never started (spawn failed), so there is nothing to wait for.
+    if (!c || c.pid === undefined || c.exitCode !== null || c.signalCode !== null) return;
     const exited = new Promise((r) => c.once('exit', r));
     c.kill(signal);
     // A stopped process acts on its signal only once it runs again; sent after the signal, so
