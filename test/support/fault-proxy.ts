@@ -164,7 +164,7 @@ export class FaultProxy {
     this.release(ms);
   }
 
-  /** Send RST on every open connection, both sides; new connections still pass. */
+  /** Send RST on every open connection, both sides. The mode stays: in pass, new connections go through. */
   reset(): void {
     for (const c of this.conns) {
       this.forget(c);
