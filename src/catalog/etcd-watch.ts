@@ -4,7 +4,7 @@
 import { Etcd3, type Watcher } from 'etcd3';
 import { decodeInstance } from '../model/codec.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { etcdFaultHandling, type EtcdTarget } from '../registry/etcd-backend.js';
+import { ETCD_GRPC_OPTIONS, etcdFaultHandling, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
 import { backoffMs } from '../util/time.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
@@ -18,7 +18,7 @@ export class EtcdWatch implements RawWatch {
   private scheduled = false;
 
   constructor(private readonly target: EtcdTarget) {
-    this.client = new Etcd3({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length) });
+    this.client = new Etcd3({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS });
   }
 
   start(h: RawWatchHandlers): void {
@@ -26,6 +26,7 @@ export class EtcdWatch implements RawWatch {
   }
 
   private put(key: string, value: string): void {
+    if (isBookkeepingKey(this.target.prefix, key)) return;
     try {
       this.kv.set(key, decodeInstance(JSON.parse(value)));
     } catch {

@@ -6,10 +6,11 @@
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
 import {
   Etcd3,
-  EtcdAuthenticationFailedError,
-  EtcdInvalidAuthTokenError,
+  EtcdError,
   EtcdLeaseInvalidError,
-  EtcdPermissionDeniedError,
+  GRPCDeadlineExceededError,
+  GRPCGenericError,
+  GRPCInvalidArgumentError,
   isRecoverableError,
   type IOptions,
   type IRequestOp,
@@ -19,7 +20,7 @@ import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
-import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend } from './types.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 /** Keys per page when reading this host's index. */
@@ -38,6 +39,14 @@ export function etcdFaultHandling(endpoints: number): IOptions['faultHandling'] 
     global: endpoints > 1 ? retry(handleWhen(isRecoverableError), { maxAttempts: endpoints - 1 }) : noop,
   };
 }
+
+/** Keepalives find a dead or partitioned peer (silent TCP) in seconds; a host's own listing is paged, but a catalog may be large. */
+export const ETCD_GRPC_OPTIONS = {
+  'grpc.keepalive_time_ms': 10_000,
+  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.max_receive_message_length': 256 * 1024 * 1024,
+};
 
 export interface EtcdTarget {
   endpoints: string[];
@@ -81,6 +90,7 @@ export class EtcdBackend implements RegistryBackend {
       faultHandling: etcdFaultHandling(target.endpoints.length),
       ...(username && password ? { auth: { username, password } } : {}),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
+      grpcOptions: ETCD_GRPC_OPTIONS,
     });
   }
 
@@ -215,15 +225,12 @@ export class EtcdBackend implements RegistryBackend {
     await this.call('etcd txn', () => this.client.kv.txn({ compare: [], success: ops, failure: [] }));
   }
 
-  /** A timeout on every call; permission errors are refusals, not outages. */
+  /** A timeout on every call, and etcd's answers sorted from no answer at all. */
   private async call<T>(what: string, fn: () => Promise<T>): Promise<T> {
     try {
       return await withTimeout(fn(), CALL_TIMEOUT_MS + 500, what);
     } catch (err) {
-      if (err instanceof EtcdPermissionDeniedError || err instanceof EtcdAuthenticationFailedError || err instanceof EtcdInvalidAuthTokenError) {
-        throw new RefusedError(`${what}: ${(err as Error).message}`);
-      }
-      throw err;
+      throw classify(what, err);
     }
   }
 
@@ -258,6 +265,20 @@ export class EtcdBackend implements RegistryBackend {
     this.leaseId = undefined;
     this.leaseIds = new Set();
   }
+}
+
+/**
+ * A refused request (too large: rejected for what it is; permission, quota: refused) is an
+ * answer; unavailable, deadline, cancelled, an open circuit breaker are no answer.
+ */
+function classify(what: string, err: unknown): unknown {
+  if (err instanceof EtcdLeaseInvalidError) return err;
+  const text = `${what}: ${(err as Error)?.message ?? String(err)}`;
+  if (err instanceof GRPCInvalidArgumentError) return new RejectedError(text);
+  if ((err instanceof GRPCGenericError || err instanceof EtcdError) && !isRecoverableError(err) && !(err instanceof GRPCDeadlineExceededError)) {
+    return new RefusedError(text);
+  }
+  return err;
 }
 
 function put(key: string, value: string, lease?: string): Op {

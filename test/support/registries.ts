@@ -48,7 +48,8 @@ export async function etcdRead(prefix: string, endpoint = ETCD_ENDPOINT): Promis
   const client = new Etcd3({ hosts: `http://${endpoint}` });
   try {
     const kv = await client.getAll().prefix(`${prefix}/`).strings();
-    return Object.fromEntries(Object.entries(kv).map(([k, v]) => [k, JSON.parse(v) as Record<string, unknown>]));
+    // <prefix>/_hosts/… is harbormaster's index of each host's entries, not instances.
+    return Object.fromEntries(Object.entries(kv).filter(([k]) => !k.startsWith(`${prefix}/_`)).map(([k, v]) => [k, JSON.parse(v) as Record<string, unknown>]));
   } finally {
     client.close();
   }
@@ -60,6 +61,7 @@ export async function etcd2Read(prefix: string, endpoint = ETCD_ENDPOINT): Promi
   const body = (await res.json()) as { node: V2Node };
   const out: Record<string, Record<string, unknown>> = {};
   const walk = (n: V2Node) => {
+    if (n.key?.startsWith(`${prefix}/_`)) return;
     if (n.dir) (n.nodes ?? []).forEach(walk);
     else if (n.value) out[n.key] = { ...(JSON.parse(n.value) as Record<string, unknown>), ttl: n.ttl };
   };
@@ -233,14 +235,14 @@ export function privateConsulAcl(base: number): AclConsul {
 }
 
 /** An etcd of its own with a data directory that survives its restarts. */
-export function privateEtcd(base: number): Daemon & { endpoint: string; cleanup(): void } {
+export function privateEtcd(base: number, extra: string[] = []): Daemon & { endpoint: string; cleanup(): void } {
   const dir = mkdtempSync(join(tmpdir(), 'hm-etcd-'));
   const client = `http://127.0.0.1:${base}`;
   const peer = `http://127.0.0.1:${base + 1}`;
   const d = new Daemon(
     'etcd',
     ['--name', 'p', '--data-dir', dir, '--listen-client-urls', client, '--advertise-client-urls', client, '--listen-peer-urls', peer,
-      '--initial-advertise-peer-urls', peer, '--initial-cluster', `p=${peer}`, '--enable-v2=true'],
+      '--initial-advertise-peer-urls', peer, '--initial-cluster', `p=${peer}`, '--enable-v2=true', ...extra],
     async () => (await fetch(`${client}/health`)).ok,
   );
   return Object.assign(d, { endpoint: `127.0.0.1:${base}`, cleanup: () => rmSync(dir, { recursive: true, force: true }) });

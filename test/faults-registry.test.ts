@@ -1,0 +1,275 @@
+// The write side under registry faults, injected into real engines: a TCP fault proxy between
+// harbormaster and a private Consul / etcd (partition, then heal), the engine frozen with
+// SIGSTOP past the TTL, a Consul token losing its policy, a rate-limiting agent, renames and an
+// idle host on etcd. Each scenario prints what it measured and asserts nothing lost,
+// duplicated or left behind once healed.
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { docker, removeContainers, run } from './support/docker.js';
+import { FaultProxy } from './support/fault-proxy.js';
+import { spawnHm } from './support/harbormaster.js';
+import { HttpFaultProxy } from './support/http-fault-proxy.js';
+import { reportFault } from './support/observer.js';
+import { type Daemon, privateConsul, privateConsulAcl, privateEtcd, REGISTRATOR_POLICY } from './support/registries.js';
+import { converge, idsOf, type RegistryKind, reader, runMany } from './support/scenario.js';
+import { sleep, uniq, waitFor } from './support/wait.js';
+
+const TTL = 3;
+const common = ['--ttl', String(TTL), '--ttl-refresh', '1', '--retry-interval', '200', '--resync', '0'];
+
+interface Engine {
+  daemon: Daemon;
+  /** host:port of the engine itself. */
+  direct: string;
+  cleanup(): void;
+}
+
+async function startEngine(kind: RegistryKind, base: number, extra: string[] = []): Promise<Engine> {
+  if (kind === 'consul') {
+    const c = privateConsul(base);
+    await c.start();
+    return { daemon: c, direct: `127.0.0.1:${base}`, cleanup: () => undefined };
+  }
+  const e = privateEtcd(base, extra);
+  await e.start();
+  return { daemon: e, direct: e.endpoint, cleanup: () => e.cleanup() };
+}
+
+afterAll(() => removeContainers('fr'));
+
+const uriOf = (kind: RegistryKind, addr: string) => (kind === 'consul' ? `consul://${addr}` : `${kind}://${addr}/hm`);
+
+describe.each([
+  { kind: 'consul' as const, base: 20500 },
+  { kind: 'etcd' as const, base: 20600 },
+  { kind: 'etcd2' as const, base: 20610 },
+])('write side under registry faults: $kind', ({ kind, base }) => {
+  let engine: Engine;
+  let proxy: FaultProxy;
+
+  beforeAll(async () => {
+    engine = await startEngine(kind, base);
+    proxy = await FaultProxy.start({ host: '127.0.0.1', port: base });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await engine?.daemon.kill();
+    engine?.cleanup();
+  });
+
+  /** A registrator through the proxy with three containers, registered; returns what the scenario needs. */
+  async function threeRegistered(tag: string) {
+    proxy.pass();
+    const host = uniq(tag);
+    const hm = spawnHm(['register', '--hostname', host, ...common, uriOf(kind, proxy.address)]);
+    const names = await runMany(`${host}-`, 3, { env: { SERVICE_NAME: 'svc' } });
+    const r = reader(kind, engine.direct, '/hm', host);
+    await converge(r, idsOf(host, names), Date.now(), 30_000);
+    return { host, hm, names, r };
+  }
+
+  it('registry unreachable for 2×TTL (partition), with a stop and a start meanwhile: converges, nothing lost, duplicated or left', async () => {
+    const { host, hm, names, r } = await threeRegistered('frp');
+    onTestFinished(() => removeContainers(`${host}-`));
+    proxy.blackhole();
+    const down = Date.now();
+    await docker('stop', '-t', '1', names[1]);
+    await run(`${host}-late`, { env: { SERVICE_NAME: 'svc' } });
+    await sleep(2 * TTL * 1000 - (Date.now() - down));
+    proxy.pass();
+    const healed = Date.now();
+    const m = await converge(r, idsOf(host, [names[0], names[2], `${host}-late`]), healed);
+    reportFault(`${kind}: registry unreachable ${2 * TTL}s (2×TTL), one stop and one start during it`, { ...m });
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    expect(hm.logs.some((l) => l.event === 'registry-up')).toBe(true);
+    r.close();
+  });
+
+  it('registry frozen (SIGSTOP) for longer than the TTL, then thawed: converges with nothing lost', async () => {
+    const { host, names, r } = await threeRegistered('frs');
+    engine.daemon.pause();
+    const frozen = Date.now();
+    await sleep((TTL + 2) * 1000);
+    engine.daemon.resume();
+    const thawed = Date.now();
+    const m = await converge(r, idsOf(host, names), thawed);
+    reportFault(`${kind}: registry frozen ${((thawed - frozen) / 1000).toFixed(1)}s (TTL ${TTL}s)`, { ...m });
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    r.close();
+  });
+
+  it('every connection to the registry reset mid-run: nothing lost', async () => {
+    const { host, names, r } = await threeRegistered('frr');
+    onTestFinished(() => removeContainers(`${host}-`));
+    proxy.reset();
+    const at = Date.now();
+    await run(`${host}-after`, { env: { SERVICE_NAME: 'svc' } });
+    const m = await converge(r, idsOf(host, [...names, `${host}-after`]), at);
+    reportFault(`${kind}: every registry connection reset`, { ...m });
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    r.close();
+  });
+});
+
+describe('write side under Consul refusals', () => {
+  it('a token that loses its policy and gets it back: retried with backoff, reported in /v1/health, then converges', async () => {
+    const consul = privateConsulAcl(20520);
+    await consul.start();
+    try {
+      await consul.createPolicy('registrator', REGISTRATOR_POLICY);
+      const token = await consul.createToken(['registrator']);
+      const host = uniq('fra');
+      const api = 20530;
+      const hm = spawnHm(['register', '--hostname', host, ...common, '--api', `127.0.0.1:${api}`, consul.uri], { CONSUL_HTTP_TOKEN: token.secretId });
+      const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
+      const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host, consul.masterToken);
+      await converge(r, idsOf(host, names), Date.now(), 30_000);
+
+      await consul.setTokenPolicies(token.accessorId, []);
+      const revoked = Date.now();
+      await run(`${host}-new`, { env: { SERVICE_NAME: 'svc' } });
+      const health = await waitFor('/v1/health reports the refusal', async () => {
+        const h = (await (await fetch(`http://127.0.0.1:${api}/v1/health`)).json()) as { ok: boolean; components: { registry: { ok: boolean; lastError?: string; retrying?: number } } };
+        return !h.components.registry.ok && /403|ACL|[Pp]ermission/.test(h.components.registry.lastError ?? '') ? h : undefined;
+      });
+      expect(health.ok).toBe(false);
+      await sleep(3000);
+      const attempts = hm.logs.filter((l) => l.event === 'error').length;
+      await consul.setTokenPolicies(token.accessorId, ['registrator']);
+      const restored = Date.now();
+      const m = await converge(r, idsOf(host, [...names, `${host}-new`]), restored);
+      reportFault('consul: token lost its policy for ~3s (403), then restored', { ...m, refusedFor: `${restored - revoked}ms`, errorLines: attempts });
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      await waitFor('/v1/health ok again', async () => ((await (await fetch(`http://127.0.0.1:${api}/v1/health`)).json()) as { ok: boolean }).ok);
+      r.close();
+    } finally {
+      await consul.kill();
+    }
+  });
+
+  it('a rate-limited agent (429 on every write for 3s): backs off, then converges', async () => {
+    const consul = privateConsul(20540);
+    await consul.start();
+    const proxy = await HttpFaultProxy.start({ host: '127.0.0.1', port: consul.httpPort });
+    try {
+      const host = uniq('frl');
+      spawnHm(['register', '--hostname', host, ...common, `consul://${proxy.address}`]);
+      const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
+      const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host);
+      await converge(r, idsOf(host, names), Date.now(), 30_000);
+
+      const rule = proxy.respond({ method: 'PUT', path: /^\/v1\/agent\/service\/register/ }, 429, 'rate limit exceeded');
+      await run(`${host}-new`, { env: { SERVICE_NAME: 'svc' } });
+      await sleep(3000);
+      rule.remove();
+      const lifted = Date.now();
+      const m = await converge(r, idsOf(host, [...names, `${host}-new`]), lifted);
+      reportFault('consul: 429 on every registration for 3s', { ...m, refusedRequests: rule.hits });
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      // Backoff, not a hot loop: a handful of attempts in 3 s.
+      expect(rule.hits).toBeGreaterThan(0);
+      expect(rule.hits).toBeLessThan(20);
+      r.close();
+    } finally {
+      await proxy.close();
+      await consul.kill();
+    }
+  });
+});
+
+describe.each([{ kind: 'etcd' as const }, { kind: 'etcd2' as const }])('etcd specifics: $kind', ({ kind }) => {
+  const base = kind === 'etcd' ? 20620 : 20630;
+  let engine: Engine;
+  let proxy: FaultProxy;
+
+  beforeAll(async () => {
+    engine = await startEngine(kind, base);
+    proxy = await FaultProxy.start({ host: '127.0.0.1', port: base });
+  });
+
+  afterAll(async () => {
+    await proxy?.close();
+    await engine?.daemon.kill();
+    engine?.cleanup();
+  });
+
+  it('a service renamed under the same ID while the registry was unreachable leaves no old key beside the new one', async () => {
+    proxy.pass();
+    const host = uniq('frn');
+    onTestFinished(() => removeContainers(`${host}-`));
+    spawnHm(['register', '--hostname', host, ...common, uriOf(kind, proxy.address)]);
+    await run(`${host}-a`, { env: { SERVICE_NAME: 'old', SERVICE_ID: `${host}-fixed` } });
+    const r = reader(kind, engine.direct, '/hm', host);
+    await converge(r, new Set([`${host}-fixed`]), Date.now(), 30_000);
+    proxy.cut();
+    await docker('rm', '-f', `${host}-a`);
+    await run(`${host}-b`, { env: { SERVICE_NAME: 'new', SERVICE_ID: `${host}-fixed` } });
+    await sleep(1500);
+    proxy.pass();
+    const healed = Date.now();
+    const newKey = `/hm/new/${kind === 'etcd2' ? encodeURIComponent(`${host}-fixed`) : `${host}-fixed`}`;
+    await waitFor('the new key alone', async () => {
+      const keys = (await r.read()).entries.map((e) => e.key);
+      return keys.length === 1 && keys[0] === newKey;
+    }, 30_000, 50);
+    const m = await converge(r, new Set([`${host}-fixed`]), healed);
+    const keys = (await r.read()).entries.map((e) => e.key);
+    reportFault(`${kind}: service renamed under one ID during an outage`, { ...m, keys: keys.length });
+    expect(keys).toEqual([newKey]);
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    await docker('rm', '-f', `${host}-b`);
+    r.close();
+  });
+
+  it('an idle host (nothing registered for 3×TTL) registers the next container at once, without a lease error', async () => {
+    proxy.pass();
+    const host = uniq('fri');
+    onTestFinished(() => removeContainers(`${host}-`));
+    const hm = spawnHm(['register', '--hostname', host, ...common, uriOf(kind, proxy.address)]);
+    await run(`${host}-a`, { env: { SERVICE_NAME: 'svc' } });
+    const r = reader(kind, engine.direct, '/hm', host);
+    await converge(r, idsOf(host, [`${host}-a`]), Date.now(), 30_000);
+    await docker('rm', '-f', `${host}-a`);
+    await converge(r, new Set(), Date.now());
+    await sleep(3 * TTL * 1000);
+    const errorsBefore = hm.logs.filter((l) => l.level >= 50).length;
+    const started = Date.now();
+    await run(`${host}-b`, { env: { SERVICE_NAME: 'svc' } });
+    const m = await converge(r, idsOf(host, [`${host}-b`]), started, 10_000);
+    reportFault(`${kind}: idle host for ${3 * TTL}s, then a container`, { ...m });
+    expect(m.converge).toBeLessThan(3000);
+    expect(hm.logs.filter((l) => l.level >= 50).slice(errorsBefore).map((l) => l.msg)).toEqual([]);
+    await docker('rm', '-f', `${host}-b`);
+    r.close();
+  });
+});
+
+describe('etcd v3: keeping the lease alive does not depend on the reconcile loop', () => {
+  it('one registration etcd keeps refusing (request too large) never lets the host lease expire', async () => {
+    // etcd refuses any request above 6 KiB: the container with big labels can never be written.
+    const engine = await startEngine('etcd', 20640, ['--max-request-bytes', '6144']);
+    try {
+      const host = uniq('frt');
+      onTestFinished(() => removeContainers(`${host}-`));
+      const hm = spawnHm(['register', '--hostname', host, ...common, uriOf('etcd', engine.direct)]);
+      await run(`${host}-ok`, { env: { SERVICE_NAME: 'svc' } });
+      const big: Record<string, string> = {};
+      for (let i = 0; i < 20; i++) big[`SERVICE_BIG${i}`] = 'x'.repeat(400);
+      await run(`${host}-big`, { env: { SERVICE_NAME: 'big' }, labels: big });
+      const r = reader('etcd', engine.direct, '/hm', host);
+      await converge(r, idsOf(host, [`${host}-ok`]), Date.now(), 30_000);
+      await hm.waitForLog('the refusal', (l) => l.event === 'error' && /too large/.test(l.msg));
+      // Four TTLs: the lease would have expired three times over without its own keepalive.
+      const watched = Date.now();
+      for (const until = watched + 4 * TTL * 1000; Date.now() < until; await sleep(200)) {
+        expect((await r.read()).entries.map((e) => e.id)).toEqual([`${host}:${host}-ok:80`]);
+      }
+      reportFault('etcd: one registration refused for 4×TTL, lease kept alive', { converge: 0, lost: 0, duplicated: 0, left: 0, watchedMs: Date.now() - watched });
+      await docker('rm', '-f', `${host}-ok`, `${host}-big`);
+      r.close();
+    } finally {
+      await engine.daemon.kill();
+      engine.cleanup();
+    }
+  });
+});
