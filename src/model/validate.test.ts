@@ -206,6 +206,7 @@ describe('checkPort', () => {
 describe('printable', () => {
   it('escapes and shortens', () => {
     expect(printable('a\nb')).toBe('a\\nb');
+    expect(printable('a\u2028b\u0085c\u007f')).toBe('a\\u2028b\\u0085c\\u007f');
     expect(printable('x'.repeat(100), 10)).toBe(`${'x'.repeat(10)}…`);
   });
 });

@@ -102,7 +102,10 @@ export function durationMs(value: string): number | undefined {
 
 /** Shorten and escape a value so an error line stays one readable line. */
 export function printable(value: string, max = 60): string {
-  const escaped = JSON.stringify(value).slice(1, -1);
+  // JSON escapes C0 controls, '"' and '\\'; DEL, C1 controls and the line separators it leaves as they are.
+  const escaped = JSON.stringify(value)
+    .slice(1, -1)
+    .replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return escaped.length > max ? `${escaped.slice(0, max)}…` : escaped;
 }
 

@@ -201,12 +201,12 @@ function collectSettings(c: ContainerDetails): { settings: Setting[]; aliasError
   for (const e of env) {
     if (!e.name.startsWith('SERVICE_')) continue;
     const k = parseKey(e.name);
-    settings.push({ ...k, value: e.value, source: `env ${e.name}`, rank: k.port === undefined ? RANK.env : RANK.envPort, name: e.name, index: e.index });
+    settings.push({ ...k, value: e.value, source: `env ${printable(e.name, 160)}`, rank: k.port === undefined ? RANK.env : RANK.envPort, name: e.name, index: e.index });
   }
   for (const [name, value] of Object.entries(c.Config.Labels ?? {})) {
     if (!name.startsWith('SERVICE_') || typeof value !== 'string') continue;
     const k = parseKey(name);
-    settings.push({ ...k, value, source: `label ${name}`, rank: k.port === undefined ? RANK.label : RANK.labelPort, name, index: 0 });
+    settings.push({ ...k, value, source: `label ${printable(name, 160)}`, rank: k.port === undefined ? RANK.label : RANK.labelPort, name, index: 0 });
   }
   // nginx-proxy's VIRTUAL_HOST / VIRTUAL_PORT (env only), an alias of SERVICE_[<port>_]HTTP_HOST.
   const last = (n: string) => env.filter((e) => e.name === n).pop();
@@ -221,7 +221,9 @@ function collectSettings(c: ContainerDetails): { settings: Setting[]; aliasError
   return { settings, aliasErrors };
 }
 
-/** The settings that apply to one exposed port, the winner per key. */
+const byKey = <T>([a]: [string, T], [b]: [string, T]) => (a < b ? -1 : a > b ? 1 : 0);
+
+/** The settings that apply to one exposed port, the winner per key, in key order. */
 function settingsFor(settings: Setting[], port: string): Map<string, Setting> {
   const out = new Map<string, Setting>();
   for (const s of settings) {
@@ -229,7 +231,7 @@ function settingsFor(settings: Setting[], port: string): Map<string, Setting> {
     const cur = out.get(s.key);
     if (!cur || beats(s, cur)) out.set(s.key, s);
   }
-  return out;
+  return new Map([...out].sort(byKey));
 }
 
 /** Keys whose port part is not a number, the winner per key (so that a losing env var adds no line). */
@@ -409,7 +411,7 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
     }
 
     const userMeta: Array<[string, string]> = [];
-    for (const [key, s] of [...meta].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+    for (const [key, s] of meta) {
       if (RESERVED.has(key) || CHECK_KEYS.has(key)) continue;
       if (ROUTE_META_KEYS.has(key)) {
         if (checkText(s.value)) continue; // reported above
