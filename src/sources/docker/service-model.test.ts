@@ -632,6 +632,10 @@ describe('containerServices: nginx-proxy aliases and precedence of http_host', (
     expect(r.errors).toEqual(['container web1: env VIRTUAL_PORT: "http" is not a port number; VIRTUAL_HOST ignored']);
   });
 
+  it('an empty SERVICE_HTTP_HOST label is unset and hides VIRTUAL_HOST', () => {
+    expect(only({ env: { VIRTUAL_HOST: 'a.example.com' }, labels: { SERVICE_HTTP_HOST: '' } }).meta).toEqual({});
+  });
+
   it('a bad VIRTUAL_HOST is routing meta: that service is skipped', () => {
     const r = services({ ports: TWO_PORTS, env: { VIRTUAL_HOST: 'bad host!', VIRTUAL_PORT: '80' } });
     expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);

@@ -414,7 +414,7 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
     for (const [key, s] of meta) {
       if (RESERVED.has(key) || CHECK_KEYS.has(key)) continue;
       if (ROUTE_META_KEYS.has(key)) {
-        if (checkText(s.value)) continue; // reported above
+        if (s.value === '' || checkText(s.value)) continue; // "" is unset; bad text is reported above
         const err = checkRouteMeta(key, s.value);
         if (err) fail(s.source, err);
         else userMeta.push([key, s.value]);
