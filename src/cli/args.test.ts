@@ -1,6 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import { UsageError } from '../registry/types.js';
-import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from './args.js';
+import { choiceFlag, COMMON_OPTIONS, intFlag, joinNegativeValues, parse, type Options } from './args.js';
 
 describe('intFlag', () => {
   it('returns the default when the flag is absent', () => {
@@ -57,5 +57,46 @@ describe('parse', () => {
     expect((caught as Error).message).toContain('--nope');
     expect((caught as Error).message).not.toContain('\n');
     expect((caught as Error).message).not.toContain('To specify a positional');
+  });
+});
+
+describe('negative numbers as option values', () => {
+  const options = {
+    ...COMMON_OPTIONS,
+    'retry-attempts': { type: 'string' },
+    offset: { type: 'string', short: 'o' },
+    verbose: { type: 'boolean' },
+  } as const satisfies Options;
+
+  it('parseArgs alone refuses `--opt -1` as ambiguous: the reason for joinNegativeValues', async () => {
+    const { parseArgs } = await import('node:util');
+    expect(() => parseArgs({ args: ['--retry-attempts', '-1'], options, strict: true })).toThrow(/ambiguous/);
+  });
+
+  it.each([
+    [['--retry-attempts', '-1'], '-1'],
+    [['--retry-attempts=-1'], '-1'],
+    [['--retry-attempts', '-0.5'], '-0.5'],
+    [['--retry-attempts', '3'], '3'],
+  ])('%j parses', (argv, value) => {
+    expect(parse(argv, options).values['retry-attempts']).toBe(value);
+  });
+
+  it('joins a negative number to a string option, long or short', () => {
+    expect(joinNegativeValues(['--retry-attempts', '-1', 'x'], options)).toEqual(['--retry-attempts=-1', 'x']);
+    expect(joinNegativeValues(['-o', '-12'], options)).toEqual(['--offset=-12']);
+    expect(parse(['-o', '-12'], options).values.offset).toBe('-12');
+  });
+
+  it('leaves boolean options, non-numbers and everything after -- alone', () => {
+    expect(joinNegativeValues(['--verbose', '-1'], options)).toEqual(['--verbose', '-1']);
+    expect(joinNegativeValues(['--retry-attempts', '-x'], options)).toEqual(['--retry-attempts', '-x']);
+    expect(joinNegativeValues(['--', '--retry-attempts', '-1'], options)).toEqual(['--', '--retry-attempts', '-1']);
+    expect(joinNegativeValues(['--log-level', '-1e3'], options)).toEqual(['--log-level', '-1e3']);
+  });
+
+  it('a string option followed by another option is still an error', () => {
+    expect(() => parse(['--retry-attempts', '--verbose'], options)).toThrow(UsageError);
+    expect(() => parse(['--retry-attempts', '-h'], options)).toThrow(/ambiguous/);
   });
 });

@@ -6,8 +6,9 @@ export const HEALTH_STATUSES: readonly HealthStatus[] = ['passing', 'warning', '
 
 /** A health check definition in registrator's vocabulary, mapped to Consul by the Consul backend. */
 export interface CheckDefinition {
-  kind: 'http' | 'https' | 'tcp' | 'script' | 'ttl' | 'grpc';
-  /** URL for http(s), host:port for tcp/grpc, the command for script; empty for ttl. */
+  /** `cmd` is SERVICE_CHECK_CMD: a command the agent runs inside the container (a Consul Docker check). */
+  kind: 'http' | 'https' | 'tcp' | 'script' | 'ttl' | 'grpc' | 'cmd';
+  /** URL for http(s), host:port for tcp, host:port[/service] for grpc, the command for script and cmd; empty for ttl. */
   target: string;
   interval?: string;
   timeout?: string;
@@ -15,7 +16,23 @@ export interface CheckDefinition {
   initialStatus?: HealthStatus;
   deregisterAfter?: string;
   grpcUseTls?: boolean;
+  /** cmd: the Docker container (full ID from `docker inspect`) the command runs in. */
+  containerId?: string;
+  /** http, https: request method (an upper-case HTTP token); Consul's default is GET. */
+  method?: string;
+  /** https, and grpc with TLS: do not verify the certificate. Present only when true. */
+  tlsSkipVerify?: boolean;
 }
+
+/** Meta keys the registry backends write next to a service's own meta (Consul: hm_host, hm_digest). */
+export const OWN_META_KEYS = ['hm_host', 'hm_digest'] as const;
+/** Consul's limit on the number of meta keys of one service. */
+export const MAX_META_KEYS = 64;
+/** What a service's own meta may hold, so that the backends' keys still fit within MAX_META_KEYS. */
+export const MAX_USER_META_KEYS = MAX_META_KEYS - OWN_META_KEYS.length;
+/** Consul's limits on a meta key and a meta value. */
+export const MAX_META_KEY_LENGTH = 128;
+export const MAX_META_VALUE_LENGTH = 512;
 
 export interface ServiceInstance {
   /** `<hostname>:<container-name>:<exposed-port>[:udp]` unless SERVICE_ID overrides it. */

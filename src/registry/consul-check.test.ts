@@ -52,12 +52,55 @@ describe('consulCheck', () => {
     });
   });
 
+  it('grpc with a service name, TLS and TLSSkipVerify', () => {
+    expect(consulCheck({ kind: 'grpc', target: '10.0.0.1:50051/my.Service', interval: '10s', grpcUseTls: false })).toEqual({
+      Name: 'grpc check',
+      GRPC: '10.0.0.1:50051/my.Service',
+      Interval: '10s',
+    });
+    expect(consulCheck({ kind: 'grpc', target: '10.0.0.1:50051/my.Service', interval: '10s', grpcUseTls: true, tlsSkipVerify: true })).toEqual({
+      Name: 'grpc check',
+      GRPC: '10.0.0.1:50051/my.Service',
+      GRPCUseTLS: true,
+      TLSSkipVerify: true,
+      Interval: '10s',
+    });
+    // Without TLS there is no certificate to skip.
+    expect(consulCheck({ kind: 'grpc', target: 'h:1', grpcUseTls: false, tlsSkipVerify: true })).not.toHaveProperty('TLSSkipVerify');
+  });
+
+  it('http(s) with a method; https with TLSSkipVerify', () => {
+    expect(consulCheck({ kind: 'http', target: 'http://10.0.0.1:80/', interval: '10s', method: 'HEAD' })).toEqual({
+      Name: 'http check',
+      HTTP: 'http://10.0.0.1:80/',
+      Method: 'HEAD',
+      Interval: '10s',
+    });
+    expect(consulCheck({ kind: 'https', target: 'https://10.0.0.1:443/', method: 'POST', tlsSkipVerify: true })).toEqual({
+      Name: 'https check',
+      HTTP: 'https://10.0.0.1:443/',
+      Method: 'POST',
+      TLSSkipVerify: true,
+    });
+  });
+
+  it('cmd is a Docker check: the agent runs /bin/sh -c <cmd> in the container', () => {
+    const id = '3f4e1c2b9a8d7e6f5a4b3c2d1e0f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d3e2f';
+    expect(consulCheck({ kind: 'cmd', target: 'test -f /www/index.html', containerId: id, interval: '10s' })).toEqual({
+      Name: 'cmd check',
+      DockerContainerID: id,
+      Shell: '/bin/sh',
+      Args: ['/bin/sh', '-c', 'test -f /www/index.html'],
+      Interval: '10s',
+    });
+  });
+
   it('ttl', () => {
     expect(consulCheck({ kind: 'ttl', target: '', ttl: '30s' })).toEqual({ Name: 'ttl check', TTL: '30s' });
   });
 
   it('initial status and deregister-after apply to every kind', () => {
-    const kinds: CheckDefinition['kind'][] = ['http', 'https', 'tcp', 'script', 'ttl', 'grpc'];
+    const kinds: CheckDefinition['kind'][] = ['http', 'https', 'tcp', 'script', 'ttl', 'grpc', 'cmd'];
     for (const kind of kinds) {
       const body = consulCheck({ kind, target: 't', initialStatus: 'warning', deregisterAfter: '1m' });
       expect(body).toMatchObject({ Name: `${kind} check`, Status: 'warning', DeregisterCriticalServiceAfter: '1m' });

@@ -5,9 +5,13 @@ export interface ConsulCheckBody {
   CheckID?: string;
   Name: string;
   HTTP?: string;
+  Method?: string;
   TCP?: string;
   GRPC?: string;
   GRPCUseTLS?: boolean;
+  TLSSkipVerify?: boolean;
+  DockerContainerID?: string;
+  Shell?: string;
   Args?: string[];
   TTL?: string;
   Interval?: string;
@@ -16,13 +20,20 @@ export interface ConsulCheckBody {
   DeregisterCriticalServiceAfter?: string;
 }
 
-/** registrator's mapping of SERVICE_CHECK_* to a Consul check. */
+/**
+ * registrator's mapping of SERVICE_CHECK_* to a Consul check. `cmd` (SERVICE_CHECK_CMD) becomes a
+ * Docker check: the agent runs `/bin/sh -c <cmd>` inside the container through the Docker API;
+ * Consul accepts it only with enable_script_checks (enable_local_script_checks is not enough for
+ * checks registered over the HTTP API).
+ */
 export function consulCheck(c: CheckDefinition): ConsulCheckBody {
   const body: ConsulCheckBody = { Name: `${c.kind} check` };
   switch (c.kind) {
     case 'http':
     case 'https':
       body.HTTP = c.target;
+      if (c.method) body.Method = c.method;
+      if (c.kind === 'https' && c.tlsSkipVerify) body.TLSSkipVerify = true;
       break;
     case 'tcp':
       body.TCP = c.target;
@@ -30,8 +41,14 @@ export function consulCheck(c: CheckDefinition): ConsulCheckBody {
     case 'grpc':
       body.GRPC = c.target;
       if (c.grpcUseTls) body.GRPCUseTLS = true;
+      if (c.grpcUseTls && c.tlsSkipVerify) body.TLSSkipVerify = true;
       break;
     case 'script':
+      body.Args = ['/bin/sh', '-c', c.target];
+      break;
+    case 'cmd':
+      if (c.containerId) body.DockerContainerID = c.containerId;
+      body.Shell = '/bin/sh';
       body.Args = ['/bin/sh', '-c', c.target];
       break;
     case 'ttl':

@@ -6,6 +6,7 @@ import { dirname, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { parse as parseYaml } from 'yaml';
 import { checkHttpHost } from '../catalog/route-meta.js';
+import { joinNegativeValues } from '../cli/args.js';
 import { HEALTH_STATUSES, type HealthStatus } from '../model/service-instance.js';
 import { durationMs, printable } from '../model/validate.js';
 import { UsageError } from '../registry/types.js';
@@ -27,7 +28,7 @@ type ParseOptions = NonNullable<Parameters<typeof parseArgs>[0]>['options'];
 /** parseArgs with `tokens`, so that the order of --template / --check / --verify is known. */
 export function parseWithTokens<T extends NonNullable<ParseOptions>>(argv: string[], options: T) {
   try {
-    return parseArgs({ args: argv, options, allowPositionals: true, strict: true, tokens: true });
+    return parseArgs({ args: joinNegativeValues(argv, options), options, allowPositionals: true, strict: true, tokens: true });
   } catch (err) {
     throw new UsageError(String((err as Error).message).split('\n')[0].replace(/\. To specify a positional.*$/, ''));
   }

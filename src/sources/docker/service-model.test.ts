@@ -1,5 +1,6 @@
 import { describe, it, expect } from 'vitest';
 import type { ContainerDetails, PortBinding } from './container.js';
+import { MAX_META_KEYS, OWN_META_KEYS } from '../../model/service-instance.js';
 import { containerServices, defaultServiceName, splitTags, type ModelOptions } from './service-model.js';
 
 // ---------------------------------------------------------------------------
@@ -152,9 +153,45 @@ describe('containerServices: worked examples', () => {
     expect(r.instances.map((i) => i.name)).toEqual(['www-80', 'secure']);
   });
 
-  it('port-specific env beats a generic label, whatever the order', () => {
+  it('a generic label beats a port-specific env var (labels always beat env; registrator differs)', () => {
     const r = services({ env: { SERVICE_80_NAME: 'from-port' }, labels: { SERVICE_NAME: 'generic' } });
-    expect(r.instances.map((i) => i.name)).toEqual(['from-port']);
+    expect(r.errors).toEqual([]);
+    expect(r.instances.map((i) => i.name)).toEqual(['generic']);
+  });
+
+  it('within labels and within env, port-specific beats generic', () => {
+    expect(only({ labels: { SERVICE_NAME: 'generic', SERVICE_80_NAME: 'port' } }).name).toBe('port');
+    expect(only({ env: { SERVICE_80_NAME: 'port', SERVICE_NAME: 'generic' } }).name).toBe('port');
+  });
+
+  it('a generic label name in a group still gets the port suffix when it beats a port-specific env name', () => {
+    const r = services({ ports: TWO_PORTS, env: { SERVICE_80_NAME: 'env-port' }, labels: { SERVICE_NAME: 'www' } });
+    expect(r.instances.map((i) => i.name)).toEqual(['www-80', 'www-443']);
+  });
+
+  it('an empty label still beats env: "" means unset, so the default applies', () => {
+    expect(only({ env: { SERVICE_NAME: 'from-env' }, labels: { SERVICE_NAME: '' } }).name).toBe('foobar');
+  });
+
+  it('between spellings of one key in the same source, the upper-case one wins, whatever the order', () => {
+    const a = only({ labels: { SERVICE_Region: 'mixed', SERVICE_REGION: 'upper' } });
+    const b = only({ labels: { SERVICE_REGION: 'upper', SERVICE_Region: 'mixed' } });
+    expect(a.meta).toEqual({ region: 'upper' });
+    expect(b).toEqual(a);
+  });
+
+  it('ignores env entries without "=" and the last of duplicate env entries wins', () => {
+    const c = container({});
+    c.Config.Env = ['SERVICE_NAME', 'SERVICE_TAGS=a', 'garbage', '=x', 'SERVICE_TAGS=b'];
+    const r = containerServices(c, modelOpts());
+    expect(r.errors).toEqual([]);
+    expect(r.instances.map((i) => [i.name, i.tags])).toEqual([['foobar', ['b']]]);
+  });
+
+  it('a meta key "__proto__" stays an ordinary key', () => {
+    const inst = only({ labels: { SERVICE___PROTO__: 'x' } });
+    expect(Object.keys(inst.meta)).toEqual(['__proto__']);
+    expect(Object.getPrototypeOf(inst.meta)).toBe(Object.prototype);
   });
 
   it('lowercases SERVICE_NAME', () => {
@@ -410,6 +447,241 @@ describe('containerServices: checks', () => {
     const r = services({ ports: TWO_PORTS, env: { SERVICE_80_CHECK_HTTP: '/ping' } });
     expect(r.instances.map((i) => i.check?.target)).toEqual([`http://${target}/ping`, undefined]);
   });
+
+  it('an empty SERVICE_CHECK_<kind> means no check', () => {
+    expect(checkOf({ SERVICE_CHECK_HTTP: '', SERVICE_CHECK_INTERVAL: '' })).toBeUndefined();
+  });
+});
+
+describe('containerServices: SERVICE_CHECK_CMD', () => {
+  const ID = container().Id;
+
+  it('runs the command in the container: a cmd check with the container ID, default interval 10s', () => {
+    expect(only({ env: { SERVICE_CHECK_CMD: 'test -f /www/index.html' } }).check).toEqual({
+      kind: 'cmd',
+      target: 'test -f /www/index.html',
+      containerId: ID,
+      interval: '10s',
+    });
+  });
+
+  it('takes interval, initial status and deregister-after; $SERVICE_* stay as they are', () => {
+    expect(only({ labels: { SERVICE_CHECK_CMD: 'echo $SERVICE_PORT', SERVICE_CHECK_INTERVAL: '1s', SERVICE_CHECK_INITIAL_STATUS: 'critical', SERVICE_CHECK_DEREGISTER_AFTER: '5m' } }).check).toEqual({
+      kind: 'cmd',
+      target: 'echo $SERVICE_PORT',
+      containerId: ID,
+      interval: '1s',
+      initialStatus: 'critical',
+      deregisterAfter: '5m',
+    });
+  });
+
+  it('SERVICE_<port>_CHECK_CMD checks only that port', () => {
+    const r = services({ ports: TWO_PORTS, env: { SERVICE_443_CHECK_CMD: 'true' } });
+    expect(r.errors).toEqual([]);
+    expect(r.instances.map((i) => i.check?.kind)).toEqual([undefined, 'cmd']);
+  });
+
+  it('comes after http(s) and before script, as in registrator', () => {
+    expect(only({ env: { SERVICE_CHECK_HTTP: '/', SERVICE_CHECK_CMD: 'true' } }).check?.kind).toBe('http');
+    expect(only({ env: { SERVICE_CHECK_SCRIPT: 'x', SERVICE_CHECK_CMD: 'true' } }).check?.kind).toBe('cmd');
+  });
+
+  it('is not copied into meta', () => {
+    expect(only({ env: { SERVICE_CHECK_CMD: 'true' } }).meta).toEqual({});
+  });
+
+  it.each([
+    ['a control character', 'true\u0007', 'control characters'],
+    ['a newline', 'true\nfalse', 'control characters'],
+    ['more than 1024 characters', `echo ${'x'.repeat(1020)}`, 'longer than 1024'],
+  ])('refuses %s, skipping that service only', (_what, cmd, reason) => {
+    const r = services({ ports: TWO_PORTS, env: { SERVICE_80_CHECK_CMD: cmd } });
+    expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain('container web1: env SERVICE_80_CHECK_CMD');
+    expect(r.errors[0]).toContain(reason);
+  });
+
+  it('accepts 1024 characters', () => {
+    expect(only({ env: { SERVICE_CHECK_CMD: 'x'.repeat(1024) } }).check?.target).toHaveLength(1024);
+  });
+});
+
+describe('containerServices: booleans, gRPC targets, methods and TLS', () => {
+  const checkOf = (env: Record<string, string>) => only({ env }).check;
+  const target = `${HOST_ADDRESS}:32768`;
+
+  it.each(['false', 'FALSE', '0', 'no', 'Off'])('SERVICE_CHECK_TCP=%s means no TCP check', (v) => {
+    expect(checkOf({ SERVICE_CHECK_TCP: v })).toBeUndefined();
+  });
+
+  it.each(['true', 'True', '1', 'yes', 'ON'])('SERVICE_CHECK_TCP=%s is a TCP check', (v) => {
+    expect(checkOf({ SERVICE_CHECK_TCP: v })?.kind).toBe('tcp');
+  });
+
+  it('SERVICE_CHECK_TCP=false lets a later kind apply', () => {
+    expect(checkOf({ SERVICE_CHECK_TCP: 'false', SERVICE_CHECK_GRPC: 'true' })?.kind).toBe('grpc');
+  });
+
+  it('SERVICE_CHECK_GRPC_USE_TLS=false keeps TLS off', () => {
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'true', SERVICE_CHECK_GRPC_USE_TLS: 'false' })).toEqual({ kind: 'grpc', target, interval: '10s', grpcUseTls: false });
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'true', SERVICE_CHECK_GRPC_USE_TLS: 'no' })?.grpcUseTls).toBe(false);
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'true', SERVICE_CHECK_GRPC_USE_TLS: 'Yes' })?.grpcUseTls).toBe(true);
+  });
+
+  it('SERVICE_CHECK_GRPC=<service> checks that gRPC service: host:port/<service>', () => {
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'my.Service', SERVICE_CHECK_GRPC_USE_TLS: 'false' })).toEqual({
+      kind: 'grpc',
+      target: `${target}/my.Service`,
+      interval: '10s',
+      grpcUseTls: false,
+    });
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'grpc.health.v1.Health' })?.target).toBe(`${target}/grpc.health.v1.Health`);
+  });
+
+  it.each(['false', '0', 'off'])('SERVICE_CHECK_GRPC=%s means no gRPC check', (v) => {
+    expect(checkOf({ SERVICE_CHECK_GRPC: v })).toBeUndefined();
+  });
+
+  it('SERVICE_CHECK_TLS_SKIP_VERIFY applies to https checks and to gRPC with TLS', () => {
+    expect(checkOf({ SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_TLS_SKIP_VERIFY: 'true' })).toEqual({
+      kind: 'https',
+      target: `https://${target}/`,
+      interval: '10s',
+      tlsSkipVerify: true,
+    });
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'true', SERVICE_CHECK_GRPC_USE_TLS: 'true', SERVICE_CHECK_TLS_SKIP_VERIFY: '1' })).toMatchObject({ grpcUseTls: true, tlsSkipVerify: true });
+    expect(checkOf({ SERVICE_CHECK_GRPC: 'true', SERVICE_CHECK_TLS_SKIP_VERIFY: 'true' })).not.toHaveProperty('tlsSkipVerify');
+    expect(checkOf({ SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_TLS_SKIP_VERIFY: 'false' })).not.toHaveProperty('tlsSkipVerify');
+  });
+
+  it('SERVICE_CHECK_HTTP_METHOD / SERVICE_CHECK_HTTPS_METHOD set the method, upper-cased, each for its scheme', () => {
+    expect(checkOf({ SERVICE_CHECK_HTTP: '/', SERVICE_CHECK_HTTP_METHOD: 'head' })).toEqual({ kind: 'http', target: `http://${target}/`, interval: '10s', method: 'HEAD' });
+    expect(checkOf({ SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_HTTPS_METHOD: 'POST' })?.method).toBe('POST');
+    expect(checkOf({ SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_HTTP_METHOD: 'POST' })).not.toHaveProperty('method');
+  });
+
+  it('port-specific forms apply to their port only', () => {
+    const r = services({
+      ports: TWO_PORTS,
+      env: { SERVICE_CHECK_HTTPS: '/', SERVICE_443_CHECK_HTTPS_METHOD: 'HEAD', SERVICE_443_CHECK_TLS_SKIP_VERIFY: 'yes' },
+    });
+    expect(r.errors).toEqual([]);
+    expect(r.instances.map((i) => [i.check?.method, i.check?.tlsSkipVerify])).toEqual([
+      [undefined, undefined],
+      ['HEAD', true],
+    ]);
+  });
+
+  it('none of these keys becomes meta', () => {
+    const inst = only({
+      env: { SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_HTTP_METHOD: 'GET', SERVICE_CHECK_HTTPS_METHOD: 'GET', SERVICE_CHECK_TLS_SKIP_VERIFY: 'no', SERVICE_CHECK_GRPC_USE_TLS: 'no' },
+    });
+    expect(inst.meta).toEqual({});
+  });
+
+  it.each([
+    ['SERVICE_CHECK_GRPC_USE_TLS', { SERVICE_CHECK_GRPC: 'true', SERVICE_CHECK_GRPC_USE_TLS: 'maybe' }, 'not a boolean'],
+    ['SERVICE_CHECK_TCP', { SERVICE_CHECK_TCP: 'sure' }, 'not a boolean'],
+    ['SERVICE_CHECK_TLS_SKIP_VERIFY', { SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_TLS_SKIP_VERIFY: 'truee' }, 'not a boolean'],
+    ['SERVICE_CHECK_GRPC', { SERVICE_CHECK_GRPC: 'my service' }, 'gRPC service name'],
+    ['SERVICE_CHECK_GRPC', { SERVICE_CHECK_GRPC: 'a..b' }, 'gRPC service name'],
+    ['SERVICE_CHECK_GRPC', { SERVICE_CHECK_GRPC: 'a'.repeat(256) }, 'gRPC service name'],
+    ['SERVICE_CHECK_HTTP_METHOD', { SERVICE_CHECK_HTTP: '/', SERVICE_CHECK_HTTP_METHOD: 'GET /x' }, 'not an HTTP method'],
+    ['SERVICE_CHECK_HTTPS_METHOD', { SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_HTTPS_METHOD: 'G(ET' }, 'not an HTTP method'],
+    // Validated even when no check uses it: a typo should not pass silently.
+    ['SERVICE_CHECK_TLS_SKIP_VERIFY', { SERVICE_CHECK_TLS_SKIP_VERIFY: 'y' }, 'not a boolean'],
+  ])('a bad %s skips the service with one line', (key, env, reason) => {
+    const r = services({ env });
+    expect(r.instances).toEqual([]);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain(`container web1: env ${key}:`);
+    expect(r.errors[0]).toContain(reason);
+    expect(r.errors[0]).toContain('skipped');
+  });
+});
+
+describe('containerServices: nginx-proxy aliases and precedence of http_host', () => {
+  it('VIRTUAL_HOST without VIRTUAL_PORT is http_host of every port', () => {
+    const r = services({ ports: TWO_PORTS, env: { VIRTUAL_HOST: 'a.example.com' } });
+    expect(r.instances.map((i) => i.meta.http_host)).toEqual(['a.example.com', 'a.example.com']);
+  });
+
+  it('VIRTUAL_HOST with VIRTUAL_PORT applies to that port', () => {
+    const r = services({ ports: TWO_PORTS, env: { VIRTUAL_HOST: 'a.example.com', VIRTUAL_PORT: '443' } });
+    expect(r.instances.map((i) => i.meta.http_host)).toEqual([undefined, 'a.example.com']);
+  });
+
+  it('a SERVICE_HTTP_HOST label beats env VIRTUAL_HOST + VIRTUAL_PORT', () => {
+    const inst = only({ env: { VIRTUAL_HOST: 'env.example.com', VIRTUAL_PORT: '80' }, labels: { SERVICE_HTTP_HOST: 'label.example.com' } });
+    expect(inst.meta).toEqual({ http_host: 'label.example.com' });
+  });
+
+  it('a generic SERVICE_HTTP_HOST env var beats VIRTUAL_HOST + VIRTUAL_PORT too', () => {
+    const inst = only({ env: { VIRTUAL_HOST: 'alias.example.com', VIRTUAL_PORT: '80', SERVICE_HTTP_HOST: 'env.example.com' } });
+    expect(inst.meta).toEqual({ http_host: 'env.example.com' });
+  });
+
+  it('a bad VIRTUAL_PORT is reported once and VIRTUAL_HOST ignored; the services still register', () => {
+    const r = services({ ports: TWO_PORTS, env: { VIRTUAL_HOST: 'a.example.com', VIRTUAL_PORT: 'http' } });
+    expect(r.instances.map((i) => [i.id, i.meta])).toEqual([
+      ['docker-host-1:web1:80', {}],
+      ['docker-host-1:web1:443', {}],
+    ]);
+    expect(r.errors).toEqual(['container web1: env VIRTUAL_PORT: "http" is not a port number; VIRTUAL_HOST ignored']);
+  });
+
+  it('an empty SERVICE_HTTP_HOST label is unset and hides VIRTUAL_HOST', () => {
+    expect(only({ env: { VIRTUAL_HOST: 'a.example.com' }, labels: { SERVICE_HTTP_HOST: '' } }).meta).toEqual({});
+  });
+
+  it('a bad VIRTUAL_HOST is routing meta: that service is skipped', () => {
+    const r = services({ ports: TWO_PORTS, env: { VIRTUAL_HOST: 'bad host!', VIRTUAL_PORT: '80' } });
+    expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain('env VIRTUAL_HOST');
+  });
+});
+
+describe('containerServices: meta limits', () => {
+  const many = (n: number, prefix = 'SERVICE_K') => Object.fromEntries(Array.from({ length: n }, (_, i) => [`${prefix}${i}`, 'v']));
+
+  it('exports harbormaster\'s own meta keys and the limits', () => {
+    expect(OWN_META_KEYS).toEqual(['hm_host', 'hm_digest']);
+    expect(MAX_META_KEYS).toBe(64);
+  });
+
+  it(`keeps ${64 - 2} meta keys`, () => {
+    expect(Object.keys(only({ env: many(62) }).meta)).toHaveLength(62);
+  });
+
+  it('skips a service with more, naming the container and the count, and not the other ports', () => {
+    const r = services({ ports: TWO_PORTS, env: { ...many(62), SERVICE_80_EXTRA: 'x' } });
+    expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toMatch(/^container web1: meta: 63 meta keys .*at most 62.*hm_host, hm_digest.*; service on port 80\/tcp skipped$/);
+  });
+
+  it('counts labels and env together, after dropping bad keys', () => {
+    const r = services({ env: many(40, 'SERVICE_E'), labels: { ...many(22, 'SERVICE_L'), 'SERVICE_BAD.KEY': 'x' } });
+    expect(r.instances).toHaveLength(1);
+    expect(Object.keys(r.instances[0].meta)).toHaveLength(62);
+    expect(r.errors).toHaveLength(1);
+  });
+
+  it.each([
+    ['a key starting with hm_', { SERVICE_HM_HOST: 'x' }, 'label SERVICE_HM_HOST', 'reserved'],
+    ['a key longer than 128', { [`SERVICE_${'K'.repeat(129)}`]: 'x' }, `label SERVICE_${'K'.repeat(129)}`, 'longer than 128'],
+    ['a value longer than 512', { SERVICE_LONG: 'x'.repeat(513) }, 'label SERVICE_LONG', 'longer than 512'],
+  ])('drops %s, keeping the service and its other meta', (_what, labels, source, reason) => {
+    const r = services({ labels: { ...labels, SERVICE_REGION: 'eu' } });
+    expect(r.instances.map((i) => i.meta)).toEqual([{ region: 'eu' }]);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain(`container web1: ${source}:`);
+    expect(r.errors[0]).toContain(reason);
+    expect(r.errors[0]).toMatch(/; key ignored$/);
+  });
 });
 
 describe('containerServices: bad input', () => {
@@ -454,10 +726,41 @@ describe('containerServices: bad input', () => {
     expect(singleError(r, 'SERVICE_TAGS')).toContain('control characters');
   });
 
-  it('a control character in a label value skips the service', () => {
-    const r = services({ labels: { SERVICE_REGION: 'us\u0007east' } });
-    expect(r.instances).toEqual([]);
-    expect(singleError(r, 'label SERVICE_REGION')).toContain('control characters');
+  it('a control character in a free-form meta value drops that key only, on every port, with one line', () => {
+    const r = services({ ports: TWO_PORTS, labels: { SERVICE_REGION: 'us\u0007east', SERVICE_TIER: 'web' } });
+    expect(r.instances.map((i) => [i.id, i.meta])).toEqual([
+      ['docker-host-1:web1:80', { tier: 'web' }],
+      ['docker-host-1:web1:443', { tier: 'web' }],
+    ]);
+    const e = singleError(r, 'label SERVICE_REGION');
+    expect(e).toContain('control characters');
+    expect(e).toMatch(/; key ignored$/);
+  });
+
+  it('a newline in an env meta value drops that key only', () => {
+    const r = services({ env: { SERVICE_X: 'a\nb', SERVICE_NAME: 'web' } });
+    expect(r.instances.map((i) => [i.name, i.meta])).toEqual([['web', {}]]);
+    singleError(r, 'env SERVICE_X');
+  });
+
+  it('a bad value that loses to a label is not reported', () => {
+    const r = services({ env: { SERVICE_REGION: 'bad\u0007' }, labels: { SERVICE_REGION: 'eu' } });
+    expect(r.errors).toEqual([]);
+    expect(r.instances[0].meta).toEqual({ region: 'eu' });
+  });
+
+  it('a bad routing meta value (http_host, http_path, weight) skips the service', () => {
+    for (const [key, value] of [['SERVICE_HTTP_HOST', 'not a host'], ['SERVICE_HTTP_PATH', 'no-slash'], ['SERVICE_WEIGHT', '5000'], ['SERVICE_HTTP_PATH', '/a\u0007']]) {
+      const r = services({ ports: TWO_PORTS, env: { [key.replace('SERVICE_', 'SERVICE_80_')]: value } });
+      expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);
+      expect(singleError(r, key.replace('SERVICE_', 'SERVICE_80_'))).toContain('skipped');
+    }
+  });
+
+  it('a bad SERVICE_80_TAGS does not affect port 443', () => {
+    const r = services({ ports: TWO_PORTS, labels: { SERVICE_80_TAGS: 'a\u0000' } });
+    expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);
+    singleError(r, 'label SERVICE_80_TAGS');
   });
 
   it('an error in a port-specific setting skips only that port', () => {
@@ -499,22 +802,28 @@ describe('containerServices: bad input', () => {
     singleError(r, key);
   });
 
-  it('a non-numeric port key like SERVICE_80x_NAME is refused', () => {
-    const r = services({ env: { SERVICE_80x_NAME: 'web' } });
-    expect(r.instances).toEqual([]);
-    expect(singleError(r, 'SERVICE_80x_NAME')).toContain('not a port number');
+  it('a non-numeric port key like SERVICE_80x_NAME is reported once and ignored; every port still registers', () => {
+    const r = services({ ports: TWO_PORTS, env: { SERVICE_80x_NAME: 'web' } });
+    expect(r.instances.map((i) => i.name)).toEqual(['foobar-80', 'foobar-443']);
+    const e = singleError(r, 'env SERVICE_80x_NAME');
+    expect(e).toContain('not a port number');
+    expect(e).toMatch(/; key ignored$/);
   });
 
-  it('a meta key with a dot is refused', () => {
-    const r = services({ labels: { 'SERVICE_foo.bar': 'x' } });
-    expect(r.instances).toEqual([]);
-    expect(singleError(r, 'SERVICE_foo.bar')).toContain('foo.bar');
+  it('a meta key with a dot drops that key only', () => {
+    const r = services({ labels: { 'SERVICE_foo.bar': 'x', SERVICE_NAME: 'web' } });
+    expect(r.instances.map((i) => [i.name, i.meta])).toEqual([['web', {}]]);
+    expect(singleError(r, 'label SERVICE_foo.bar')).toContain('foo.bar');
   });
 
-  it('a meta key starting with "consul" is refused', () => {
+  it('a meta key starting with "consul" drops that key only', () => {
     const r = services({ env: { SERVICE_CONSUL_TOKEN: 'x' } });
-    expect(r.instances).toEqual([]);
-    singleError(r, 'SERVICE_CONSUL_TOKEN');
+    expect(r.instances).toHaveLength(1);
+    singleError(r, 'env SERVICE_CONSUL_TOKEN');
+  });
+
+  it('bad keys of an ignored port or container are not reported', () => {
+    expect(services({ env: { SERVICE_IGNORE: '1', 'SERVICE_A.B': 'x', SERVICE_80x_NAME: 'y' } })).toEqual({ instances: [], errors: [] });
   });
 
   it('a SERVICE_ID with a slash is refused', () => {
