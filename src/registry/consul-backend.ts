@@ -8,14 +8,13 @@ import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Consul from 'consul';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
-import { compareInstances } from '../model/service-instance.js';
+import { compareInstances, OWN_META_KEYS } from '../model/service-instance.js';
 import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { ConsulHttp, ConsulHttpError } from './consul-http.js';
 import { instanceDigest } from './digest.js';
 import type { BackendOptions, HeartbeatResult, InstanceRef, OwnRecord, RegistryBackend } from './types.js';
 
-const HOST_META = 'hm_host';
-const DIGEST_META = 'hm_digest';
+const [HOST_META, DIGEST_META] = OWN_META_KEYS;
 const REQUEST_TIMEOUT_MS = 8_000;
 /** A status check never expires by itself: only a new registration changes it. */
 const STATUS_CHECK_TTL = '87600h';
@@ -100,8 +99,7 @@ export function worstStatus(statuses: string[]): HealthStatus {
 export function instanceFromConsul(s: AgentService, status: HealthStatus, nodeAddress: string): ServiceInstance {
   const meta = { ...(s.Meta ?? {}) };
   const host = meta[HOST_META] ?? '';
-  delete meta[HOST_META];
-  delete meta[DIGEST_META];
+  for (const k of OWN_META_KEYS) delete meta[k];
   const tags = s.Tags ?? [];
   return {
     id: s.ID,

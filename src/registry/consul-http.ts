@@ -13,6 +13,8 @@ export interface ConsulHttpTarget {
   secure: boolean;
 }
 
+const DEFINITION_ERROR = /scripts are disabled|invalid (check|service|address|port|meta)|must (be|not|have)|is not a valid|cannot be|unsupported/i;
+
 export class ConsulHttpError extends RefusedError {
   override name = 'ConsulHttpError';
 }
@@ -69,8 +71,9 @@ export class ConsulHttp {
     }
     if (res.statusCode >= 400) {
       const why = `${method} ${path}: ${res.statusCode} ${text.trim().slice(0, 200) || 'no reason given'}`;
-      // 400: Consul refuses this definition (bad check, bad address); retrying it unchanged is useless.
-      if (res.statusCode === 400) throw new RejectedError(why);
+      // Consul refuses this definition (bad check, bad address, script checks disabled on the
+      // agent): retrying it unchanged is useless. Older agents answer these with a 500.
+      if (res.statusCode === 400 || (res.statusCode === 500 && DEFINITION_ERROR.test(text))) throw new RejectedError(why);
       throw new ConsulHttpError(why, res.statusCode);
     }
     if (!text) return undefined as T;

@@ -18,6 +18,7 @@ import { DockerSource } from '../../sources/docker/docker-source.js';
 import { splitTags } from '../../sources/docker/service-model.js';
 import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
 import { sleep } from '../../util/time.js';
+import { parseTimeout } from '../../render/template-spec.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
 import { onHangup, stopOnSignal } from '../signals.js';
 
@@ -47,6 +48,7 @@ Options:
   --retry-attempts <n>       registry connection attempts at start, -1 = forever (default -1)
   --retry-interval <ms>      first retry delay, doubled up to 30s (default 2000)
   --docker <uri>             Docker endpoint (default DOCKER_HOST, then unix:///var/run/docker.sock)
+  --docker-timeout <duration>  longest wait for one Docker API answer (default 10s)
   --no-health-gate           register containers with a HEALTHCHECK at start, not once healthy
   --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
@@ -70,6 +72,7 @@ const OPTIONS = {
   'retry-attempts': { type: 'string' },
   'retry-interval': { type: 'string' },
   docker: { type: 'string' },
+  'docker-timeout': { type: 'string' },
   'no-health-gate': { type: 'boolean' },
   'keep-on-exit': { type: 'boolean' },
   api: { type: 'string' },
@@ -90,6 +93,8 @@ export interface RegisterConfig {
   retryAttempts: number;
   retryInterval: number;
   docker: string;
+  /** Timeout of one Docker API call, ms. */
+  dockerTimeoutMs: number;
   healthGate: boolean;
   keepOnExit: boolean;
   /** Status API address; undefined = off. */
@@ -133,6 +138,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
     retryAttempts: intFlag('retry-attempts', v['retry-attempts'], -1, -1),
     retryInterval: intFlag('retry-interval', v['retry-interval'], 2000, 10, 3_600_000),
     docker,
+    dockerTimeoutMs: v['docker-timeout'] === undefined ? 10_000 : parseTimeout(v['docker-timeout'], `--docker-timeout ${v['docker-timeout']}`),
     healthGate: !v['no-health-gate'],
     keepOnExit: !!v['keep-on-exit'],
     api: v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api),
@@ -173,6 +179,7 @@ export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<R
     healthGate: cfg.healthGate,
     deregister: cfg.deregister,
     resyncMs: cfg.resync * 1000,
+    callTimeoutMs: cfg.dockerTimeoutMs,
     log,
     sink: registrar,
   });

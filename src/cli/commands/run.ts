@@ -31,7 +31,7 @@ Templates (as for 'render', from the same catalog; --status and --domain apply t
 Registrator options (as for 'register'):
   --hostname <name>  --ip <addr>  --internal  --explicit  --tags <a,b>  --ttl <s>  --ttl-refresh <s>
   --resync <s>  --deregister <always|on-success>  --cleanup  --retry-attempts <n>  --retry-interval <ms>
-  --docker <uri>  --no-health-gate  --keep-on-exit
+  --docker <uri>  --docker-timeout <duration>  --no-health-gate  --keep-on-exit
 
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)

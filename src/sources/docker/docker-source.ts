@@ -257,13 +257,17 @@ export class DockerSource {
     if ((ev.Type && ev.Type !== 'container') || typeof id !== 'string' || !/^[0-9a-f]{12,64}$/.test(id)) return;
     const verb = action.split(':')[0];
     if (!LIFECYCLE.has(verb)) return;
-    const attrs = typeof actor.Attributes === 'object' && actor.Attributes !== null ? actor.Attributes : {};
+    // Only string attributes are Docker's; anything else in a garbled line is ignored.
+    const attrs: Record<string, string> = {};
+    if (typeof actor.Attributes === 'object' && actor.Attributes !== null) {
+      for (const [k, v] of Object.entries(actor.Attributes)) if (typeof v === 'string') attrs[k] = v;
+    }
     // Docker's own clock, so that it compares with StartedAt.
     const at = typeof ev.timeNano === 'number' ? ev.timeNano / 1e6 : typeof ev.time === 'number' ? ev.time * 1000 : Date.now();
     if (verb === 'kill' && !terminatingSignal(attrs.signal)) return; // HUP, USR1…: a reload, not an exit
     const st = this.state(id);
     st.epoch++;
-    if (typeof attrs.name === 'string') st.name = attrs.name;
+    if (attrs.name) st.name = attrs.name;
     switch (verb) {
       case 'start':
       case 'unpause':
