@@ -174,6 +174,70 @@ describe('Docker API calls', () => {
 });
 
 describe('Docker lifecycles', () => {
+  it('`docker stop` of an image with its own STOPSIGNAL (SIGWINCH) withdraws at the stop, not at the exit', async () => {
+    const h = host('fdw', `unix://${SOCKET}`);
+    await run(`${h.name}-w`, { ...svc, extra: ['--stop-signal', 'SIGWINCH'] });
+    await converge(h.r, h.ids('w'), Date.now(), 20_000);
+    const t0 = Date.now();
+    const stopping = docker('stop', '-t', '6', `${h.name}-w`);
+    const m = await converge(h.r, new Set(), t0, 10_000);
+    await stopping;
+    reportFault('docker: stop of a container whose STOPSIGNAL is SIGWINCH (-t 6)', { ...m, exitedAfterMs: Date.now() - t0 });
+    expect(m.converge).toBeLessThan(2000);
+  });
+
+  it('an unpause event arriving after the kill of a stopping container does not bring it back', async () => {
+    const proxy = await httpProxy();
+    const h = host('fdp', `tcp://${proxy.address}`);
+    await run(`${h.name}-a`, svc);
+    await converge(h.r, h.ids('a'), Date.now(), 20_000);
+    await waitFor('the event stream through the proxy', () => proxy.streams(EVENTS).length > 0);
+    const id = await docker('inspect', '-f', '{{.Id}}', `${h.name}-a`);
+    const event = (Action: string, attrs: Record<string, string> = {}) => {
+      const now = Date.now();
+      return `${JSON.stringify({ Type: 'container', Action, Actor: { ID: id, Attributes: { name: `${h.name}-a`, ...attrs } }, time: Math.floor(now / 1000), timeNano: now * 1e6 })}\n`;
+    };
+    // As moby logs the stop of a paused container: resume, kill, and containerd's resumed event late.
+    proxy.inject(event('kill', { signal: '15' }), EVENTS);
+    await sleep(100);
+    proxy.inject(event('unpause'), EVENTS);
+    const t0 = Date.now();
+    const m = await converge(h.r, new Set(), t0, 5_000);
+    await sleep(2000);
+    const after = (await h.r.read()).entries.length;
+    reportFault('docker: unpause event after the kill of a stopping container', { ...m, reappeared: after });
+    expect(after).toBe(0);
+  });
+
+  it('--cleanup after a restart leaves a container alone whose inspection failed, and no watcher sees it go', async () => {
+    const proxy = await httpProxy();
+    const name = uniq('fdc');
+    onTestFinished(() => removeContainers(`${name}-`));
+    const args = ['register', '--hostname', name, '--cleanup', '--ttl', '10', '--ttl-refresh', '2', '--docker', `tcp://${proxy.address}`, `etcd://127.0.0.1:2379/${name}`];
+    const first = spawnHm(args);
+    for (const c of ['x', 'y']) await run(`${name}-${c}`, svc);
+    const r = reader('etcd', '127.0.0.1:2379', `/${name}`, name);
+    onTestFinished(() => r.close());
+    const all = idsOf(name, [`${name}-x`, `${name}-y`]);
+    await converge(r, all, Date.now(), 20_000);
+    first.kill('SIGKILL');
+    await first.exited;
+    const xid = await docker('inspect', '-f', '{{.Id}}', `${name}-x`);
+    const rule = proxy.respond({ method: 'GET', path: new RegExp(`^/containers/${xid}/json`) }, 500, { message: 'injected failure' }, { times: 2 });
+    const restarted = Date.now();
+    spawnHm(args);
+    let missing = 0;
+    for (const until = Date.now() + 6000; Date.now() < until; await sleep(50)) {
+      const ids = new Set((await r.read()).entries.map((e) => e.id));
+      if (![...all].every((id) => ids.has(id))) missing++;
+    }
+    const m = await converge(r, all, restarted, 10_000);
+    reportFault('docker: --cleanup restart while one container\'s inspection fails twice', { ...m, samplesWithOneMissing: missing, failedInspections: rule.hits });
+    expect(rule.hits).toBe(2);
+    expect(missing).toBe(0);
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+  });
+
   it('a container restarting in a loop is registered while it runs, never twice, and nothing is left once it stops', async () => {
     const h = host('fdr', `unix://${SOCKET}`);
     const name = `${h.name}-loop`;

@@ -3,6 +3,7 @@
 // SIGSTOP past the TTL, a Consul token losing its policy, a rate-limiting agent, renames and an
 // idle host on etcd. Each scenario prints what it measured and asserts nothing lost,
 // duplicated or left behind once healed.
+import { Etcd3, Range } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { docker, removeContainers, run } from './support/docker.js';
 import { FaultProxy } from './support/fault-proxy.js';
@@ -128,6 +129,8 @@ describe('write side under Consul refusals', () => {
       await consul.setTokenPolicies(token.accessorId, []);
       const revoked = Date.now();
       await run(`${host}-new`, { env: { SERVICE_NAME: 'svc' } });
+      // A withdrawal refused too: it must be kept until Consul confirms it.
+      await docker('stop', '-t', '1', names[1]);
       const health = await waitFor('/v1/health reports the refusal', async () => {
         const h = (await (await fetch(`http://127.0.0.1:${api}/v1/health`)).json()) as { ok: boolean; components: { registry: { ok: boolean; lastError?: string; retrying?: number } } };
         return !h.components.registry.ok && /403|ACL|[Pp]ermission/.test(h.components.registry.lastError ?? '') ? h : undefined;
@@ -137,8 +140,8 @@ describe('write side under Consul refusals', () => {
       const attempts = hm.logs.filter((l) => l.event === 'error').length;
       await consul.setTokenPolicies(token.accessorId, ['registrator']);
       const restored = Date.now();
-      const m = await converge(r, idsOf(host, [...names, `${host}-new`]), restored);
-      reportFault('consul: token lost its policy for ~3s (403), then restored', { ...m, refusedFor: `${restored - revoked}ms`, errorLines: attempts });
+      const m = await converge(r, idsOf(host, [names[0], `${host}-new`]), restored);
+      reportFault('consul: token lost its policy for ~3s (403), one start and one stop meanwhile, then restored', { ...m, refusedFor: `${restored - revoked}ms`, errorLines: attempts });
       expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
       await waitFor('/v1/health ok again', async () => ((await (await fetch(`http://127.0.0.1:${api}/v1/health`)).json()) as { ok: boolean }).ok);
       r.close();
@@ -169,6 +172,36 @@ describe('write side under Consul refusals', () => {
       // Backoff, not a hot loop: a handful of attempts in 3 s.
       expect(rule.hits).toBeGreaterThan(0);
       expect(rule.hits).toBeLessThan(20);
+      r.close();
+    } finally {
+      await proxy.close();
+      await consul.kill();
+    }
+  });
+});
+
+describe('write side under Consul refusals: withdrawals', () => {
+  it('a withdrawal answered "403 ACL not found" is not taken as done: retried until Consul confirms it', async () => {
+    const consul = privateConsul(20550);
+    await consul.start();
+    const proxy = await HttpFaultProxy.start({ host: '127.0.0.1', port: consul.httpPort });
+    try {
+      const host = uniq('frw');
+      onTestFinished(() => removeContainers(`${host}-`));
+      spawnHm(['register', '--hostname', host, ...common, `consul://${proxy.address}`]);
+      const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
+      const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host);
+      await converge(r, idsOf(host, names), Date.now(), 30_000);
+      const rule = proxy.respond({ method: 'PUT', path: /^\/v1\/agent\/service\/deregister\// }, 403, 'ACL not found');
+      await docker('stop', '-t', '1', names[1]);
+      await waitFor('the withdrawal refused', () => rule.hits > 0, 10_000);
+      await sleep(2000);
+      expect((await r.read()).entries.map((e) => e.id)).toContain(`${host}:${names[1]}:80`);
+      rule.remove();
+      const lifted = Date.now();
+      const m = await converge(r, idsOf(host, [names[0]]), lifted);
+      reportFault('consul: withdrawal answered 403 ACL not found for 2s', { ...m, refusedRequests: rule.hits });
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
       r.close();
     } finally {
       await proxy.close();
@@ -245,11 +278,56 @@ describe.each([{ kind: 'etcd' as const }, { kind: 'etcd2' as const }])('etcd spe
 });
 
 describe('etcd v3: keeping the lease alive does not depend on the reconcile loop', () => {
-  it('one registration etcd keeps refusing (request too large) never lets the host lease expire', async () => {
-    // etcd refuses any request above 6 KiB: the container with big labels can never be written.
-    const engine = await startEngine('etcd', 20640, ['--max-request-bytes', '6144']);
+  it('one registration refused (permission denied) and retried for 4×TTL never lets the host lease expire; granted, it lands', async () => {
+    const engine = await startEngine('etcd', 20640);
     try {
+      const root = new Etcd3({ hosts: `http://${engine.direct}` });
+      await root.user('root').create('rootpw');
+      await root.role('root').create();
+      await root.user('root').addRole('root');
+      const role = await root.role('hm').create();
+      await role.grant([{ permission: 'Readwrite', range: Range.prefix('/hm/svc/') }, { permission: 'Readwrite', range: Range.prefix('/hm/_hosts/') }]);
+      await root.user('hm').create('hmpw');
+      await root.user('hm').addRole('hm');
+      await root.auth.authEnable({});
+      root.close();
+      const admin = new Etcd3({ hosts: `http://${engine.direct}`, auth: { username: 'root', password: 'rootpw' } });
+      onTestFinished(() => admin.close());
       const host = uniq('frt');
+      onTestFinished(() => removeContainers(`${host}-`));
+      const mine = (k: string) => k.includes(`:${host}-`);
+      const keys = async () => Object.keys(await admin.getAll().prefix('/hm/').strings()).filter((k) => !k.startsWith('/hm/_') && mine(k)).sort();
+      const hm = spawnHm(['register', '--hostname', host, ...common, uriOf('etcd', engine.direct)], { ETCDCTL_USER: 'hm:hmpw' });
+      await run(`${host}-ok`, { env: { SERVICE_NAME: 'svc' } });
+      await run(`${host}-denied`, { env: { SERVICE_NAME: 'other' } });
+      const okKey = `/hm/svc/${host}:${host}-ok:80`;
+      await waitFor('the allowed one registered', async () => (await keys()).includes(okKey), 30_000);
+      await hm.waitForLog('the refusal', (l) => l.event === 'error' && /permission denied/.test(l.msg));
+      const attemptsBefore = hm.logs.filter((l) => l.event === 'error').length;
+      // Four TTLs while the refused one is retried: the lease would have lapsed three times over.
+      const watched = Date.now();
+      for (const until = watched + 4 * TTL * 1000; Date.now() < until; await sleep(200)) expect(await keys()).toEqual([okKey]);
+      await admin.role('hm').grant({ permission: 'Readwrite', range: Range.prefix('/hm/other/') });
+      const granted = Date.now();
+      await waitFor('the refused one lands once allowed', async () => (await keys()).length === 2, 30_000, 50);
+      reportFault('etcd: one registration refused (permission denied) for 4×TTL, then allowed', {
+        converge: Date.now() - granted,
+        lost: (await keys()).includes(okKey) ? 0 : 1,
+        duplicated: 0,
+        left: 0,
+        watchedMs: granted - watched,
+        errorLines: hm.logs.filter((l) => l.event === 'error').length - attemptsBefore,
+      });
+    } finally {
+      await engine.daemon.kill();
+      engine.cleanup();
+    }
+  });
+
+  it('one registration etcd rejects for what it is (request too large) is logged once and the rest stays registered', async () => {
+    const engine = await startEngine('etcd', 20645, ['--max-request-bytes', '6144']);
+    try {
+      const host = uniq('frb');
       onTestFinished(() => removeContainers(`${host}-`));
       const hm = spawnHm(['register', '--hostname', host, ...common, uriOf('etcd', engine.direct)]);
       await run(`${host}-ok`, { env: { SERVICE_NAME: 'svc' } });
@@ -258,14 +336,13 @@ describe('etcd v3: keeping the lease alive does not depend on the reconcile loop
       await run(`${host}-big`, { env: { SERVICE_NAME: 'big' }, labels: big });
       const r = reader('etcd', engine.direct, '/hm', host);
       await converge(r, idsOf(host, [`${host}-ok`]), Date.now(), 30_000);
-      await hm.waitForLog('the refusal', (l) => l.event === 'error' && /too large/.test(l.msg));
-      // Four TTLs: the lease would have expired three times over without its own keepalive.
-      const watched = Date.now();
-      for (const until = watched + 4 * TTL * 1000; Date.now() < until; await sleep(200)) {
-        expect((await r.read()).entries.map((e) => e.id)).toEqual([`${host}:${host}-ok:80`]);
-      }
-      reportFault('etcd: one registration refused for 4×TTL, lease kept alive', { converge: 0, lost: 0, duplicated: 0, left: 0, watchedMs: Date.now() - watched });
-      await docker('rm', '-f', `${host}-ok`, `${host}-big`);
+      await hm.waitForLog('the rejection', (l) => l.event === 'error' && /too large/.test(l.msg));
+      await sleep(3 * TTL * 1000);
+      const m = await converge(r, idsOf(host, [`${host}-ok`]), Date.now(), 5_000);
+      const lines = hm.logs.filter((l) => /too large/.test(l.msg)).length;
+      reportFault('etcd: one registration rejected (request too large) for 3×TTL', { ...m, rejectionLines: lines });
+      expect(lines).toBe(1);
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
       r.close();
     } finally {
       await engine.daemon.kill();

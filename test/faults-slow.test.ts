@@ -14,7 +14,7 @@ import { sleep, uniq, waitFor } from './support/wait.js';
 afterAll(() => removeContainers('fs'));
 
 /** Exits with code 3 once /tmp/crash exists. */
-const CRASHING = ['sh', '-c', 'httpd -p 80 -h /www; while [ ! -f /tmp/crash ]; do sleep 0.2; done; exit 3'];
+const CRASHING = ['sh', '-c', 'echo ok >/www/index.html; httpd -p 80 -h /www; while [ ! -f /tmp/crash ]; do sleep 0.2; done; exit 3'];
 
 interface HealthEntry {
   Service: { ID: string };
@@ -41,7 +41,8 @@ describe('slow faults', () => {
     spawnHm(['register', '--hostname', zeroHost, '--deregister', 'on-success', '--ttl', '0', CONSUL]);
     const critService = `c${critHost.replace(/-/g, '')}`;
     const zeroService = `z${zeroHost.replace(/-/g, '')}`;
-    await run(`${critHost}-f`, { env: { SERVICE_NAME: critService }, cmd: CRASHING });
+    // With a check of its own that asks Consul to reap it after a minute critical: a failed container must still stay.
+    await run(`${critHost}-f`, { env: { SERVICE_NAME: critService, SERVICE_CHECK_HTTP: '/', SERVICE_CHECK_INTERVAL: '1s', SERVICE_CHECK_DEREGISTER_AFTER: '1m' }, cmd: CRASHING });
     await run(`${zeroHost}-f`, { env: { SERVICE_NAME: zeroService }, cmd: CRASHING });
     const critId = `${critHost}:${critHost}-f:80`;
     const zeroId = `${zeroHost}:${zeroHost}-f:80`;
@@ -78,7 +79,7 @@ describe('slow faults', () => {
     const critRegistrations = crit.logs.filter((l) => l.event === 'registered' && l.id === critId).length;
     const lostLines = crit.logs.filter((l) => l.event === 'lost' && l.id === critId).length;
     reportFault('docker: drain of 65 s (docker stop -t 90) with a resync every second', { ...withdrawn, drainMs, reappearedSamples: drainSeen });
-    reportFault('consul: on-success failure kept critical for 100 s (TTL 3 s)', { converge: 0, lost: critMissing, duplicated: 0, left: 0, registrations: critRegistrations, lostLines, passingSamples: critPassing });
+    reportFault('consul: on-success failure (with SERVICE_CHECK_DEREGISTER_AFTER=1m) kept critical for 100 s (TTL 3 s)', { converge: 0, lost: critMissing, duplicated: 0, left: 0, registrations: critRegistrations, lostLines, passingSamples: critPassing });
     reportFault('consul: on-success failure with --ttl 0', { converge: 0, lost: 0, duplicated: 0, left: 0, passingSamples: zeroPassing });
     expect(withdrawn.converge).toBeLessThan(3000);
     expect(drainMs).toBeGreaterThan(60_000);

@@ -247,7 +247,7 @@ describe('resilience', () => {
     await raw.close();
   });
 
-  it('retries a GET whose instance died after its response head, and cuts one that died inside the body', async () => {
+  it('retries a GET whose instance died after its response head or inside a small body, and cuts one that died inside a large body', async () => {
     let headOnlyCalls = 0;
     const headOnly = await rawBackend(() => (headOnlyCalls++, 'HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n'));
     const live = await backend('after-head');
@@ -256,11 +256,21 @@ describe('resilience', () => {
     await routed(main, 'headonly.localhost', 2);
     expect(await get(main.port, 'headonly.localhost')).toMatchObject({ status: 200, body: 'after-head' });
     expect(headOnlyCalls).toBe(1);
-    const midBody = await rawBackend(() => 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial');
-    await register('midbody', midBody.port);
-    await routed(main, 'midbody.localhost', 1);
-    await expect(get(main.port, 'midbody.localhost')).rejects.toThrow();
-    await Promise.all([headOnly.close(), midBody.close()]);
+    // A small response is held whole, so an instance dying inside its body is replaced too.
+    let midCalls = 0;
+    const midBody = await rawBackend(() => (midCalls++, 'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial'));
+    const live2 = await backend('after-partial');
+    await register('midbody', midBody.port, {}, 'passing', 't:midbody-a');
+    await register('midbody', live2.port, {}, 'passing', 't:midbody-b');
+    await routed(main, 'midbody.localhost', 2);
+    expect(await get(main.port, 'midbody.localhost')).toMatchObject({ status: 200, body: 'after-partial' });
+    expect(midCalls).toBe(1);
+    // A large one has gone to the client already: all that is left is to cut it.
+    const bigBody = await rawBackend(() => `HTTP/1.1 200 OK\r\nContent-Length: ${1 << 20}\r\n\r\n${'x'.repeat(100_000)}`);
+    await register('bigbody', bigBody.port);
+    await routed(main, 'bigbody.localhost', 1);
+    await expect(get(main.port, 'bigbody.localhost')).rejects.toThrow();
+    await Promise.all([headOnly.close(), midBody.close(), bigBody.close()]);
   });
 
   it('answers 502 when every instance is down, and 503 while all are ejected', async () => {

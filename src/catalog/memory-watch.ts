@@ -5,28 +5,32 @@ import type { RawWatch, RawWatchHandlers } from './types.js';
 export class MemoryWatch implements RawWatch {
   private off?: () => void;
   private sweeper?: NodeJS.Timeout;
+  private stopped = false;
 
   constructor(private readonly name: string) {}
 
   start(h: RawWatchHandlers): void {
     const store = memoryStore(this.name);
     let scheduled = false;
-    // Coalesce bursts (a resync registers many) into one update.
+    // Coalesce bursts (a resync registers thousands, one per tick) into one update per 10 ms,
+    // so a burst costs a few copies of the catalog, not one per registration.
     const push = () => {
       if (scheduled) return;
       scheduled = true;
-      queueMicrotask(() => {
+      setTimeout(() => {
         scheduled = false;
-        h.update(store.list());
-      });
+        if (!this.stopped) h.update(store.list());
+      }, 10).unref();
     };
     this.off = store.subscribe(push);
-    this.sweeper = setInterval(() => store.list(), 1000);
+    // Expiry only: a change it finds notifies `push`.
+    this.sweeper = setInterval(() => store.expire(), 1000);
     this.sweeper.unref();
-    push();
+    queueMicrotask(() => !this.stopped && h.update(store.list()));
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.off?.();
     clearInterval(this.sweeper);
   }

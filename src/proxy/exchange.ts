@@ -9,6 +9,8 @@ import { stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
 
 const EXCHANGE = Symbol('exchange');
+/** A response announced at most this long is held whole before anything reaches the client, so an instance dying mid-body can still be replaced. */
+const HOLD_BYTES = 64 * 1024;
 type TrackedResponse = http.ServerResponse & { [EXCHANGE]?: Exchange };
 
 /** One listener function for every response (no closure per request). */
@@ -28,6 +30,8 @@ export class Exchange implements Dispatcher.DispatchHandler {
   private status = 0;
   /** The response head from the instance, held until its first body byte (or its end). */
   private head?: { statusCode: number; statusMessage?: string; headers: Record<string, string | string[] | undefined> };
+  /** Body chunks of a small response, held until it is complete. */
+  private held?: Buffer[];
   /** Something was written to the client: from here on a failure can only cut the response. */
   private committed = false;
   private clientGone = false;
@@ -87,6 +91,10 @@ export class Exchange implements Dispatcher.DispatchHandler {
 
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
     if (!this.committed) {
+      if (this.holdable()) {
+        (this.held ??= []).push(chunk);
+        return;
+      }
       const err = this.commit();
       if (err) return c.abort(err);
     }
@@ -101,9 +109,21 @@ export class Exchange implements Dispatcher.DispatchHandler {
       const err = this.commit();
       if (err) return this.onResponseError(c, err);
     }
+    this.flushHeld();
     this.release(this.upstream!, true);
     this.res.end();
     this.ctx.count(this.route.service, this.status);
+  }
+
+  /** A response with a small announced length, for a request that could go to another instance. */
+  private holdable(): boolean {
+    const len = Number(this.head?.headers['content-length']);
+    return Number.isInteger(len) && len <= HOLD_BYTES && !this.hasBody;
+  }
+
+  private flushHeld(): void {
+    for (const chunk of this.held ?? []) this.res.write(chunk);
+    this.held = undefined;
   }
 
   /** Write the held response head; an error when Node refuses it (a header with invalid characters). */
@@ -130,6 +150,7 @@ export class Exchange implements Dispatcher.DispatchHandler {
       return;
     }
     this.head = undefined;
+    this.held = undefined;
     if (this.committed) {
       // Part of the response is already with the client: all that is left is to cut it.
       this.ctx.upstreamFailed(u, err, failureKind(err));

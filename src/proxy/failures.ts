@@ -3,7 +3,8 @@
 export type FailureKind = 'connect' | 'reset' | 'timeout' | 'other';
 
 const CONNECT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EADDRNOTAVAIL', 'ENOTFOUND', 'EAI_AGAIN', 'ETIMEDOUT', 'HM_CONNECT_TIMEOUT']);
-const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED']);
+// A body cut short (the instance died mid-response) is a reset too.
+const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH']);
 // HM_INVALID_RESPONSE (a header Node will not send) is 'other': a 502, no retry, no ejection.
 const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'HM_RESPONSE_TIMEOUT']);
 /** Methods a retry cannot turn into a second, different effect (RFC 9110 §9.2.2). */

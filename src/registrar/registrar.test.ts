@@ -45,6 +45,8 @@ class FlakyBackend implements RegistryBackend {
   down = false;
   refuse = false;
   hang = false;
+  /** Writes are applied, then answered as if the connection dropped (the outcome unknown to the caller). */
+  landThenFail = false;
   /** Records listOwn reports as written by another process (an old lease). */
   renew = new Set<string>();
   /** Set (by `setup(…, bulk)`) for an engine that withdraws everything in one call. */
@@ -63,7 +65,8 @@ class FlakyBackend implements RegistryBackend {
     if (this.down) throw fault('unreachable', op);
     if (id !== undefined) {
       const k = this.failIds.get(id);
-      if (k) throw fault(k, op);
+      // A registry rejects a definition, never a withdrawal.
+      if (k && !(k === 'rejected' && op !== 'register')) throw fault(k, op);
     }
     if (this.refuse && op !== 'listOwn' && op !== 'heartbeat') throw fault('refused', op);
     if ((op === 'register' || op === 'deregister') && this.failNext[op] > 0) {
@@ -83,6 +86,10 @@ class FlakyBackend implements RegistryBackend {
 
   async register(s: ServiceInstance): Promise<void> {
     this.calls.register.push(s.id);
+    if (this.landThenFail) {
+      await this.inner.register(s);
+      throw fault('unreachable', 'register');
+    }
     await this.gate('register', s.id);
     await this.inner.register(s);
   }
@@ -504,6 +511,86 @@ describe('Registrar: failures', () => {
   });
 });
 
+describe('Registrar: writes with unknown or refused outcomes', () => {
+  it('keeps heartbeating the registered version while its update is refused', async () => {
+    const { store, backend, registrar } = started({ ttlRefreshMs: 100 }, 1);
+    const web = instance('web1');
+    registrar.set('web1', [web]);
+    await registrar.settled();
+    backend.refuse = true;
+    registrar.set('web1', [{ ...web, port: 40000 }]);
+    await sleep(1_500);
+    // The TTL is 1 s: without heartbeats the old entry would be gone.
+    expect(store.list()).toEqual([web]);
+    backend.refuse = false;
+    await waitFor('the update lands', () => store.list()[0]?.port === 40000);
+  });
+
+  it('withdraws a write that landed although no answer came, once its container is gone', async () => {
+    const { store, backend, registrar } = started();
+    backend.landThenFail = true;
+    registrar.set('web1', [instance('web1')]);
+    await waitFor('written (answer lost)', () => store.list().length === 1);
+    registrar.set('web1', [], 'die');
+    backend.landThenFail = false;
+    await waitFor('withdrawn', () => store.list().length === 0);
+    await registrar.settled();
+    expect(store.list()).toEqual([]);
+    expect(registrar.status).toMatchObject({ pending: 0, retrying: 0 });
+  });
+
+  it('withdraws the old version when the registry refuses the new one for what it is', async () => {
+    const { store, backend, registrar } = started();
+    const web = instance('web1');
+    registrar.set('web1', [web]);
+    await registrar.settled();
+    backend.failIds.set(web.id, 'rejected');
+    registrar.set('web1', [{ ...web, port: 40000 }]);
+    await waitFor('stale version withdrawn', () => store.list().length === 0);
+    await registrar.settled();
+    expect(registrar.status).toMatchObject({ rejected: 1, registered: 0 });
+  });
+
+  it('one id refused again and again does not hold up anything else', async () => {
+    const { store, backend, registrar } = started({ retryIntervalMs: 1000, maxRetryMs: 5000 });
+    backend.failIds.set(`${HOST}:x1:80`, 'refused');
+    registrar.set('x1', [instance('x1')]);
+    await waitFor('x1 refused twice', () => count(backend.calls.register, `${HOST}:x1:80`) >= 2, 5_000);
+    const t0 = Date.now();
+    registrar.set('y1', [instance('y1')]);
+    await waitFor('y1 registered', () => store.list().some((s) => s.id === `${HOST}:y1:80`));
+    expect(Date.now() - t0).toBeLessThan(300);
+  });
+
+  it('a retry that became moot (the wish changed back) leaves nothing retrying', async () => {
+    const { store, backend, registrar } = started();
+    const web = instance('web1');
+    registrar.set('web1', [web]);
+    await registrar.settled();
+    backend.failNext.deregister = 0;
+    backend.failIds.set(web.id, 'refused');
+    registrar.set('web1', [], 'stop');
+    await waitFor('a refused withdrawal', () => count(backend.calls.deregister, web.id) >= 1);
+    backend.failIds.clear();
+    registrar.set('web1', [web]);
+    await registrar.settled();
+    expect(store.list()).toEqual([web]);
+    expect(registrar.status).toMatchObject({ registryUp: true, retrying: 0, pending: 0 });
+  });
+
+  it('with --cleanup, leaves unknown entries alone while the source could not read every container', async () => {
+    const stale = instance('old1');
+    const { store, registrar } = setup({ cleanup: true }, 30, [stale]);
+    registrar.start();
+    registrar.complete({ partial: true });
+    await registrar.settled();
+    expect(store.list()).toEqual([stale]);
+    registrar.complete();
+    await registrar.settled();
+    expect(store.list()).toEqual([]);
+  });
+});
+
 describe('Registrar: stop', () => {
   async function withTwoOwners(bulk = false) {
     const s = setup({ ttlRefreshMs: 50 }, 30, [], bulk);
@@ -557,8 +644,8 @@ describe('Registrar: stop', () => {
     await sleep(20);
     backend.hang = false;
     const t0 = Date.now();
-    await registrar.stop(true);
-    expect(Date.now() - t0).toBeLessThan(2_000);
+    await registrar.stop(true, 2_000);
+    expect(Date.now() - t0).toBeLessThan(2_500);
     expect(store.list()).toEqual([]);
     expect(backend.calls.deregister.sort()).toEqual([`${HOST}:db1:5432`, `${HOST}:web1:80`]);
   });

@@ -33,8 +33,11 @@ export interface RegistrarOptions {
 export interface DesiredSink {
   /** Replace the instances of one owner; an empty list withdraws them, `reason` goes to the log. */
   set(owner: string, instances: ServiceInstance[], reason?: string): void;
-  /** The source's view is complete (it listed everything): compare with the registry now. */
-  complete(): void;
+  /**
+   * The source's view is complete (it listed everything): compare with the registry now. With
+   * `partial`, some owners could not be read this time: nothing unknown is cleaned up.
+   */
+  complete(opts?: { partial?: boolean }): void;
 }
 
 export interface RegistrarStatus {
@@ -57,8 +60,10 @@ export interface RegistrarStatus {
 interface Slot {
   id: string;
   want?: { instance: ServiceInstance; digest: string };
-  /** What the registry holds; digest '' = it may be there, contents unknown (a write in flight or failed). */
+  /** What the registry holds, as last confirmed; digest '' = present but to be written again. Heartbeats keep it alive. */
   have?: { name: string; digest: string; instance?: ServiceInstance };
+  /** The name of a write whose outcome is unknown (no answer): it may have landed, so it is withdrawn or written again. */
+  pending?: string;
   /** Bumped whenever `have` changes, so a heartbeat answer about an older state is ignored. */
   gen: number;
   busy: boolean;
@@ -70,10 +75,11 @@ interface Slot {
   reason?: string;
 }
 
+/** An operation without an answer this long means the registry is unreachable (the call itself ends by its own timeout). */
 const OP_TIMEOUT_MS = 10_000;
-/** How long stop() lets operations in flight finish before withdrawing. */
-const STOP_WAIT_MS = 6_000;
-const WITHDRAW_DEADLINE_MS = 10_000;
+/** stop(): operations in flight may finish for this long, then everything is withdrawn within the rest of the deadline. */
+const STOP_WAIT_MS = 4_000;
+const STOP_DEADLINE_MS = 16_000;
 
 export class Registrar implements DesiredSink {
   private readonly desired = new DesiredSet();
@@ -96,8 +102,11 @@ export class Registrar implements DesiredSink {
 
   /** Set while the registry does not answer: only pings go out until it does. */
   private outage?: { since: number; attempts: number; timer?: NodeJS.Timeout };
-  /** Consecutive refusals across all ids: a short global pause that grows while everything is refused. */
+  /** Consecutive refusals across ids: a short global pause that grows while everything is refused. */
   private refusals = 0;
+  /** Ids refused since the last success: one id refused again and again pauses nobody else. */
+  private readonly refusedIds = new Set<string>();
+  private resyncPartial = false;
   private pauseUntil = 0;
   private pauseTimer?: NodeJS.Timeout;
   private resyncTimer?: NodeJS.Timeout;
@@ -106,6 +115,7 @@ export class Registrar implements DesiredSink {
   private retryBeatTimer?: NodeJS.Timeout;
   private beating = false;
   private beatFailures = 0;
+  private beatAbort?: AbortController;
 
   private readonly idleWaiters: Array<() => void> = [];
   private readonly loggedCollisions = new Set<string>();
@@ -191,8 +201,9 @@ export class Registrar implements DesiredSink {
     this.pump();
   }
 
-  complete(): void {
+  complete(opts: { partial?: boolean } = {}): void {
     this.ready = true;
+    this.resyncPartial = !!opts.partial;
     this.resync();
   }
 
@@ -221,31 +232,29 @@ export class Registrar implements DesiredSink {
     });
   }
 
-  /** Stop; with `withdraw`, deregister everything this host registered, within a deadline. */
-  async stop(withdraw: boolean): Promise<void> {
+  /** Stop; with `withdraw`, deregister everything this host registered, all within `deadlineMs`. */
+  async stop(withdraw: boolean, deadlineMs = STOP_DEADLINE_MS): Promise<void> {
     this.stopped = true;
+    const deadline = Date.now() + deadlineMs;
     clearInterval(this.heartbeatTimer);
     clearInterval(this.gaugeTimer);
     clearTimeout(this.retryBeatTimer);
     clearTimeout(this.pauseTimer);
     clearTimeout(this.resyncTimer);
     clearTimeout(this.outage?.timer);
+    this.beatAbort?.abort();
     this.wheel.clear();
-    const deadline = Date.now() + STOP_WAIT_MS;
-    while (this.busy > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
-    if (withdraw) await this.withdrawAll();
+    const waitUntil = Date.now() + Math.min(STOP_WAIT_MS, deadlineMs / 2);
+    while (this.busy > 0 && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 20));
+    if (withdraw) await this.withdrawAll(deadline);
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
-  private async withdrawAll(): Promise<void> {
+  private async withdrawAll(deadline: number): Promise<void> {
     // Everything that may be there: registered, being written, or a withdrawal not yet confirmed.
     const refs: InstanceRef[] = [];
-    const names = new Map<string, string>();
     for (const s of this.slots.values()) {
-      const name = s.have?.name ?? (s.busy ? s.want?.instance.name : undefined);
-      if (name === undefined) continue;
-      refs.push({ id: s.id, name });
-      names.set(s.id, name);
+      for (const name of new Set([s.have?.name, s.pending, s.busy ? s.want?.instance.name : undefined])) if (name !== undefined) refs.push({ id: s.id, name });
     }
     if (refs.length === 0) return;
     const done = (ref: InstanceRef) => {
@@ -253,23 +262,23 @@ export class Registrar implements DesiredSink {
       metrics.deregistrations.inc();
       this.opts.log.info({ event: 'deregistered', service: ref.name, id: ref.id, reason: 'shutdown' }, `deregistered ${ref.id} (shutdown)`);
     };
+    const left = () => Math.max(100, deadline - Date.now());
     if (this.backend.deregisterAll) {
       try {
-        await withTimeout(this.backend.deregisterAll(refs), WITHDRAW_DEADLINE_MS, 'withdrawing every registration');
+        await withTimeout(this.backend.deregisterAll(refs), left() / 2, 'withdrawing every registration');
         for (const r of refs) done(r);
         return;
       } catch (err) {
         this.opts.log.error({ event: 'error', err: msg(err) }, `withdrawing all at once failed (${msg(err)}); withdrawing one by one`);
       }
     }
-    const until = Date.now() + WITHDRAW_DEADLINE_MS;
     let next = 0;
     let failed = 0;
     const worker = async () => {
-      while (next < refs.length && Date.now() < until) {
+      while (next < refs.length && Date.now() < deadline) {
         const ref = refs[next++];
         try {
-          await withTimeout(this.backend.deregister(ref), Math.max(100, Math.min(3_000, until - Date.now())), 'deregister');
+          await withTimeout(this.backend.deregister(ref), Math.min(3_000, left()), 'deregister');
           done(ref);
         } catch (err) {
           failed++;
@@ -278,8 +287,8 @@ export class Registrar implements DesiredSink {
       }
     };
     await Promise.all(Array.from({ length: Math.min(this.concurrency, refs.length) }, worker));
-    const left = refs.length - next + failed;
-    if (left > 0) this.opts.log.error({ event: 'error', left }, `${left} registrations left to their TTL after the shutdown deadline`);
+    const notDone = refs.length - next + failed;
+    if (notDone > 0) this.opts.log.error({ event: 'error', left: notDone }, `${notDone} registrations left to their TTL after the shutdown deadline`);
   }
 
   private slot(id: string): Slot {
@@ -289,8 +298,10 @@ export class Registrar implements DesiredSink {
   }
 
   private needsWork(s: Slot): boolean {
-    if (s.want) return s.rejected !== s.want.digest && s.have?.digest !== s.want.digest;
-    return s.have !== undefined;
+    const w = s.want;
+    // Refused for what it is: what is there is not what the container is now, so it goes.
+    if (!w || s.rejected === w.digest) return s.have !== undefined || s.pending !== undefined;
+    return s.have?.digest !== w.digest || s.pending !== undefined;
   }
 
   /** Start what can be started; the one place that decides what runs next. */
@@ -338,7 +349,14 @@ export class Registrar implements DesiredSink {
         if (this.needsWork(s)) {
           if (s.retryAt > Date.now()) this.wheel.add(s.id, s.retryAt);
           else this.queue.add(s.id);
-        } else this.prune(s);
+        } else {
+          // Moot (the wish changed back meanwhile): no retry is owed.
+          s.attempts = 0;
+          s.retryAt = 0;
+          this.refusedIds.delete(s.id);
+          if (this.refusedIds.size === 0 && this.refusals === 0 && !this.outage) this.state.registryUp = true;
+          this.prune(s);
+        }
         this.pump();
       });
     }
@@ -346,44 +364,52 @@ export class Registrar implements DesiredSink {
   }
 
   private prune(s: Slot): void {
-    if (!s.want && !s.have && !s.busy && !s.retryAt) this.slots.delete(s.id);
+    if (!s.want && !s.have && s.pending === undefined && !s.busy && !s.retryAt) this.slots.delete(s.id);
   }
 
   private async work(s: Slot): Promise<void> {
-    const want = s.want;
+    const want = s.want && s.rejected !== s.want.digest ? s.want : undefined;
+    let writing = false;
     try {
-      if (want) {
+      // First whatever lives under another name (a rename: another key in etcd), or everything when nothing is wanted.
+      for (const name of new Set([s.have?.name, s.pending])) {
+        if (name === undefined || name === want?.instance.name) continue;
         const have = s.have;
-        // A renamed service lives under another key in etcd: remove the old one first.
-        if (have && have.name !== want.instance.name) {
-          await this.op('deregister', () => this.backend.deregister({ id: s.id, name: have.name }));
-          if (s.have === have) this.setHave(s, undefined);
-          this.logWithdrawn(s.id, have.name, have.instance, 'renamed');
+        await this.op('deregister', () => this.backend.deregister({ id: s.id, name }));
+        if (s.pending === name) s.pending = undefined;
+        if (have && s.have === have && have.name === name) this.setHave(s, undefined);
+        metrics.deregistrations.inc();
+        const why = want ? 'renamed' : s.want ? 'the registry refused its new definition' : (s.reason ?? 'withdrawn');
+        this.logWithdrawn(s.id, name, have?.name === name ? have.instance : undefined, why);
+      }
+      if (!want) {
+        s.reason = undefined;
+      } else if (s.have?.digest !== want.digest || s.pending !== undefined) {
+        const before = s.pending;
+        // From here the write may land whatever this process hears back.
+        s.pending = want.instance.name;
+        writing = true;
+        try {
+          await this.op('register', () => this.backend.register(want.instance));
+        } catch (err) {
+          // An answer refusing it means it did not land; no answer means it may have.
+          if (failureKind(err) !== 'unreachable') s.pending = before;
+          throw err;
         }
-        // From here the registration may exist whatever the outcome: a timed-out write can still land.
-        this.setHave(s, { name: want.instance.name, digest: '' });
-        await this.op('register', () => this.backend.register(want.instance));
-        if (s.have?.digest === '') this.setHave(s, { name: want.instance.name, digest: want.digest, instance: want.instance });
+        s.pending = undefined;
+        this.setHave(s, { name: want.instance.name, digest: want.digest, instance: want.instance });
         metrics.registrations.inc();
         const inst = want.instance;
         this.opts.log.info(
           { event: 'registered', service: inst.name, id: inst.id, addr: addr(inst), status: inst.status },
           `registered ${inst.id} as ${inst.name} at ${addr(inst)}${inst.status === 'passing' ? '' : ` (${inst.status})`}`,
         );
-      } else if (s.have) {
-        const have = s.have;
-        await this.op('deregister', () => this.backend.deregister({ id: s.id, name: have.name }));
-        if (s.have === have) this.setHave(s, undefined);
-        metrics.deregistrations.inc();
-        this.logWithdrawn(s.id, have.name, have.instance, s.reason ?? 'withdrawn');
-        s.reason = undefined;
       }
       s.attempts = 0;
       s.retryAt = 0;
-      s.rejected = undefined;
       this.succeeded();
     } catch (err) {
-      this.failed(err, s, want);
+      this.failed(err, s, writing ? want : undefined);
     }
   }
 
@@ -397,15 +423,26 @@ export class Registrar implements DesiredSink {
     this.opts.log.info({ event: 'deregistered', service: name, id, ...(inst ? { addr: addr(inst) } : {}), reason }, `deregistered ${id}${where} (${reason})`);
   }
 
-  private op(name: string, fn: () => Promise<void>): Promise<void> {
-    return timed(name, () => withTimeout(fn(), this.opTimeoutMs, name));
+  /**
+   * One registry write. The slot stays busy until the call itself ends (every backend call has
+   * its own timeout): released early, a late write could land after the slot moved on and be
+   * left behind. A call without an answer for opTimeoutMs already counts as an outage.
+   */
+  private async op(name: string, fn: () => Promise<void>): Promise<void> {
+    const watchdog = setTimeout(() => this.noteFailure('unreachable', new Error(`${name}: no answer within ${this.opTimeoutMs} ms`)), this.opTimeoutMs);
+    try {
+      await timed(name, fn);
+    } finally {
+      clearTimeout(watchdog);
+    }
   }
 
   private succeeded(): void {
-    if (this.refusals > 0) {
+    if (this.refusals > 0 || this.refusedIds.size > 0) {
       this.opts.log.info({ event: 'registry-up', registry: this.backend.description }, `registry ${this.backend.description} accepts requests again`);
     }
     this.refusals = 0;
+    this.refusedIds.clear();
     this.state.registryUp = !this.outage;
   }
 
@@ -419,20 +456,30 @@ export class Registrar implements DesiredSink {
     }
     s.attempts++;
     s.retryAt = Date.now() + backoffMs(s.attempts - 1, this.opts.retryIntervalMs, this.maxRetryMs);
-    this.noteFailure(kind, err, s.attempts === 1 ? s.id : undefined);
+    this.noteFailure(kind, err, s.id, s.attempts === 1);
   }
 
-  /** One failure of any registry call: an outage (no answer) or a refusal (an answer, but no). */
-  private noteFailure(kind: FailureKind, err: unknown, firstForId?: string): void {
+  /**
+   * One failure of any registry call: an outage (no answer) or a refusal (an answer, but no).
+   * Refusals pause everything only once they come from more than one id (or from a listing):
+   * one registration refused over and over is that id's own backoff, nobody else's.
+   */
+  private noteFailure(kind: FailureKind, err: unknown, id?: string, firstForId = false): void {
     this.state.registryUp = false;
+    this.state.lastError = msg(err);
     if (kind === 'unreachable') return this.enterOutage(err);
-    this.refusals++;
-    const wait = backoffMs(this.refusals - 1, Math.min(this.opts.retryIntervalMs, 500), this.maxRetryMs);
-    this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
+    if (id !== undefined) this.refusedIds.add(id);
+    const global = id === undefined || this.refusedIds.size >= 2;
+    let wait = 0;
+    if (global) {
+      this.refusals++;
+      wait = backoffMs(this.refusals - 1, Math.min(this.opts.retryIntervalMs, 500), this.maxRetryMs);
+      this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
+    }
     if (this.refusals === 1 || firstForId) {
       this.opts.log.error(
-        { event: 'error', registry: this.backend.description, ...(firstForId ? { id: firstForId } : {}), err: msg(err), retryMs: wait },
-        `registry ${this.backend.description} refused${firstForId ? ` ${firstForId}` : ''}: ${msg(err)}; retrying with backoff`,
+        { event: 'error', registry: this.backend.description, ...(id ? { id } : {}), err: msg(err), ...(wait ? { retryMs: wait } : {}) },
+        `registry ${this.backend.description} refused${id ? ` ${id}` : ''}: ${msg(err)}; retrying with backoff`,
       );
     }
   }
@@ -513,17 +560,21 @@ export class Registrar implements DesiredSink {
 
   /** What the registry holds for this host replaces what this process believed. */
   private applyListing(records: OwnRecord[]): void {
+    const partial = this.resyncPartial;
     const seen = new Set<string>();
     for (const rec of records) {
       seen.add(rec.id);
       const known = this.slots.get(rec.id);
-      const ours = known?.have !== undefined;
-      // Someone else's leftovers (a previous run, a removed container) are only touched with --cleanup.
-      if (!known?.want && !ours && !this.opts.cleanup) continue;
+      const ours = known?.have !== undefined || known?.pending !== undefined;
+      // Someone else's leftovers (a previous run, a removed container) are only touched with
+      // --cleanup, and only when the source could read every container this time.
+      if (!known?.want && !ours && (!this.opts.cleanup || partial)) continue;
       const s = known ?? this.slot(rec.id);
       const digest = rec.renew ? '' : rec.digest;
       const instance = s.have?.digest === digest && digest ? s.have.instance : s.want?.digest === digest && digest ? s.want.instance : undefined;
       this.setHave(s, { name: rec.name, digest, instance });
+      // The write whose answer never came did land, exactly as wanted.
+      if (s.pending === rec.name && digest && digest === s.want?.digest) s.pending = undefined;
       if (!s.want && !ours) s.reason = 'cleanup: no container backs it';
       this.queue.add(s.id);
     }
@@ -532,6 +583,8 @@ export class Registrar implements DesiredSink {
         this.setHave(s, undefined);
         this.queue.add(s.id);
       }
+      // Not listed: a write that may have landed did not.
+      if (s.pending !== undefined && !seen.has(s.id) && !s.busy) s.pending = undefined;
       // Every wanted instance is tried again, refused or not.
       if (s.rejected || s.retryAt) {
         s.rejected = undefined;
@@ -551,13 +604,16 @@ export class Registrar implements DesiredSink {
     clearTimeout(this.retryBeatTimer);
     const refs: InstanceRef[] = [];
     const gens = new Map<string, number>();
+    // Everything the registry holds for us, also while an update of it is being retried.
     for (const s of this.slots.values()) {
-      if (!s.have?.digest || s.busy) continue;
+      if (!s.have) continue;
       refs.push({ id: s.id, name: s.have.name });
       gens.set(s.id, s.gen);
     }
+    const abort = new AbortController();
+    this.beatAbort = abort;
     try {
-      const res = await withTimeout(this.backend.heartbeat(refs), Math.max(30_000, this.opts.ttlRefreshMs), 'heartbeat');
+      const res = await withTimeout(this.backend.heartbeat(refs, abort.signal), Math.max(30_000, this.opts.ttlRefreshMs), 'heartbeat').finally(() => abort.abort());
       metrics.heartbeats.inc();
       for (const id of res.lost) {
         const s = this.slots.get(id);

@@ -12,6 +12,7 @@ import { compareInstances, OWN_META_KEYS } from '../model/service-instance.js';
 import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { ConsulHttp, ConsulHttpError } from './consul-http.js';
 import { instanceDigest } from './digest.js';
+import { eachLimited } from './each.js';
 import type { BackendOptions, HeartbeatResult, InstanceRef, OwnRecord, RegistryBackend } from './types.js';
 
 const [HOST_META, DIGEST_META] = OWN_META_KEYS;
@@ -143,14 +144,17 @@ export class ConsulBackend implements RegistryBackend {
 
   async register(s: ServiceInstance): Promise<void> {
     const checks: ConsulCheckBody[] = [];
-    if (s.check) checks.push({ ...consulCheck(s.check), CheckID: userCheckId(s.id) });
+    // A failed container (on-success) has nothing left to check, and a critical user check with
+    // DeregisterCriticalServiceAfter would have Consul reap what the user asked to keep.
+    if (s.check && s.status === 'passing') checks.push({ ...consulCheck(s.check), CheckID: userCheckId(s.id) });
     if (this.ttl > 0) {
+      // The host's heartbeat: critical (then reaped) only when this host stops passing it.
       checks.push({
         CheckID: ttlCheckId(s.id),
         Name: 'harbormaster heartbeat',
         TTL: `${this.ttl}s`,
         Status: 'passing',
-        DeregisterCriticalServiceAfter: s.check?.deregisterAfter ?? `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`,
+        DeregisterCriticalServiceAfter: `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`,
       });
     }
     if (s.status !== 'passing') {
@@ -175,25 +179,29 @@ export class ConsulBackend implements RegistryBackend {
     }
   }
 
-  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
+  /** One pass per TTL check, 16 at a time; the round ends early if aborted or the agent stops answering. */
+  async heartbeat(refs: InstanceRef[], signal?: AbortSignal): Promise<HeartbeatResult> {
     if (this.ttl <= 0) return { lost: [] };
     const lost: string[] = [];
     let failure: unknown;
-    // One request per TTL check, a handful at a time: a host can run thousands of services.
-    let next = 0;
-    const worker = async () => {
-      while (next < refs.length) {
-        const ref = refs[next++];
+    let unreachable = false;
+    await eachLimited(
+      refs,
+      16,
+      async (ref) => {
         try {
-          await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(ttlCheckId(ref.id))}`);
+          await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(ttlCheckId(ref.id))}`, undefined, signal);
         } catch (err) {
           // An unknown check: the agent lost it (restart, reaped); register again.
           if (isUnknown(err)) lost.push(ref.id);
-          else failure ??= err;
+          else {
+            failure ??= err;
+            if (!(err instanceof ConsulHttpError)) unreachable = true;
+          }
         }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(16, refs.length) }, worker));
+      },
+      () => unreachable || !!signal?.aborted,
+    );
     return failure === undefined ? { lost } : { lost, error: failure };
   }
 
@@ -227,8 +235,13 @@ export class ConsulBackend implements RegistryBackend {
   }
 }
 
-/** Consul's answers for a service or check it does not hold (404 in recent versions, 500 in older). */
-function isUnknown(err: unknown): boolean {
+/**
+ * Consul's answers for a service or check it does not hold: 404 in recent versions; 1.8 answers a
+ * pass of an unknown check with 500 `CheckID "…" does not have associated TTL` (and a deregister
+ * of an unknown service with 200). Only these: a 403 "ACL not found" is a refusal, not an absence.
+ */
+export function isUnknown(err: unknown): boolean {
   if (!(err instanceof ConsulHttpError)) return false;
-  return err.status === 404 || /unknown (service|check)|not found|does not have associated ttl/i.test(err.message);
+  if (err.status === 404) return true;
+  return err.status === 500 && /: 500 (CheckID "[^"]*" does not have associated TTL|Unknown (service|check) ID)/i.test(err.message);
 }

@@ -47,7 +47,7 @@ export class ConsulHttp {
   }
 
   /** The parsed JSON answer (undefined for an empty body); throws classified errors. */
-  async call<T>(method: 'GET' | 'PUT', path: string, body?: unknown): Promise<T> {
+  async call<T>(method: 'GET' | 'PUT', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.token) headers['x-consul-token'] = this.token;
     if (body !== undefined) headers['content-type'] = 'application/json';
@@ -58,7 +58,7 @@ export class ConsulHttp {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         dispatcher: this.dispatcher,
-        signal: AbortSignal.timeout(this.timeoutMs),
+        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]) : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
       throw new Error(`${method} ${path}: ${errText(err)}`);

@@ -6,7 +6,12 @@
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
 import {
   Etcd3,
+  EtcdAuthenticationFailedError,
   EtcdError,
+  EtcdInvalidAuthTokenError,
+  EtcdPermissionDeniedError,
+  EtcdRoleNotGrantedError,
+  EtcdUserNotFoundError,
   EtcdLeaseInvalidError,
   GRPCDeadlineExceededError,
   GRPCGenericError,
@@ -18,6 +23,7 @@ import {
 } from 'etcd3';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
+import { checkText } from '../model/validate.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
 import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
@@ -119,7 +125,13 @@ export class EtcdBackend implements RegistryBackend {
       const lease = this.opts.ttl > 0 ? await this.currentLease() : undefined;
       const leaseId = lease ? this.leaseId : undefined;
       const index: IndexValue = { name: s.name, digest: this.digest(s) };
-      await this.txn([put(this.key(s), encodeInstance(s), leaseId), put(this.indexKey(s.host || this.host, s.id), JSON.stringify(index), leaseId)]);
+      try {
+        await this.txn([put(this.key(s), encodeInstance(s), leaseId), put(this.indexKey(s.host || this.host, s.id), JSON.stringify(index), leaseId)]);
+      } catch (err) {
+        // Only the lease this write used is dropped: another writer may have granted a new one meanwhile.
+        if (err instanceof EtcdLeaseInvalidError && lease && this.lease === lease) this.dropLease();
+        throw err;
+      }
       if (lease && this.lease === lease) this.leaseIds.add(s.id);
     };
     try {
@@ -127,7 +139,6 @@ export class EtcdBackend implements RegistryBackend {
     } catch (err) {
       // The lease expired (an idle host, an outage longer than the TTL): take a fresh one, once.
       if (!(err instanceof EtcdLeaseInvalidError)) throw err;
-      this.dropLease();
       await write();
     }
   }
@@ -138,7 +149,7 @@ export class EtcdBackend implements RegistryBackend {
   }
 
   /** One keepalive for the whole host, also while it has nothing registered, so the lease never lapses. */
-  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
+  async heartbeat(refs: InstanceRef[], _signal?: AbortSignal): Promise<HeartbeatResult> {
     if (this.opts.ttl <= 0) return { lost: [] };
     const lease = this.lease;
     if (!lease) return { lost: refs.map((r) => r.id) };
@@ -170,11 +181,16 @@ export class EtcdBackend implements RegistryBackend {
     return out.sort(compareInstances);
   }
 
-  /** This host's index, a page at a time: cost grows with this host's entries, not the prefix's. */
+  /**
+   * This host's index, a page at a time: cost grows with this host's entries, not the prefix's.
+   * An entry whose instance key is not on this process's lease (an old lease, or deleted by hand
+   * while its index key survived) is reported for writing again.
+   */
   async listOwn(host: string): Promise<OwnRecord[]> {
     const prefix = this.indexPrefix(host);
     const end = Buffer.from(prefix);
     end[end.length - 1]++;
+    const onLease = await this.keysOnLease();
     const out: OwnRecord[] = [];
     let from = Buffer.from(prefix);
     for (;;) {
@@ -186,18 +202,36 @@ export class EtcdBackend implements RegistryBackend {
         try {
           id = decodeURIComponent(key.slice(prefix.length));
           value = JSON.parse(kv.value.toString()) as IndexValue;
-          if (typeof value?.name !== 'string' || typeof value.digest !== 'string') throw new Error('not a harbormaster index record');
+          if (typeof value?.name !== 'string' || typeof value.digest !== 'string' || checkText(value.name, 255) || checkText(id, 255)) {
+            throw new Error('not a harbormaster index record');
+          }
         } catch (err) {
           this.opts.warn?.(`etcd key ${key}: ${(err as Error).message}; skipped`);
           continue;
         }
-        const renew = this.opts.ttl > 0 && String(kv.lease) !== this.leaseId;
+        const renew = this.opts.ttl > 0 && (String(kv.lease) !== this.leaseId || !onLease?.has(this.key({ id, name: value.name })));
         out.push({ id, name: value.name, digest: value.digest, renew });
       }
       if (!res.more || res.kvs.length === 0) break;
       from = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
     }
     return out;
+  }
+
+  /** Every key attached to this process's lease (one request), or undefined without a lease. */
+  private async keysOnLease(): Promise<Set<string> | undefined> {
+    const lease = this.lease;
+    const id = this.leaseId;
+    if (!lease || !id) return undefined;
+    try {
+      const res = await this.call('etcd lease ttl', () => this.client.leaseClient.leaseTimeToLive({ ID: id, keys: true }));
+      if (res.TTL === '-1' || res.TTL === '0') throw new EtcdLeaseInvalidError(id);
+      return new Set(res.keys.map((k) => k.toString()));
+    } catch (err) {
+      if (!(err instanceof EtcdLeaseInvalidError)) throw err;
+      if (this.lease === lease) this.dropLease();
+      return undefined;
+    }
   }
 
   /** Revoking the lease removes every key of this process in one request; the rest go in transactions. */
@@ -230,7 +264,7 @@ export class EtcdBackend implements RegistryBackend {
     try {
       return await withTimeout(fn(), CALL_TIMEOUT_MS + 500, what);
     } catch (err) {
-      throw classify(what, err);
+      throw classifyEtcdError(what, err);
     }
   }
 
@@ -267,14 +301,24 @@ export class EtcdBackend implements RegistryBackend {
   }
 }
 
+/** gRPC status codes: an answer refusing this request for what it is, or refusing the caller. */
+const GRPC_INVALID_ARGUMENT = 3;
+const GRPC_REFUSING = new Set([5, 6, 7, 8, 9, 10, 11, 12, 16]);
+
 /**
- * A refused request (too large: rejected for what it is; permission, quota: refused) is an
- * answer; unavailable, deadline, cancelled, an open circuit breaker are no answer.
+ * A refused request (too large: rejected for what it is; permission, auth, quota: refused) is an
+ * answer; unavailable, deadline, cancelled, an open circuit breaker are no answer. The client
+ * does not always cast gRPC errors to its own classes, so the status code decides first.
  */
-function classify(what: string, err: unknown): unknown {
+export function classifyEtcdError(what: string, err: unknown): unknown {
   if (err instanceof EtcdLeaseInvalidError) return err;
   const text = `${what}: ${(err as Error)?.message ?? String(err)}`;
-  if (err instanceof GRPCInvalidArgumentError) return new RejectedError(text);
+  const code = (err as { code?: unknown })?.code;
+  if (err instanceof GRPCInvalidArgumentError || code === GRPC_INVALID_ARGUMENT) return new RejectedError(text);
+  if (typeof code === 'number' && GRPC_REFUSING.has(code)) return new RefusedError(text);
+  // etcd's own auth errors are plain Error subclasses, cast from the message.
+  const auth = [EtcdPermissionDeniedError, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdUserNotFoundError, EtcdRoleNotGrantedError];
+  if (auth.some((c) => err instanceof c)) return new RefusedError(text);
   if ((err instanceof GRPCGenericError || err instanceof EtcdError) && !isRecoverableError(err) && !(err instanceof GRPCDeadlineExceededError)) {
     return new RefusedError(text);
   }

@@ -6,6 +6,7 @@ import Etcd from 'node-etcd';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { instanceDigest } from './digest.js';
+import { eachLimited } from './each.js';
 import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
@@ -94,7 +95,7 @@ export class Etcd2Backend implements RegistryBackend {
   }
 
   /** One refresh for the index directory, then one per key. */
-  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
+  async heartbeat(refs: InstanceRef[], signal?: AbortSignal): Promise<HeartbeatResult> {
     if (this.opts.ttl <= 0) return { lost: [] };
     if (refs.length === 0) {
       // Nothing to keep alive: let the index directory lapse and create it again on the next write.
@@ -111,19 +112,23 @@ export class Etcd2Backend implements RegistryBackend {
     }
     const lost: string[] = [];
     let failure: unknown;
-    let next = 0;
-    const worker = async () => {
-      while (next < refs.length) {
-        const r = refs[next++];
+    let unreachable = false;
+    await eachLimited(
+      refs,
+      16,
+      async (r) => {
         try {
           await this.call((cb) => this.client.set(this.key(r), null, { ttl: this.opts.ttl, refresh: true, prevExist: true }, cb));
         } catch (err) {
           if (errorCode(err) === KEY_NOT_FOUND) lost.push(r.id);
-          else failure ??= err;
+          else {
+            failure ??= err;
+            if (!(err instanceof RefusedError)) unreachable = true;
+          }
         }
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(16, refs.length) }, worker));
+      },
+      () => unreachable || !!signal?.aborted,
+    );
     return failure === undefined ? { lost } : { lost, error: failure };
   }
 
@@ -164,7 +169,8 @@ export class Etcd2Backend implements RegistryBackend {
     const out: OwnRecord[] = [];
     for (const n of root?.nodes ?? []) {
       try {
-        const id = decodeURIComponent(n.key.slice(dir.length + 1));
+        // etcd stores the key as the URL decoded it: the id as it is (encoded only on the way in).
+        const id = n.key.slice(dir.length + 1);
         const v = JSON.parse(n.value ?? '') as IndexValue;
         if (typeof v?.name !== 'string' || typeof v.digest !== 'string') throw new Error('not a harbormaster index record');
         out.push({ id, name: v.name, digest: v.digest });
@@ -177,14 +183,7 @@ export class Etcd2Backend implements RegistryBackend {
 
   /** The keys one by one (v2 has no transactions), then the index directory at once. */
   async deregisterAll(refs: InstanceRef[]): Promise<void> {
-    let next = 0;
-    const worker = async () => {
-      while (next < refs.length) {
-        const r = refs[next++];
-        await this.ignoreMissing(this.call((cb) => this.client.del(this.key(r), {}, cb)));
-      }
-    };
-    await Promise.all(Array.from({ length: Math.min(16, refs.length) }, worker));
+    await eachLimited(refs, 16, (r) => this.ignoreMissing(this.call((cb) => this.client.del(this.key(r), {}, cb))));
     await this.ignoreMissing(this.call((cb) => this.client.del(this.dir(this.host), { recursive: true }, cb)));
     this.dirReady = false;
   }

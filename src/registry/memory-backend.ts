@@ -58,7 +58,8 @@ export class MemoryStore {
     return () => this.listeners.delete(fn);
   }
 
-  private expire(): void {
+  /** Drop what has expired (cheap when nothing has); listeners hear of any removal. */
+  expire(): void {
     const now = Date.now();
     if (now < this.nextExpiry) return;
     let changed = false;
@@ -113,7 +114,7 @@ export class MemoryBackend implements RegistryBackend {
     this.store.delete(ref.id);
   }
 
-  async heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult> {
+  async heartbeat(refs: InstanceRef[], _signal?: AbortSignal): Promise<HeartbeatResult> {
     return { lost: this.store.refresh(refs.map((r) => r.id), this.ttlMs) };
   }
 

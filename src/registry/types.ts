@@ -31,8 +31,8 @@ export interface RegistryBackend {
   register(instance: ServiceInstance): Promise<void>;
   /** Remove one instance; removing an absent one is not an error. */
   deregister(ref: InstanceRef): Promise<void>;
-  /** Refresh TTLs / pass TTL checks of what this process registered: one request per lease or TTL check. */
-  heartbeat(refs: InstanceRef[]): Promise<HeartbeatResult>;
+  /** Refresh TTLs / pass TTL checks of what this process registered: one request per lease or TTL check; `signal` ends the round early. */
+  heartbeat(refs: InstanceRef[], signal?: AbortSignal): Promise<HeartbeatResult>;
   /** Everything the registry holds (all hosts). */
   list(): Promise<ServiceInstance[]>;
   /** What the registry holds for one host, read without reading other hosts' entries. */

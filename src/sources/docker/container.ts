@@ -14,6 +14,8 @@ export interface ContainerDetails {
     Env?: string[] | null;
     Labels?: Record<string, string> | null;
     ExposedPorts?: Record<string, unknown> | null;
+    /** The image's STOPSIGNAL, e.g. "SIGWINCH"; absent for the default (SIGTERM). */
+    StopSignal?: string | null;
   };
   HostConfig?: { NetworkMode?: string } | null;
   NetworkSettings?: {

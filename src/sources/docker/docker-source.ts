@@ -4,6 +4,7 @@
 // newer lifecycle event arrived meanwhile, so a resync can never undo a `stop` it did not see.
 // A failed inspection is retried; every Docker call has a timeout; a broken event stream or a
 // failed listing reconnects with backoff and lists everything again.
+import { constants } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import type Docker from 'dockerode';
 import type { Logger } from '../../log/logger.js';
@@ -48,6 +49,8 @@ interface ContainerState {
   /** Failed inspections in a row, and the timer of the next attempt. */
   failures: number;
   retryTimer?: NodeJS.Timeout;
+  /** The image's STOPSIGNAL (e.g. SIGWINCH for httpd): a kill with it is `docker stop`. */
+  stopSignal?: number;
 }
 
 export interface DockerSourceStatus {
@@ -65,6 +68,14 @@ export function terminatingSignal(raw: string | undefined): string | undefined {
   if (TERMINATING[s]) return TERMINATING[s];
   const name = s.startsWith('SIG') ? s : `SIG${s}`;
   return Object.values(TERMINATING).includes(name) ? name : undefined;
+}
+
+/** A signal as Docker writes it ("15", "SIGTERM", "TERM") as its number; undefined if unknown. */
+export function signalNumber(raw: string | undefined): number | undefined {
+  const s = (raw ?? '').trim().toUpperCase();
+  if (/^\d{1,2}$/.test(s)) return Number(s);
+  const name = (s.startsWith('SIG') ? s : `SIG${s}`) as keyof typeof constants.signals;
+  return constants.signals[name];
 }
 
 /** The container events that change what a container serves; exec_*, attach, top… do not. */
@@ -92,25 +103,29 @@ class Limit {
   private readonly waiting: Array<() => void> = [];
   constructor(private readonly max: number) {}
   async run<T>(fn: () => Promise<T>): Promise<T> {
+    // A freed slot is handed straight to the next waiter, so nobody can slip in between.
     if (this.active >= this.max) await new Promise<void>((r) => this.waiting.push(r));
-    this.active++;
+    else this.active++;
     try {
       return await fn();
     } finally {
-      this.active--;
-      this.waiting.shift()?.();
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.active--;
     }
   }
 }
 
+type RefreshOutcome = 'done' | 'failed' | 'superseded';
+
 export class DockerSource {
   readonly status: DockerSourceStatus = { connected: false };
   private readonly states = new Map<string, ContainerState>();
-  private readonly queues = new Map<string, Promise<void>>();
+  private readonly queues = new Map<string, Promise<unknown>>();
   private readonly limit = new Limit(INSPECT_CONCURRENCY);
   private readonly callTimeoutMs: number;
-  /** Aborts every Docker call in flight on stop(). */
-  private readonly stopping = new AbortController();
+  /** Docker calls in flight, aborted on stop(). */
+  private readonly inflight = new Set<AbortController>();
   private streamAbort?: AbortController;
   private stopped = false;
   private resyncTimer?: NodeJS.Timeout;
@@ -132,15 +147,25 @@ export class DockerSource {
     this.stopped = true;
     clearInterval(this.resyncTimer);
     for (const st of this.states.values()) clearTimeout(st.retryTimer);
-    this.stopping.abort();
+    for (const c of this.inflight) c.abort();
     this.streamAbort?.abort();
     this.wake?.();
     await Promise.race([this.running, sleep(2_000)]);
   }
 
-  /** A signal that ends a call at its timeout or at stop(). */
-  private signal(): AbortSignal {
-    return AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.callTimeoutMs)]);
+  /** One Docker call, ended at its timeout or at stop() (a controller per call: nothing accumulates). */
+  private async call<T>(what: string, fn: (signal: AbortSignal) => Promise<T>): Promise<T> {
+    const c = new AbortController();
+    const timer = setTimeout(() => c.abort(new Error(`${what}: no answer within ${this.callTimeoutMs} ms`)), this.callTimeoutMs);
+    this.inflight.add(c);
+    try {
+      return await fn(c.signal);
+    } catch (err) {
+      throw c.signal.aborted && c.signal.reason instanceof Error ? c.signal.reason : err;
+    } finally {
+      clearTimeout(timer);
+      this.inflight.delete(c);
+    }
   }
 
   private async connectLoop(): Promise<void> {
@@ -264,25 +289,29 @@ export class DockerSource {
     }
     // Docker's own clock, so that it compares with StartedAt.
     const at = typeof ev.timeNano === 'number' ? ev.timeNano / 1e6 : typeof ev.time === 'number' ? ev.time * 1000 : Date.now();
-    if (verb === 'kill' && !terminatingSignal(attrs.signal)) return; // HUP, USR1…: a reload, not an exit
+    const known = this.states.get(id);
+    const stopSignal = verb === 'kill' && known?.stopSignal !== undefined && signalNumber(attrs.signal) === known.stopSignal;
+    const killedBy = terminatingSignal(attrs.signal) ?? (stopSignal ? `STOPSIGNAL ${attrs.signal}` : undefined);
+    if (verb === 'kill' && !killedBy) return; // HUP, USR1…: a reload, not an exit
     const st = this.state(id);
     st.epoch++;
     if (attrs.name) st.name = attrs.name;
     switch (verb) {
       case 'start':
-      case 'unpause':
       case 'restart':
         st.stopping = undefined;
         st.failed = undefined;
-        this.refresh(id);
+        void this.refresh(id);
         break;
+      // An unpause can arrive after the kill of a paused container being stopped: it clears nothing.
+      case 'unpause':
       case 'health_status':
       case 'rename':
       case 'update':
-        this.refresh(id);
+        void this.refresh(id);
         break;
       case 'kill':
-        this.withdraw(id, st, `kill ${terminatingSignal(attrs.signal)}`, at);
+        this.withdraw(id, st, `kill ${killedBy}`, at);
         break;
       case 'stop':
         this.withdraw(id, st, 'stop', at);
@@ -327,36 +356,46 @@ export class DockerSource {
   /**
    * Inspect one container and recompute its services, serialized per container. Resolves when
    * done (or superseded); a failed inspection keeps what was there and is retried with backoff.
+   * Only a resync's inspections queue for the shared limit: an event's never waits behind them.
    */
-  private refresh(id: string): Promise<void> {
+  private refresh(id: string, limited = false): Promise<RefreshOutcome> {
     const st = this.state(id);
     clearTimeout(st.retryTimer);
     st.retryTimer = undefined;
     const epoch = st.epoch;
     const prev = this.queues.get(id) ?? Promise.resolve();
-    const next = prev.then(async () => {
-      if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return; // a newer event owns it now
+    const next = prev.then(async (): Promise<RefreshOutcome> => {
+      if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return 'superseded'; // a newer event owns it now
       let details: ContainerDetails | undefined;
       try {
-        details = await this.limit.run(() => this.inspect(id));
+        details = limited ? await this.limit.run(() => this.inspect(id)) : await this.inspect(id);
       } catch (err) {
-        if (!this.stopped && this.states.get(id) === st && st.epoch === epoch) this.retryLater(id, st, err);
-        return;
+        if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return 'superseded';
+        this.retryLater(id, st, err);
+        return 'failed';
       }
       if (st.failures > 0) this.opts.log.info({ container: st.name }, `inspecting ${this.label(id, st)} works again`);
       st.failures = 0;
-      if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return;
+      if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return 'superseded';
       if (!details) {
         this.put(id, st, [], `${this.label(id, st)}: gone`);
         this.states.delete(id);
-        return;
+        return 'done';
       }
-      this.put(id, st, this.servicesOf(details, st));
+      try {
+        st.stopSignal = signalNumber(details.Config?.StopSignal ?? undefined);
+        this.put(id, st, this.servicesOf(details, st));
+      } catch (err) {
+        // Whatever Docker answered, one container never takes the process down; its services stay as they were.
+        this.opts.log.error({ event: 'error', container: st.name ?? id.slice(0, 12), err: errText(err) }, `container ${this.label(id, st)}: ${errText(err)}; its services stay as they were`);
+        return 'failed';
+      }
+      return 'done';
     });
     const tracked = next.finally(() => {
       if (this.queues.get(id) === tracked) this.queues.delete(id);
     });
-    this.queues.set(id, tracked);
+    this.queues.set(id, tracked.then(() => undefined));
     return tracked;
   }
 
@@ -366,13 +405,13 @@ export class DockerSource {
     const log = st.failures === 1 ? this.opts.log.error.bind(this.opts.log) : this.opts.log.debug.bind(this.opts.log);
     log({ event: 'error', container: st.name ?? id.slice(0, 12), err: errText(err), retryMs: wait }, `inspecting container ${this.label(id, st)} failed (${errText(err)}); retrying in ${(wait / 1000).toFixed(1)}s, its services stay as they are`);
     this.status.lastError = errText(err);
-    st.retryTimer = setTimeout(() => void this.refresh(id), wait);
+    st.retryTimer = setTimeout(() => void this.refresh(id, true), wait);
     st.retryTimer.unref();
   }
 
   private async inspect(id: string): Promise<ContainerDetails | undefined> {
     try {
-      return (await this.opts.docker.getContainer(id).inspect({ abortSignal: this.signal() })) as unknown as ContainerDetails;
+      return (await this.call(`inspecting ${id.slice(0, 12)}`, (abortSignal) => this.opts.docker.getContainer(id).inspect({ abortSignal }))) as unknown as ContainerDetails;
     } catch (err) {
       if ((err as { statusCode?: number }).statusCode === 404) return undefined;
       throw err;
@@ -441,13 +480,13 @@ export class DockerSource {
 
   private async resyncOnce(): Promise<void> {
     const before = new Map([...this.states].map(([id, st]) => [id, st.epoch]));
-    const list = await withTimeout(this.opts.docker.listContainers({ all: true, abortSignal: this.signal() }), this.callTimeoutMs + 1000, 'listing containers');
+    const list = await this.call('listing containers', (abortSignal) => this.opts.docker.listContainers({ all: true, abortSignal }));
     const present = new Set<string>();
-    const jobs: Promise<void>[] = [];
+    const jobs: Promise<RefreshOutcome>[] = [];
     for (const c of list) {
       present.add(c.Id);
       const st = this.states.get(c.Id);
-      if (c.State === 'running' || c.State === 'paused' || c.State === 'restarting') jobs.push(this.refresh(c.Id));
+      if (c.State === 'running' || c.State === 'paused' || c.State === 'restarting') jobs.push(this.refresh(c.Id, true));
       // Not running: nothing to serve, unless kept as critical after a failure (until it starts again).
       else if (st && st.failed === undefined && before.get(c.Id) === st.epoch) this.put(c.Id, st, [], `${this.label(c.Id, st)}: not running`);
     }
@@ -459,9 +498,11 @@ export class DockerSource {
         this.states.delete(id);
       }
     }
-    await Promise.all(jobs);
+    const outcomes = await Promise.all(jobs);
+    const unread = outcomes.filter((o) => o === 'failed').length;
     this.status.lastSync = new Date();
-    this.opts.sink.complete();
+    // A container that could not be read keeps its entries: nothing unknown may be cleaned up this time.
+    this.opts.sink.complete({ partial: unread > 0 });
   }
 }
 

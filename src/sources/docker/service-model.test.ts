@@ -590,8 +590,7 @@ describe('containerServices: booleans, gRPC targets, methods and TLS', () => {
     ['SERVICE_CHECK_GRPC', { SERVICE_CHECK_GRPC: 'a'.repeat(256) }, 'gRPC service name'],
     ['SERVICE_CHECK_HTTP_METHOD', { SERVICE_CHECK_HTTP: '/', SERVICE_CHECK_HTTP_METHOD: 'GET /x' }, 'not an HTTP method'],
     ['SERVICE_CHECK_HTTPS_METHOD', { SERVICE_CHECK_HTTPS: '/', SERVICE_CHECK_HTTPS_METHOD: 'G(ET' }, 'not an HTTP method'],
-    // Validated even when no check uses it: a typo should not pass silently.
-    ['SERVICE_CHECK_TLS_SKIP_VERIFY', { SERVICE_CHECK_TLS_SKIP_VERIFY: 'y' }, 'not a boolean'],
+    ['SERVICE_CHECK_INTERVAL', { SERVICE_CHECK_TCP: 'true', SERVICE_CHECK_INTERVAL: '5 seconds' }, 'not a duration'],
   ])('a bad %s skips the service with one line', (key, env, reason) => {
     const r = services({ env });
     expect(r.instances).toEqual([]);
@@ -599,6 +598,29 @@ describe('containerServices: booleans, gRPC targets, methods and TLS', () => {
     expect(r.errors[0]).toContain(`container web1: env ${key}:`);
     expect(r.errors[0]).toContain(reason);
     expect(r.errors[0]).toContain('skipped');
+  });
+});
+
+describe('containerServices: check settings no check uses', () => {
+  it.each([
+    ['SERVICE_CHECK_TLS_SKIP_VERIFY', { SERVICE_CHECK_TLS_SKIP_VERIFY: 'y' }, 'not a boolean'],
+    ['SERVICE_CHECK_INTERVAL', { SERVICE_CHECK_INTERVAL: '5 seconds' }, 'not a duration'],
+    ['SERVICE_CHECK_HTTP_METHOD', { SERVICE_CHECK_TCP: 'true', SERVICE_CHECK_HTTP_METHOD: 'GET /x' }, 'not an HTTP method'],
+  ])('a bad %s is reported and ignored; the service is registered', (key, env, reason) => {
+    const r = services({ env });
+    expect(r.instances).toHaveLength(1);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain(`container web1: env ${key}:`);
+    expect(r.errors[0]).toContain(reason);
+    expect(r.errors[0]).toContain('key ignored');
+  });
+});
+
+describe('containerServices: ids that are path segments', () => {
+  it.each(['.', '..'])('SERVICE_ID=%s skips the service', (id) => {
+    const r = services({ env: { SERVICE_ID: id } });
+    expect(r.instances).toEqual([]);
+    expect(r.errors[0]).toContain('may not be "." or ".."');
   });
 });
 

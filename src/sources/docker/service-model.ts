@@ -252,19 +252,36 @@ function maxLength(key: string): number {
   return 512;
 }
 
+/** Keys that ask for a check: a bad one skips the service, whatever else is set. */
+const SELECTING_CHECK_KEYS = ['check_http', 'check_https', 'check_cmd', 'check_script', 'check_ttl', 'check_tcp', 'check_grpc'];
+const COMMON_CHECK_KEYS = ['check_initial_status', 'check_deregister_after'];
+/** The settings each kind of check reads. */
+const CHECK_USES: Record<CheckDefinition['kind'], string[]> = {
+  http: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout', 'check_http_method'],
+  https: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout', 'check_https_method', 'check_tls_skip_verify'],
+  cmd: [...COMMON_CHECK_KEYS, 'check_interval'],
+  script: [...COMMON_CHECK_KEYS, 'check_interval'],
+  ttl: [...COMMON_CHECK_KEYS, 'check_ttl'],
+  tcp: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout'],
+  grpc: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout', 'check_grpc_use_tls', 'check_tls_skip_verify'],
+};
+
 function buildCheck(
   get: (k: string) => Setting | undefined,
   address: string,
   port: number,
   containerId: string,
   fail: (source: string, reason: string) => void,
+  ignore: (source: string, reason: string) => void,
 ): CheckDefinition | undefined {
+  // Bad values are sorted at the end: one the chosen check uses skips the service; one no check uses is ignored.
+  const bad = new Map<string, { source: string; reason: string }>();
   const validated = <T>(k: string, check: (v: string) => string | undefined, value: (v: string) => T): T | undefined => {
     const s = get(k);
     if (!s) return undefined;
     const err = check(s.value);
     if (err) {
-      fail(s.source, err);
+      bad.set(k, { source: s.source, reason: err });
       return undefined;
     }
     return value(s.value);
@@ -325,6 +342,8 @@ function buildCheck(
     const target = grpc.service === undefined ? hostPort : `${hostPort}/${grpc.service}`;
     check = { kind: 'grpc', target, timeout, grpcUseTls: !!grpcUseTls, tlsSkipVerify: (grpcUseTls && skipVerify) || undefined };
   }
+  const used = new Set<string>([...SELECTING_CHECK_KEYS, ...(check ? CHECK_USES[check.kind] : [])]);
+  for (const [k, b] of bad) (used.has(k) ? fail : ignore)(b.source, b.reason);
   if (!check) return undefined;
   if (check.kind !== 'ttl') check.interval = interval ?? '10s';
   if (initial) check.initialStatus = initial;
@@ -398,7 +417,8 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
 
     const idSetting = get('id');
     const id = idSetting ? idSetting.value : `${opts.hostname}:${name}:${p.exposed}${p.protocol === 'udp' ? ':udp' : ''}`;
-    const idErr = checkText(id, MAX_ID) ?? (id.includes('/') ? 'may not contain "/"' : undefined);
+    // '.' and '..' would be path segments to Consul's and etcd v2's HTTP APIs, not names.
+    const idErr = checkText(id, MAX_ID) ?? (id.includes('/') ? 'may not contain "/"' : id === '.' || id === '..' ? 'may not be "." or ".."' : undefined);
     if (idErr) fail(idSetting?.source ?? `service id "${printable(id)}"`, idErr);
 
     const tagsSetting = get('tags');
@@ -431,7 +451,7 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
       );
     }
 
-    const check = buildCheck(get, address, port, c.Id, fail);
+    const check = buildCheck(get, address, port, c.Id, fail, (source, reason) => keyErrors.push(`${source}: ${reason}; no check uses it, key ignored`));
 
     for (const e of keyErrors) errors.add(`container ${name}: ${e}`);
     if (portErrors.length > 0) {

@@ -1,0 +1,30 @@
+import { EtcdLeaseInvalidError, EtcdPermissionDeniedError, GRPCInvalidArgumentError, GRPCUnavailableError } from 'etcd3';
+import { describe, expect, it } from 'vitest';
+import { classifyEtcdError } from './etcd-backend.js';
+import { failureKind } from './types.js';
+
+const kind = (err: unknown) => failureKind(classifyEtcdError('etcd txn', err));
+
+describe('classifyEtcdError', () => {
+  it('a request too large is rejected for what it is', () => {
+    expect(kind(new GRPCInvalidArgumentError('etcdserver: request is too large'))).toBe('rejected');
+    expect(kind(Object.assign(new Error('3 INVALID_ARGUMENT: etcdserver: request is too large'), { code: 3 }))).toBe('rejected');
+  });
+
+  it('permission and auth errors are refusals (etcd3 casts them to plain Error subclasses)', () => {
+    expect(kind(new EtcdPermissionDeniedError('etcdserver: permission denied'))).toBe('refusing');
+    expect(kind(Object.assign(new Error('7 PERMISSION_DENIED'), { code: 7 }))).toBe('refusing');
+    expect(kind(Object.assign(new Error('8 RESOURCE_EXHAUSTED: quota'), { code: 8 }))).toBe('refusing');
+  });
+
+  it('no answer is unreachable', () => {
+    expect(kind(new GRPCUnavailableError('14 UNAVAILABLE: No connection established'))).toBe('unreachable');
+    expect(kind(new Error('etcd txn timed out after 5500 ms'))).toBe('unreachable');
+    expect(kind(Object.assign(new Error('4 DEADLINE_EXCEEDED'), { code: 4 }))).toBe('unreachable');
+  });
+
+  it('an expired lease passes through for the backend to handle', () => {
+    const err = new EtcdLeaseInvalidError('123');
+    expect(classifyEtcdError('etcd txn', err)).toBe(err);
+  });
+});
