@@ -2,7 +2,7 @@
 // heartbeats, health gating and withdrawal on the way down.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { docker, hostPort, isRunning, removeContainers, run } from './support/docker.js';
-import { Hm, spawnHm } from './support/harbormaster.js';
+import { Hm, runCli, spawnHm } from './support/harbormaster.js';
 import { CONSUL, consulChecks, consulServices } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
@@ -47,9 +47,16 @@ describe('register → consul', () => {
   it('keeps the TTL check passing across several TTL periods', async () => {
     const id = `${HOST}:${P}web:80`;
     await sleep(8000); // longer than --ttl 6
-    const check = (await consulChecks())[`harbormaster-ttl:${id}`];
-    expect(check.Status).toBe('passing');
+    const checks = await consulChecks();
+    // The service's alias follows the host's one heartbeat check, passed once per round.
+    expect(checks[`harbormaster-ttl:${id}`].Status).toBe('passing');
+    expect(checks[`harbormaster-host:${HOST}`].Status).toBe('passing');
     expect(hm.logs.filter((l) => l.event === 'lost')).toEqual([]);
+    // The heartbeat service is bookkeeping: harbormaster's own listing does not show it.
+    const listed = await runCli(['services', '--json', 'consul://127.0.0.1:8500']);
+    const ids = (JSON.parse(listed.stdout) as { id: string }[]).map((i) => i.id);
+    expect(ids).toContain(id);
+    expect(ids).not.toContain(`harbormaster:${HOST}`);
   });
 
   it('maps SERVICE_CHECK_HTTP to a Consul HTTP check that passes against the container', async () => {
@@ -124,7 +131,7 @@ describe('register → consul', () => {
 
   it('skips only the service with a bad label and names the container and key', async () => {
     await run(`${P}bad`, { labels: { SERVICE_NAME: 'bad_name' } });
-    await run(`${P}multi`, { publish: ['80', '81'], labels: { SERVICE_81_CHECK_INTERVAL: 'often', SERVICE_NAME: 'multi' } });
+    await run(`${P}multi`, { publish: ['80', '81'], labels: { SERVICE_81_CHECK_TCP: 'true', SERVICE_81_CHECK_INTERVAL: 'often', SERVICE_NAME: 'multi' } });
     await run(`${P}good`, { env: { SERVICE_NAME: 'good' } });
     await waitFor('good registered', has(`${HOST}:${P}good:80`));
     await waitFor('multi port 80 registered', has(`${HOST}:${P}multi:80`));

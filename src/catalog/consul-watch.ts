@@ -3,7 +3,7 @@
 // client's watch helper. On any error everything starts over from index 0 with backoff.
 import type Consul from 'consul';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { consulClient, type ConsulTarget, type HealthEntry, instanceFromConsul, worstStatus } from '../registry/consul-backend.js';
+import { consulClient, type ConsulTarget, type HealthEntry, instanceFromConsul, isHeartbeatService, worstStatus } from '../registry/consul-backend.js';
 import { backoffMs } from '../util/time.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
@@ -81,7 +81,8 @@ export class ConsulWatch implements RawWatch {
       this.entries.set(name, undefined);
       const w = this.watch(this.consul.health.service, { service: name });
       w.on('change', (data) => {
-        const list = (data as HealthEntry[]).map((e) => instanceFromConsul(e.Service, worstStatus(e.Checks.map((k) => k.Status)), e.Node.Address));
+        // A host's heartbeat service is bookkeeping, never an instance.
+        const list = (data as HealthEntry[]).filter((e) => !isHeartbeatService(e.Service)).map((e) => instanceFromConsul(e.Service, worstStatus(e.Checks.map((k) => k.Status)), e.Node.Address));
         this.entries.set(name, list);
         this.schedule();
       });

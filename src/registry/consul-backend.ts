@@ -1,6 +1,9 @@
-// Consul through its local agent's HTTP API. Each instance is an agent service; with a TTL, a
-// heartbeat TTL check that harbormaster passes every round, with DeregisterCriticalServiceAfter,
-// so a dead host's services turn critical and then vanish. A container's own state (critical
+// Consul through its local agent's HTTP API. Each instance is an agent service. With a TTL, the
+// host registers one heartbeat service (`harbormaster:<host>`, role heartbeat) whose TTL check it
+// passes every round, and every instance gets an alias check of it, with
+// DeregisterCriticalServiceAfter: one request per round whatever the number of instances (a
+// Consul 1.8 agent takes ~50 ms per check update at 2,000 services, so a pass per instance
+// cannot keep up), and a dead host's services still turn critical and then vanish. A container's own state (critical
 // under --deregister on-success) lives in a separate status check that is never reaped, so a
 // failed container stays listed as critical for as long as its host is alive.
 // The read side (catalog watches) uses the `consul` package's blocking-query helper.
@@ -30,8 +33,25 @@ export interface ConsulTarget {
 
 type Env = Record<string, string | undefined>;
 
+/** Each instance's alias of its host's heartbeat. */
 export function ttlCheckId(serviceId: string): string {
   return `harbormaster-ttl:${serviceId}`;
+}
+
+/** The one service per host whose TTL check the heartbeat passes; never an instance. */
+export function heartbeatServiceId(host: string): string {
+  return `harbormaster:${host}`;
+}
+
+export function heartbeatCheckId(host: string): string {
+  return `harbormaster-host:${host}`;
+}
+
+/** Meta marking the heartbeat service, so readers skip it. */
+export const ROLE_META = 'hm_role';
+
+export function isHeartbeatService(s: { Meta?: Record<string, string> | null }): boolean {
+  return s.Meta?.[ROLE_META] === 'heartbeat';
 }
 
 /** The SERVICE_CHECK_* check keeps the ID Consul gives a service's own check, as registrator's did,
@@ -120,10 +140,14 @@ export class ConsulBackend implements RegistryBackend {
   private readonly consul: Consul;
   private readonly http: ConsulHttp;
   private readonly ttl: number;
+  private readonly host: string;
+  /** The heartbeat service is registered (reset when the agent no longer knows it). */
+  private hostReady?: Promise<void>;
 
   constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
     this.description = consulDescription(target);
     this.ttl = opts.ttl;
+    this.host = opts.host ?? '';
     this.consul = consulClient(target, env);
     this.http = new ConsulHttp(target, env, REQUEST_TIMEOUT_MS);
   }
@@ -139,7 +163,7 @@ export class ConsulBackend implements RegistryBackend {
 
   /** The TTL shapes the heartbeat check, so a changed --ttl registers again. */
   digest(s: ServiceInstance): string {
-    return instanceDigest(s, `consul ttl=${this.ttl}`);
+    return instanceDigest(s, `consul ttl=${this.ttl} alias`);
   }
 
   async register(s: ServiceInstance): Promise<void> {
@@ -149,18 +173,21 @@ export class ConsulBackend implements RegistryBackend {
     if (s.check && s.status === 'passing') checks.push({ ...consulCheck(s.check), CheckID: userCheckId(s.id) });
     if (this.ttl > 0) {
       // The host's heartbeat: critical (then reaped) only when this host stops passing it.
+      await this.ensureHeartbeatService(s.host || this.host);
       checks.push({
         CheckID: ttlCheckId(s.id),
         Name: 'harbormaster heartbeat',
-        TTL: `${this.ttl}s`,
+        AliasService: heartbeatServiceId(s.host || this.host),
         Status: 'passing',
-        DeregisterCriticalServiceAfter: `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`,
+        DeregisterCriticalServiceAfter: this.deregisterAfter(),
       });
     }
     if (s.status !== 'passing') {
       checks.push({ CheckID: statusCheckId(s.id), Name: 'harbormaster container status', TTL: STATUS_CHECK_TTL, Status: s.status });
     }
-    await this.http.call('PUT', '/agent/service/register', {
+    // Consul keeps checks a new definition no longer lists unless told to drop them (a failed
+    // container's user check, critical with DeregisterCriticalServiceAfter, would get it reaped).
+    await this.http.call('PUT', '/agent/service/register?replace-existing-checks=true', {
       ID: s.id,
       Name: s.name,
       Address: s.address,
@@ -179,30 +206,62 @@ export class ConsulBackend implements RegistryBackend {
     }
   }
 
-  /** One pass per TTL check, 16 at a time; the round ends early if aborted or the agent stops answering. */
-  async heartbeat(refs: InstanceRef[], signal?: AbortSignal): Promise<HeartbeatResult> {
-    if (this.ttl <= 0) return { lost: [] };
-    const lost: string[] = [];
+  private deregisterAfter(): string {
+    return `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`;
+  }
+
+  /** Register the host's heartbeat service once (again after the agent lost it). */
+  private ensureHeartbeatService(host: string): Promise<void> {
+    const ready: Promise<void> = (this.hostReady ??= this.http
+      .call<void>('PUT', '/agent/service/register?replace-existing-checks=true', {
+        ID: heartbeatServiceId(host),
+        Name: 'harbormaster',
+        Tags: ['heartbeat'],
+        Meta: { [HOST_META]: host, [ROLE_META]: 'heartbeat' },
+        Checks: [{ CheckID: heartbeatCheckId(host), Name: 'harbormaster host heartbeat', TTL: `${this.ttl}s`, Status: 'passing', DeregisterCriticalServiceAfter: this.deregisterAfter() }],
+      })
+      .catch((err: unknown) => {
+        this.hostReady = undefined;
+        throw err;
+      }));
+    return ready;
+  }
+
+  /**
+   * One pass of the host's heartbeat check, whatever the number of instances. If the agent no
+   * longer knows it (restarted, reaped), it is registered again and the instances the agent no
+   * longer holds are reported lost.
+   */
+  async heartbeat(refs: InstanceRef[], _signal?: AbortSignal): Promise<HeartbeatResult> {
+    if (this.ttl <= 0 || !this.host || (!this.hostReady && refs.length === 0)) return { lost: [] };
+    await this.ensureHeartbeatService(this.host);
+    try {
+      await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(heartbeatCheckId(this.host))}`);
+      return { lost: [] };
+    } catch (err) {
+      if (!isUnknown(err)) throw err;
+    }
+    this.hostReady = undefined;
+    await this.ensureHeartbeatService(this.host);
+    const present = new Set((await this.listOwn(this.host)).filter((r) => !r.renew).map((r) => r.id));
+    return { lost: refs.filter((r) => !present.has(r.id)).map((r) => r.id) };
+  }
+
+  /** Every instance one by one (Consul has no bulk withdrawal), then the heartbeat service. */
+  async deregisterAll(refs: InstanceRef[]): Promise<void> {
     let failure: unknown;
-    let unreachable = false;
-    await eachLimited(
-      refs,
-      16,
-      async (ref) => {
-        try {
-          await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(ttlCheckId(ref.id))}`, undefined, signal);
-        } catch (err) {
-          // An unknown check: the agent lost it (restart, reaped); register again.
-          if (isUnknown(err)) lost.push(ref.id);
-          else {
-            failure ??= err;
-            if (!(err instanceof ConsulHttpError)) unreachable = true;
-          }
-        }
-      },
-      () => unreachable || !!signal?.aborted,
-    );
-    return failure === undefined ? { lost } : { lost, error: failure };
+    await eachLimited(refs, 16, async (r) => {
+      try {
+        await this.deregister(r);
+      } catch (err) {
+        failure ??= err;
+      }
+    });
+    if (failure !== undefined) throw failure;
+    if (this.hostReady) {
+      this.hostReady = undefined;
+      await this.deregister({ id: heartbeatServiceId(this.host), name: 'harbormaster' });
+    }
   }
 
   async list(): Promise<ServiceInstance[]> {
@@ -210,7 +269,7 @@ export class ConsulBackend implements RegistryBackend {
     const out: ServiceInstance[] = [];
     for (const name of names) {
       const entries = (await this.consul.health.service({ service: name })) as HealthEntry[];
-      for (const e of entries) out.push(instanceFromConsul(e.Service, worstStatus(e.Checks.map((c) => c.Status)), e.Node.Address));
+      for (const e of entries) if (!isHeartbeatService(e.Service)) out.push(instanceFromConsul(e.Service, worstStatus(e.Checks.map((c) => c.Status)), e.Node.Address));
     }
     return out.sort(compareInstances);
   }
@@ -225,7 +284,7 @@ export class ConsulBackend implements RegistryBackend {
       checks = new Set(Object.keys((await this.http.call<Record<string, unknown> | undefined>('GET', `/agent/checks?filter=${nameFilter}`)) ?? {}));
     }
     return Object.values(services)
-      .filter((s) => s.Meta?.[HOST_META] === host)
+      .filter((s) => s.Meta?.[HOST_META] === host && !isHeartbeatService(s))
       .map((s) => ({ id: s.ID, name: s.Service, digest: s.Meta?.[DIGEST_META] ?? '', renew: checks ? !checks.has(ttlCheckId(s.ID)) : false }));
   }
 

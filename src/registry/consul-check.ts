@@ -4,6 +4,8 @@ import type { CheckDefinition } from '../model/service-instance.js';
 export interface ConsulCheckBody {
   CheckID?: string;
   Name: string;
+  /** An alias check: healthy while this service (on the same agent) is. */
+  AliasService?: string;
   HTTP?: string;
   Method?: string;
   TCP?: string;
