@@ -13,6 +13,8 @@ const { createBackend } = await import(dist('registry/index.js'));
 const { silentLogger } = await import(dist('log/logger.js'));
 
 const SIZES = [100, 1000, 5000];
+/** A Consul 1.8 dev agent on 2 cores needs ~30–50 ms per registration once it holds thousands: 5,000 is the agent's limit, not ours (see the note). */
+const CONSUL_SIZES = [100, 1000];
 const EVENTS = 200;
 const ROUNDS = 5;
 /** Requests one heartbeat round sends for n instances, by design of each backend. */
@@ -65,7 +67,8 @@ async function one(kind, uri, n) {
     registrar.complete();
     await registrar.settled();
   });
-  const stop = await measure(() => registrar.stop(true));
+  // Measured to the end, not cut at the shutdown deadline.
+  const stop = await measure(() => registrar.stop(true, 600_000));
   await backend.close();
   return {
     load,
@@ -76,6 +79,14 @@ async function one(kind, uri, n) {
     resync,
     stop,
   };
+}
+
+function consulBinary() {
+  try {
+    return execFileSync('cat', [`${process.env.HM_TEST_STATE ?? '/tmp/harbormaster-test'}/consul-path`], { encoding: 'utf8' }).trim();
+  } catch {
+    return 'consul';
+  }
 }
 
 function version(cmd, args) {
@@ -98,7 +109,7 @@ export async function run({ command = 'node bench/reconcile.mjs' } = {}) {
   // RECONCILE_ENGINES=consul,etcd runs a subset (for investigating one engine).
   const only = process.env.RECONCILE_ENGINES?.split(',');
   for (const [kind, label, uri] of engines.filter(([k]) => !only || only.includes(k))) {
-    for (const n of SIZES) {
+    for (const n of kind === 'consul' ? CONSUL_SIZES : SIZES) {
       console.error(`reconcile: ${label} × ${n}`);
       const r = await one(kind, uri, n);
       rows.push(`| ${label} | ${n.toLocaleString('en')} | ${(r.load.wall / 1000).toFixed(2)} s | ${r.eventWall.toFixed(2)} ms | ${r.eventCpu.toFixed(2)} ms | ${r.roundWall.toFixed(1)} ms | ${r.roundCpu.toFixed(1)} ms | ${ROUND_REQUESTS[kind](n)} | ${r.resync.wall.toFixed(1)} ms | ${r.stop.wall.toFixed(1)} ms |`);
@@ -113,7 +124,7 @@ export async function run({ command = 'node bench/reconcile.mjs' } = {}) {
     '',
     `Command: \`${command}\` (part of \`npm run bench\`)  `,
     `Date: ${new Date().toISOString()}  `,
-    `Machine: ${cpus.length} CPUs (${cpus[0]?.model.split(' ').slice(0, 2).join(' ')}), Node ${process.version}, ${version('consul', ['version'])}, ${version('etcd', ['--version'])}  `,
+    `Machine: ${cpus.length} CPUs (${cpus[0]?.model.split(' ').slice(0, 2).join(' ')}), Node ${process.version}, ${version(consulBinary(), ['version'])}, ${version('etcd', ['--version'])}  `,
     `1-min load average before the run: ${os.loadavg()[0].toFixed(2)}`,
     '',
     `The registrar in process against each engine (Consul dev agent, etcd with the v2 API on), ${EVENTS} changes per size, each one container's port changing and the registry confirming before the next; CPU is this process's (registrar, client library, JSON, TLS-less HTTP/gRPC). "Heartbeat round" is one round over all n instances (median of ${ROUNDS}); "resync" compares everything with the registry (reads only this host's entries) when nothing differs; "withdraw all" is shutdown.`,
