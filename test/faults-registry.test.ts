@@ -180,6 +180,32 @@ describe('write side under Consul refusals', () => {
   });
 });
 
+describe('Consul drops what harbormaster registered', () => {
+  it('the host heartbeat service and one instance removed by hand both come back, and no other instance turns critical for long', async () => {
+    const consul = privateConsul(20560);
+    await consul.start();
+    try {
+      const host = uniq('frh');
+      onTestFinished(() => removeContainers(`${host}-`));
+      spawnHm(['register', '--hostname', host, ...common, consul.uri]);
+      const names = await runMany(`${host}-`, 3, { env: { SERVICE_NAME: 'svc' } });
+      const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host);
+      await converge(r, idsOf(host, names), Date.now(), 30_000);
+      const del = (id: string) => fetch(`http://127.0.0.1:${consul.httpPort}/v1/agent/service/deregister/${encodeURIComponent(id)}`, { method: 'PUT' });
+      await del(`harbormaster:${host}`);
+      await del(`${host}:${names[0]}:80`);
+      const removed = Date.now();
+      // The heartbeat comes back at the next round; the instance at the next read-back (every 6 rounds).
+      const m = await converge(r, idsOf(host, names), removed, 20_000);
+      reportFault('consul: heartbeat service and one instance deregistered by hand', { ...m });
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      r.close();
+    } finally {
+      await consul.kill();
+    }
+  });
+});
+
 describe('write side under Consul refusals: withdrawals', () => {
   it('a withdrawal answered "403 ACL not found" is not taken as done: retried until Consul confirms it', async () => {
     const consul = privateConsul(20550);

@@ -6,7 +6,7 @@ import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { docker, removeContainers, run } from './support/docker.js';
 import { spawnHm } from './support/harbormaster.js';
 import { type Observer, observeConsulHealth, observeEtcd, observeEtcd2, reportFault } from './support/observer.js';
-import { CONSUL, consulServices, ETCD_ENDPOINT } from './support/registries.js';
+import { CONSUL, consulChecks, ETCD_ENDPOINT } from './support/registries.js';
 import { converge, idsOf, type RegistryKind, reader, runMany } from './support/scenario.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
@@ -57,8 +57,12 @@ describe.each([{ kind: 'consul' as const }, { kind: 'etcd' as const }, { kind: '
     const lost = [...kept].filter((id) => !final.includes(id)).length;
     const extra: Record<string, string | number> = { gapsSeen: gaps.length, samples: obs.samples.length, rewrites: second.logs.filter((l) => l.event === 'registered' && String(l.id).includes(`:${host}-`)).length };
     if (kind === 'consul' && !cleanup) {
-      // registrator's rule: without --cleanup a dead container's entry is Consul's to reap (critical, then DeregisterCriticalServiceAfter).
-      extra.agentViewCritical = Object.keys(await consulServices(host)).filter((id) => id === `${host}:${names[2]}:80`).length;
+      // registrator's rule: without --cleanup a dead container's entry is Consul's to reap (critical, then
+      // DeregisterCriticalServiceAfter). It must not follow the new run's heartbeat and stay passing.
+      const checks = await consulChecks();
+      const stale = `${host}:${names[2]}:80`;
+      extra.agentViewCritical = Object.values(checks).filter((c) => c.ServiceID === stale && c.Status === 'critical').length;
+      expect(extra.agentViewCritical).toBeGreaterThan(0);
     }
     reportFault(`${kind}: registrator SIGKILL + restart${cleanup ? ' --cleanup' : ''}, one container removed while it was down`, {
       converge: done.t - restarted,

@@ -273,6 +273,22 @@ describe('resilience', () => {
     await Promise.all([headOnly.close(), midBody.close(), bigBody.close()]);
   });
 
+  it('passes a 304 or 204 that announces a Content-Length without a body, and ejects nobody for it', async () => {
+    const notModified = await rawBackend(() => 'HTTP/1.1 304 Not Modified\r\nContent-Length: 11\r\nETag: "x"\r\n\r\n');
+    const noContent = await rawBackend(() => 'HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n');
+    await register('cond304', notModified.port);
+    await register('cond204', noContent.port);
+    await routed(main, 'cond304.localhost', 1);
+    await routed(main, 'cond204.localhost', 1);
+    const errors = await counterValue('upstreamErrors', 'cond304');
+    for (let i = 0; i < 3; i++) {
+      expect(await get(main.port, 'cond304.localhost')).toMatchObject({ status: 304 });
+      expect(await get(main.port, 'cond204.localhost')).toMatchObject({ status: 204 });
+    }
+    expect(await counterValue('upstreamErrors', 'cond304')).toBe(errors);
+    await Promise.all([notModified.close(), noContent.close()]);
+  });
+
   it('answers 502 when every instance is down, and 503 while all are ejected', async () => {
     await register('down', await deadPort(), {}, 'passing', 't:down-1');
     await register('down', await deadPort(), {}, 'passing', 't:down-2');

@@ -12,15 +12,15 @@ export class MemoryWatch implements RawWatch {
   start(h: RawWatchHandlers): void {
     const store = memoryStore(this.name);
     let scheduled = false;
-    // Coalesce bursts (a resync registers thousands, one per tick) into one update per 10 ms,
-    // so a burst costs a few copies of the catalog, not one per registration.
+    // Coalesce bursts (a resync registers thousands, each in a microtask) into one update per
+    // turn of the event loop, so a burst costs one copy of the catalog, not one per registration.
     const push = () => {
       if (scheduled) return;
       scheduled = true;
-      setTimeout(() => {
+      setImmediate(() => {
         scheduled = false;
         if (!this.stopped) h.update(store.list());
-      }, 10).unref();
+      });
     };
     this.off = store.subscribe(push);
     // Expiry only: a change it finds notifies `push`.

@@ -111,7 +111,7 @@ export function printable(value: string, max = 60): string {
 
 function checkId(value: string): string | undefined {
   if (value === '') return 'is empty';
-  return checkText(value, 255) ?? (value.includes('/') ? 'may not contain "/"' : value === '.' || value === '..' ? 'may not be "." or ".."' : undefined);
+  return checkText(value, 255) ?? (value.includes('/') ? 'may not contain "/"' : value === '.' || value === '..' ? 'may not be "." or ".."' : value.startsWith('_') ? 'may not start with "_"' : undefined);
 }
 
 /** What the registry side requires of a check definition; an error naming the field, or undefined. */

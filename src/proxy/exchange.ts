@@ -142,7 +142,13 @@ export class Exchange implements Dispatcher.DispatchHandler {
     return undefined;
   }
 
-  onResponseError(_c: Dispatcher.DispatchController | undefined, err: Error): void {
+  onResponseError(c: Dispatcher.DispatchController | undefined, err: Error): void {
+    // A 204 or 304 carries no body whatever its Content-Length says (RFC 9110 §8.6): undici
+    // reports the missing body as a mismatch, but the answer is complete.
+    const status = this.head?.statusCode;
+    if ((err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' && (status === 204 || status === 304) && !this.committed && !this.clientGone) {
+      return this.onResponseEnd(c as Dispatcher.DispatchController);
+    }
     const u = this.upstream!;
     this.release(u, false);
     if (this.clientGone) {

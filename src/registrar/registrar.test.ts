@@ -47,6 +47,8 @@ class FlakyBackend implements RegistryBackend {
   hang = false;
   /** Writes are applied, then answered as if the connection dropped (the outcome unknown to the caller). */
   landThenFail = false;
+  /** Withdrawals rejected outright (no registry does it; a guard against spinning on one). */
+  rejectDeregister = false;
   /** Records listOwn reports as written by another process (an old lease). */
   renew = new Set<string>();
   /** Set (by `setup(…, bulk)`) for an engine that withdraws everything in one call. */
@@ -96,6 +98,7 @@ class FlakyBackend implements RegistryBackend {
 
   async deregister(r: InstanceRef): Promise<void> {
     this.calls.deregister.push(r.id);
+    if (this.rejectDeregister) throw fault('rejected', 'deregister');
     await this.gate('deregister', r.id);
     await this.inner.deregister(r);
   }
@@ -576,6 +579,48 @@ describe('Registrar: writes with unknown or refused outcomes', () => {
     await registrar.settled();
     expect(store.list()).toEqual([web]);
     expect(registrar.status).toMatchObject({ registryUp: true, retrying: 0, pending: 0 });
+  });
+
+  it('a rejected withdrawal is retried with backoff, never spun on', async () => {
+    const { backend, registrar } = started();
+    registrar.set('web1', [instance('web1')]);
+    await registrar.settled();
+    backend.rejectDeregister = true;
+    registrar.set('web1', [], 'stop');
+    await sleep(300);
+    const calls = backend.calls.deregister.length;
+    expect(calls).toBeGreaterThan(0);
+    expect(calls).toBeLessThan(10);
+    backend.rejectDeregister = false;
+    await registrar.settled();
+    expect(registrar.status).toMatchObject({ registryUp: true, retrying: 0, pending: 0 });
+  });
+
+  it('status recovers when a refused instance goes away before its retry', async () => {
+    const { backend, registrar } = started({ retryIntervalMs: 1000, maxRetryMs: 5000 });
+    backend.failIds.set(`${HOST}:x1:80`, 'refused');
+    registrar.set('x1', [instance('x1')]);
+    await waitFor('refused once', () => count(backend.calls.register, `${HOST}:x1:80`) === 1);
+    await sleep(20);
+    expect(registrar.status.registryUp).toBe(false);
+    registrar.set('x1', [], 'destroy');
+    await registrar.settled();
+    expect(registrar.status).toMatchObject({ registryUp: true, retrying: 0, pending: 0 });
+  });
+
+  it('a withdrawal waiting for its retry that the heartbeat finds already gone leaves nothing retrying', async () => {
+    const { store, backend, registrar } = started({ ttlRefreshMs: 50, retryIntervalMs: 300, maxRetryMs: 300 });
+    const web = instance('web1');
+    registrar.set('web1', [web]);
+    await registrar.settled();
+    backend.failIds.set(web.id, 'refused');
+    registrar.set('web1', [], 'stop');
+    await waitFor('refused withdrawal', () => count(backend.calls.deregister, web.id) >= 1);
+    store.delete(web.id); // gone by itself (reaped): the heartbeat reports it lost
+    backend.failIds.clear();
+    await sleep(700);
+    await registrar.settled();
+    expect(registrar.status).toMatchObject({ retrying: 0, pending: 0, registered: 0 });
   });
 
   it('with --cleanup, leaves unknown entries alone while the source could not read every container', async () => {

@@ -256,7 +256,8 @@ export class Registrar implements DesiredSink {
     for (const s of this.slots.values()) {
       for (const name of new Set([s.have?.name, s.pending, s.busy ? s.want?.instance.name : undefined])) if (name !== undefined) refs.push({ id: s.id, name });
     }
-    if (refs.length === 0) return;
+    // With nothing registered, a bulk withdrawal still releases what the host holds (a lease, a heartbeat service).
+    if (refs.length === 0 && !this.backend.deregisterAll) return;
     const done = (ref: InstanceRef) => {
       this.slots.delete(ref.id);
       metrics.deregistrations.inc();
@@ -264,11 +265,20 @@ export class Registrar implements DesiredSink {
     };
     const left = () => Math.max(100, deadline - Date.now());
     if (this.backend.deregisterAll) {
+      let timedOut = false;
       try {
-        await withTimeout(this.backend.deregisterAll(refs), left() / 2, 'withdrawing every registration');
+        await withTimeout(this.backend.deregisterAll(refs), left(), 'withdrawing every registration').catch((err: unknown) => {
+          timedOut = Date.now() >= deadline - 100;
+          throw err;
+        });
         for (const r of refs) done(r);
         return;
       } catch (err) {
+        // Out of time: what is left goes with its TTL. A quick failure: one by one in the time left.
+        if (timedOut) {
+          this.opts.log.error({ event: 'error', err: msg(err) }, `withdrawing every registration did not finish by the shutdown deadline; the rest is left to its TTL`);
+          return;
+        }
         this.opts.log.error({ event: 'error', err: msg(err) }, `withdrawing all at once failed (${msg(err)}); withdrawing one by one`);
       }
     }
@@ -338,7 +348,7 @@ export class Registrar implements DesiredSink {
       if (!s || s.busy) continue; // a busy slot is looked at again when its operation ends
       if (s.retryAt > now) continue; // the wheel brings it back
       if (!this.needsWork(s)) {
-        this.prune(s);
+        this.settle(s);
         continue;
       }
       this.busy++;
@@ -349,18 +359,20 @@ export class Registrar implements DesiredSink {
         if (this.needsWork(s)) {
           if (s.retryAt > Date.now()) this.wheel.add(s.id, s.retryAt);
           else this.queue.add(s.id);
-        } else {
-          // Moot (the wish changed back meanwhile): no retry is owed.
-          s.attempts = 0;
-          s.retryAt = 0;
-          this.refusedIds.delete(s.id);
-          if (this.refusedIds.size === 0 && this.refusals === 0 && !this.outage) this.state.registryUp = true;
-          this.prune(s);
-        }
+        } else this.settle(s);
         this.pump();
       });
     }
     this.checkIdle();
+  }
+
+  /** Nothing (more) to do for this slot, whatever failed before: no retry is owed, and it may go. */
+  private settle(s: Slot): void {
+    s.attempts = 0;
+    if (s.retryAt) this.wheel.remove(s.id);
+    s.retryAt = 0;
+    if (this.refusedIds.delete(s.id) && this.refusedIds.size === 0 && this.refusals === 0 && !this.outage) this.state.registryUp = true;
+    this.prune(s);
   }
 
   private prune(s: Slot): void {
@@ -545,7 +557,10 @@ export class Registrar implements DesiredSink {
       this.pump();
       return;
     }
-    this.applyListing(records);
+    const leftovers = this.applyListing(records);
+    if (leftovers.length > 0 && this.backend.abandon) {
+      this.backend.abandon(leftovers).catch((err: unknown) => this.opts.log.debug({ err: msg(err) }, `leaving ${leftovers.length} old entries to their TTL failed; tried again at the next resync`));
+    }
     metrics.resyncs.inc();
     this.resyncFailures = 0;
     this.resyncWanted = false;
@@ -559,8 +574,10 @@ export class Registrar implements DesiredSink {
   }
 
   /** What the registry holds for this host replaces what this process believed. */
-  private applyListing(records: OwnRecord[]): void {
+  /** Returns what another run of this host left that nothing wants (for the backend to let expire). */
+  private applyListing(records: OwnRecord[]): InstanceRef[] {
     const partial = this.resyncPartial;
+    const leftovers: InstanceRef[] = [];
     const seen = new Set<string>();
     for (const rec of records) {
       seen.add(rec.id);
@@ -568,7 +585,10 @@ export class Registrar implements DesiredSink {
       const ours = known?.have !== undefined || known?.pending !== undefined;
       // Someone else's leftovers (a previous run, a removed container) are only touched with
       // --cleanup, and only when the source could read every container this time.
-      if (!known?.want && !ours && (!this.opts.cleanup || partial)) continue;
+      if (!known?.want && !ours && (!this.opts.cleanup || partial)) {
+        if (!partial) leftovers.push({ id: rec.id, name: rec.name });
+        continue;
+      }
       const s = known ?? this.slot(rec.id);
       const digest = rec.renew ? '' : rec.digest;
       const instance = s.have?.digest === digest && digest ? s.have.instance : s.want?.digest === digest && digest ? s.want.instance : undefined;
@@ -595,6 +615,7 @@ export class Registrar implements DesiredSink {
       if (s.want && this.needsWork(s)) this.queue.add(s.id);
     }
     this.wheel.clear();
+    return leftovers;
   }
 
   /** One heartbeat round over what the registry confirmed; independent of the reconcile loop. */

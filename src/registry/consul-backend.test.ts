@@ -7,6 +7,8 @@ describe('isUnknown: what counts as "Consul does not hold it"', () => {
     ['404 of a recent agent', 'PUT /agent/check/pass/harbormaster-ttl%3Ax: 404 Unknown check ID "harbormaster-ttl:x"', 404],
     ['1.8 pass of an unknown check', 'PUT /agent/check/pass/harbormaster-ttl%3Ax: 500 CheckID "harbormaster-ttl:x" does not have associated TTL', 500],
     ['1.x deregister of an unknown service', 'PUT /agent/service/deregister/x: 500 Unknown service ID "x"', 500],
+    ['1.8 with ACLs: pass of an unknown check', 'PUT /agent/check/pass/harbormaster-host%3Ah: 500 Unknown check "harbormaster-host:h"', 500],
+    ['1.8 with ACLs: deregister of an unknown service', 'PUT /agent/service/deregister/x: 500 Unknown service {"x" {}}', 500],
   ])('%s', (_what, message, status) => {
     expect(isUnknown(new ConsulHttpError(message, status))).toBe(true);
   });

@@ -16,10 +16,12 @@ import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { ConsulHttp, ConsulHttpError } from './consul-http.js';
 import { instanceDigest } from './digest.js';
 import { eachLimited } from './each.js';
-import type { BackendOptions, HeartbeatResult, InstanceRef, OwnRecord, RegistryBackend } from './types.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
 
 const [HOST_META, DIGEST_META] = OWN_META_KEYS;
 const REQUEST_TIMEOUT_MS = 8_000;
+/** Every this many heartbeat rounds, the host's services are read back (one filtered read). */
+const VERIFY_EVERY = 6;
 /** A status check never expires by itself: only a new registration changes it. */
 const STATUS_CHECK_TTL = '87600h';
 /** Consul reaps critical services no sooner than one minute. */
@@ -143,6 +145,11 @@ export class ConsulBackend implements RegistryBackend {
   private readonly host: string;
   /** The heartbeat service is registered (reset when the agent no longer knows it). */
   private hostReady?: Promise<void>;
+  /** Withdrawing everything: the heartbeat service must not come back. */
+  private closed = false;
+  private rounds = 0;
+  /** Ids given a dying TTL check already (once per process: registering it again would restart its clock). */
+  private readonly abandoned = new Set<string>();
 
   constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
     this.description = consulDescription(target);
@@ -185,6 +192,7 @@ export class ConsulBackend implements RegistryBackend {
     if (s.status !== 'passing') {
       checks.push({ CheckID: statusCheckId(s.id), Name: 'harbormaster container status', TTL: STATUS_CHECK_TTL, Status: s.status });
     }
+    this.abandoned.delete(s.id);
     // Consul keeps checks a new definition no longer lists unless told to drop them (a failed
     // container's user check, critical with DeregisterCriticalServiceAfter, would get it reaped).
     await this.http.call('PUT', '/agent/service/register?replace-existing-checks=true', {
@@ -210,8 +218,12 @@ export class ConsulBackend implements RegistryBackend {
     return `${Math.max(MIN_DEREGISTER_S, this.ttl * 2)}s`;
   }
 
-  /** Register the host's heartbeat service once (again after the agent lost it). */
+  /**
+   * Register the host's heartbeat service once (again after the agent lost it). Its failures are
+   * the host's, not an instance's: never a rejection of the instance being registered.
+   */
   private ensureHeartbeatService(host: string): Promise<void> {
+    if (this.closed) return Promise.reject(new RefusedError('shutting down: the heartbeat service is withdrawn'));
     const ready: Promise<void> = (this.hostReady ??= this.http
       .call<void>('PUT', '/agent/service/register?replace-existing-checks=true', {
         ID: heartbeatServiceId(host),
@@ -222,33 +234,62 @@ export class ConsulBackend implements RegistryBackend {
       })
       .catch((err: unknown) => {
         this.hostReady = undefined;
-        throw err;
+        const why = `registering this host's heartbeat service ${heartbeatServiceId(host)} (the token needs service:write on "harbormaster"): ${(err as Error).message}`;
+        throw err instanceof RefusedError || err instanceof RejectedError ? new RefusedError(why, (err as RefusedError).status) : Object.assign(err as Error, { message: why });
       }));
     return ready;
   }
 
   /**
-   * One pass of the host's heartbeat check, whatever the number of instances. If the agent no
-   * longer knows it (restarted, reaped), it is registered again and the instances the agent no
-   * longer holds are reported lost.
+   * One pass of the host's heartbeat check, whatever the number of instances. Every few rounds
+   * (and whenever the agent no longer knows the heartbeat) the host's services are read back, so
+   * an instance the agent dropped by itself (reaped, removed by hand) is reported lost.
    */
-  async heartbeat(refs: InstanceRef[], _signal?: AbortSignal): Promise<HeartbeatResult> {
-    if (this.ttl <= 0 || !this.host || (!this.hostReady && refs.length === 0)) return { lost: [] };
+  async heartbeat(refs: InstanceRef[], signal?: AbortSignal): Promise<HeartbeatResult> {
+    if (this.ttl <= 0 || !this.host || this.closed || (!this.hostReady && refs.length === 0)) return { lost: [] };
     await this.ensureHeartbeatService(this.host);
+    let verify = ++this.rounds % VERIFY_EVERY === 0;
     try {
-      await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(heartbeatCheckId(this.host))}`);
-      return { lost: [] };
+      await this.http.call('PUT', `/agent/check/pass/${encodeURIComponent(heartbeatCheckId(this.host))}`, undefined, signal);
     } catch (err) {
       if (!isUnknown(err)) throw err;
+      this.hostReady = undefined;
+      await this.ensureHeartbeatService(this.host);
+      verify = true;
     }
-    this.hostReady = undefined;
-    await this.ensureHeartbeatService(this.host);
+    if (!verify || refs.length === 0) return { lost: [] };
     const present = new Set((await this.listOwn(this.host)).filter((r) => !r.renew).map((r) => r.id));
     return { lost: refs.filter((r) => !present.has(r.id)).map((r) => r.id) };
   }
 
-  /** Every instance one by one (Consul has no bulk withdrawal), then the heartbeat service. */
+  /**
+   * A registration nothing wants that another run of this host left (no --cleanup): its alias
+   * would follow this run's heartbeat forever, so it gets a TTL check nobody passes and Consul
+   * turns it critical, then reaps it, as it would have without this run.
+   */
+  async abandon(refs: InstanceRef[]): Promise<void> {
+    if (this.ttl <= 0) return;
+    await eachLimited(refs, 8, async (r) => {
+      if (this.abandoned.has(r.id)) return;
+      await this.http.call('PUT', '/agent/check/register', {
+        ID: ttlCheckId(r.id),
+        Name: 'harbormaster heartbeat (left to its TTL)',
+        ServiceID: r.id,
+        TTL: `${this.ttl}s`,
+        Status: 'critical',
+        DeregisterCriticalServiceAfter: this.deregisterAfter(),
+      });
+      this.abandoned.add(r.id);
+    });
+  }
+
+  /** The heartbeat service first (every alias turns critical at once), then every instance. */
   async deregisterAll(refs: InstanceRef[]): Promise<void> {
+    this.closed = true;
+    if (this.ttl > 0 && this.host) {
+      this.hostReady = undefined;
+      await this.deregister({ id: heartbeatServiceId(this.host), name: 'harbormaster' });
+    }
     let failure: unknown;
     await eachLimited(refs, 16, async (r) => {
       try {
@@ -258,10 +299,6 @@ export class ConsulBackend implements RegistryBackend {
       }
     });
     if (failure !== undefined) throw failure;
-    if (this.hostReady) {
-      this.hostReady = undefined;
-      await this.deregister({ id: heartbeatServiceId(this.host), name: 'harbormaster' });
-    }
   }
 
   async list(): Promise<ServiceInstance[]> {
@@ -302,5 +339,6 @@ export class ConsulBackend implements RegistryBackend {
 export function isUnknown(err: unknown): boolean {
   if (!(err instanceof ConsulHttpError)) return false;
   if (err.status === 404) return true;
-  return err.status === 500 && /: 500 (CheckID "[^"]*" does not have associated TTL|Unknown (service|check) ID)/i.test(err.message);
+  // With ACLs on, 1.8 words it `Unknown check "…"` / `Unknown service {"…" {}}`.
+  return err.status === 500 && /: 500 (CheckID "[^"]*" does not have associated TTL|Unknown (service|check)\b)/i.test(err.message);
 }

@@ -1,4 +1,4 @@
-import { EtcdLeaseInvalidError, EtcdPermissionDeniedError, GRPCInvalidArgumentError, GRPCUnavailableError } from 'etcd3';
+import { EtcdLeaseInvalidError, EtcdPermissionDeniedError, GRPCInvalidArgumentError, GRPCResourceExhastedError, GRPCUnavailableError } from 'etcd3';
 import { describe, expect, it } from 'vitest';
 import { classifyEtcdError } from './etcd-backend.js';
 import { failureKind } from './types.js';
@@ -15,6 +15,8 @@ describe('classifyEtcdError', () => {
     expect(kind(new EtcdPermissionDeniedError('etcdserver: permission denied'))).toBe('refusing');
     expect(kind(Object.assign(new Error('7 PERMISSION_DENIED'), { code: 7 }))).toBe('refusing');
     expect(kind(Object.assign(new Error('8 RESOURCE_EXHAUSTED: quota'), { code: 8 }))).toBe('refusing');
+    // What the client really throws for NOSPACE: its own class, without the code, counted as recoverable by the client.
+    expect(kind(new GRPCResourceExhastedError('etcdserver: mvcc: database space exceeded'))).toBe('refusing');
   });
 
   it('no answer is unreachable', () => {

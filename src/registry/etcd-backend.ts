@@ -16,6 +16,9 @@ import {
   GRPCDeadlineExceededError,
   GRPCGenericError,
   GRPCInvalidArgumentError,
+  GRPCResourceExhastedError,
+  GRPCFailedPreconditionError,
+  GRPCUnauthenticatedError,
   isRecoverableError,
   type IOptions,
   type IRequestOp,
@@ -78,7 +81,7 @@ export class EtcdBackend implements RegistryBackend {
   private leaseId?: string;
   /** IDs written under the current lease; a new lease means they must be written again. */
   private leaseIds = new Set<string>();
-  private granting?: Promise<Lease>;
+  private granting?: Promise<{ lease: Lease; id: string }>;
   private readonly host: string;
 
   constructor(
@@ -122,8 +125,9 @@ export class EtcdBackend implements RegistryBackend {
 
   async register(s: ServiceInstance): Promise<void> {
     const write = async () => {
-      const lease = this.opts.ttl > 0 ? await this.currentLease() : undefined;
-      const leaseId = lease ? this.leaseId : undefined;
+      const held = this.opts.ttl > 0 ? await this.currentLease() : undefined;
+      const lease = held?.lease;
+      const leaseId = held?.id;
       const index: IndexValue = { name: s.name, digest: this.digest(s) };
       try {
         await this.txn([put(this.key(s), encodeInstance(s), leaseId), put(this.indexKey(s.host || this.host, s.id), JSON.stringify(index), leaseId)]);
@@ -215,7 +219,26 @@ export class EtcdBackend implements RegistryBackend {
       if (!res.more || res.kvs.length === 0) break;
       from = Buffer.concat([res.kvs[res.kvs.length - 1].key, Buffer.from([0])]);
     }
+    if (onLease) await this.dropStrays(onLease, host, out);
     return out;
+  }
+
+  /**
+   * Keys on this process's lease that no index record accounts for (a write that landed after
+   * its answer was given up on, under a name since changed) would live as long as the process:
+   * they go now.
+   */
+  private async dropStrays(onLease: Set<string>, host: string, records: OwnRecord[]): Promise<void> {
+    const known = new Set<string>();
+    for (const r of records) {
+      known.add(this.key(r));
+      known.add(this.indexKey(host, r.id));
+    }
+    const strays = [...onLease].filter((k) => !known.has(k) && k.startsWith(`${this.target.prefix}/`));
+    for (let i = 0; i < strays.length; i += TXN_OPS) {
+      await this.txn(strays.slice(i, i + TXN_OPS).map(del));
+      this.opts.warn?.(`etcd: removed ${Math.min(TXN_OPS, strays.length - i)} keys of this process that no index entry accounts for`);
+    }
   }
 
   /** Every key attached to this process's lease (one request), or undefined without a lease. */
@@ -269,13 +292,13 @@ export class EtcdBackend implements RegistryBackend {
   }
 
   /** The live lease, granting one when there is none; concurrent callers share one grant. */
-  private async currentLease(): Promise<Lease> {
-    if (this.lease) return this.lease;
+  private async currentLease(): Promise<{ lease: Lease; id: string }> {
+    if (this.lease && this.leaseId) return { lease: this.lease, id: this.leaseId };
     this.granting ??= this.grant().finally(() => (this.granting = undefined));
     return this.granting;
   }
 
-  private async grant(): Promise<Lease> {
+  private async grant(): Promise<{ lease: Lease; id: string }> {
     const lease = this.client.lease(this.opts.ttl, { autoKeepAlive: false });
     lease.on('lost', () => {
       if (this.lease === lease) this.dropLease();
@@ -290,7 +313,7 @@ export class EtcdBackend implements RegistryBackend {
     this.lease = lease;
     this.leaseId = String(id);
     this.leaseIds = new Set();
-    return lease;
+    return { lease, id: this.leaseId };
   }
 
   private dropLease(): void {
@@ -317,7 +340,11 @@ export function classifyEtcdError(what: string, err: unknown): unknown {
   if (err instanceof GRPCInvalidArgumentError || code === GRPC_INVALID_ARGUMENT) return new RejectedError(text);
   if (typeof code === 'number' && GRPC_REFUSING.has(code)) return new RefusedError(text);
   // etcd's own auth errors are plain Error subclasses, cast from the message.
-  const auth = [EtcdPermissionDeniedError, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdUserNotFoundError, EtcdRoleNotGrantedError];
+  // Quota (NOSPACE) is cast to a class the client counts as recoverable: it is an answer all the same.
+  const auth = [
+    EtcdPermissionDeniedError, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdUserNotFoundError, EtcdRoleNotGrantedError,
+    GRPCResourceExhastedError, GRPCFailedPreconditionError, GRPCUnauthenticatedError,
+  ];
   if (auth.some((c) => err instanceof c)) return new RefusedError(text);
   if ((err instanceof GRPCGenericError || err instanceof EtcdError) && !isRecoverableError(err) && !(err instanceof GRPCDeadlineExceededError)) {
     return new RefusedError(text);

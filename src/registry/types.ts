@@ -39,6 +39,8 @@ export interface RegistryBackend {
   listOwn(host: string): Promise<OwnRecord[]>;
   /** What `listOwn` reports as `digest` for this instance once it is written. */
   digest(instance: ServiceInstance): string;
+  /** Entries of this host nothing wants, left (without --cleanup) to expire as if nobody kept them alive. */
+  abandon?(refs: InstanceRef[]): Promise<void>;
   /** Withdraw all of `refs` at once where the engine can do it cheaper than one by one (etcd: revoke the lease). */
   deregisterAll?(refs: InstanceRef[]): Promise<void>;
   close(): Promise<void>;

@@ -74,6 +74,12 @@ export function terminatingSignal(raw: string | undefined): string | undefined {
 export function signalNumber(raw: string | undefined): number | undefined {
   const s = (raw ?? '').trim().toUpperCase();
   if (/^\d{1,2}$/.test(s)) return Number(s);
+  // Real-time signals (systemd images stop with SIGRTMIN+3): Linux numbers them 34–64.
+  const rt = /^(?:SIG)?RT(MIN|MAX)(?:([+-])(\d{1,2}))?$/.exec(s);
+  if (rt) {
+    const n = (rt[1] === 'MIN' ? 34 : 64) + (rt[2] === '-' ? -1 : 1) * Number(rt[3] ?? 0);
+    return n >= 34 && n <= 64 ? n : undefined;
+  }
   const name = (s.startsWith('SIG') ? s : `SIG${s}`) as keyof typeof constants.signals;
   return constants.signals[name];
 }
@@ -392,11 +398,14 @@ export class DockerSource {
       }
       return 'done';
     });
-    const tracked = next.finally(() => {
-      if (this.queues.get(id) === tracked) this.queues.delete(id);
+    const queued: Promise<unknown> = next.then(() => undefined, () => undefined).finally(() => {
+      if (this.queues.get(id) === queued) this.queues.delete(id);
     });
-    this.queues.set(id, tracked.then(() => undefined));
-    return tracked;
+    this.queues.set(id, queued);
+    return next.catch((err: unknown) => {
+      this.opts.log.error({ event: 'error', container: st.name ?? id.slice(0, 12), err: errText(err) }, `container ${this.label(id, st)}: ${errText(err)}`);
+      return 'failed' as const;
+    });
   }
 
   private retryLater(id: string, st: ContainerState, err: unknown): void {
@@ -499,7 +508,8 @@ export class DockerSource {
       }
     }
     const outcomes = await Promise.all(jobs);
-    const unread = outcomes.filter((o) => o === 'failed').length;
+    // A superseded inspection counts by how the newer one went.
+    const unread = outcomes.filter((o) => o === 'failed').length + [...this.states.values()].filter((st) => st.failures > 0).length;
     this.status.lastSync = new Date();
     // A container that could not be read keeps its entries: nothing unknown may be cleaned up this time.
     this.opts.sink.complete({ partial: unread > 0 });

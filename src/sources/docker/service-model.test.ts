@@ -616,11 +616,26 @@ describe('containerServices: check settings no check uses', () => {
   });
 });
 
-describe('containerServices: ids that are path segments', () => {
-  it.each(['.', '..'])('SERVICE_ID=%s skips the service', (id) => {
+describe('containerServices: ids that are path segments or hidden keys', () => {
+  it.each([['.', 'may not be "." or ".."'], ['..', 'may not be "." or ".."'], ['_web', 'may not start with "_"']])('SERVICE_ID=%s skips the service', (id, reason) => {
     const r = services({ env: { SERVICE_ID: id } });
     expect(r.instances).toEqual([]);
-    expect(r.errors[0]).toContain('may not be "." or ".."');
+    expect(r.errors[0]).toContain(reason);
+  });
+});
+
+describe('containerServices: the first check key set decides the check', () => {
+  it('a bad value of another kind of check is reported and ignored', () => {
+    const r = services({ env: { SERVICE_CHECK_HTTP: '/health', SERVICE_CHECK_TTL: 'bogus', SERVICE_CHECK_TCP: 'maybe' } });
+    expect(r.instances).toHaveLength(1);
+    expect(r.instances[0].check).toMatchObject({ kind: 'http' });
+    expect(r.errors).toHaveLength(2);
+    for (const e of r.errors) expect(e).toContain('key ignored');
+  });
+
+  it('a script check keeps its timeout', () => {
+    const r = services({ env: { SERVICE_CHECK_SCRIPT: 'true', SERVICE_CHECK_TIMEOUT: '3s' } });
+    expect(r.instances[0].check).toMatchObject({ kind: 'script', timeout: '3s' });
   });
 });
 

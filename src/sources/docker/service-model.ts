@@ -252,15 +252,17 @@ function maxLength(key: string): number {
   return 512;
 }
 
-/** Keys that ask for a check: a bad one skips the service, whatever else is set. */
-const SELECTING_CHECK_KEYS = ['check_http', 'check_https', 'check_cmd', 'check_script', 'check_ttl', 'check_tcp', 'check_grpc'];
+/** Keys that ask for a check, in registrator's order: the first one set decides the kind. */
+const SELECTING_CHECK_KEYS: Array<[string, CheckDefinition['kind']]> = [
+  ['check_http', 'http'], ['check_https', 'https'], ['check_cmd', 'cmd'], ['check_script', 'script'], ['check_ttl', 'ttl'], ['check_tcp', 'tcp'], ['check_grpc', 'grpc'],
+];
 const COMMON_CHECK_KEYS = ['check_initial_status', 'check_deregister_after'];
 /** The settings each kind of check reads. */
 const CHECK_USES: Record<CheckDefinition['kind'], string[]> = {
   http: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout', 'check_http_method'],
   https: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout', 'check_https_method', 'check_tls_skip_verify'],
   cmd: [...COMMON_CHECK_KEYS, 'check_interval'],
-  script: [...COMMON_CHECK_KEYS, 'check_interval'],
+  script: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout'],
   ttl: [...COMMON_CHECK_KEYS, 'check_ttl'],
   tcp: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout'],
   grpc: [...COMMON_CHECK_KEYS, 'check_interval', 'check_timeout', 'check_grpc_use_tls', 'check_tls_skip_verify'],
@@ -333,7 +335,7 @@ function buildCheck(
   } else if (script !== undefined) {
     const target = script.replaceAll('$SERVICE_IP', address).replaceAll('$SERVICE_PORT', String(port));
     if (target.length > MAX_COMMAND_LENGTH) fail(get('check_script')!.source, `longer than ${MAX_COMMAND_LENGTH} characters once $SERVICE_IP and $SERVICE_PORT are substituted`);
-    check = { kind: 'script', target };
+    check = { kind: 'script', target, timeout };
   } else if (get('check_ttl')) {
     if (ttl !== undefined) check = { kind: 'ttl', target: '', ttl };
   } else if (tcp) {
@@ -342,7 +344,9 @@ function buildCheck(
     const target = grpc.service === undefined ? hostPort : `${hostPort}/${grpc.service}`;
     check = { kind: 'grpc', target, timeout, grpcUseTls: !!grpcUseTls, tlsSkipVerify: (grpcUseTls && skipVerify) || undefined };
   }
-  const used = new Set<string>([...SELECTING_CHECK_KEYS, ...(check ? CHECK_USES[check.kind] : [])]);
+  // What the first check key set asks for is what counts; every other bad check key is only reported.
+  const asked = SELECTING_CHECK_KEYS.find(([k]) => get(k) !== undefined);
+  const used = new Set<string>(asked ? [asked[0], ...CHECK_USES[asked[1]]] : []);
   for (const [k, b] of bad) (used.has(k) ? fail : ignore)(b.source, b.reason);
   if (!check) return undefined;
   if (check.kind !== 'ttl') check.interval = interval ?? '10s';
@@ -418,7 +422,7 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
     const idSetting = get('id');
     const id = idSetting ? idSetting.value : `${opts.hostname}:${name}:${p.exposed}${p.protocol === 'udp' ? ':udp' : ''}`;
     // '.' and '..' would be path segments to Consul's and etcd v2's HTTP APIs, not names.
-    const idErr = checkText(id, MAX_ID) ?? (id.includes('/') ? 'may not contain "/"' : id === '.' || id === '..' ? 'may not be "." or ".."' : undefined);
+    const idErr = checkText(id, MAX_ID) ?? (id.includes('/') ? 'may not contain "/"' : id === '.' || id === '..' ? 'may not be "." or ".."' : id.startsWith('_') ? 'may not start with "_" (etcd hides such keys)' : undefined);
     if (idErr) fail(idSetting?.source ?? `service id "${printable(id)}"`, idErr);
 
     const tagsSetting = get('tags');
