@@ -64,14 +64,16 @@ describe.each(cases)('register → $api', ({ api, read }) => {
     const stale = spawnHm(['register', '--hostname', HOST, '--ttl', '0', uri]);
     await run(`${HOST}-c`, { env: { SERVICE_NAME: 'stale' } });
     const staleKey = `${prefix}/stale/${HOST}:${HOST}-c:80`;
-    await waitFor('stale written', async () => (await read(prefix))[staleKey]);
+    // Killed once the registration is complete (with v2 the index entry is confirmed last).
+    await stale.waitForLog('stale registered', (l) => l.event === 'registered' && l.id === `${HOST}:${HOST}-c:80`);
+    expect((await read(prefix))[staleKey]).toBeDefined();
     stale.kill('SIGKILL');
     await stale.exited;
     await docker('rm', '-f', `${HOST}-c`);
     const other = spawnHm(['register', '--hostname', `${HOST}-other`, '--ttl', '0', uri]);
     await run(`${HOST}-d`, { env: { SERVICE_NAME: 'other' } });
     const otherKey = `${prefix}/other/${HOST}-other:${HOST}-d:80`;
-    await waitFor('other written', async () => (await read(prefix))[otherKey]);
+    await other.waitForLog('other registered', (l) => l.event === 'registered' && l.id === `${HOST}-other:${HOST}-d:80`);
     other.kill('SIGKILL');
     await other.exited;
 
@@ -95,5 +97,36 @@ describe.each(cases)('register → $api', ({ api, read }) => {
     await waitFor('key written again', async () => (await read(prefix))[key]);
     expect(await keep.stop('SIGTERM')).toBe(0);
     expect((await read(prefix))[key]).toBeDefined();
+  });
+});
+
+describe('register → etcd2, cut off between writes', () => {
+  const HOST = uniq('itc2');
+  const prefix = `/${HOST}`;
+  const uri = `etcd2://${ETCD_ENDPOINT}${prefix}`;
+  const read = etcd2Read;
+  afterAll(() => removeContainers(HOST));
+
+  it('a registration cut off between its v2 writes is rewritten or cleaned up by the next run, never left unindexed', async () => {
+    // What a SIGKILL between the writes leaves: the unconfirmed index entry, with or without the data key.
+    const put = async (key: string, value: string) => {
+      const res = await fetch(`http://${ETCD_ENDPOINT}/v2/keys${key}`, { method: 'PUT', body: new URLSearchParams({ value }) });
+      expect(res.ok).toBe(true);
+    };
+    const dir = `${prefix}/_hosts/${encodeURIComponent(HOST)}`;
+    await run(`${HOST}-f`, { env: { SERVICE_NAME: 'cut' } });
+    const liveId = `${HOST}:${HOST}-f:80`;
+    const goneId = `${HOST}:${HOST}-gone:80`;
+    await put(`${dir}/${encodeURIComponent(liveId)}`, JSON.stringify({ name: 'cut', digest: '' }));
+    await put(`${prefix}/cut/${encodeURIComponent(liveId)}`, JSON.stringify({ id: liveId, name: 'cut', address: '10.9.9.9', port: 1 }));
+    await put(`${dir}/${encodeURIComponent(goneId)}`, JSON.stringify({ name: 'cut', digest: '' }));
+    await put(`${prefix}/cut/${encodeURIComponent(goneId)}`, JSON.stringify({ id: goneId, name: 'cut', address: '10.9.9.9', port: 1 }));
+    const hm = spawnHm(['register', '--hostname', HOST, '--cleanup', '--ttl', '0', uri]);
+    const port = await hostPort(`${HOST}-f`);
+    await waitFor('unconfirmed entry rewritten, orphan cleaned up', async () => {
+      const kv = await read(prefix);
+      return kv[`${prefix}/cut/${liveId}`]?.port === port && !kv[`${prefix}/cut/${goneId}`];
+    });
+    await hm.stop();
   });
 });

@@ -80,13 +80,27 @@ export class Etcd2Backend implements RegistryBackend {
     return instanceDigest(s);
   }
 
+  /**
+   * v2 has no transactions, so the order makes a crash between two writes harmless: a new id's
+   * index entry goes in first as "unconfirmed" (an empty digest, which no instance has), then the
+   * data key, then the confirmed digest. A process killed in between leaves an index entry the
+   * next run rewrites or cleans up, never a data key no index knows (with --ttl 0 it would stay).
+   */
   async register(s: ServiceInstance): Promise<void> {
     const ttl = this.opts.ttl > 0 ? { ttl: this.opts.ttl } : {};
-    await this.call((cb) => this.client.set(this.key(s), encodeInstance(s), ttl, cb));
     const dir = this.dir(s.host || this.host);
     await this.ensureDir(dir);
+    const indexKey = `${dir}/${encodeURIComponent(s.id)}`;
+    const unconfirmed: IndexValue = { name: s.name, digest: '' };
+    try {
+      await this.call((cb) => this.client.set(indexKey, JSON.stringify(unconfirmed), { prevExist: false }, cb));
+    } catch (err) {
+      // Already indexed (an update): the old digest stays until the new data is written.
+      if (errorCode(err) !== NODE_EXISTS) throw err;
+    }
+    await this.call((cb) => this.client.set(this.key(s), encodeInstance(s), ttl, cb));
     const index: IndexValue = { name: s.name, digest: this.digest(s) };
-    await this.call((cb) => this.client.set(`${dir}/${encodeURIComponent(s.id)}`, JSON.stringify(index), {}, cb));
+    await this.call((cb) => this.client.set(indexKey, JSON.stringify(index), {}, cb));
   }
 
   async deregister(ref: InstanceRef): Promise<void> {
