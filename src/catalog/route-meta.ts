@@ -4,7 +4,7 @@
 const HOST_LABEL = '[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?';
 const HOST = new RegExp(`^(?:\\*\\.)?${HOST_LABEL}(?:\\.${HOST_LABEL})*$`);
 /** URL path characters that are safe unquoted in nginx and HAProxy configs. */
-const PATH = /^\/[A-Za-z0-9._~%:@+=,/-]*$/;
+const PATH = /^\/[A-Za-z0-9._~:@+=,/-]*$/;
 
 export function splitHosts(value: string): string[] {
   return value
@@ -21,7 +21,7 @@ export function checkHttpHost(value: string): string | undefined {
 }
 
 export function checkHttpPath(value: string): string | undefined {
-  if (value.length > 256 || !PATH.test(value)) return `"${value.slice(0, 60)}" is not a URL path (/, then A-Z a-z 0-9 . _ ~ % : @ + = , / -)`;
+  if (value.length > 256 || !PATH.test(value)) return `"${value.slice(0, 60)}" is not a URL path (/, then A-Z a-z 0-9 . _ ~ : @ + = , / -)`;
   if (value.includes('//') || /(^|\/)\.\.?(\/|$)/.test(value)) return `"${value.slice(0, 60)}" is not a normalized URL path`;
   return undefined;
 }

@@ -1,0 +1,39 @@
+// The one path rule of every output (built-in proxy, nginx and HAProxy templates): a request
+// path that a backend could resolve to another place than the proxy routed it to is refused
+// with 400, so the route is chosen on exactly the path the instance receives.
+//
+// Refused (in the path, i.e. the request target before `?`, as received):
+//   - an empty segment (`//`);
+//   - a dot segment, `.` or `..`, also with parameters (`..;x`, which Tomcat resolves as `..`);
+//   - an encoded dot, slash, backslash or NUL (`%2e`, `%2f`, `%5c`, `%00`, any case), a literal
+//     backslash, or a `%` not followed by two hex digits.
+// Everything else routes on its percent-decoded form (nginx matches locations on the decoded
+// URI, HAProxy through `path,url_dec`) and is forwarded exactly as received: after the refusals,
+// decoding cannot change where one segment ends and the next begins.
+
+/** The refusal as one PCRE/JS pattern over the path alone (HAProxy's `path`). */
+export const REFUSED_PATH_SOURCE = String.raw`//|/\.\.?(?:[/;]|$)|%(?:2[eEfF]|5[cC]|00)|\\|%(?![0-9A-Fa-f]{2})`;
+
+/** The same over a whole request target with its query (nginx's `$request_uri`). */
+export const REFUSED_TARGET_SOURCE = String.raw`^[^?]*?(?://|/\.\.?(?:[/;?]|$)|%(?:2[eEfF]|5[cC]|00)|\\|%(?![0-9A-Fa-f]{2}))`;
+
+const REFUSED_PATH = new RegExp(REFUSED_PATH_SOURCE);
+
+/** Why a path (without its query) is refused, or undefined when it may be routed. */
+export function refusedPath(path: string): string | undefined {
+  if (path.charCodeAt(0) !== 47 /* / */) return 'does not start with /';
+  const m = REFUSED_PATH.exec(path);
+  if (!m) return undefined;
+  const hit = m[0];
+  if (hit === '//') return 'has an empty segment (//)';
+  if (hit.startsWith('/.')) return 'has a dot segment';
+  if (hit === '\\') return 'has a backslash';
+  if (hit === '%') return 'has a malformed percent-encoding';
+  return `has an encoded ${hit.toLowerCase() === '%2f' ? 'slash' : hit.toLowerCase() === '%2e' ? 'dot' : hit.toLowerCase() === '%5c' ? 'backslash' : 'NUL'}`;
+}
+
+/** The path routes are matched against: percent-decoded byte by byte (as nginx does), no UTF-8 step. */
+export function routingPath(path: string): string {
+  if (!path.includes('%')) return path;
+  return path.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(parseInt(h, 16)));
+}
