@@ -126,7 +126,7 @@ function errText(err: unknown): string {
   const e = err as Error & { cause?: Error; code?: string };
   if (e?.name === 'TimeoutError') return 'no answer in time';
   if (e?.name === 'AbortError') return 'aborted';
-  return e?.cause?.message ?? e?.code ?? e?.message ?? String(err);
+  return e?.cause?.message ?? e?.message ?? e?.code ?? String(err);
 }
 
 interface ServiceState {
