@@ -171,6 +171,27 @@ describe('Consul watch: 500 services, one whose health read fails', () => {
     }
   });
 
+  it('a health answer with entries that do not decode: those are skipped with one line each, the rest kept', async () => {
+    const real = (await (await fetch(`${agent}/v1/health/service/s-008`)).json()) as Array<{ Service: Record<string, unknown> }>;
+    const good = real[0];
+    const badPort = { ...good, Service: { ...good.Service, ID: 's-008-bad', Port: 'eighty' } };
+    const noService = { ...good, Service: null };
+    const rule = http.respond(/^\/v1\/health\/service\/s-008(\?|$)/, 200, [good, badPort, noService], { headers: { 'X-Consul-Index': '99999' } });
+    const { log, lines } = capture();
+    const w = new CatalogWatch(new ConsulWatch({ host: '127.0.0.1', port: tcp.port, secure: false }), { log });
+    try {
+      const first = await w.first();
+      const s008 = first.services.find((s) => s.name === 's-008')?.instances.map((i) => i.id);
+      const bad = lines.filter((l) => l.event === 'invalid').map((l) => l.msg);
+      console.log(`PROBE consul health answer with 2 bad entries among 3: s-008 routed to [${s008}], ${first.services.length} services; log: ${bad.map((m) => `"${m}"`).join(' ')}`);
+      expect(s008).toEqual(['s-008-1']);
+      expect(bad.sort()).toEqual(['consul service s-008 instance s-008-bad: Service.Port is not a number; skipped', 'consul service s-008: Service is not an object; skipped']);
+    } finally {
+      rule.remove();
+      await w.stop();
+    }
+  });
+
   it('reads again only the service whose check changed; an in-place change of an instance is seen too', async () => {
     const raw = new ConsulWatch({ host: '127.0.0.1', port: BASE, secure: false });
     const w = new CatalogWatch(raw, { log: capture().log });
@@ -324,6 +345,30 @@ describe('etcd watches: cut connections, compaction, cleared event index, bad re
       expect(recovered).toHaveLength(3);
     } finally {
       await w.stop();
+    }
+  });
+
+  it('v3 and v2: a full read every resync period (400 ms here), changes still applied in between, nothing emitted when nothing changed', async () => {
+    await writer.put(keyOf('/cfr', 1)).value(value(1, 20001));
+    await fetch(`${direct}/v2/keys${keyOf('/cfr2', 1)}`, { method: 'PUT', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ value: value(1, 20001) }).toString() });
+    const raw3 = new EtcdWatch({ endpoints: [direct], prefix: '/cfr' }, { resyncMs: 400 });
+    const raw2 = new Etcd2Watch({ endpoints: [direct], prefix: '/cfr2' }, { resyncMs: 400 });
+    const watches = [new CatalogWatch(raw3, { log: capture().log }), new CatalogWatch(raw2, { log: capture().log })];
+    try {
+      const emitted = [0, 0];
+      watches.forEach((w, i) => w.subscribe(() => emitted[i]++));
+      await Promise.all(watches.map((w) => w.first()));
+      await sleep(1_000);
+      await writer.put(keyOf('/cfr', 2)).value(value(2, 20002));
+      await fetch(`${direct}/v2/keys${keyOf('/cfr2', 2)}`, { method: 'PUT', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ value: value(2, 20002) }).toString() });
+      await waitFor('both changes', () => watches.every((w) => contentOf(w.catalog).length === 2), 5_000, 5);
+      await sleep(500);
+      console.log(`PROBE etcd periodic full read every 400 ms over ~1.6 s: v3 ${raw3.stats.fullReads} full reads, v2 ${raw2.stats.fullReads}; snapshots emitted: v3 ${emitted[0]}, v2 ${emitted[1]} (the first and the one change)`);
+      expect(raw3.stats.fullReads).toBeGreaterThanOrEqual(3);
+      expect(raw2.stats.fullReads).toBeGreaterThanOrEqual(3);
+      expect(emitted).toEqual([2, 2]);
+    } finally {
+      for (const w of watches) await w.stop();
     }
   });
 

@@ -90,7 +90,7 @@ export class CatalogWatch {
         this.status.lastError = err.message;
         if (!failing) {
           failing = { since: Date.now(), retries: 0 };
-          log.error({ event: 'watch-error', err: err.message }, `registry watch: ${err.message}; keeping the last catalog, retrying with backoff`);
+          log.error({ event: 'error', err: err.message }, `registry watch: ${err.message}; keeping the last catalog, retrying with backoff`);
         } else {
           failing.retries++;
           log.debug({ event: 'watch-retry', err: err.message }, 'registry watch still failing');
