@@ -34,6 +34,8 @@ export class ProxyServer implements ProxyContext {
   private readonly checker?: HealthChecker;
   private readonly trusted: TrustedProxies;
   private readonly counted = new WeakSet<Socket>();
+  /** Connections whose unparsable bytes are being answered. */
+  private readonly refusing = new WeakSet<Duplex>();
   draining = false;
   /** Routing tables installed so far. */
   swaps = 0;
@@ -245,17 +247,30 @@ export class ProxyServer implements ProxyContext {
     replay();
   }
 
-  /** Node's parser refused the request (or the headers were too slow): answered as Node would, and counted. */
+  /**
+   * Node's parser refused the request (or its headers were too slow): answered as Node would
+   * (400, 408, 413, 431, then close), and counted. Bytes that fail to parse after a good request
+   * on the same connection wait for that request's answer first, as nginx does.
+   */
   private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
     const code = err.code ?? '';
+    if (this.refusing.has(socket)) return;
     if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) return void socket.destroy();
+    this.refusing.add(socket);
     const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
-    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
     this.count('none', status);
     this.opts.log.debug({ event: 'client-error', status, err: code || err.message }, `request refused: ${status} (${code || err.message})`);
-    if (inFlight?.headersSent) return void socket.destroy();
-    socket.write(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
-    socket.destroy();
+    const answer = () => {
+      if (!socket.writable) return void socket.destroy();
+      socket.write(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      socket.destroy();
+    };
+    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (!inFlight || inFlight.writableFinished) return answer();
+    // The error is inside that request (its body): it cannot be answered any more (Node's own rule).
+    if (!inFlight.req.complete) return inFlight.headersSent ? void socket.destroy() : answer();
+    socket.pause();
+    inFlight.once('close', () => (inFlight.writableFinished ? answer() : socket.destroy()));
   }
 
   private resolve(req: http.IncomingMessage): { host: string; target: RequestTarget; route: CompiledRoute } | Refusal {
