@@ -183,7 +183,7 @@ describe('Host', () => {
     const r1 = await rawRequest(PORTS.main, req('GET /api/x HTTP/1.1', [`Host: ${HOST}`, 'Host: other.test']));
     const r2 = await rawRequest(PORTS.main, req('GET /api/x HTTP/1.1', ['host: other.test', `HOST: ${HOST}`]));
     expect([r1.status, r2.status]).toEqual([400, 400]);
-    expect(r1.body).toBe('more than one Host header\n');
+    expect(r1.body).toBe('bad request: more than one Host header\n');
     expect(hits()).toEqual([]);
     console.log(`PROBE duplicate Host → ${r1.status}, ${r2.status}`);
   });
@@ -256,6 +256,15 @@ describe('framing and limits', () => {
     expect(ok.body).toBe('A /api/te');
     expect(a.received[0].bodyBytes).toBe(3);
     console.log(`PROBE Transfer-Encoding: ${seen.join('; ')}`);
+  });
+
+  it('answers a good request before the 400 for unparsable bytes pipelined after it', async () => {
+    const r = await rawRequest(PORTS.main, `${req('GET /api/first HTTP/1.1', [`Host: ${HOST}`, 'Connection: keep-alive'])}NOT HTTP AT ALL\r\n\r\n`, { untilClose: true });
+    expect(r.end).toBe('response');
+    expect(r.body).toBe('A /api/first');
+    const second = /\r\n0\r\n\r\n(HTTP\/1\.1 \d+ [^\r]*)\r\n[^]*$/.exec(r.raw)?.[1];
+    expect(second).toBe('HTTP/1.1 400 Bad Request');
+    console.log(`PROBE good request + garbage on one connection → ${r.status} from A, then "${second}" and close`);
   });
 
   it('answers 431 above the header size limit and counts it', async () => {

@@ -282,6 +282,9 @@ export class ProxyServer implements ProxyContext {
     const host = requestHost(target.authority ?? req.headers.host);
     if (host === undefined) return { status: 400, message: 'bad request: missing or malformed Host header' };
     const route = this.current.match(host, target.match);
-    return route ? { host, target, route } : { status: 404, message: `no route for ${`${host}${target.match}`.slice(0, 200)}` };
+    if (route) return { host, target, route };
+    // The path as the client wrote it: the decoded one may hold control characters.
+    const q = target.forward.indexOf('?');
+    return { status: 404, message: `no route for ${`${host}${q < 0 ? target.forward : target.forward.slice(0, q)}`.slice(0, 200)}` };
   }
 }

@@ -19,7 +19,7 @@ describe('refusedRequest', () => {
   });
 
   it('refuses a second Host header, whatever its case', () => {
-    expect(refusedRequest(req('GET', '/', '1.1', ['Host', 'a', 'HOST', 'b']))).toEqual({ status: 400, message: 'more than one Host header' });
+    expect(refusedRequest(req('GET', '/', '1.1', ['Host', 'a', 'HOST', 'b']))).toEqual({ status: 400, message: 'bad request: more than one Host header' });
   });
 
   it('refuses codings other than one chunked with 501, and Transfer-Encoding in HTTP/1.0 or with Content-Length with 400', () => {
@@ -32,7 +32,7 @@ describe('refusedRequest', () => {
   });
 
   it('answers 505 for a major version other than 1', () => {
-    expect(refusedRequest(req('GET', '/', '2.0', ['Host', 'a']))).toEqual({ status: 505, message: 'HTTP/2.0 is not supported' });
+    expect(refusedRequest(req('GET', '/', '2.0', ['Host', 'a']))).toEqual({ status: 505, message: 'version not supported: HTTP/2.0' });
   });
 });
 

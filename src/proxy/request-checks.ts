@@ -12,21 +12,21 @@ export interface Refusal {
 
 /** A refusal for a request whose line and headers Node accepted, or undefined. */
 export function refusedRequest(req: http.IncomingMessage): Refusal | undefined {
-  if (req.httpVersionMajor !== 1) return { status: 505, message: `HTTP/${req.httpVersion} is not supported` };
+  if (req.httpVersionMajor !== 1) return { status: 505, message: `version not supported: HTTP/${req.httpVersion}` };
   // Node keeps the first of several Host headers; the next hop might take another one.
   const raw = req.rawHeaders;
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];
-    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return { status: 400, message: 'more than one Host header' };
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return { status: 400, message: 'bad request: more than one Host header' };
   }
   const te = req.headers['transfer-encoding'];
   if (te !== undefined) {
     // RFC 9112 §6.1: an HTTP/1.0 message with Transfer-Encoding has faulty framing.
-    if (req.httpVersionMinor === 0) return { status: 400, message: 'Transfer-Encoding in an HTTP/1.0 request' };
+    if (req.httpVersionMinor === 0) return { status: 400, message: 'bad request: Transfer-Encoding in an HTTP/1.0 request' };
     // Node decodes only the chunked framing and would pass gzip (or a repeated chunked) on as if absent.
-    if (te.trim().toLowerCase() !== 'chunked') return { status: 501, message: `Transfer-Encoding "${te.slice(0, 60)}" is not supported (only chunked)` };
-    if (req.headers['content-length'] !== undefined) return { status: 400, message: 'Transfer-Encoding together with Content-Length' };
+    if (te.trim().toLowerCase() !== 'chunked') return { status: 501, message: `not implemented: Transfer-Encoding "${te.slice(0, 60)}" (only chunked)` };
+    if (req.headers['content-length'] !== undefined) return { status: 400, message: 'bad request: Transfer-Encoding together with Content-Length' };
   }
   return undefined;
 }

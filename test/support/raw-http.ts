@@ -70,9 +70,10 @@ function parseResponse(buf: Buffer, method: string, closed = false): { status: n
 
 /**
  * Writes `request` (latin1) to 127.0.0.1:port — in pieces with `pauseMs` between them when given
- * several — and resolves with the first response (or what came before a close or the timeout).
+ * several — and resolves with the first response (or what came before a close or the timeout);
+ * with `untilClose`, once the server has closed (`raw` then holds every response).
  */
-export function rawRequest(port: number, request: string | string[], o: { method?: string; timeoutMs?: number; pauseMs?: number; keepOpen?: boolean } = {}): Promise<RawAnswer & { socket?: net.Socket }> {
+export function rawRequest(port: number, request: string | string[], o: { method?: string; timeoutMs?: number; pauseMs?: number; keepOpen?: boolean; untilClose?: boolean } = {}): Promise<RawAnswer & { socket?: net.Socket }> {
   const method = o.method ?? (typeof request === 'string' ? request : request[0]).split(' ', 1)[0];
   return new Promise((resolve) => {
     const s = net.connect(port, '127.0.0.1');
@@ -94,7 +95,7 @@ export function rawRequest(port: number, request: string | string[], o: { method
     const timer = setTimeout(() => finish('timeout'), o.timeoutMs ?? 5_000);
     s.on('data', (d: Buffer) => {
       buf = Buffer.concat([buf, d]);
-      if (parseResponse(buf, method)) finish('response');
+      if (!o.untilClose && parseResponse(buf, method)) finish('response');
     });
     s.on('close', () => {
       closed = true;
