@@ -171,8 +171,9 @@ async function runCatalog(k: number, spec: CatalogSpec): Promise<void> {
   const off = watch.subscribe((c) => proxy.setCatalog(c));
   const dir = tempDir('hm-agree-');
   const T = copyTemplates(dir);
-  const env = { ...process.env, ...templateEnv(dir, NGINX_PORT, HAPROXY_PORT) };
-  const nginx = new Nginx(join(dir, 'nginx.conf'), env.HM_NGINX_PID);
+  const tenv = templateEnv(dir, NGINX_PORT, HAPROXY_PORT);
+  const env = { ...process.env, ...tenv };
+  const nginx = new Nginx(join(dir, 'nginx.conf'), tenv.HM_NGINX_PID);
   const haproxy = new Haproxy(join(dir, 'haproxy.cfg'), dir);
   try {
     const catalog = await waitFor('the whole catalog', () => (watch.catalog && watch.catalog.services.reduce((m, s) => m + s.instances.length, 0) === n ? watch.catalog : undefined), 5000, 10);

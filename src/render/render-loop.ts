@@ -9,7 +9,7 @@ import type { Logger } from '../log/logger.js';
 import { HEALTH_STATUSES, type HealthStatus } from '../model/service-instance.js';
 import { UsageError } from '../registry/types.js';
 import { backoffMs } from '../util/time.js';
-import { AddressGuard } from './address-guard.js';
+import { AddressGuard, type Resolver } from './address-guard.js';
 import { createHandlebars } from './helpers.js';
 import { Quiescence } from './quiescence.js';
 import { Renderer, type RunResult, type TemplateJob } from './renderer.js';
@@ -37,6 +37,8 @@ export interface RenderIo {
   /** Where --dry prints (default: stdout). */
   out?: (s: string) => void;
   env?: NodeJS.ProcessEnv;
+  /** How instance host names are looked up before rendering (default: the system resolver). */
+  resolver?: Resolver;
 }
 
 async function loadJobs(cfg: RenderConfig, hb = createHandlebars()): Promise<TemplateJob[]> {
@@ -67,7 +69,7 @@ export const RETRY_MAX_MS = 60_000;
 export async function renderOnce(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RunResult> {
   const jobs = await loadJobs(cfg);
   const catalog = await watch.first();
-  return rendererFor(cfg, log, io).run(jobs, await inputFor(cfg, catalog, new AddressGuard(log), io));
+  return rendererFor(cfg, log, io).run(jobs, await inputFor(cfg, catalog, new AddressGuard(log, io.resolver), io));
 }
 
 export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RenderHandle> {
@@ -75,7 +77,7 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
   const hb = createHandlebars();
   const jobs = await loadJobs(cfg, hb);
   const renderer = rendererFor(cfg, log, io);
-  const guard = new AddressGuard(log);
+  const guard = new AddressGuard(log, io.resolver);
   let latest: Catalog | undefined;
   let retryTimer: NodeJS.Timeout | undefined;
   let failures = 0;
