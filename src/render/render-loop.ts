@@ -118,7 +118,7 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
       // A failed check, write or reload is not left until the next change.
       if (!retry) failures = 0;
       else if (!stopped) {
-        const ms = backoffMs(failures++, RETRY_BASE_MS, RETRY_MAX_MS);
+        const ms = backoffMs(failures++, cfg.retry?.minMs ?? RETRY_BASE_MS, cfg.retry?.maxMs ?? RETRY_MAX_MS);
         log.warn({ event: 'retry', ms }, `render failed; trying again in ${ms} ms`);
         retryTimer = setTimeout(() => {
           retryTimer = undefined;
