@@ -55,6 +55,18 @@ const HAND: CatalogSpec = [
   [{ hosts: ['*.b.localhost'], path: '/a/b/', weight: '1000', status: 'passing' }, { path: '/s+t', status: 'passing' }],
 ];
 
+/** Requests quoted by the issue, sent to the hand-written catalog. */
+const PROBES: Array<[string, string, string]> = [
+  ['x.localhost', '/api/../admin', 'dot segment'],
+  ['x.localhost', '/api/%2e%2e/x', 'encoded dot segment'],
+  ['x.localhost', '/api//x', 'empty segment'],
+  ['x.localhost', '/%61pi/x', 'encoded unreserved character'],
+  ['a.x.localhost', '/other', 'exact host, no matching path, a wildcard host matches'],
+  ['b.localhost', '/api/v1/x', 'all instances weight "00" or "0"'],
+  ['b.localhost', '/api', 'no passing instance'],
+  ['q.b.localhost', '/a/b', 'bare form of /a/b/ under /a'],
+];
+
 const instanceArb: fc.Arbitrary<InstanceSpec> = fc.record({
   hosts: fc.option(fc.subarray(HOSTS, { minLength: 1, maxLength: 2 }), { nil: undefined, freq: 4 }),
   path: fc.option(fc.constantFrom(...PATHS), { nil: undefined, freq: 3 }),
@@ -218,6 +230,12 @@ async function runCatalog(k: number, spec: CatalogSpec): Promise<void> {
       }
     };
     await Promise.all(Array.from({ length: 8 }, worker));
+    if (spec === HAND) {
+      for (const [host, path, why] of PROBES) {
+        const got = await Promise.all([NGINX_PORT, HAPROXY_PORT, PROXY_PORT].map((port) => answer(port, host, path)));
+        console.log(`PROBE agreement: ${host} ${path} (${why}) → nginx ${got[0]}, HAProxy ${got[1]}, built-in proxy ${got[2]}; the table says ${expected(catalog, host, path.split('?')[0])}`);
+      }
+    }
     totals.catalogs++;
     const services = catalog.services.length;
     const routes = buildRoutes(catalog, 'localhost').vhosts.reduce((m, v) => m + v.routes.length, 0);
