@@ -3,7 +3,7 @@ import { pino } from 'pino';
 import { describe, expect, it } from 'vitest';
 import { buildCatalog } from '../catalog/catalog.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { AddressGuard } from './address-guard.js';
+import { AddressGuard, canonicalIpv6 } from './address-guard.js';
 
 const inst = (id: string, address: string): ServiceInstance => ({ id, name: 'web', address, port: 80, protocol: 'tcp', tags: [], meta: {}, host: 'h', status: 'passing' });
 
@@ -32,5 +32,12 @@ describe('AddressGuard', () => {
     // nothing to leave out: the same catalog object
     const clean = buildCatalog([inst('a', '10.0.0.2')]);
     expect(await guard.apply(clean)).toBe(clean);
+  });
+
+  it('writes IPv6 addresses in canonical form (nginx refuses "::" for a single zero group)', async () => {
+    expect(canonicalIpv6('F:82:f:d5f0:689:79ea:1::')).toBe('f:82:f:d5f0:689:79ea:1:0');
+    expect(canonicalIpv6('::1')).toBe('::1');
+    const out = await new AddressGuard(pino({ level: 'silent' })).apply(buildCatalog([inst('a', '1:2:3:4:5:6:7::'), inst('b', '127.0.0.1')]));
+    expect(out.services[0].instances.map((i) => i.address)).toEqual(['1:2:3:4:5:6:7:0', '127.0.0.1']);
   });
 });

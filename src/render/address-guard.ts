@@ -1,7 +1,9 @@
 // nginx and HAProxy resolve host names in `server` lines when they load a configuration, and a
 // name that does not resolve (or an address they cannot parse, such as an IPv6 zone id) fails
 // the whole check or reload. Before rendering, such instances are left out with one log line
-// each, so one bad record cannot freeze the configuration of every other service.
+// each, so one bad record cannot freeze the configuration of every other service. IPv6
+// addresses are written in their canonical form: nginx refuses some valid spellings (`::`
+// standing for a single zero group, as in `1:2:3:4:5:6:7::`).
 import { lookup as dnsLookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Catalog } from '../catalog/catalog.js';
@@ -46,24 +48,34 @@ export class AddressGuard {
     return problem;
   }
 
-  /** The catalog without instances whose address the proxies cannot load. */
+  /** The catalog without instances whose address the proxies cannot load, IPv6 addresses canonical. */
   async apply(catalog: Catalog): Promise<Catalog> {
     const addresses = [...new Set(catalog.services.flatMap((s) => s.instances.map((i) => i.address)))];
     const problems = new Map<string, string>();
+    const canonical = new Map<string, string>();
     await Promise.all(
       addresses.map(async (a) => {
         const p = await this.problem(a);
         if (p) problems.set(a, p);
+        else if (isIP(a) === 6) {
+          const c = canonicalIpv6(a);
+          if (c !== a) canonical.set(a, c);
+        }
       }),
     );
+    if (problems.size === 0 && canonical.size === 0) {
+      this.reported.clear();
+      return catalog;
+    }
     const now = new Set<string>();
     const services = catalog.services.map((s) => {
-      if (!s.instances.some((i) => problems.has(i.address))) return s;
+      if (!s.instances.some((i) => problems.has(i.address) || canonical.has(i.address))) return s;
       const kept: Readonly<ServiceInstance>[] = [];
       for (const i of s.instances) {
         const p = problems.get(i.address);
         if (!p) {
-          kept.push(i);
+          const c = canonical.get(i.address);
+          kept.push(c ? { ...i, address: c } : i);
           continue;
         }
         const key = `${i.name}\n${i.id}\n${i.address}`;
@@ -78,7 +90,15 @@ export class AddressGuard {
       return { ...s, instances: kept };
     });
     this.reported = now;
-    if (problems.size === 0) return catalog;
     return { services, fingerprint: JSON.stringify(services) };
+  }
+}
+
+/** RFC 5952 form, as the WHATWG URL parser writes it: lower case, `::` only for two or more zero groups. */
+export function canonicalIpv6(address: string): string {
+  try {
+    return new URL(`http://[${address}]/`).hostname.slice(1, -1);
+  } catch {
+    return address;
   }
 }
