@@ -195,6 +195,16 @@ describe('renderer pipeline', () => {
     process.kill(Number(readFileSync(pid, 'utf8')), 'SIGKILL');
   });
 
+  it('a proxy started from a kept file keeps it: a later failed reload restores that file, not "no file"', async () => {
+    const pid = join(dir, 'master.pid');
+    const j = job({ command: `${count()}; false`, verify: { kind: 'nginx', pidFile: pid } });
+    const r = renderer([], false, 200);
+    expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: false }]);
+    writeFileSync(pid, `${process.pid}\n`); // now a "master" runs (it started from out.conf)
+    expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: true }]);
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+  });
+
   it('--backup replaces a .bak symlink instead of writing through it', async () => {
     const victim = join(dir, 'victim');
     writeFileSync(victim, 'precious\n');

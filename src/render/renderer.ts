@@ -322,7 +322,8 @@ export class Renderer {
     const files = group.map((w) => w.spec.destination);
     const running = await Promise.all(verifiers.map((v) => v.running().catch(() => undefined)));
     if (running.every((r) => r === false)) {
-      this.pending.set(command, group);
+      // A proxy started from now on loads these files: they become what a later failure restores.
+      this.pending.set(command, await Promise.all(group.map(async (w) => ({ spec: w.spec, previous: await readCurrent(w.spec.destination).catch(() => w.previous) }))));
       this.log.error({ event: 'rollback', result: 'skipped', files, command, err: problem }, `no proxy is running for ${files.join(', ')}: the checked files stay; the reload is tried again`);
       return { command, ok: false, rolledBack: false };
     }
