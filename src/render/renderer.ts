@@ -159,7 +159,7 @@ export class Renderer {
     let staged: string;
     try {
       let c = await this.stageAndCheck(spec, bytes, previous);
-      if (!c.ok && input && input.instances.length > 0) {
+      if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
         // One record the proxy rejects must not freeze the configuration for every other one.
         const reduced = await this.withoutRejected(job, template, input, previous, c.output, result);
         if (reduced) {
@@ -221,6 +221,8 @@ export class Renderer {
       }
       const c = await this.stageAndCheck(spec, Buffer.from(text), previous);
       if (c.staged) await unlink(c.staged).catch(() => undefined);
+      // A check that timed out says nothing about the instances: never leave one out on it.
+      if (c.timedOut) throw new Error(`the check timed out after ${this.opts.timeoutMs} ms`);
       return c;
     };
     const all = input.instances;
