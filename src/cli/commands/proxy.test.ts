@@ -24,6 +24,9 @@ describe('parseProxyArgs', () => {
       connectTimeoutMs: 5000,
       responseTimeoutMs: 60000,
       idleTimeoutMs: 60000,
+      bodyTimeoutMs: 60000,
+      maxConnectionsPerInstance: 256,
+      tunnelIdleTimeoutMs: 3600000,
       retries: 2,
       healthCheck: undefined,
       statuses: ['passing'],
@@ -38,6 +41,7 @@ describe('parseProxyArgs', () => {
       'etcd://127.0.0.1:2379/x', '--listen', '[::1]:9000', '--api', 'off', '--domain', 'apps.test', '--balance', 'least-conn',
       '--connect-timeout', '100', '--response-timeout', '200', '--idle-timeout', '300', '--retries', '0',
       '--health-check', '/healthz?full=1', '--health-interval', '1000', '--status', 'passing,warning', '--drain-timeout', '0',
+      '--body-timeout', '400', '--max-connections-per-instance', '8', '--tunnel-idle-timeout', '500',
     ])!;
     expect(c).toMatchObject({
       listen: { host: '::1', port: 9000 },
@@ -51,7 +55,12 @@ describe('parseProxyArgs', () => {
       healthCheck: { path: '/healthz?full=1', intervalMs: 1000 },
       statuses: ['passing', 'warning'],
       drainTimeoutMs: 0,
+      bodyTimeoutMs: 400,
+      maxConnectionsPerInstance: 8,
+      tunnelIdleTimeoutMs: 500,
     });
+    // The body timeout follows the response timeout unless given.
+    expect(parseProxyArgs(['memory://', '--response-timeout', '1500'])!.bodyTimeoutMs).toBe(1500);
   });
 
   it('returns undefined for --help', () => {
@@ -73,6 +82,9 @@ describe('parseProxyArgs', () => {
     expect(usageError(() => parseProxyArgs(['memory://', '--health-check', 'healthz']))).toContain('--health-check');
     expect(usageError(() => parseProxyArgs(['memory://', '--health-interval', '1000']))).toContain('--health-check');
     expect(usageError(() => parseProxyArgs(['memory://', '--nope']))).toContain('--nope');
+    expect(usageError(() => parseProxyArgs(['memory://', '--max-connections-per-instance', '0']))).toContain('--max-connections-per-instance 0: must be between 1 and 65536');
+    expect(usageError(() => parseProxyArgs(['memory://', '--body-timeout', '2s']))).toContain('--body-timeout');
+    expect(usageError(() => parseProxyArgs(['memory://', '--tunnel-idle-timeout', '-5']))).toContain('--tunnel-idle-timeout');
     expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1:8081']))).toContain('the same address as --listen');
   });
 });
