@@ -18,7 +18,7 @@ export interface ProxyOptions {
   responseTimeoutMs: number;
   /** Idle keep-alive time of client connections and of pooled instance connections. */
   idleTimeoutMs: number;
-  /** Longest silence between two pieces of a response body (default: responseTimeoutMs). */
+  /** Longest silence between two pieces of a response body (default 60 s). */
   bodyTimeoutMs?: number;
   /** Connections to one instance at most (default 256); further requests wait for one. */
   maxConnectionsPerInstance?: number;

@@ -10,7 +10,7 @@ export interface PoolTimeouts {
   connectTimeoutMs: number;
   /** Wait for response headers (and for a free connection). */
   responseTimeoutMs: number;
-  /** Longest silence between two pieces of a response body (default: the response timeout). */
+  /** Longest silence between two pieces of a response body (default 60 s, nginx's proxy_read_timeout). */
   bodyTimeoutMs?: number;
   /** How long an idle keep-alive connection to an instance is kept. */
   idleTimeoutMs: number;
@@ -19,6 +19,7 @@ export interface PoolTimeouts {
 }
 
 export const DEFAULT_MAX_CONNECTIONS_PER_INSTANCE = 256;
+export const DEFAULT_BODY_TIMEOUT_MS = 60_000;
 
 /** A request that needs a connection slot of an instance. */
 export interface SlotUser {
@@ -108,7 +109,7 @@ export class UpstreamPools {
         connections: max,
         connectTimeout: t.connectTimeoutMs,
         headersTimeout: t.responseTimeoutMs,
-        bodyTimeout: t.bodyTimeoutMs ?? t.responseTimeoutMs,
+        bodyTimeout: t.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
         keepAliveTimeout: t.idleTimeoutMs,
         keepAliveMaxTimeout: t.idleTimeoutMs,
         pipelining: 1,

@@ -19,8 +19,7 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
   --connect-timeout <ms>     connecting to an instance (default 5000)
   --response-timeout <ms>    waiting for response headers, and for a free connection (default 60000)
   --idle-timeout <ms>        idle keep-alive connections, client and instance side (default 60000)
-  --body-timeout <ms>        longest silence inside a response body, e.g. 60000 (default: the
-                             response timeout)
+  --body-timeout <ms>        longest silence inside a response body (default 60000)
   --max-connections-per-instance <n>
                              connections to one instance at most; more requests wait for one, up
                              to the response timeout (default 256)
@@ -104,7 +103,6 @@ export function proxySettings(v: ProxyValues): ProxySettings {
   if (v['health-check'] !== undefined && !CHECK_PATH.test(v['health-check'])) throw new UsageError(`--health-check ${v['health-check']}: expected a URL path starting with / (no spaces)`);
   if (v['health-interval'] !== undefined && v['health-check'] === undefined) throw new UsageError('--health-interval: only meaningful with --health-check <path>');
   const healthInterval = intFlag('health-interval', v['health-interval'], 5_000, 100, HOUR);
-  const responseTimeoutMs = intFlag('response-timeout', v['response-timeout'], 60_000, 1, HOUR);
   const listen = parseListenAddress('listen', v.listen ?? '127.0.0.1:8080');
   const api = v.api === 'off' ? undefined : parseListenAddress('api', v.api ?? '127.0.0.1:8081');
   if (api && api.port !== 0 && api.port === listen.port && api.host === listen.host) throw new UsageError(`--api ${v.api ?? '127.0.0.1:8081'}: the same address as --listen`);
@@ -114,9 +112,9 @@ export function proxySettings(v: ProxyValues): ProxySettings {
     domain,
     balance: choiceFlag('balance', v.balance, BALANCE_MODES, 'round-robin'),
     connectTimeoutMs: intFlag('connect-timeout', v['connect-timeout'], 5_000, 1, HOUR),
-    responseTimeoutMs,
+    responseTimeoutMs: intFlag('response-timeout', v['response-timeout'], 60_000, 1, HOUR),
     idleTimeoutMs: intFlag('idle-timeout', v['idle-timeout'], 60_000, 1, HOUR),
-    bodyTimeoutMs: intFlag('body-timeout', v['body-timeout'], responseTimeoutMs, 1, HOUR),
+    bodyTimeoutMs: intFlag('body-timeout', v['body-timeout'], 60_000, 1, HOUR),
     maxConnectionsPerInstance: intFlag('max-connections-per-instance', v['max-connections-per-instance'], 256, 1, 65_536),
     tunnelIdleTimeoutMs: intFlag('tunnel-idle-timeout', v['tunnel-idle-timeout'], HOUR, 1, 24 * HOUR),
     retries: intFlag('retries', v.retries, 2, 0, 10),
