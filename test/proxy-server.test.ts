@@ -179,7 +179,8 @@ describe('headers', () => {
     const seen = JSON.parse(r.body) as Record<string, string>;
     expect(seen.host).toBe('hdr.localhost:9999');
     expect(seen['x-custom']).toBe('yes');
-    expect(seen['x-forwarded-for']).toBe('10.9.8.7, 127.0.0.1');
+    // No peer is trusted by default: the client's own X-Forwarded-For is replaced, not appended to.
+    expect(seen['x-forwarded-for']).toBe('127.0.0.1');
     expect(seen['x-forwarded-proto']).toBe('http');
     expect(seen['x-forwarded-host']).toBe('hdr.localhost:9999');
     expect(seen['x-drop']).toBeUndefined();

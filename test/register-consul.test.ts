@@ -5,6 +5,8 @@ import { docker, hostPort, isRunning, removeContainers, run } from './support/do
 import { Hm, runCli, spawnHm } from './support/harbormaster.js';
 import { CONSUL, consulChecks, consulServices } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
+import { createBackend } from '../src/registry/index.js';
+import type { ServiceInstance } from '../src/model/service-instance.js';
 
 const HOST = uniq('itc');
 const P = `${HOST}-`; // container name prefix
@@ -197,5 +199,28 @@ describe('register flags', () => {
     expect(s.Port).toBe(19480);
     // What was registered answers there.
     expect(await (await fetch(`http://${s.Address}:${s.Port}/`)).text()).toBe('hostnet-body\n');
+  });
+});
+
+describe('consul heartbeat service after a lapse', () => {
+  it('an instance registered by a new run is passing at once, even though the host heartbeat lapsed meanwhile', async () => {
+    const host = uniq('itclapse');
+    const inst = (id: string): ServiceInstance => ({ id, name: host, address: '127.0.0.1', port: 20100, protocol: 'tcp', tags: [], meta: {}, host, status: 'passing' });
+    const first = createBackend(CONSUL, { ttl: 2, host });
+    await first.register(inst(`${host}:a`));
+    await first.close();
+    // Nobody passes the host's heartbeat: it turns critical (the agent keeps that status on re-registration).
+    await waitFor('heartbeat critical', async () => (await consulChecks())[`harbormaster-host:${host}`]?.Status === 'critical', 10_000, 100);
+    const second = createBackend(CONSUL, { ttl: 2, host });
+    try {
+      const t0 = Date.now();
+      await second.register(inst(`${host}:b`));
+      const health = (await (await fetch(`http://127.0.0.1:8500/v1/health/service/${host}?passing=1`)).json()) as { Service: { ID: string } }[];
+      console.log(`PROBE consul: instance registered after a lapsed heartbeat: passing after ${Date.now() - t0} ms`);
+      expect(health.map((e) => e.Service.ID)).toContain(`${host}:b`);
+    } finally {
+      await second.deregisterAll?.([inst(`${host}:a`), inst(`${host}:b`)]);
+      await second.close();
+    }
   });
 });

@@ -14,6 +14,8 @@ export function watchProbe(watch: CatalogWatch, registry: string): () => Compone
       connected: s.connected,
       complete: s.complete,
       services: watch.catalog?.services.length ?? 0,
+      // Services whose own reads fail (their last good data is still served).
+      failingServices: s.failingParts,
       lastSync: s.lastUpdate,
       lastError: s.lastError,
     };

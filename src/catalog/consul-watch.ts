@@ -1,113 +1,427 @@
-// Consul read side: a blocking query on the catalog's service list, and one blocking query on
-// /v1/health/service/<name> per service (index / X-Consul-Index, wait), through the consul
-// client's watch helper. On any error everything starts over from index 0 with backoff.
-import type Consul from 'consul';
+// Consul read side: two blocking queries whatever the number of services, and non-blocking reads
+// of the services that changed, a few at a time.
+//  - /v1/catalog/services (blocking): the service names. Its index moves on every registration,
+//    deregistration or change of an instance; a change in place (a new port, same tags) does not
+//    show in the listing, so every known service is read again when it moves (bounded, below).
+//  - /v1/health/state/any (blocking): every check. Each service's checks (its own, and the node
+//    checks of the nodes it runs on) are compared with those of its last read: a service whose
+//    checks changed is read again, the others are not.
+//  - /v1/health/service/<name> (not blocking): one service's instances and checks. A service whose
+//    read fails is retried alone, with its own backoff, and keeps its last good data.
+// Why not one blocking query per service (consul-template's way, and this watch's before): each
+// holds an HTTP connection for the whole wait, so N services need N connections, and a Consul
+// agent closes connections past limits.http_max_conns_per_client (200) per client address; and a
+// failure of any one of them restarted them all. Fabio and Traefik watch the catalog and read the
+// services that changed for the same reason. Here at most FETCH_CONCURRENCY + 2 connections are
+// ever open (the undici pool is capped too), however many services there are.
+// Index handling follows Consul's blocking-query rules: an index that went backwards is reset to
+// 0 (a full read), one below 1 is taken as 1, and a loop never runs more often than every
+// MIN_LOOP_INTERVAL_MS. After an error the next query is a full read (an agent that restarted has
+// a lower index: a blocking query with the old one would hang for the whole wait).
+import { readFileSync } from 'node:fs';
+import { Agent, request } from 'undici';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { consulClient, type ConsulTarget, type HealthEntry, instanceFromConsul, isHeartbeatService, worstStatus } from '../registry/consul-backend.js';
+import { type ConsulTarget, type HealthEntry, instanceFromConsul, isHeartbeatService, worstStatus } from '../registry/consul-backend.js';
 import { backoffMs } from '../util/time.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
-const WAIT = '30s';
-const WAIT_TIMEOUT_MS = 36_000;
+const WAIT_S = 30;
+/** Consul adds up to wait/16 of jitter to a blocking query. */
+const BLOCKING_TIMEOUT_MS = (WAIT_S + WAIT_S / 16 + 5) * 1000;
+const FETCH_TIMEOUT_MS = 8_000;
+/** Non-blocking service reads in flight at once. */
+const FETCH_CONCURRENCY = 8;
+const MIN_LOOP_INTERVAL_MS = 50;
+/** Every service is read again this often, whatever the indexes said: a bound on how long any missed change could last. */
+const RESYNC_MS = 5 * 60_000;
 
-interface Watcher {
-  on(event: 'change', fn: (data: unknown) => void): void;
-  on(event: 'error', fn: (err: Error) => void): void;
-  end(): void;
+export interface ConsulWatchOptions {
+  fetchConcurrency?: number;
+  resyncMs?: number;
+  /** Seconds a blocking query waits (default 30). */
+  waitS?: number;
+}
+
+type Env = Record<string, string | undefined>;
+
+/** The agent did not answer at all (refused, reset, timed out). */
+class NoAnswer extends Error {}
+
+/**
+ * The index for the next blocking query from the one just used and the one answered (Consul's
+ * rules): backwards → 0, a full read that starts the loop over; missing or 0 → 1, so the next
+ * query blocks instead of returning at once.
+ */
+export function nextIndex(used: number, answered: number | undefined): number {
+  if (answered === undefined || !Number.isSafeInteger(answered) || answered < 1) return 1;
+  if (answered < used) return 0;
+  return answered;
+}
+
+interface Answer {
+  body: unknown;
+  index: number | undefined;
+}
+
+class ConsulReader {
+  private readonly dispatcher: Agent;
+  private readonly base: string;
+  private readonly token?: string;
+
+  constructor(target: ConsulTarget, connections: number, env: Env = process.env) {
+    const host = target.host.includes(':') && !target.host.startsWith('[') ? `[${target.host}]` : target.host;
+    this.base = `${target.secure ? 'https' : 'http'}://${host}:${target.port}`;
+    this.token = env.CONSUL_HTTP_TOKEN || undefined;
+    const read = (name: string) => {
+      const file = env[name];
+      if (!file) return undefined;
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new Error(`${name}=${file}: ${(err as Error).message}`);
+      }
+    };
+    this.dispatcher = new Agent({
+      connections,
+      headersTimeout: BLOCKING_TIMEOUT_MS,
+      bodyTimeout: BLOCKING_TIMEOUT_MS,
+      connectTimeout: 5_000,
+      ...(target.secure ? { connect: { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } } : {}),
+    });
+  }
+
+  /** GET `path` (+ `query`); errors name the path, without the changing query. */
+  async get(path: string, query: string, timeoutMs: number, signal: AbortSignal): Promise<Answer> {
+    const headers: Record<string, string> = this.token ? { 'x-consul-token': this.token } : {};
+    let res;
+    try {
+      res = await request(`${this.base}${path}${query}`, { method: 'GET', headers, dispatcher: this.dispatcher, signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
+    } catch (err) {
+      throw new NoAnswer(`GET ${path}: ${errText(err)}`);
+    }
+    let text: string;
+    try {
+      text = await res.body.text();
+    } catch (err) {
+      throw new NoAnswer(`GET ${path}: reading the answer: ${errText(err)}`);
+    }
+    if (res.statusCode >= 400) throw new Error(`GET ${path}: ${res.statusCode} ${text.trim().replace(/\s+/g, ' ').slice(0, 200) || 'no reason given'}`);
+    let body: unknown;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      throw new Error(`GET ${path}: the answer is not JSON`);
+    }
+    const h = res.headers['x-consul-index'];
+    const index = typeof h === 'string' && /^\d{1,15}$/.test(h) ? Number(h) : undefined;
+    return { body, index };
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.destroy().catch(() => undefined);
+  }
+}
+
+function errText(err: unknown): string {
+  const e = err as Error & { cause?: Error; code?: string };
+  if (e?.name === 'TimeoutError') return 'no answer in time';
+  if (e?.name === 'AbortError') return 'aborted';
+  return e?.cause?.message ?? e?.message ?? e?.code ?? String(err);
+}
+
+interface ServiceState {
+  /** The last good read; undefined until the first one. */
+  instances?: ServiceInstance[];
+  /** JSON of `instances`, to tell a change. */
+  json?: string;
+  /** Nodes the service has instances on (their node checks count as its checks). */
+  nodes: Set<string>;
+  /** Its checks as of the last good read (see checkSignature). */
+  checks?: string;
+  /** The first read answered or failed: the initial catalog no longer waits for it. */
+  settled: boolean;
+  inFlight: boolean;
+  /** Read again once the read in flight ends. */
+  again: boolean;
+  failing: boolean;
+  attempt: number;
+  /** Backing off after a failure: only this timer reads it again. */
+  retry?: NodeJS.Timeout;
+}
+
+const checkKey = (c: { Node?: unknown; CheckID?: unknown; Status?: unknown; ModifyIndex?: unknown }) => `${String(c.Node)}\u0000${String(c.CheckID)}\u0000${String(c.Status)}\u0000${String(c.ModifyIndex)}`;
+
+/** Order-independent identity of a set of checks: any status or definition change moves a ModifyIndex. */
+function checkSignature(keys: Iterable<string>): string {
+  return [...new Set(keys)].sort().join('\u0001');
+}
+
+const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+/** Why a health entry cannot be an instance, or undefined. Consul's answers are outside input too. */
+function entryProblem(e: unknown): string | undefined {
+  if (!isObject(e)) return 'entry is not an object';
+  const s = e.Service;
+  const n = e.Node;
+  if (!isObject(s)) return 'Service is not an object';
+  if (!isObject(n) || typeof n.Node !== 'string' || typeof n.Address !== 'string') return 'Node is not a node';
+  if (typeof s.ID !== 'string') return 'Service.ID is not a string';
+  if (typeof s.Service !== 'string') return 'Service.Service is not a string';
+  if (typeof s.Address !== 'string') return 'Service.Address is not a string';
+  if (typeof s.Port !== 'number') return 'Service.Port is not a number';
+  if (s.Tags != null && (!Array.isArray(s.Tags) || s.Tags.some((t) => typeof t !== 'string'))) return 'Service.Tags is not a list of strings';
+  if (s.Meta != null && (!isObject(s.Meta) || Object.values(s.Meta).some((v) => typeof v !== 'string'))) return 'Service.Meta is not a map of strings';
+  if (e.Checks != null && (!Array.isArray(e.Checks) || e.Checks.some((c) => !isObject(c)))) return 'Checks is not a list';
+  return undefined;
 }
 
 export class ConsulWatch implements RawWatch {
-  private readonly consul: Consul;
-  private catalogWatch?: Watcher;
-  private readonly perService = new Map<string, Watcher>();
-  /** Instances per service; undefined until that service's first answer. */
-  private readonly entries = new Map<string, ServiceInstance[] | undefined>();
+  private readonly reader: ConsulReader;
+  private readonly abort = new AbortController();
+  private readonly services = new Map<string, ServiceState>();
+  /** Names waiting for a read slot, in order. */
+  private readonly queue = new Set<string>();
+  private active = 0;
   private handlers?: RawWatchHandlers;
-  private scheduled = false;
-  private attempt = 0;
-  private restartTimer?: NodeJS.Timeout;
   private stopped = false;
+  private catalogSeen = false;
+  private complete = false;
+  private outputChanged = false;
+  private scheduled = false;
+  /** Loops (and service reads) that get no answer; the registry is "down" while any does. */
+  private readonly down = new Set<string>();
+  private okSent = false;
+  private resyncTimer?: NodeJS.Timeout;
+  private readonly sleepers = new Set<() => void>();
+  private readonly concurrency: number;
+  private readonly waitS: number;
+  private readonly resyncMs: number;
+  /** Reads of /v1/health/service/<name> sent, for tests and metrics. */
+  readonly stats = { serviceReads: 0, catalogAnswers: 0, healthAnswers: 0 };
 
-  constructor(target: ConsulTarget) {
-    this.consul = consulClient(target);
+  constructor(target: ConsulTarget, opts: ConsulWatchOptions = {}) {
+    this.concurrency = Math.max(1, opts.fetchConcurrency ?? FETCH_CONCURRENCY);
+    this.waitS = opts.waitS ?? WAIT_S;
+    this.resyncMs = opts.resyncMs ?? RESYNC_MS;
+    this.reader = new ConsulReader(target, this.concurrency + 2);
   }
 
   start(h: RawWatchHandlers): void {
     this.handlers = h;
-    this.watchCatalog();
+    void this.follow('catalog', '/v1/catalog/services', (body) => this.onCatalog(body));
+    void this.follow('health', '/v1/health/state/any', (body) => this.onHealth(body));
+    this.resyncTimer = setInterval(() => {
+      for (const name of this.services.keys()) this.enqueue(name);
+    }, this.resyncMs);
+    this.resyncTimer.unref();
   }
 
-  private watch(method: unknown, options: Record<string, unknown>): Watcher {
-    const c = this.consul as unknown as { watch(o: unknown): Watcher };
-    const w = c.watch({ method, options: { ...options, wait: WAIT, timeout: WAIT_TIMEOUT_MS } });
-    // Any failure starts over from index 0: an agent that restarted has a lower index, and a
-    // blocking query with the old one would hang for the whole wait before noticing.
-    w.on('error', (err) => this.restart(err));
-    return w;
+  /** One blocking-query loop. */
+  private async follow(what: string, path: string, onAnswer: (body: unknown) => void): Promise<void> {
+    let index = 0;
+    let attempt = 0;
+    while (!this.stopped) {
+      const t0 = Date.now();
+      const blocking = index > 0;
+      try {
+        const a = await this.reader.get(path, blocking ? `?index=${index}&wait=${this.waitS}s` : '', blocking ? BLOCKING_TIMEOUT_MS : FETCH_TIMEOUT_MS, this.abort.signal);
+        if (this.stopped) return;
+        const next = nextIndex(index, a.index);
+        // An answer at an unchanged index is a wait that expired: nothing to look at.
+        if (!blocking || next !== index) onAnswer(a.body);
+        index = next;
+        attempt = 0;
+        this.up(what);
+      } catch (err) {
+        if (this.stopped) return;
+        this.fail(what, err as Error);
+        index = 0;
+        await this.sleep(backoffMs(attempt++, 250, 10_000));
+        continue;
+      }
+      const rest = MIN_LOOP_INTERVAL_MS - (Date.now() - t0);
+      if (rest > 0) await this.sleep(rest);
+    }
   }
 
-  private watchCatalog(): void {
-    this.catalogWatch = this.watch(this.consul.catalog.service.list, {});
-    this.catalogWatch.on('change', (data) => {
-      this.attempt = 0;
-      this.onServices(Object.keys(data as Record<string, unknown>));
-    });
-  }
-
-  private restart(err: Error): void {
-    this.handlers?.error(err);
-    if (this.restartTimer || this.stopped) return;
-    this.catalogWatch?.end();
-    for (const w of this.perService.values()) w.end();
-    this.perService.clear();
-    // Keep serving the last snapshot; the next one is emitted once every service answered again.
-    for (const name of this.entries.keys()) this.entries.set(name, undefined);
-    this.restartTimer = setTimeout(() => {
-      this.restartTimer = undefined;
-      this.watchCatalog();
-    }, backoffMs(this.attempt++, 200, 10_000));
-  }
-
-  private onServices(names: string[]): void {
-    const wanted = new Set(names.filter((n) => n !== 'consul'));
-    for (const name of [...this.entries.keys()]) {
+  private onCatalog(body: unknown): void {
+    if (!isObject(body)) throw new Error('GET /v1/catalog/services: the answer is not an object');
+    this.stats.catalogAnswers++;
+    const wanted = new Set(Object.keys(body).filter((n) => n !== 'consul'));
+    for (const [name, s] of this.services) {
       if (wanted.has(name)) continue;
-      this.perService.get(name)?.end();
-      this.perService.delete(name);
-      this.entries.delete(name);
+      clearTimeout(s.retry);
+      this.services.delete(name);
+      this.queue.delete(name);
+      if (s.failing) this.handlers?.part(label(name), 'gone');
+      if (s.instances?.length) this.outputChanged = true;
     }
+    // Existing services are read again too: a change in place is not visible in this listing.
     for (const name of wanted) {
-      if (this.perService.has(name)) continue;
-      this.entries.set(name, undefined);
-      const w = this.watch(this.consul.health.service, { service: name });
-      w.on('change', (data) => {
-        // A host's heartbeat service is bookkeeping, never an instance.
-        const list = (data as HealthEntry[]).filter((e) => !isHeartbeatService(e.Service)).map((e) => instanceFromConsul(e.Service, worstStatus(e.Checks.map((k) => k.Status)), e.Node.Address));
-        this.entries.set(name, list);
-        this.schedule();
-      });
-      this.perService.set(name, w);
+      if (!this.services.has(name)) this.services.set(name, { nodes: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
+      this.enqueue(name);
     }
+    this.catalogSeen = true;
     this.schedule();
   }
 
-  /** Emit once every known service has answered, coalescing bursts of changes. */
+  private onHealth(body: unknown): void {
+    if (!Array.isArray(body)) throw new Error('GET /v1/health/state/any: the answer is not a list');
+    this.stats.healthAnswers++;
+    const byService = new Map<string, string[]>();
+    const byNode = new Map<string, string[]>();
+    for (const c of body) {
+      if (!isObject(c)) continue;
+      const [map, key] = c.ServiceID ? [byService, String(c.ServiceName)] : [byNode, String(c.Node)];
+      const list = map.get(key);
+      if (list) list.push(checkKey(c));
+      else map.set(key, [checkKey(c)]);
+    }
+    for (const [name, s] of this.services) {
+      if (s.checks === undefined) continue;
+      const keys = [...(byService.get(name) ?? [])];
+      for (const n of s.nodes) keys.push(...(byNode.get(n) ?? []));
+      if (checkSignature(keys) !== s.checks) this.enqueue(name);
+    }
+  }
+
+  private enqueue(name: string): void {
+    const s = this.services.get(name);
+    if (!s || s.retry || this.stopped) return;
+    if (s.inFlight) {
+      s.again = true;
+      return;
+    }
+    this.queue.add(name);
+    this.pump();
+  }
+
+  private pump(): void {
+    while (this.active < this.concurrency && this.queue.size > 0 && !this.stopped) {
+      const name = this.queue.values().next().value as string;
+      this.queue.delete(name);
+      const s = this.services.get(name);
+      if (!s) continue;
+      this.active++;
+      void this.read(name, s).finally(() => {
+        this.active--;
+        this.pump();
+      });
+    }
+  }
+
+  private async read(name: string, s: ServiceState): Promise<void> {
+    s.inFlight = true;
+    s.again = false;
+    this.stats.serviceReads++;
+    try {
+      const a = await this.reader.get(`/v1/health/service/${encodeURIComponent(name)}`, '', FETCH_TIMEOUT_MS, this.abort.signal);
+      if (this.stopped || this.services.get(name) !== s) return;
+      if (!Array.isArray(a.body)) throw new Error(`GET /v1/health/service/${name}: the answer is not a list`);
+      const instances: ServiceInstance[] = [];
+      const nodes = new Set<string>();
+      const checks: string[] = [];
+      for (const e of a.body as unknown[]) {
+        const problem = entryProblem(e);
+        if (problem) {
+          const id = isObject(e) && isObject(e.Service) && typeof e.Service.ID === 'string' ? ` instance ${e.Service.ID.slice(0, 120)}` : '';
+          this.handlers?.invalid(`consul service ${name.slice(0, 63)}${id}: ${problem}; skipped`);
+          continue;
+        }
+        const entry = e as HealthEntry;
+        const entryChecks = (entry.Checks ?? []) as Array<{ Status: string }>;
+        nodes.add(entry.Node.Node);
+        for (const c of entryChecks) checks.push(checkKey(c));
+        // A host's heartbeat service is bookkeeping, never an instance.
+        if (isHeartbeatService(entry.Service)) continue;
+        instances.push(instanceFromConsul(entry.Service, worstStatus(entryChecks.map((c) => String(c.Status))), entry.Node.Address));
+      }
+      s.nodes = nodes;
+      s.checks = checkSignature(checks);
+      const json = JSON.stringify(instances);
+      if (json !== s.json) {
+        s.instances = instances;
+        s.json = json;
+        this.outputChanged = true;
+      }
+      s.attempt = 0;
+      if (s.failing) {
+        s.failing = false;
+        this.handlers?.part(label(name), 'ok');
+      }
+      this.up('service reads');
+    } catch (err) {
+      if (this.stopped || this.services.get(name) !== s) return;
+      // No answer at all is the registry's failure, not this service's.
+      if (err instanceof NoAnswer) this.fail('service reads', err);
+      s.failing = true;
+      this.handlers?.part(label(name), err as Error);
+      s.again = false;
+      s.retry = setTimeout(() => {
+        s.retry = undefined;
+        this.enqueue(name);
+      }, backoffMs(s.attempt++, 500, 15_000));
+    } finally {
+      s.inFlight = false;
+      s.settled = true;
+      if (s.again && this.services.get(name) === s) this.enqueue(name);
+      this.schedule();
+    }
+  }
+
+  /**
+   * Emit, coalescing bursts: the first time once the catalog listing answered and every service's
+   * first read answered or failed; then whenever a service's instances changed.
+   */
   private schedule(): void {
     if (this.scheduled) return;
     this.scheduled = true;
     setImmediate(() => {
       this.scheduled = false;
-      if ([...this.entries.values()].some((v) => v === undefined)) return;
-      this.handlers?.update([...this.entries.values()].flatMap((v) => v ?? []));
+      if (this.stopped || !this.catalogSeen) return;
+      if (!this.complete) {
+        for (const s of this.services.values()) if (!s.settled) return;
+        this.complete = true;
+      } else if (!this.outputChanged) return;
+      this.outputChanged = false;
+      this.handlers?.update([...this.services.values()].flatMap((s) => s.instances ?? []));
+    });
+  }
+
+  private fail(what: string, err: Error): void {
+    this.down.add(what);
+    this.handlers?.error(err);
+  }
+
+  private up(what: string): void {
+    const was = this.down.delete(what);
+    if (this.down.size > 0 || (!was && this.okSent)) return;
+    this.okSent = true;
+    this.handlers?.ok();
+  }
+
+  private sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(t);
+        this.sleepers.delete(done);
+        resolve();
+      };
+      const t = setTimeout(done, ms);
+      this.sleepers.add(done);
     });
   }
 
   async stop(): Promise<void> {
     this.stopped = true;
-    clearTimeout(this.restartTimer);
-    this.catalogWatch?.end();
-    for (const w of this.perService.values()) w.end();
-    this.perService.clear();
-    this.consul.destroy();
+    this.abort.abort();
+    clearInterval(this.resyncTimer);
+    for (const s of this.services.values()) clearTimeout(s.retry);
+    for (const wake of [...this.sleepers]) wake();
+    await this.reader.close();
   }
+}
+
+function label(name: string): string {
+  return `consul service ${name.slice(0, 63)}`;
 }

@@ -26,7 +26,11 @@ export class MemoryWatch implements RawWatch {
     // Expiry only: a change it finds notifies `push`.
     this.sweeper = setInterval(() => store.expire(), 1000);
     this.sweeper.unref();
-    queueMicrotask(() => !this.stopped && h.update(store.list()));
+    queueMicrotask(() => {
+      if (this.stopped) return;
+      h.ok();
+      h.update(store.list());
+    });
   }
 
   async stop(): Promise<void> {

@@ -55,3 +55,49 @@ export function buildRoutes(catalog: Catalog, domain: string): RouteTable {
   });
   return Object.freeze({ vhosts: Object.freeze(vhosts), conflicts: Object.freeze(conflicts) });
 }
+
+/**
+ * The load-balancing weight every output uses: meta `weight` (validated 0–1000, so `"00"` is 0),
+ * default 1. Weight 0 takes no new requests; a route whose routable instances all weigh 0 has
+ * nothing to send to and is answered like one without instances (503).
+ */
+export function instanceWeight(i: Readonly<ServiceInstance>): number {
+  const w = i.meta.weight;
+  if (w === undefined || !/^\d{1,4}$/.test(w)) return 1;
+  return Math.min(1000, Number(w));
+}
+
+/** `/api` matches /api and /api/x but not /apix; `/api/` matches /api/x but not /api; `/` matches everything. */
+export function pathMatches(routePath: string, path: string): boolean {
+  if (routePath === '/') return true;
+  if (!path.startsWith(routePath)) return false;
+  return path.length === routePath.length || routePath.charCodeAt(routePath.length - 1) === 47 || path.charCodeAt(routePath.length) === 47;
+}
+
+/**
+ * The virtual host of a request host (lowercase, without port or trailing dot): the exact name,
+ * else the wildcard with the longest suffix (`*.x.example.com` before `*.example.com`; a
+ * wildcard matches one or more labels, never the bare suffix). Only this host's routes are
+ * considered afterwards: no fall-through to another host's routes.
+ */
+export function findVhost(table: RouteTable, host: string): VirtualHost | undefined {
+  let best: VirtualHost | undefined;
+  for (const v of table.vhosts) {
+    if (v.host === host) return v;
+    if (v.host.startsWith('*.')) {
+      const suffix = v.host.slice(1);
+      if (host.length > suffix.length && host.endsWith(suffix) && (!best || v.host.length > best.host.length)) best = v;
+    }
+  }
+  return best;
+}
+
+/** The longest route path of the host that matches the (percent-decoded) path. */
+export function matchPath(vhost: VirtualHost, path: string): Route | undefined {
+  return vhost.routes.find((r) => pathMatches(r.path, path));
+}
+
+export function matchRoute(table: RouteTable, host: string, path: string): Route | undefined {
+  const v = findVhost(table, host);
+  return v && matchPath(v, path);
+}

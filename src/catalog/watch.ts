@@ -30,7 +30,7 @@ export function rawWatchFor(uri: string): RawWatch {
 }
 
 export class CatalogWatch {
-  readonly status: WatchStatus = { connected: false, complete: false };
+  readonly status: WatchStatus = { connected: false, complete: false, failingParts: 0 };
   private current?: Catalog;
   private readonly listeners = new Set<(c: Catalog) => void>();
   private readonly warned = new Set<string>();
@@ -71,20 +71,16 @@ export class CatalogWatch {
   start(): void {
     if (this.started) return;
     this.started = true;
-    let failing = false;
+    const log = this.opts.log;
+    // The registry as a whole: one line when it starts failing, debug per retry, one when it answers again.
+    let failing: { since: number; retries: number } | undefined;
+    // Parts failing alone; `announced` when their first failure was logged above debug.
+    const parts = new Map<string, { announced: boolean; retries: number }>();
     this.raw.start({
       update: (instances) => {
-        if (failing) this.opts.log.info({ event: 'watch-up' }, 'registry watch resumed');
-        failing = false;
-        this.status.connected = true;
         this.status.complete = true;
         this.status.lastUpdate = new Date();
-        const next = buildCatalog(instances, this.opts.statuses ?? ['passing'], (msg) => {
-          if (this.warned.has(msg)) return;
-          if (this.warned.size > 10_000) this.warned.clear();
-          this.warned.add(msg);
-          this.opts.log.warn({ event: 'invalid' }, msg);
-        });
+        const next = buildCatalog(instances, this.opts.statuses ?? ['passing'], (msg) => this.warnOnce(msg));
         if (this.current && this.current.fingerprint === next.fingerprint) return;
         this.current = next;
         for (const fn of this.listeners) fn(next);
@@ -92,12 +88,54 @@ export class CatalogWatch {
       error: (err) => {
         this.status.connected = false;
         this.status.lastError = err.message;
-        // One line when a watch starts failing; the retries themselves are debug noise.
-        if (!failing) this.opts.log.error({ event: 'error', err: err.message }, `registry watch: ${err.message}; retrying with backoff`);
-        else this.opts.log.debug({ err: err.message }, 'registry watch still failing');
-        failing = true;
+        if (!failing) {
+          failing = { since: Date.now(), retries: 0 };
+          log.error({ event: 'error', err: err.message }, `registry watch: ${err.message}; keeping the last catalog, retrying with backoff`);
+        } else {
+          failing.retries++;
+          log.debug({ event: 'watch-retry', err: err.message }, 'registry watch still failing');
+        }
       },
+      ok: () => {
+        this.status.connected = true;
+        if (!failing) return;
+        log.info({ event: 'watch-up', downMs: Date.now() - failing.since, retries: failing.retries }, 'registry watch recovered');
+        failing = undefined;
+      },
+      part: (name, state) => {
+        const known = parts.get(name);
+        if (state instanceof Error) {
+          if (!known) {
+            // While the whole registry fails, each part's failure is part of that one story.
+            const announced = !failing;
+            parts.set(name, { announced, retries: 0 });
+            const msg = `registry watch: ${name}: ${state.message}; keeping its last data, retrying it alone with backoff`;
+            if (announced) log.warn({ event: 'part-error', part: name, err: state.message }, msg);
+            else log.debug({ event: 'part-error', part: name, err: state.message }, msg);
+          } else {
+            known.retries++;
+            log.debug({ event: 'part-retry', part: name, err: state.message }, `registry watch: ${name} still failing`);
+          }
+        } else if (known) {
+          parts.delete(name);
+          if (state === 'ok') {
+            const level = known.announced ? 'info' : 'debug';
+            log[level]({ event: 'part-up', part: name, retries: known.retries }, `registry watch: ${name} recovered`);
+          }
+        }
+        this.status.failingParts = parts.size;
+      },
+      invalid: (msg) => this.warnOnce(msg),
+      note: (msg) => log.info({ event: 'watch-note' }, msg),
     });
+  }
+
+  /** Invalid records are logged once per distinct problem, not at every snapshot. */
+  private warnOnce(msg: string): void {
+    if (this.warned.has(msg)) return;
+    if (this.warned.size > 10_000) this.warned.clear();
+    this.warned.add(msg);
+    this.opts.log.warn({ event: 'invalid' }, msg);
   }
 
   async stop(): Promise<void> {

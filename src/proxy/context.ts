@@ -5,7 +5,7 @@ import type { Logger } from '../log/logger.js';
 import type { HealthStatus } from '../model/service-instance.js';
 import type { BalanceMode, EjectionPolicy, Upstream } from './balancer.js';
 import type { FailureKind } from './failures.js';
-import type { RoutingTable } from './route-table.js';
+import type { RequestTarget, RoutingTable } from './route-table.js';
 import type { UpstreamPools } from './upstream-pools.js';
 
 export interface ProxyOptions {
@@ -29,8 +29,17 @@ export interface ProxyOptions {
   ejection?: EjectionPolicy;
   /** Active checks: GET `path` on every instance each `intervalMs`. */
   healthCheck?: { path: string; intervalMs: number };
+  /** Peers (normalized CIDRs) whose X-Forwarded-*, X-Real-IP and Forwarded are believed; default none. */
+  trustedProxies?: readonly string[];
+  /** Request line and headers together, in bytes: larger → 431 (default 16384). */
+  maxHeaderSize?: number;
+  /** Time from a request's first byte to the end of its headers: longer → 408 (default 10000). */
+  headerTimeoutMs?: number;
   log: Logger;
 }
+
+export const DEFAULT_MAX_HEADER_SIZE = 16_384;
+export const DEFAULT_HEADER_TIMEOUT_MS = 10_000;
 
 /** What the exchanges need from the server. */
 export interface ProxyContext {
@@ -42,6 +51,8 @@ export interface ProxyContext {
   /** A failure of an instance: counted, logged, and for connection failures maybe ejected (returns whether it was). */
   upstreamFailed(u: Upstream, err: Error, kind: FailureKind): boolean;
   count(service: string, status: number): void;
+  /** The headers to send upstream for a client request (forwarding headers by the trust in its peer). */
+  requestHeaders(req: http.IncomingMessage, target: RequestTarget, upgrade?: boolean): Record<string, string | string[]>;
   trackUpgrade(socket: Duplex): void;
   /** A request ended (answered or abandoned): graceful shutdown waits for these. */
   requestDone(): void;

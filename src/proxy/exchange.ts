@@ -5,7 +5,7 @@ import { metrics } from '../metrics/metrics.js';
 import { recordSuccess, type Upstream } from './balancer.js';
 import { reply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
-import { stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { stripResponseHeaders } from './headers.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
 import { DEFAULT_MAX_CONNECTIONS_PER_INSTANCE, type InstancePool, type SlotUser } from './upstream-pools.js';
 
@@ -72,7 +72,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   ) {
     const h = req.headers;
     this.hasBody = h['transfer-encoding'] !== undefined || (h['content-length'] !== undefined && h['content-length'] !== '0');
-    this.headers = upstreamRequestHeaders(h, req.socket.remoteAddress);
+    this.headers = ctx.requestHeaders(req, target);
     (res as TrackedResponse)[EXCHANGE] = this;
     res.on('close', onResponseClose);
   }

@@ -1,8 +1,11 @@
 import { describe, expect, it } from 'vitest';
 import { clientAddress, stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
+const UNTRUSTED = { trusted: false, port: 8080 };
+const TRUSTED = { trusted: true, port: 8080 };
+
 describe('upstreamRequestHeaders', () => {
-  it('keeps end-to-end headers and Host, drops hop-by-hop ones', () => {
+  it('keeps end-to-end headers and Host, drops hop-by-hop ones, sets the forwarding headers', () => {
     const h = upstreamRequestHeaders(
       {
         host: 'web.localhost:8080',
@@ -20,6 +23,7 @@ describe('upstreamRequestHeaders', () => {
         expect: '100-continue',
       },
       '127.0.0.1',
+      UNTRUSTED,
     );
     expect(h).toEqual({
       host: 'web.localhost:8080',
@@ -28,23 +32,79 @@ describe('upstreamRequestHeaders', () => {
       'x-forwarded-for': '127.0.0.1',
       'x-forwarded-proto': 'http',
       'x-forwarded-host': 'web.localhost:8080',
+      'x-forwarded-port': '8080',
+      'x-real-ip': '127.0.0.1',
     });
   });
 
-  it('appends the client to X-Forwarded-For and replaces the client-supplied Proto and Host', () => {
-    const h = upstreamRequestHeaders({ host: 'a.test', 'x-forwarded-for': '10.0.0.1', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'evil.test' }, '::ffff:127.0.0.1');
-    expect(h['x-forwarded-for']).toBe('10.0.0.1, 127.0.0.1');
-    expect(h['x-forwarded-proto']).toBe('http');
-    expect(h['x-forwarded-host']).toBe('a.test');
+  it('replaces every forwarding header an untrusted client sent, underscore spellings and Forwarded included', () => {
+    const h = upstreamRequestHeaders(
+      {
+        host: 'a.test',
+        'x-forwarded-for': '10.0.0.1',
+        'x-forwarded-proto': 'https',
+        'x-forwarded-host': 'evil.test',
+        'x-forwarded-port': '443',
+        'x-real-ip': '6.6.6.6',
+        forwarded: 'for=6.6.6.6',
+        x_forwarded_for: '7.7.7.7',
+        'x_real-ip': '7.7.7.7',
+        x_custom: 'kept',
+      },
+      '::ffff:127.0.0.1',
+      UNTRUSTED,
+    );
+    expect(h).toEqual({
+      host: 'a.test',
+      x_custom: 'kept',
+      'x-forwarded-for': '127.0.0.1',
+      'x-forwarded-proto': 'http',
+      'x-forwarded-host': 'a.test',
+      'x-forwarded-port': '8080',
+      'x-real-ip': '127.0.0.1',
+    });
+  });
+
+  it('keeps a trusted peer\'s forwarding headers, appending this hop to X-Forwarded-For and Forwarded', () => {
+    const h = upstreamRequestHeaders(
+      { host: 'a.test', 'x-forwarded-for': '203.0.113.9', 'x-forwarded-proto': 'https', 'x-forwarded-host': 'www.a.test', 'x-forwarded-port': '443', 'x-real-ip': '203.0.113.9', forwarded: 'for=203.0.113.9;proto=https' },
+      '::1',
+      TRUSTED,
+    );
+    expect(h).toMatchObject({
+      'x-forwarded-for': '203.0.113.9, ::1',
+      'x-forwarded-proto': 'https',
+      'x-forwarded-host': 'www.a.test',
+      'x-forwarded-port': '443',
+      'x-real-ip': '203.0.113.9',
+      forwarded: 'for=203.0.113.9;proto=https, for="[::1]";host=a.test;proto=http',
+    });
+    // A trusted peer that sent none gets this proxy's own values, and no Forwarded is invented.
+    const bare = upstreamRequestHeaders({ host: 'a.test:81' }, '10.0.0.2', TRUSTED);
+    expect(bare).toEqual({ host: 'a.test:81', 'x-forwarded-for': '10.0.0.2', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'a.test:81', 'x-forwarded-port': '8080', 'x-real-ip': '10.0.0.2' });
+  });
+
+  it('does not let Connection remove Host, Content-Length or the forwarding headers', () => {
+    const h = upstreamRequestHeaders(
+      { host: 'a.test', 'content-length': '3', 'x-forwarded-for': '10.0.0.1', connection: 'host, content-length, x-forwarded-for, x-real-ip, forwarded, x-other', 'x-other': '1' },
+      '10.0.0.2',
+      TRUSTED,
+    );
+    expect(h).toEqual({ host: 'a.test', 'content-length': '3', 'x-forwarded-for': '10.0.0.1, 10.0.0.2', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'a.test', 'x-forwarded-port': '8080', 'x-real-ip': '10.0.0.2' });
+  });
+
+  it('sends the authority of an absolute-form target as Host', () => {
+    const h = upstreamRequestHeaders({ host: 'other.test' }, '127.0.0.1', { ...UNTRUSTED, host: 'a.test:8080' });
+    expect(h).toMatchObject({ host: 'a.test:8080', 'x-forwarded-host': 'a.test:8080' });
   });
 
   it('passes Connection: upgrade and Upgrade on for an upgrade request', () => {
-    const h = upstreamRequestHeaders({ host: 'a.test', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'k' }, '127.0.0.1', true);
+    const h = upstreamRequestHeaders({ host: 'a.test', connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-key': 'k' }, '127.0.0.1', UNTRUSTED, true);
     expect(h).toMatchObject({ connection: 'upgrade', upgrade: 'websocket', 'sec-websocket-key': 'k' });
   });
 
   it('keeps repeated headers as they came', () => {
-    const h = upstreamRequestHeaders({ host: 'a.test', 'set-cookie': ['a=1', 'b=2'] }, '127.0.0.1');
+    const h = upstreamRequestHeaders({ host: 'a.test', 'set-cookie': ['a=1', 'b=2'] }, '127.0.0.1', UNTRUSTED);
     expect(h['set-cookie']).toEqual(['a=1', 'b=2']);
   });
 });

@@ -1,6 +1,8 @@
 // Header handling at the proxy hop: hop-by-hop headers (RFC 9110 §7.6.1, plus those a
-// Connection header names) stay on their own connection; X-Forwarded-* tell the instance who
-// asked for what.
+// Connection header names, except the few a client must not be able to remove) stay on their
+// own connection; X-Forwarded-* and X-Real-IP tell the instance who asked for what, and are
+// believed from the client only when it is a trusted proxy (as nginx's realip and Traefik's
+// forwardedHeaders.trustedIPs do).
 import type { IncomingHttpHeaders } from 'node:http';
 
 const HOP_BY_HOP = new Set([
@@ -15,10 +17,13 @@ const HOP_BY_HOP = new Set([
   'upgrade',
   // The proxy answers 100-continue itself; the upstream client does not speak it.
   'expect',
-  // Set below from what this proxy saw, never taken from the client.
-  'x-forwarded-proto',
-  'x-forwarded-host',
 ]);
+
+/** What the proxy says about the client: set here, taken from the client only when it is a trusted proxy. */
+const MANAGED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded']);
+
+/** Headers a Connection header cannot remove: the virtual host, the body's length, and what the proxy sets. */
+const PROTECTED = new Set(['host', 'content-length', ...MANAGED]);
 
 const RESPONSE_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
 
@@ -39,24 +44,59 @@ export function clientAddress(remote: string | undefined): string {
   return remote.startsWith('::ffff:') ? remote.slice(7) : remote;
 }
 
+export interface Forwarding {
+  /** The direct peer is a trusted proxy: its X-Forwarded-*, X-Real-IP and Forwarded are kept (X-Forwarded-For and Forwarded appended to). */
+  trusted: boolean;
+  /** X-Forwarded-Port: the port this proxy listens on. */
+  port: number;
+  /** The Host to send instead of the received one: the authority of an absolute-form target. */
+  host?: string;
+}
+
+const joined = (v: string | string[]): string => (Array.isArray(v) ? v.join(', ') : v);
+
+/** An RFC 7239 node or host value: a token when it is one, a quoted string otherwise. */
+const forwardedValue = (v: string): string => (/^[A-Za-z0-9.!#$%&'*+^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`);
+
 /**
  * The headers to send upstream for a client request: end-to-end headers as received (Host
- * included, so that the instance sees the virtual host), then X-Forwarded-For (appended),
- * X-Forwarded-Proto and X-Forwarded-Host.
+ * included, so that the instance sees the virtual host), then what the proxy knows about the
+ * client: X-Forwarded-For, -Proto, -Host, -Port and X-Real-IP. From an untrusted peer the
+ * client's own versions (and Forwarded, and underscore spellings such as X_Forwarded_For that
+ * CGI-style frameworks read as the same name) are dropped; a trusted peer's are kept, its
+ * X-Forwarded-For and Forwarded with this hop appended.
  */
-export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddress: string | undefined, upgrade = false): Record<string, string | string[]> {
+export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddress: string | undefined, fwd: Forwarding, upgrade = false): Record<string, string | string[]> {
   const out: Record<string, string | string[]> = {};
+  const host = fwd.host ?? headers.host;
+  if (host !== undefined) out.host = host;
   const listed = connectionTokens(headers.connection);
   for (const name in headers) {
-    if (HOP_BY_HOP.has(name) || listed?.has(name)) continue;
+    if (HOP_BY_HOP.has(name) || MANAGED.has(name) || name === 'host') continue;
+    if (listed?.has(name) && !PROTECTED.has(name)) continue;
+    if (name.includes('_') && MANAGED.has(name.replaceAll('_', '-'))) continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }
   const client = clientAddress(remoteAddress);
-  const prior = headers['x-forwarded-for'];
-  out['x-forwarded-for'] = prior ? `${Array.isArray(prior) ? prior.join(', ') : prior}, ${client}` : client;
-  out['x-forwarded-proto'] = 'http';
-  if (headers.host !== undefined) out['x-forwarded-host'] = headers.host;
+  const port = String(fwd.port);
+  if (fwd.trusted) {
+    const prior = headers['x-forwarded-for'];
+    out['x-forwarded-for'] = prior ? `${joined(prior)}, ${client}` : client;
+    out['x-forwarded-proto'] = headers['x-forwarded-proto'] ?? 'http';
+    const xfHost = headers['x-forwarded-host'] ?? host;
+    if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
+    out['x-forwarded-port'] = headers['x-forwarded-port'] ?? port;
+    out['x-real-ip'] = headers['x-real-ip'] ?? client;
+    const forwarded = headers.forwarded;
+    if (forwarded) out.forwarded = `${joined(forwarded)}, for=${forwardedValue(client.includes(':') ? `[${client}]` : client)}${host === undefined ? '' : `;host=${forwardedValue(host)}`};proto=http`;
+  } else {
+    out['x-forwarded-for'] = client;
+    out['x-forwarded-proto'] = 'http';
+    if (host !== undefined) out['x-forwarded-host'] = host;
+    out['x-forwarded-port'] = port;
+    out['x-real-ip'] = client;
+  }
   if (upgrade) {
     // The one hop-by-hop pair that must travel: it asks the instance to switch protocols.
     out.connection = 'upgrade';

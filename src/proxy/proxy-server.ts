@@ -8,11 +8,14 @@ import { formatAddress, type ListenAddress } from '../api/listen-address.js';
 import type { Catalog } from '../catalog/catalog.js';
 import { metrics } from '../metrics/metrics.js';
 import { DEFAULT_EJECTION, InstanceState, recordFailure, recordReset, type Upstream } from './balancer.js';
-import { rawReply, reply, type ProxyContext, type ProxyOptions } from './context.js';
+import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_HEADER_SIZE, rawReply, reply, type ProxyContext, type ProxyOptions } from './context.js';
 import { Exchange } from './exchange.js';
 import { HealthChecker } from './health-checker.js';
 import type { FailureKind } from './failures.js';
+import { upstreamRequestHeaders } from './headers.js';
+import { hasBody, headWithoutUpgrade, isWebSocketUpgrade, refusedRequest, type Refusal } from './request-checks.js';
 import { compileTable, requestHost, requestTarget, RoutingTable, type CompiledRoute, type RequestTarget } from './route-table.js';
+import { TrustedProxies } from './trusted-proxies.js';
 import { UpgradeExchange } from './upgrade.js';
 import { UpstreamPools } from './upstream-pools.js';
 
@@ -29,16 +32,37 @@ export class ProxyServer implements ProxyContext {
   private closing?: Promise<number>;
   private address?: ListenAddress;
   private readonly checker?: HealthChecker;
+  private readonly trusted: TrustedProxies;
+  private readonly counted = new WeakSet<Socket>();
+  /** Connections whose unparsable bytes are being answered. */
+  private readonly refusing = new WeakSet<Duplex>();
   draining = false;
   /** Routing tables installed so far. */
   swaps = 0;
 
   constructor(readonly opts: ProxyOptions) {
     this.pools = new UpstreamPools(opts);
-    this.server = http.createServer((req, res) => this.handle(req, res));
+    this.trusted = new TrustedProxies(opts.trustedProxies ?? []);
+    const headersTimeout = opts.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
+    this.server = http.createServer(
+      {
+        maxHeaderSize: opts.maxHeaderSize ?? DEFAULT_MAX_HEADER_SIZE,
+        // Slow headers get 408 (HAProxy's `timeout http-request`); checked often enough to be near the mark.
+        headersTimeout,
+        connectionsCheckingInterval: Math.max(50, Math.min(1_000, Math.floor(headersTimeout / 4))),
+        // No cap on a whole request (Node's default cuts uploads at 300 s): a body that stops moving
+        // for the idle timeout is cut instead.
+        requestTimeout: 0,
+      },
+      (req, res) => this.handle(req, res),
+    );
     this.server.keepAliveTimeout = opts.idleTimeoutMs;
-    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket, head));
+    this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket as Socket, head));
+    this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
     this.server.on('connection', (socket: Socket) => {
+      // A request replayed without its Upgrade header comes through here a second time.
+      if (this.counted.has(socket)) return;
+      this.counted.add(socket);
       metrics.activeConnections.inc();
       socket.once('close', () => metrics.activeConnections.dec());
     });
@@ -164,36 +188,103 @@ export class ProxyServer implements ProxyContext {
     socket.once('close', () => this.upgraded.delete(socket));
   }
 
+  requestHeaders(req: http.IncomingMessage, target: RequestTarget, upgrade = false): Record<string, string | string[]> {
+    const socket = req.socket;
+    return upstreamRequestHeaders(req.headers, socket.remoteAddress, { trusted: this.trusted.has(socket.remoteAddress), port: socket.localPort ?? this.address?.port ?? 0, host: target.authority }, upgrade);
+  }
+
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     const resolved = this.resolve(req);
-    if (typeof resolved === 'string') return reply(res, resolved === 'bad-request' ? 400 : 404, resolved === 'bad-request' ? 'bad request: missing or malformed Host header or target\n' : `no route for ${routeText(req)}\n`, this, 'none', this.draining);
+    if ('status' in resolved) {
+      // A refused request may carry a body whose framing cannot be trusted: the connection ends with the answer.
+      return reply(res, resolved.status, `${resolved.message}\n`, this, 'none', this.draining || resolved.status !== 404);
+    }
     this.inFlight++;
+    if (hasBody(req)) this.watchBody(req, res);
     new Exchange(this, req, res, resolved.host, resolved.target, resolved.route).send(resolved.route);
   }
 
-  private handleUpgrade(req: http.IncomingMessage, socket: Duplex, head: Buffer): void {
+  /** A request body that stops moving for the idle timeout is cut (nginx's client_body_timeout). */
+  private watchBody(req: http.IncomingMessage, res: http.ServerResponse): void {
+    req.setTimeout(this.opts.idleTimeoutMs, () => {
+      this.opts.log.debug({ event: 'body-timeout', url: req.url?.slice(0, 200) }, `request body idle for ${this.opts.idleTimeoutMs} ms: connection closed`);
+      req.socket.destroy();
+    });
+    // Once the body is in, waiting for the instance is the response timeout's business; a
+    // finished response has set the keep-alive timeout already.
+    req.once('end', () => {
+      if (!res.writableFinished) req.socket.setTimeout(0);
+    });
+  }
+
+  private handleUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
+    if (!isWebSocketUpgrade(req)) return this.replayWithoutUpgrade(req, socket, head);
     if (this.draining) return rawReply(socket, 503, 'shutting down\n');
     const resolved = this.resolve(req);
-    if (typeof resolved === 'string') {
-      this.count('none', resolved === 'bad-request' ? 400 : 404);
-      return rawReply(socket, resolved === 'bad-request' ? 400 : 404, resolved === 'bad-request' ? 'bad request\n' : `no route for ${routeText(req)}\n`);
+    if ('status' in resolved) {
+      this.count('none', resolved.status);
+      return rawReply(socket, resolved.status, `${resolved.message}\n`);
     }
     new UpgradeExchange(this, req, socket, head, resolved.host, resolved.target).send(resolved.route);
   }
 
-  private resolve(req: http.IncomingMessage): { host: string; target: RequestTarget; route: CompiledRoute } | 'bad-request' | 'no-route' {
-    const host = requestHost(req.headers.host);
-    const target = requestTarget(req.url, req.method);
-    if (host === undefined || target === undefined) return 'bad-request';
+  /**
+   * Node hands every Upgrade request over as a raw socket. One the proxy does not tunnel is put
+   * back in front of the HTTP parser without its Upgrade header, so it is answered as a plain
+   * request (what nginx does for an Upgrade it is not configured to pass), keep-alive included.
+   */
+  private replayWithoutUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
+    const replay = () => {
+      if (socket.destroyed) return;
+      // Still answering an earlier pipelined request on this connection: wait for its end.
+      const busy = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      if (busy && !busy.writableFinished) return void busy.once('finish', () => setImmediate(replay));
+      socket.setTimeout(0);
+      socket.unshift(head.length > 0 ? Buffer.concat([headWithoutUpgrade(req), head]) : headWithoutUpgrade(req));
+      this.server.emit('connection', socket);
+    };
+    replay();
+  }
+
+  /**
+   * Node's parser refused the request (or its headers were too slow): answered as Node would
+   * (400, 408, 413, 431, then close), and counted. Bytes that fail to parse after a good request
+   * on the same connection wait for that request's answer first, as nginx does.
+   */
+  private clientError(err: NodeJS.ErrnoException, socket: Duplex): void {
+    const code = err.code ?? '';
+    if (this.refusing.has(socket)) return;
+    if (code === 'ECONNRESET' || code === 'EPIPE' || !socket.writable) return void socket.destroy();
+    this.refusing.add(socket);
+    const status = code === 'HPE_HEADER_OVERFLOW' ? 431 : code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : code === 'HPE_CHUNK_EXTENSIONS_OVERFLOW' ? 413 : 400;
+    this.count('none', status);
+    this.opts.log.debug({ event: 'client-error', status, err: code || err.message }, `request refused: ${status} (${code || err.message})`);
+    const answer = () => {
+      if (!socket.writable) return void socket.destroy();
+      socket.write(`HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+      socket.destroy();
+    };
+    const inFlight = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    if (!inFlight || inFlight.writableFinished) return answer();
+    // The error is inside that request (its body): it cannot be answered any more (Node's own rule).
+    if (!inFlight.req.complete) return inFlight.headersSent ? void socket.destroy() : answer();
+    socket.pause();
+    inFlight.once('close', () => (inFlight.writableFinished ? answer() : socket.destroy()));
+  }
+
+  private resolve(req: http.IncomingMessage): { host: string; target: RequestTarget; route: CompiledRoute } | Refusal {
+    const refused = refusedRequest(req);
+    if (refused) return refused;
+    const target = requestTarget(req.url);
+    if ('refused' in target) return { status: 400, message: `bad request: ${target.refused}` };
+    // An absolute-form target names the host itself; Host is then ignored (RFC 9112 §3.2.2).
+    const host = requestHost(target.authority ?? req.headers.host);
+    if (host === undefined) return { status: 400, message: 'bad request: missing or malformed Host header' };
     const route = this.current.match(host, target.match);
-    return route ? { host, target, route } : 'no-route';
+    if (route) return { host, target, route };
+    // The path as the client wrote it: the decoded one may hold control characters.
+    const q = target.forward.indexOf('?');
+    return { status: 404, message: `no route for ${`${host}${q < 0 ? target.forward : target.forward.slice(0, q)}`.slice(0, 200)}` };
   }
 }
-
-function routeText(req: http.IncomingMessage): string {
-  const host = requestHost(req.headers.host) ?? '';
-  const path = requestTarget(req.url, req.method)?.match ?? '';
-  return `${host}${path}`.slice(0, 200);
-}
-

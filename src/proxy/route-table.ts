@@ -3,6 +3,7 @@
 // hit (wildcards `*.example.com` after exact names), then the longest path prefix on a segment
 // boundary wins.
 import type { Catalog } from '../catalog/catalog.js';
+import { refusedPath, routingPath } from '../catalog/path-rule.js';
 import { buildRoutes, type Route } from '../catalog/routes.js';
 import type { HealthStatus } from '../model/service-instance.js';
 import { createBalancer, InstanceState, type Balancer, type BalanceMode, type Upstream } from './balancer.js';
@@ -146,35 +147,45 @@ export function requestHost(raw: string | undefined): string | undefined {
 }
 
 export interface RequestTarget {
-  /** Path used for matching: without query, dot segments resolved. */
+  /** Path the route is matched on: the received path percent-decoded (THE PATH RULE's routingPath). */
   match: string;
-  /** Request target sent upstream (origin form). */
+  /** Request target sent upstream, exactly as received (for an absolute form: its path and query). */
   forward: string;
+  /** The authority of an absolute-form target: it decides the route and becomes the Host sent on (RFC 9112 §3.2.2). */
+  authority?: string;
 }
 
-/** The request target: origin form as is, absolute form reduced to its path; undefined if unusable. */
-export function requestTarget(url: string | undefined, method: string | undefined): RequestTarget | undefined {
-  if (!url) return undefined;
+/** Why a request target is answered 400 (the message names the rule it broke). */
+export interface RefusedTarget {
+  refused: string;
+}
+
+const ABSOLUTE = /^(https?):\/\/([^/?#]*)(.*)$/i;
+
+/**
+ * The request target: origin form as received, absolute form reduced to its path and query
+ * (byte for byte). A path THE PATH RULE refuses, a fragment, userinfo, or a form the proxy cannot
+ * route (`*`, authority form, another scheme) is refused.
+ */
+export function requestTarget(url: string | undefined): RequestTarget | RefusedTarget {
+  if (!url) return { refused: 'empty request target' };
   let forward = url;
+  let authority: string | undefined;
   if (url.charCodeAt(0) !== 47 /* / */) {
-    if (url === '*' && method === 'OPTIONS') return { match: '/', forward: '*' };
-    if (!/^https?:\/\//i.test(url)) return undefined;
-    try {
-      const u = new URL(url);
-      forward = u.pathname + u.search;
-    } catch {
-      return undefined;
-    }
+    const m = ABSOLUTE.exec(url);
+    if (!m) return { refused: url === '*' ? 'the target * is not served by this proxy' : 'request target is neither a path nor an http:// URL' };
+    authority = m[2];
+    if (authority.includes('@')) return { refused: 'request target has userinfo' };
+    if (requestHost(authority) === undefined) return { refused: 'request target has a malformed host' };
+    const rest = m[3];
+    forward = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+    if (forward.charCodeAt(0) !== 47) return { refused: 'request target has a malformed path' };
   }
+  // RFC 9112 has no fragment in a request target; a backend might cut the path there.
+  if (forward.includes('#')) return { refused: 'request target has a fragment (#)' };
   const q = forward.indexOf('?');
-  let match = q < 0 ? forward : forward.slice(0, q);
-  // A path like /api/../admin must be routed where the instance will resolve it.
-  if (match.includes('/.') || /%2e/i.test(match)) {
-    try {
-      match = new URL(match.replace(/%2e/gi, '.'), 'http://h').pathname;
-    } catch {
-      return undefined;
-    }
-  }
-  return { match, forward };
+  const path = q < 0 ? forward : forward.slice(0, q);
+  const why = refusedPath(path);
+  if (why) return { refused: `path ${why}` };
+  return authority === undefined ? { match: routingPath(path), forward } : { match: routingPath(path), forward, authority };
 }

@@ -9,7 +9,6 @@ import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { recordSuccess, type Upstream } from './balancer.js';
-import { upstreamRequestHeaders } from './headers.js';
 import { rawReply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
@@ -59,7 +58,7 @@ export class UpgradeExchange {
       port: u.port,
       method: this.req.method,
       path: this.target.forward,
-      headers: upstreamRequestHeaders(this.req.headers, this.req.socket.remoteAddress, true),
+      headers: this.ctx.requestHeaders(this.req, this.target, true),
       agent: false,
     });
     this.pending = up;

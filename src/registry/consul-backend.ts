@@ -232,6 +232,9 @@ export class ConsulBackend implements RegistryBackend {
         Meta: { [HOST_META]: host, [ROLE_META]: 'heartbeat' },
         Checks: [{ CheckID: heartbeatCheckId(host), Name: 'harbormaster host heartbeat', TTL: `${this.ttl}s`, Status: 'passing', DeregisterCriticalServiceAfter: this.deregisterAfter() }],
       })
+      // The agent keeps the status of a check registered again: a heartbeat that lapsed while no
+      // harbormaster ran stays critical (and so every instance aliasing it) until it is passed.
+      .then(() => this.http.call<void>('PUT', `/agent/check/pass/${encodeURIComponent(heartbeatCheckId(host))}`))
       .catch((err: unknown) => {
         this.hostReady = undefined;
         const why = `registering this host's heartbeat service ${heartbeatServiceId(host)} (the token needs service:write on "harbormaster"): ${(err as Error).message}`;

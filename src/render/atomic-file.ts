@@ -1,9 +1,9 @@
 // Replacing a live configuration file: stage a complete copy next to it (same folder, so the
-// rename is atomic), fsync it, then rename it over the destination. A single-file bind mount
-// cannot be renamed over (EBUSY), nor can a file on another device (EXDEV): then the content is
-// written in place.
+// rename is atomic), fsync it, rename it over the destination, then fsync the folder so that the
+// rename itself survives a crash. A single-file bind mount cannot be renamed over (EBUSY), nor
+// can a file on another device (EXDEV): then the content is written in place.
 import { randomBytes } from 'node:crypto';
-import { chmod, copyFile, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export interface CurrentFile {
@@ -24,7 +24,20 @@ export async function readCurrent(path: string): Promise<CurrentFile> {
   }
 }
 
-/** Write a staged copy in the destination's folder; returns its path. */
+/** fsync a folder: makes a rename, creation or removal in it durable. */
+export async function syncFolder(dir: string): Promise<void> {
+  const fh = await open(dir, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+/**
+ * Write a new file in `dest`'s folder (O_EXCL: never an existing file or a symlink); returns its
+ * path.
+ */
 export async function stageFile(dest: string, content: string | Buffer, mode: number, owner?: { uid?: number; gid?: number }): Promise<string> {
   const staged = join(dirname(dest), `.${basename(dest)}.${randomBytes(4).toString('hex')}.tmp`);
   const fh = await open(staged, 'wx', mode);
@@ -46,6 +59,7 @@ export async function stageFile(dest: string, content: string | Buffer, mode: nu
 export async function replaceFile(staged: string, dest: string): Promise<'renamed' | 'in-place'> {
   try {
     await rename(staged, dest);
+    await syncFolder(dirname(dest));
     return 'renamed';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
@@ -73,12 +87,25 @@ export async function restoreFile(dest: string, previous: CurrentFile): Promise<
     await unlink(dest).catch((err: NodeJS.ErrnoException) => {
       if (err.code !== 'ENOENT') throw err;
     });
+    await syncFolder(dirname(dest));
     return;
   }
   const staged = await stageFile(dest, previous.content, previous.mode ?? 0o644, previous);
   await replaceFile(staged, dest);
 }
 
-export async function backupFile(dest: string): Promise<void> {
-  await copyFile(dest, `${dest}.bak`);
+/**
+ * Keep `previous` as `<dest>.bak`: written as a new file and renamed over the old backup, so a
+ * `.bak` that is a symlink (planted to make us overwrite another file) is replaced, never followed.
+ */
+export async function backupFile(dest: string, previous: CurrentFile): Promise<void> {
+  if (previous.content === null) return;
+  const staged = await stageFile(dest, previous.content, previous.mode ?? 0o644, previous);
+  try {
+    await rename(staged, `${dest}.bak`);
+  } catch (err) {
+    await unlink(staged).catch(() => undefined);
+    throw err;
+  }
+  await syncFolder(dirname(dest));
 }

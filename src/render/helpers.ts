@@ -43,6 +43,17 @@ export function nginxQuote(value: unknown): string {
 }
 
 /**
+ * A regular expression as one nginx token (`if ($x ~ <here>)`, `location ~ <here>`): double-quoted
+ * so that `{`, `}`, `;` and spaces stay inside it; nginx's parser turns `\\` into `\` and `\"` into
+ * `"`, so both are escaped; control characters become PCRE `\x{hh}` escapes. A regex is not a
+ * complex value: `$` stays a regex anchor, nginx does not expand variables there.
+ */
+export function nginxRegex(value: unknown): string {
+  const s = str(value).replace(/[\\"]/g, (c) => `\\${c}`);
+  return `"${s.replace(UNWRITABLE, (c) => `\\x{${c.codePointAt(0)!.toString(16)}}`)}"`;
+}
+
+/**
  * One HAProxy word: single-quoted, where nothing is special (no escapes, no `${VAR}` expansion);
  * a single quote closes, is escaped outside, and reopens. Control characters are percent-encoded.
  */
@@ -111,6 +122,7 @@ export const HELPERS: Record<string, (...args: unknown[]) => unknown> = {
   default: (value, fallback) => (value === undefined || value === null || value === '' ? fallback : value),
   json: (value) => JSON.stringify(value ?? null),
   nginxQuote: (value) => nginxQuote(value),
+  nginxRegex: (value) => nginxRegex(value),
   haproxyQuote: (value) => haproxyQuote(value),
   /** `address:port`, with IPv6 addresses in brackets. */
   hostPort: (address, port) => (isIP(str(address)) === 6 ? `[${str(address)}]:${str(port)}` : `${str(address)}:${str(port)}`),

@@ -1,6 +1,15 @@
 import { spawn } from 'node:child_process';
-import { describe, expect, it } from 'vitest';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it, vi } from 'vitest';
 import { childrenOf, parseShowProc, verifierFor } from './reload-verifier.js';
+
+const procScans = vi.hoisted(() => ({ n: 0, polls: 0 }));
+vi.mock('node:fs/promises', async (orig) => {
+  const fs = await orig<typeof import('node:fs/promises')>();
+  return { ...fs, readdir: ((p: string, ...rest: unknown[]) => ((p === '/proc' && procScans.n++), (/^\/proc\/\d+\/task$/.test(p) && procScans.polls++), (fs.readdir as (...a: unknown[]) => unknown)(p, ...rest))) as typeof fs.readdir };
+});
 
 const SHOW_PROC = `#<PID>          <type>          <reloads>       <uptime>        <version>
 23788           master          2 [failed: 1]   0d00h00m07s     2.6.12-1+deb12u4
@@ -48,5 +57,26 @@ describe('reload verification', () => {
   it('plain always confirms', async () => {
     const v = verifierFor({ kind: 'plain' });
     expect(await v.confirm(await v.before(), 10)).toBeUndefined();
+  });
+
+  it('nginx: waiting for new workers polls with backoff, not every 40 ms', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hm-verify-'));
+    const master = spawn('/bin/sh', ['-c', 'sleep 5 & wait'], { stdio: 'ignore' });
+    try {
+      writeFileSync(join(dir, 'nginx.pid'), `${master.pid}\n`);
+      for (let i = 0; i < 100 && (await childrenOf(master.pid!)).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+      const v = verifierFor({ kind: 'nginx', pidFile: join(dir, 'nginx.pid') });
+      const snap = await v.before();
+      const [scans, polls] = [procScans.n, procScans.polls];
+      const t = Date.now();
+      expect(await v.confirm(snap, 2000)).toMatch(/started no new workers/);
+      const n = { scans: procScans.n - scans, polls: procScans.polls - polls };
+      console.log(`PROBE nginx verifier waiting ${Date.now() - t} ms: ${n.polls} looks at the master's children, ${n.scans} full /proc scans (every 40 ms would be ${Math.round(2000 / 40)} scans)`);
+      expect(n.polls).toBeLessThanOrEqual(10);
+      expect(n.scans).toBeLessThanOrEqual(10);
+      expect(await v.running()).toBe(true);
+    } finally {
+      master.kill('SIGKILL');
+    }
   });
 });

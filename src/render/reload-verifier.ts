@@ -9,23 +9,48 @@ import type { VerifySpec } from './types.js';
 
 export interface ReloadVerifier {
   readonly description: string;
+  /** Whether a proxy is running at all (false: nothing has loaded any configuration); undefined: cannot tell. */
+  running(): Promise<boolean | undefined>;
   /** Snapshot taken before the reload command runs. */
   before(): Promise<unknown>;
   /** Undefined when the reload took, else why it did not. */
   confirm(snapshot: unknown, timeoutMs: number): Promise<string | undefined>;
 }
 
-const POLL_MS = 40;
+/** Polling starts fast (a reload usually takes tens of ms) and slows down. */
+const POLL_FIRST_MS = 40;
+const POLL_MAX_MS = 500;
+const nextPoll = (ms: number) => Math.min(POLL_MAX_MS, ms * 2);
 
 /** Always confirms: the command's exit status is the only signal. */
 export const plainVerifier: ReloadVerifier = {
   description: 'exit status',
+  running: async () => undefined,
   before: async () => undefined,
   confirm: async () => undefined,
 };
 
-/** Parent pid → child pids, from /proc/<pid>/stat (the command name may hold spaces and parentheses). */
+/** Kernels built with CONFIG_PROC_CHILDREN list a task's children; others need a scan of /proc. */
+let childrenFiles: boolean | undefined;
+
+/** Child pids of a process: from /proc/<pid>/task/<tid>/children when the kernel has it, else a /proc scan. */
 export async function childrenOf(parent: number): Promise<number[]> {
+  if (childrenFiles !== false) {
+    const tasks = await readdir(`/proc/${parent}/task`).catch(() => undefined);
+    if (tasks) {
+      const lists = await Promise.all(tasks.map((t) => readFile(`/proc/${parent}/task/${t}/children`, 'utf8').catch((err: NodeJS.ErrnoException) => (err.code === 'ENOENT' ? undefined : ''))));
+      if (lists.every((l) => l !== undefined)) {
+        childrenFiles = true;
+        return lists.flatMap((l) => l!.split(' ').filter(Boolean).map(Number)).sort((a, b) => a - b);
+      }
+      if (childrenFiles === undefined) childrenFiles = false;
+    }
+  }
+  return scanChildren(parent);
+}
+
+/** Parent pid → child pids, from every /proc/<pid>/stat (the command name may hold spaces and parentheses). */
+export async function scanChildren(parent: number): Promise<number[]> {
   const out: number[] = [];
   for (const name of await readdir('/proc')) {
     if (!/^\d+$/.test(name)) continue;
@@ -57,6 +82,7 @@ interface NginxSnapshot {
 export function nginxVerifier(pidFile: string): ReloadVerifier {
   return {
     description: `nginx master from ${pidFile}`,
+    running: async () => (await livePid(pidFile)) !== undefined,
     async before(): Promise<NginxSnapshot> {
       const master = await livePid(pidFile);
       return { master, workers: master ? await childrenOf(master) : [] };
@@ -65,6 +91,7 @@ export function nginxVerifier(pidFile: string): ReloadVerifier {
       const s = snapshot as NginxSnapshot;
       const deadline = Date.now() + timeoutMs;
       let master: number | undefined;
+      let wait = POLL_FIRST_MS;
       do {
         master = await livePid(pidFile);
         if (master) {
@@ -72,7 +99,8 @@ export function nginxVerifier(pidFile: string): ReloadVerifier {
           // A new master (first start, binary upgrade) or a new worker of the same master.
           if (workers.length > 0 && (master !== s.master || workers.some((w) => !s.workers.includes(w)))) return undefined;
         }
-        await sleep(POLL_MS);
+        await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
+        wait = nextPoll(wait);
       } while (Date.now() < deadline);
       if (!master) return `no nginx master running (pid file ${pidFile}) after ${timeoutMs} ms`;
       return `nginx master ${master} started no new workers within ${timeoutMs} ms: it refused the new configuration (see its error log)`;
@@ -124,11 +152,13 @@ export function haproxyVerifier(masterSocket: string): ReloadVerifier {
   const procs = async () => parseShowProc(await masterCli(masterSocket, 'show proc').catch(() => ''));
   return {
     description: `haproxy master CLI ${masterSocket}`,
+    running: async () => (await procs()) !== undefined,
     before: procs,
     async confirm(snapshot, timeoutMs) {
       const s = snapshot as HaproxyProcs | undefined;
       const deadline = Date.now() + timeoutMs;
       let last: HaproxyProcs | undefined;
+      let wait = POLL_FIRST_MS;
       do {
         // While the master re-executes itself the socket refuses connections: keep polling.
         last = await procs();
@@ -136,7 +166,8 @@ export function haproxyVerifier(masterSocket: string): ReloadVerifier {
           if (s && last.failed > s.failed) return `haproxy master ${last.master} refused the new configuration (failed reloads: ${last.failed})`;
           if (last.workers.some((w) => !s?.workers.includes(w))) return undefined;
         }
-        await sleep(POLL_MS);
+        await sleep(Math.min(wait, Math.max(0, deadline - Date.now())));
+        wait = nextPoll(wait);
       } while (Date.now() < deadline);
       if (!last) return `haproxy master CLI ${masterSocket} did not answer within ${timeoutMs} ms`;
       return `haproxy master ${last.master} started no new worker within ${timeoutMs} ms`;

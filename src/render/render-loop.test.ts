@@ -83,4 +83,28 @@ describe('render loop', () => {
     await expect(startRender(cfg, watch, silentLogger())).rejects.toThrow(`${tpl}:3: parse error`); // an unclosed block is found at the end
     await watch.stop();
   });
+
+  it('a failed check is tried again with backoff, without waiting for the next change', async () => {
+    const uri = 'memory://loop4';
+    await createBackend(uri, { ttl: 0 }).register(inst('web', 1001));
+    const gate = join(dir, 'loop4.gate');
+    const { cfg, dest } = config('loop4');
+    cfg.templates[0].check = `test -f ${gate}`;
+    const watch = CatalogWatch.forUri(uri, { statuses: RENDER_WATCH_STATUSES, log: silentLogger() });
+    const h = await startRender(cfg, watch, silentLogger());
+    try {
+      await until('first failed run', () => h.runs >= 1);
+      expect(h.last?.ok).toBe(false);
+      expect(existsSync(dest)).toBe(false);
+      const started = Date.now();
+      writeFileSync(gate, '');
+      await until('retried and written', () => existsSync(dest), 5000);
+      const ms = Date.now() - started;
+      console.log(`PROBE render retry after a failed check: written ${ms} ms after the cause went away, runs=${h.runs}`);
+      expect(readFileSync(dest, 'utf8')).toBe('web=1001 \n');
+    } finally {
+      await h.stop();
+      await watch.stop();
+    }
+  });
 });

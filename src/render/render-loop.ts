@@ -1,16 +1,19 @@
 // Follow a catalog and keep the destinations current: the first snapshot renders at once, later
 // ones after the --wait quiescence; template files are watched and an edit re-renders. Runs are
-// serialized: a change during a run is applied by the next one.
+// serialized: a change during a run is applied by the next one. A run whose check, write or
+// reload failed is tried again with backoff (1 s doubling to 60 s), not only at the next change.
 import { watch as watchFiles, type FSWatcher } from 'chokidar';
 import type { Catalog } from '../catalog/catalog.js';
 import type { CatalogWatch } from '../catalog/watch.js';
 import type { Logger } from '../log/logger.js';
 import { HEALTH_STATUSES, type HealthStatus } from '../model/service-instance.js';
 import { UsageError } from '../registry/types.js';
+import { backoffMs } from '../util/time.js';
+import { AddressGuard, type Resolver } from './address-guard.js';
 import { createHandlebars } from './helpers.js';
 import { Quiescence } from './quiescence.js';
 import { Renderer, type RunResult, type TemplateJob } from './renderer.js';
-import { templateData } from './template-data.js';
+import { CatalogInput } from './render-input.js';
 import { loadTemplate } from './template-file.js';
 import type { RenderConfig } from './types.js';
 
@@ -34,6 +37,8 @@ export interface RenderIo {
   /** Where --dry prints (default: stdout). */
   out?: (s: string) => void;
   env?: NodeJS.ProcessEnv;
+  /** How instance host names are looked up before rendering (default: the system resolver). */
+  resolver?: Resolver;
 }
 
 async function loadJobs(cfg: RenderConfig, hb = createHandlebars()): Promise<TemplateJob[]> {
@@ -53,14 +58,18 @@ function rendererFor(cfg: RenderConfig, log: Logger, io: RenderIo): Renderer {
   return new Renderer({ timeoutMs: cfg.timeoutMs, dry: cfg.dry, out: io.out ?? ((s) => void process.stdout.write(s)), env: io.env }, log);
 }
 
-const dataFor = (cfg: RenderConfig, catalog: Catalog, io: RenderIo) =>
-  templateData(catalog, { statuses: cfg.statuses, domain: cfg.domain, env: io.env ?? process.env });
+/** Template data of a catalog without the instances whose addresses the proxies cannot load. */
+const inputFor = async (cfg: RenderConfig, catalog: Catalog, guard: AddressGuard, io: RenderIo) =>
+  new CatalogInput(await guard.apply(catalog), { statuses: cfg.statuses, domain: cfg.domain, env: io.env ?? process.env });
+
+export const RETRY_BASE_MS = 1_000;
+export const RETRY_MAX_MS = 60_000;
 
 /** --once: wait for the first complete catalog, render, run the commands; true when all went well. */
 export async function renderOnce(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RunResult> {
   const jobs = await loadJobs(cfg);
   const catalog = await watch.first();
-  return rendererFor(cfg, log, io).run(jobs, dataFor(cfg, catalog, io));
+  return rendererFor(cfg, log, io).run(jobs, await inputFor(cfg, catalog, new AddressGuard(log, io.resolver), io));
 }
 
 export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: Logger, io: RenderIo = {}): Promise<RenderHandle> {
@@ -68,7 +77,10 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
   const hb = createHandlebars();
   const jobs = await loadJobs(cfg, hb);
   const renderer = rendererFor(cfg, log, io);
+  const guard = new AddressGuard(log, io.resolver);
   let latest: Catalog | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let failures = 0;
   let running: Promise<void> | undefined;
   let again = false;
   let stopped = false;
@@ -88,16 +100,32 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
       again = true;
       return;
     }
+    clearTimeout(retryTimer);
+    retryTimer = undefined;
     running = (async () => {
+      let retry = false;
       do {
         again = false;
         try {
-          last = await renderer.run(jobs, dataFor(cfg, latest!, io));
+          last = await renderer.run(jobs, await inputFor(cfg, latest!, guard, io));
+          retry = last.retry;
         } catch (err) {
+          retry = true;
           log.error({ event: 'error', err: (err as Error).message }, `render: ${(err as Error).message}`);
         }
         runs++;
       } while (again && !stopped);
+      // A failed check, write or reload is not left until the next change.
+      if (!retry) failures = 0;
+      else if (!stopped) {
+        const ms = backoffMs(failures++, cfg.retry?.minMs ?? RETRY_BASE_MS, cfg.retry?.maxMs ?? RETRY_MAX_MS);
+        log.warn({ event: 'retry', ms }, `render failed; trying again in ${ms} ms`);
+        retryTimer = setTimeout(() => {
+          retryTimer = undefined;
+          kick();
+        }, ms);
+        retryTimer.unref?.();
+      }
     })().finally(() => {
       running = undefined;
       settle();
@@ -157,6 +185,7 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
     }),
     async stop() {
       stopped = true;
+      clearTimeout(retryTimer);
       off();
       quiet.cancel();
       await files.close();

@@ -1,9 +1,14 @@
 // The render pipeline on temp folders, with real /bin/sh commands (true, false, counters).
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
+import { pino } from 'pino';
+import { Writable } from 'node:stream';
+import { buildCatalog } from '../catalog/catalog.js';
 import { silentLogger } from '../log/logger.js';
+import type { ServiceInstance } from '../model/service-instance.js';
+import { CatalogInput } from './render-input.js';
 import { Renderer, type TemplateJob } from './renderer.js';
 import { compileTemplate } from './template-file.js';
 import type { TemplateSpec } from './types.js';
@@ -29,9 +34,25 @@ function job(over: Partial<TemplateSpec> = {}, text = 'value={{v}}\n'): Template
   };
 }
 
-function renderer(printed: string[] = [], dry = false, timeoutMs = 5000) {
-  return new Renderer({ timeoutMs, dry, out: (s) => printed.push(s) }, silentLogger());
+function renderer(printed: string[] = [], dry = false, timeoutMs = 5000, log = silentLogger()) {
+  return new Renderer({ timeoutMs, dry, out: (s) => printed.push(s) }, log);
 }
+
+interface Line {
+  event?: string;
+  msg: string;
+  [k: string]: unknown;
+}
+function capture(): { lines: Line[]; log: ReturnType<typeof silentLogger> } {
+  const lines: Line[] = [];
+  const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as Line), cb()) }));
+  return { lines, log };
+}
+
+const inst = (name: string, id: string, over: Partial<ServiceInstance> = {}): ServiceInstance => ({
+  id, name, address: '127.0.0.1', port: 8000, protocol: 'tcp', tags: [], meta: {}, host: 'h', status: 'passing', ...over,
+});
+const input = (list: ServiceInstance[]) => new CatalogInput(buildCatalog(list), { statuses: ['passing'], domain: 'localhost', env: {} });
 
 const leftovers = () => readdirSync(dir).filter((f) => f.endsWith('.tmp'));
 
@@ -78,7 +99,7 @@ describe('renderer pipeline', () => {
     expect(reloads()).toHaveLength(2);
   });
 
-  it('a failed reload of a file that did not exist removes it again', async () => {
+  it('a failed reload of a file that did not exist removes it again when a proxy may be running', async () => {
     const r = await renderer().run([job({ command: `${count()}; false` })], { v: 1 });
     expect(r.reloads[0]).toMatchObject({ ok: false, rolledBack: true });
     expect(existsSync(join(dir, 'out.conf'))).toBe(false);
@@ -155,5 +176,78 @@ describe('renderer pipeline', () => {
     expect(existsSync(join(dir, 'u.conf'))).toBe(false);
     expect(readFileSync(join(dir, 'b.conf'), 'utf8')).toBe('value=not a list\n');
     expect(reloads()).toEqual(['b']);
+  });
+
+  it('a failed reload of a new file while no proxy runs keeps the checked file and reloads it at the next run', async () => {
+    const pid = join(dir, 'master.pid');
+    // "reload" fails until the proxy may start; then it starts a master with a worker, as a first start does
+    const cmd = `${count()}; test -f ${join(dir, 'started')} || exit 1; sh -c 'sleep 3 & wait' & echo $! > ${pid}`;
+    const j = job({ command: cmd, verify: { kind: 'nginx', pidFile: pid } });
+    const r1 = renderer([], false, 3000);
+    const first = await r1.run([j], { v: 1 });
+    expect(first).toMatchObject({ ok: false, retry: true, reloads: [{ ok: false, rolledBack: false }] });
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+    writeFileSync(join(dir, 'started'), '');
+    // the retry finds the file unchanged but still runs its reload, which now takes
+    const second = await r1.run([j], { v: 1 });
+    expect(second).toMatchObject({ ok: true, unchanged: [join(dir, 'out.conf')], reloads: [{ ok: true }] });
+    expect(reloads()).toHaveLength(2);
+    process.kill(Number(readFileSync(pid, 'utf8')), 'SIGKILL');
+  });
+
+  it('a proxy started from a kept file keeps it: a later failed reload restores that file, not "no file"', async () => {
+    const pid = join(dir, 'master.pid');
+    const j = job({ command: `${count()}; false`, verify: { kind: 'nginx', pidFile: pid } });
+    const r = renderer([], false, 200);
+    expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: false }]);
+    writeFileSync(pid, `${process.pid}\n`); // now a "master" runs (it started from out.conf)
+    expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: true }]);
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+  });
+
+  it('--backup replaces a .bak symlink instead of writing through it', async () => {
+    const victim = join(dir, 'victim');
+    writeFileSync(victim, 'precious\n');
+    writeFileSync(join(dir, 'out.conf'), 'previous\n');
+    symlinkSync(victim, join(dir, 'out.conf.bak'));
+    const r = await renderer().run([job({ backup: true })], { v: 1 });
+    expect(r.ok).toBe(true);
+    expect(readFileSync(victim, 'utf8')).toBe('precious\n');
+    expect(lstatSync(join(dir, 'out.conf.bak')).isSymbolicLink()).toBe(false);
+    expect(readFileSync(join(dir, 'out.conf.bak'), 'utf8')).toBe('previous\n');
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('leaves out exactly the instances the check rejects, naming the field, once', async () => {
+    const { lines, log } = capture();
+    const text = '{{#each services}}{{#each instances}}{{address}} {{meta.note}}\n{{/each}}{{/each}}';
+    const check = '! grep -q BAD {{src}}';
+    const list = [
+      ...Array.from({ length: 40 }, (_, i) => inst('web', `w${i}`, { meta: { note: `ok${i}` } })),
+      inst('web', 'bad-note', { meta: { note: 'BAD' } }),
+      inst('api', 'bad-addr', { address: 'BAD.example' }),
+    ];
+    const r = renderer([], false, 5000, log);
+    const j = job({ check }, text);
+    const res = await r.run([j], input(list));
+    expect(res.ok).toBe(true);
+    expect(res.dropped.map((d) => [d.instance, d.field]).sort()).toEqual([['bad-addr', 'address'], ['bad-note', 'meta']]);
+    const out = readFileSync(join(dir, 'out.conf'), 'utf8');
+    expect(out.split('\n').filter(Boolean)).toHaveLength(40);
+    const rejected = lines.filter((l) => l.event === 'instance-rejected');
+    expect(rejected.map((l) => l.instance).sort()).toEqual(['bad-addr', 'bad-note']);
+    expect(rejected.find((l) => l.instance === 'bad-addr')!.msg).toContain('service api instance bad-addr: address rejected by the check');
+    // the next change: the same records are left out without a new search or new lines
+    const again = await r.run([j], input([...list, inst('web', 'w-new', { meta: { note: 'new' } })]));
+    expect(again.written).toEqual([join(dir, 'out.conf')]);
+    expect(lines.filter((l) => l.event === 'instance-rejected')).toHaveLength(2);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('a check that fails without any instance is the template\'s fault: nothing is left out', async () => {
+    writeFileSync(join(dir, 'out.conf'), 'live\n');
+    const res = await renderer().run([job({ check: 'false' }, '{{#each services}}{{name}}{{/each}}\n')], input([inst('web', 'w1')]));
+    expect(res).toMatchObject({ ok: false, retry: true, dropped: [] });
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('live\n');
   });
 });

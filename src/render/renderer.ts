@@ -1,13 +1,16 @@
-// One change, applied to every template: render → equal bytes stop here (no write, no reload) →
-// stage next to the destination → check the staged file → backup → atomic rename → reload
-// (each distinct command once) → confirm the proxy took it → on failure put the files of that
-// reload back and reload again. The live file is only replaced by a file that passed its check.
+// One change, applied to every template: render → check the staged file (if it fails, find the
+// instances the check rejects and leave them out) → equal bytes stop here (no write, no reload)
+// → backup → atomic rename → reload (each distinct command once) → confirm the proxy took it →
+// on failure put the files of that reload back and reload again. The live file is only
+// replaced by a file that passed its check.
 import { unlink } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/metrics.js';
+import type { ServiceInstance } from '../model/service-instance.js';
 import { runCommand, shellQuote, trimOutput } from './command-runner.js';
 import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile } from './atomic-file.js';
-import { verifierFor } from './reload-verifier.js';
+import { type ReloadVerifier, verifierFor } from './reload-verifier.js';
+import { CatalogInput, type InstanceRef } from './render-input.js';
 import type { CompiledTemplate } from './template-file.js';
 import type { TemplateSpec } from './types.js';
 
@@ -28,50 +31,100 @@ export interface RenderOptions {
 export interface RunResult {
   /** False when anything failed: a render, a check, a write, a reload. */
   ok: boolean;
+  /** A check, write or reload failed: worth trying again later (a template error is not). */
+  retry: boolean;
   written: string[];
   unchanged: string[];
   /** Reload commands run (after deduplication), with their outcome. */
   reloads: Array<{ command: string; ok: boolean; rolledBack: boolean }>;
+  /** Instances left out of a destination because its check rejected them. */
+  dropped: Array<{ destination: string; service: string; instance: string; field: string }>;
 }
 
 interface Written {
   spec: TemplateSpec;
+  /** What the proxy last loaded: restored when the reload fails. */
   previous: CurrentFile;
 }
 
+/** Checks one search for rejected instances may run before it gives up. */
+const MAX_SEARCH_CHECKS = 200;
+
+/** Fields to replace with a neutral value, one at a time, to tell which one the check rejects. */
+const SUSPECTS: Array<[string, (i: Readonly<ServiceInstance>) => Readonly<ServiceInstance> | undefined]> = [
+  ['address', (i) => (i.address === '127.0.0.1' ? undefined : { ...i, address: '127.0.0.1' })],
+  ...['http_host', 'http_path', 'weight'].map((k): [string, (i: Readonly<ServiceInstance>) => Readonly<ServiceInstance> | undefined] => [
+    `meta.${k}`,
+    (i) => (k in i.meta ? { ...i, meta: Object.fromEntries(Object.entries(i.meta).filter(([m]) => m !== k)) } : undefined),
+  ]),
+  ['tags', (i) => (i.tags.length ? { ...i, tags: [] } : undefined)],
+  ['meta', (i) => (Object.keys(i.meta).length ? { ...i, meta: {} } : undefined)],
+  ['id', (i) => ({ ...i, id: 'hm-probe' })],
+];
+
 const label = (command: string) => (command.length > 80 ? `${command.slice(0, 79)}…` : command);
+/** The first line of a check's output that says what is wrong. */
+const checkLine = (output: string) => {
+  const lines = output.split('\n').map((l) => l.trim()).filter(Boolean);
+  return (lines.find((l) => /emerg|alert|error|fail/i.test(l) && !/test failed|fatal errors? found/i.test(l)) ?? lines[0] ?? '').slice(0, 300);
+};
 
 export class Renderer {
+  /** Per destination: records its check rejected (fingerprint → field), reported once each. */
+  private readonly rejected = new Map<string, Map<string, string>>();
+  /** Reloads that failed while no proxy was running: their files stay and the reload is retried. */
+  private readonly pending = new Map<string, Written[]>();
+
   constructor(
     private readonly opts: RenderOptions,
     private readonly log: Logger,
   ) {}
 
   async run(jobs: readonly TemplateJob[], data: unknown): Promise<RunResult> {
-    const result: RunResult = { ok: true, written: [], unchanged: [], reloads: [] };
+    const result: RunResult = { ok: true, retry: false, written: [], unchanged: [], reloads: [], dropped: [] };
+    const input = data instanceof CatalogInput ? data : undefined;
     const written: Written[] = [];
     for (const job of jobs) {
-      const w = await this.renderOne(job, data, result, jobs.length > 1);
+      const w = await this.renderOne(job, input ? input.data : data, input, result, jobs.length > 1);
       if (w) written.push(w);
     }
-    // Identical commands run once per change, in the order of their first template.
+    // Identical commands run once per change, in the order of their first template; a reload
+    // that could not happen before (no proxy running) is tried again with its files.
     const groups = new Map<string, Written[]>();
+    for (const [command, group] of this.pending) groups.set(command, [...group]);
+    this.pending.clear();
     for (const w of written) {
       if (!w.spec.command) continue;
       const g = groups.get(w.spec.command);
-      if (g) g.push(w);
-      else groups.set(w.spec.command, [w]);
+      // A destination already waiting keeps the state the proxy last loaded as its rollback target.
+      if (g) {
+        if (!g.some((x) => x.spec.destination === w.spec.destination)) g.push(w);
+      } else groups.set(w.spec.command, [w]);
     }
     for (const [command, group] of groups) result.reloads.push(await this.reload(command, group));
-    if (result.reloads.some((r) => !r.ok)) result.ok = false;
+    if (result.reloads.some((r) => !r.ok)) {
+      result.ok = false;
+      result.retry = true;
+    }
     return result;
   }
 
-  private async renderOne(job: TemplateJob, data: unknown, result: RunResult, several: boolean): Promise<Written | undefined> {
+  /** Stage `text` next to the destination and run the check on it; the staged file is kept only when it passes. */
+  private async stageAndCheck(spec: TemplateSpec, bytes: Buffer, previous: CurrentFile): Promise<{ staged?: string; ok: boolean; output: string; timedOut: boolean; code: number | null }> {
+    const staged = await stageFile(spec.destination, bytes, spec.perms ?? previous.mode ?? 0o644, previous);
+    if (!spec.check) return { staged, ok: true, output: '', timedOut: false, code: 0 };
+    const r = await runCommand(spec.check.replaceAll('{{src}}', shellQuote(staged)), this.opts.timeoutMs, this.opts.env);
+    if (r.ok) return { staged, ok: true, output: r.output, timedOut: false, code: 0 };
+    await unlink(staged).catch(() => undefined);
+    return { ok: false, output: r.output, timedOut: r.timedOut, code: r.code };
+  }
+
+  private async renderOne(job: TemplateJob, data: unknown, input: CatalogInput | undefined, result: RunResult, several: boolean): Promise<Written | undefined> {
     const { spec } = job;
     const dest = spec.destination;
     const fail = (event: string, msg: string, fields: Record<string, unknown> = {}) => {
       result.ok = false;
+      if (event !== 'template-error') result.retry = true;
       metrics.renders.inc({ template: dest, result: event });
       this.log.error({ event, template: spec.source, destination: dest, ...fields }, msg);
     };
@@ -79,14 +132,15 @@ export class Renderer {
       fail('template-error', `${spec.source}: template not usable; ${dest} left as it is`);
       return undefined;
     }
+    const template = job.template;
     let text: string;
     try {
-      text = job.template.render(data);
+      text = template.render(data);
     } catch (err) {
       fail('template-error', `${(err as Error).message}; ${dest} left as it is`);
       return undefined;
     }
-    const bytes = Buffer.from(text);
+    let bytes: Buffer = Buffer.from(text);
     let previous: CurrentFile;
     try {
       previous = await readCurrent(dest);
@@ -94,12 +148,7 @@ export class Renderer {
       fail('write-failed', `cannot read ${dest}: ${(err as Error).message}`);
       return undefined;
     }
-    if (previous.content?.equals(bytes)) {
-      metrics.renders.inc({ template: dest, result: 'unchanged' });
-      this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
-      result.unchanged.push(dest);
-      return undefined;
-    }
+    if (previous.content?.equals(bytes)) return this.unchanged(dest, result);
     if (this.opts.dry) {
       this.opts.out(several ? `==> ${dest} <==\n${text}${text.endsWith('\n') ? '' : '\n'}` : text);
       metrics.renders.inc({ template: dest, result: 'dry' });
@@ -109,23 +158,28 @@ export class Renderer {
 
     let staged: string;
     try {
-      staged = await stageFile(dest, bytes, spec.perms ?? previous.mode ?? 0o644, previous);
+      let c = await this.stageAndCheck(spec, bytes, previous);
+      if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
+        // One record the proxy rejects must not freeze the configuration for every other one.
+        const reduced = await this.withoutRejected(job, template, input, previous, c.output, result);
+        if (reduced) {
+          bytes = reduced;
+          if (previous.content?.equals(bytes)) return this.unchanged(dest, result);
+          c = await this.stageAndCheck(spec, bytes, previous);
+        }
+      } else if (c.ok) this.rejected.delete(dest);
+      if (!c.ok) {
+        const why = c.timedOut ? `timed out after ${this.opts.timeoutMs} ms` : `exit ${c.code}`;
+        fail('check-failed', `check failed for ${dest} (${why}): ${trimOutput(c.output)}; live file kept`, { check: spec.check, output: trimOutput(c.output, 4000) });
+        return undefined;
+      }
+      staged = c.staged!;
     } catch (err) {
       fail('write-failed', `cannot stage ${dest}: ${(err as Error).message}`);
       return undefined;
     }
-    if (spec.check) {
-      const cmd = spec.check.replaceAll('{{src}}', shellQuote(staged));
-      const r = await runCommand(cmd, this.opts.timeoutMs, this.opts.env);
-      if (!r.ok) {
-        await unlink(staged).catch(() => undefined);
-        const why = r.timedOut ? `timed out after ${this.opts.timeoutMs} ms` : `exit ${r.code}`;
-        fail('check-failed', `check failed for ${dest} (${why}): ${trimOutput(r.output)}; live file kept`, { check: spec.check, output: trimOutput(r.output, 4000) });
-        return undefined;
-      }
-    }
     try {
-      if (spec.backup && previous.content !== null) await backupFile(dest);
+      if (spec.backup && previous.content !== null) await backupFile(dest, previous);
       const how = await replaceFile(staged, dest);
       metrics.renders.inc({ template: dest, result: 'written' });
       this.log.info({ event: 'render', result: 'written', destination: dest, bytes: bytes.length, how }, `wrote ${dest} (${bytes.length} bytes${how === 'in-place' ? ', in place' : ''})`);
@@ -138,9 +192,106 @@ export class Renderer {
     }
   }
 
+  private unchanged(dest: string, result: RunResult): undefined {
+    metrics.renders.inc({ template: dest, result: 'unchanged' });
+    this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
+    result.unchanged.push(dest);
+    return undefined;
+  }
+
+  /**
+   * The check rejected the full rendering: find instances without which it passes (records
+   * rejected before first, then a bisection: k bad ones among n cost about 2·k·log2(n) checks),
+   * tell for each which field the check objects to, log one line each, and return the
+   * rendering without them. Undefined when the check fails without any instance too (the
+   * template or the environment is at fault) or the search runs out of checks.
+   */
+  private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult): Promise<Buffer | undefined> {
+    const { spec } = job;
+    const dest = spec.destination;
+    let checks = 0;
+    const outputs = new Map<string, string>();
+    const passes = async (drop: ReadonlySet<string>, replace?: ReadonlyMap<string, Readonly<ServiceInstance>>): Promise<{ ok: boolean; output: string }> => {
+      if (++checks > MAX_SEARCH_CHECKS) throw new Error('too many checks');
+      let text: string;
+      try {
+        text = template.render(input.variant(drop, replace));
+      } catch {
+        return { ok: false, output: '' };
+      }
+      const c = await this.stageAndCheck(spec, Buffer.from(text), previous);
+      if (c.staged) await unlink(c.staged).catch(() => undefined);
+      // A check that timed out says nothing about the instances: never leave one out on it.
+      if (c.timedOut) throw new Error(`the check timed out after ${this.opts.timeoutMs} ms`);
+      return c;
+    };
+    const all = input.instances;
+    const keysOf = (refs: readonly InstanceRef[]) => new Set(refs.map((r) => r.key));
+    const without = (bad: readonly InstanceRef[]) => {
+      const b = keysOf(bad);
+      return new Set(all.filter((r) => b.has(r.key)).map((r) => r.key));
+    };
+    const dropAllBut = (keep: readonly InstanceRef[]) => {
+      const k = keysOf(keep);
+      return new Set(all.filter((r) => !k.has(r.key)).map((r) => r.key));
+    };
+    const known = this.rejected.get(dest) ?? new Map<string, string>();
+    try {
+      // Records rejected in an earlier run, if they explain it, need no new search or log line.
+      const before = all.filter((r) => known.has(r.fingerprint));
+      if (before.length > 0 && (await passes(without(before))).ok) {
+        this.rejected.set(dest, new Map(before.map((r) => [r.fingerprint, known.get(r.fingerprint)!])));
+        for (const r of before) result.dropped.push({ destination: dest, service: r.instance.name, instance: r.instance.id, field: known.get(r.fingerprint)! });
+        return Buffer.from(template.render(input.variant(without(before))));
+      }
+      if (!(await passes(without(all))).ok) return undefined;
+      const search = async (base: InstanceRef[], cands: InstanceRef[], failing = false): Promise<InstanceRef[]> => {
+        if (cands.length === 0) return [];
+        if (!failing) {
+          const c = await passes(dropAllBut([...base, ...cands]));
+          if (c.ok) return [];
+          if (cands.length === 1) outputs.set(cands[0].key, c.output);
+        }
+        if (cands.length === 1) return cands;
+        const half = Math.ceil(cands.length / 2);
+        const a = cands.slice(0, half);
+        const badA = await search(base, a);
+        const goodA = a.filter((r) => !badA.includes(r));
+        return [...badA, ...(await search([...base, ...goodA], cands.slice(half), badA.length === 0))];
+      };
+      const bad = await search([], [...all], true);
+      if (bad.length === 0) return undefined;
+      const good = all.filter((r) => !bad.includes(r));
+      const fields = new Map<string, string>();
+      for (const r of bad) {
+        let field = 'the record as a whole';
+        for (const [name, neutral] of SUSPECTS) {
+          const changed = neutral(r.instance);
+          if (!changed) continue;
+          if ((await passes(dropAllBut([...good, r]), new Map([[r.key, changed]]))).ok) {
+            field = name;
+            break;
+          }
+        }
+        fields.set(r.fingerprint, field);
+        result.dropped.push({ destination: dest, service: r.instance.name, instance: r.instance.id, field });
+        if (known.has(r.fingerprint)) continue;
+        const why = checkLine(outputs.get(r.key) ?? firstOutput);
+        this.log.error(
+          { event: 'instance-rejected', destination: dest, service: r.instance.name, instance: r.instance.id, field, check: spec.check, output: why },
+          `${dest}: service ${r.instance.name} instance ${r.instance.id.slice(0, 120)}: ${field} rejected by the check (${why}); instance left out of ${dest}`,
+        );
+      }
+      this.rejected.set(dest, fields);
+      return Buffer.from(template.render(input.variant(without(bad))));
+    } catch (err) {
+      this.log.error({ event: 'check-failed', destination: dest, err: (err as Error).message }, `${dest}: could not tell which instances the check rejects: ${(err as Error).message}`);
+      return undefined;
+    }
+  }
+
   /** Run a reload command and confirm it with every verifier of its templates. */
-  private async reloadOnce(command: string, group: Written[]): Promise<string | undefined> {
-    const verifiers = [...new Map(group.map((w) => [JSON.stringify(w.spec.verify), verifierFor(w.spec.verify)])).values()];
+  private async reloadOnce(command: string, verifiers: ReloadVerifier[]): Promise<string | undefined> {
     const snapshots = await Promise.all(verifiers.map((v) => v.before()));
     const started = performance.now();
     const r = await runCommand(command, this.opts.timeoutMs, this.opts.env);
@@ -159,11 +310,25 @@ export class Renderer {
     return problem;
   }
 
+  /**
+   * A failed reload puts back what the running proxy last loaded, including "no file" for a
+   * destination that did not exist (it may sit in an included folder: a later reload or restart
+   * must not pick up what was refused). When the verifiers tell that no proxy is running at all,
+   * nothing has loaded any previous state: the checked files stay, so a proxy started later
+   * reads them, and the reload is tried again.
+   */
   private async reload(command: string, group: Written[]): Promise<RunResult['reloads'][number]> {
-    const problem = await this.reloadOnce(command, group);
+    const verifiers = [...new Map(group.map((w) => [JSON.stringify(w.spec.verify), verifierFor(w.spec.verify)])).values()];
+    const problem = await this.reloadOnce(command, verifiers);
     if (!problem) return { command, ok: true, rolledBack: false };
-    // Put back every file this reload depends on, then reload the old configuration.
     const files = group.map((w) => w.spec.destination);
+    const running = await Promise.all(verifiers.map((v) => v.running().catch(() => undefined)));
+    if (running.every((r) => r === false)) {
+      // A proxy started from now on loads these files: they become what a later failure restores.
+      this.pending.set(command, await Promise.all(group.map(async (w) => ({ spec: w.spec, previous: await readCurrent(w.spec.destination).catch(() => w.previous) }))));
+      this.log.error({ event: 'rollback', result: 'skipped', files, command, err: problem }, `no proxy is running for ${files.join(', ')}: the checked files stay; the reload is tried again`);
+      return { command, ok: false, rolledBack: false };
+    }
     for (const w of group) {
       try {
         await restoreFile(w.spec.destination, w.previous);
@@ -172,7 +337,7 @@ export class Renderer {
       }
     }
     this.log.error({ event: 'rollback', files, command, err: problem }, `rolled back ${files.join(', ')} after the failed reload; reloading the previous configuration`);
-    const again = await this.reloadOnce(command, group);
+    const again = await this.reloadOnce(command, verifiers);
     if (again) this.log.error({ event: 'rollback', result: 'failed', command, err: again }, `reload of the previous configuration failed too: ${again}`);
     return { command, ok: false, rolledBack: true };
   }

@@ -2,7 +2,8 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { buildCatalog } from '../catalog/catalog.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { templateData } from './template-data.js';
+import { REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
+import { serverNamesHash, templateData } from './template-data.js';
 import { compileTemplate } from './template-file.js';
 
 const ALL = ['passing', 'warning', 'critical'] as const;
@@ -38,7 +39,7 @@ describe('templateData', () => {
     const web = d.services.find((s) => s.name === 'web')!;
     expect(web.instances.map((i) => i.id)).toEqual(['h1:web-1:80', 'h1:web-2:80']);
     expect(web.tags).toEqual(['blue', 'v1', 'v2']);
-    expect(web.instances[0]).toEqual({ id: 'h1:web-1:80', address: '127.0.0.1', port: 32001, protocol: 'tcp', tags: ['v1'], meta: {}, host: 'h1', status: 'passing' });
+    expect(web.instances[0]).toEqual({ id: 'h1:web-1:80', address: '127.0.0.1', port: 32001, protocol: 'tcp', tags: ['v1'], meta: {}, host: 'h1', status: 'passing', weight: 1 });
     // a service whose instances all fail keeps its name (and hosts), with no instance
     expect(d.services.find((s) => s.name === 'gone')!.instances).toEqual([]);
     expect(d.domain).toBe('localhost');
@@ -83,5 +84,50 @@ describe('templateData', () => {
     expect(t.render(again)).toBe(t.render(d));
     expect(h.render(again)).toBe(h.render(d));
     expect(t.render(d)).toContain('return 503 "no healthy instance of gone\\n";');
+  });
+});
+
+describe('templateData: one routing truth', () => {
+  const d = templateData(
+    buildCatalog([
+      inst('api', 'a1', 1, { meta: { http_host: 'x.localhost', http_path: '/api' } }),
+      inst('adm', 'a2', 2, { meta: { http_host: 'x.localhost', http_path: '/api/admin/' } }),
+      inst('top', 'a3', 3, { meta: { http_host: 'x.localhost', http_path: '/top/' } }),
+      inst('zero', 'z1', 4, { meta: { weight: '00' } }),
+      inst('zero', 'z2', 5, { meta: { weight: '0' } }),
+      inst('half', 'h1', 6, { meta: { weight: '0' } }),
+      inst('half', 'h2', 7, { meta: { weight: '0250' } }),
+    ], [...ALL]),
+    opts,
+  );
+
+  it('normalises weights: "00" is 0; a route whose instances all weigh 0 is not live (503 everywhere)', () => {
+    const zero = d.upstreams.find((u) => u.name === 'zero')!;
+    expect(zero.instances.map((i) => i.weight)).toEqual([0, 0]);
+    expect(zero.live).toBe(false);
+    expect(d.vhosts.find((v) => v.host === 'zero.localhost')!.routes[0].live).toBe(false);
+    const half = d.upstreams.find((u) => u.name === 'half')!;
+    expect([half.live, half.instances.map((i) => i.weight)]).toEqual([true, [0, 250]]);
+  });
+
+  it('routes the bare form of a trailing-slash path as the table does (nginx would redirect it)', () => {
+    const x = d.vhosts.find((v) => v.host === 'x.localhost')!;
+    expect(x.bare.map((b) => [b.path, b.route?.service ?? null])).toEqual([
+      ['/api/admin', 'api'], // /api matches /api/admin
+      ['/top', null],
+    ]);
+  });
+
+  it('sizes the server names hash for the longest name', () => {
+    expect(d.serverNamesHash).toEqual({ bucketSize: 64, maxSize: 4096 });
+    const long = `${'a'.repeat(63)}.${'b'.repeat(63)}.${'c'.repeat(63)}.${'d'.repeat(55)}.x`;
+    expect(long).toHaveLength(249);
+    expect(serverNamesHash([long]).bucketSize).toBe(1024);
+    expect(serverNamesHash(Array.from({ length: 5000 }, (_, i) => `h${i}.x`)).maxSize).toBe(32768);
+  });
+
+  it('hands templates the path rule', () => {
+    expect(d.pathRule.refusedPath).toBe(REFUSED_PATH_SOURCE);
+    expect(d.pathRule.refusedTarget).toBe(REFUSED_TARGET_SOURCE);
   });
 });

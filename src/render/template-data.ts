@@ -1,9 +1,12 @@
 // What a template sees: the catalog as plain sorted data, the HTTP routes derived from it, and
 // one upstream per distinct set of instances a route sends to. Everything here is already
 // validated by the catalog (names are DNS labels, hosts host names, paths URL paths, addresses
-// IPs or host names), so templates may write these values as they are.
+// IPs or host names), so templates may write these values as they are. Routing decisions (hosts,
+// paths, weights, "nothing to send to") come from the catalog's one routing table, so that the
+// shipped templates route exactly as the built-in proxy does.
 import type { Catalog } from '../catalog/catalog.js';
-import { buildRoutes } from '../catalog/routes.js';
+import { REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
+import { buildRoutes, instanceWeight, matchPath, type VirtualHost } from '../catalog/routes.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 
 export interface InstanceData {
@@ -15,6 +18,8 @@ export interface InstanceData {
   meta: Readonly<Record<string, string>>;
   host: string;
   status: HealthStatus;
+  /** Load-balancing weight 0–1000 (meta `weight`, default 1); 0: no new requests. */
+  weight: number;
 }
 
 export interface ServiceData {
@@ -31,6 +36,8 @@ export interface UpstreamData {
   service: string;
   /** Routable TCP instances; may be empty (nginx needs a fallback, HAProxy answers 503). */
   instances: InstanceData[];
+  /** Some instance has a weight above 0: requests can be sent (else 503, as for no instance). */
+  live: boolean;
 }
 
 export interface RouteData {
@@ -39,10 +46,21 @@ export interface RouteData {
   service: string;
   upstream: string;
   instances: InstanceData[];
+  /** As the upstream's: false answers 503. */
+  live: boolean;
   /** Exact-match path (`/api` also matches exactly), or null when the path ends with `/`. */
   exact: string | null;
   /** Prefix on a segment boundary (`/api/`), or null when another route of the host has it. */
   prefix: string | null;
+}
+
+/**
+ * `/api` for a route `/api/` that no route matches exactly: nginx would answer it with a redirect
+ * to `/api/`, so the template must route it as the routing table does (`route`, or 404 if null).
+ */
+export interface BarePathData {
+  path: string;
+  route: RouteData | null;
 }
 
 export interface VhostData {
@@ -54,6 +72,7 @@ export interface VhostData {
   hasRootRoute: boolean;
   /** Longest path first. */
   routes: RouteData[];
+  bare: BarePathData[];
 }
 
 export interface TemplateData {
@@ -61,6 +80,10 @@ export interface TemplateData {
   /** Exact hosts first (sorted), then wildcard hosts, most specific first. */
   vhosts: VhostData[];
   upstreams: UpstreamData[];
+  /** The path rule as PCRE patterns: over the path (HAProxy `path`), over the whole target (nginx `$request_uri`). */
+  pathRule: { refusedPath: string; refusedTarget: string };
+  /** nginx's server_names_hash sized for the longest host name and the number of names. */
+  serverNamesHash: { bucketSize: number; maxSize: number };
   domain: string;
   env: Readonly<Record<string, string | undefined>>;
 }
@@ -80,7 +103,24 @@ const toData = (i: Readonly<ServiceInstance>): InstanceData => ({
   meta: i.meta,
   host: i.host,
   status: i.status,
+  weight: instanceWeight(i),
 });
+
+const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
+
+/**
+ * nginx stores a name in a bucket as a pointer plus the name and 2 bytes, aligned to 8, and ends
+ * each bucket with a pointer; a bucket that cannot hold the longest name fails the whole config.
+ * Room for two of the longest names, as a power of two ≥ 64; host names are at most 253
+ * characters, so this stays ≤ 1024. The table size may grow to 4 slots per name.
+ */
+export function serverNamesHash(names: readonly string[]): { bucketSize: number; maxSize: number } {
+  const longest = names.reduce((m, n) => Math.max(m, n.length), 0);
+  const element = 8 + Math.ceil((longest + 2) / 8) * 8;
+  const bucketSize = Math.min(4096, Math.max(64, pow2(2 * element + 8)));
+  const maxSize = Math.min(1 << 20, Math.max(4096, pow2(4 * names.length)));
+  return { bucketSize, maxSize };
+}
 
 /**
  * The catalog may hold instances of every status (so that a service whose instances are all
@@ -88,6 +128,7 @@ const toData = (i: Readonly<ServiceInstance>): InstanceData => ({
  */
 export function templateData(catalog: Catalog, opts: TemplateDataOptions): TemplateData {
   const routable = (i: Readonly<ServiceInstance>) => opts.statuses.includes(i.status);
+  const live = (list: InstanceData[]) => list.some((i) => i.weight > 0);
   const services: ServiceData[] = catalog.services.map((s) => {
     const instances = s.instances.filter(routable).map(toData);
     return { name: s.name, tags: [...new Set(instances.flatMap((i) => i.tags))].sort(), instances };
@@ -100,7 +141,8 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
   const counters = new Map<string, number>();
   const keyOf = (service: string, list: InstanceData[]) => `${service}\n${list.map((i) => i.id).join('\n')}`;
   for (const s of services) {
-    const u = { name: s.name, service: s.name, instances: s.instances.filter((i) => i.protocol === 'tcp') };
+    const instances = s.instances.filter((i) => i.protocol === 'tcp');
+    const u = { name: s.name, service: s.name, instances, live: live(instances) };
     upstreams.push(u);
     byKey.set(keyOf(s.name, u.instances), u);
   }
@@ -110,16 +152,17 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
     if (!u) {
       const n = (counters.get(service) ?? 0) + 1;
       counters.set(service, n);
-      u = { name: `${service}_${n}`, service, instances: list };
+      u = { name: `${service}_${n}`, service, instances: list, live: live(list) };
       upstreams.push(u);
       byKey.set(key, u);
     }
     return u.name;
   };
 
-  const vhosts: VhostData[] = buildRoutes(catalog, opts.domain).vhosts.map((v) => {
+  const table = buildRoutes(catalog, opts.domain);
+  const vhosts: VhostData[] = table.vhosts.map((v: VirtualHost) => {
     const paths = new Set(v.routes.map((r) => r.path));
-    const routes = v.routes.map((r) => {
+    const routes: RouteData[] = v.routes.map((r) => {
       const instances = r.instances.filter(routable).map(toData);
       const slash = r.path.endsWith('/');
       const prefix = slash ? r.path : `${r.path}/`;
@@ -129,14 +172,30 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
         service: r.service,
         upstream: upstreamFor(r.service, instances),
         instances,
+        live: live(instances),
         exact: slash ? null : r.path,
         prefix: !slash && paths.has(prefix) ? null : prefix,
       };
     });
+    const bare: BarePathData[] = [];
+    for (const r of v.routes) {
+      if (r.path === '/' || !r.path.endsWith('/') || paths.has(r.path.slice(0, -1))) continue;
+      const path = r.path.slice(0, -1);
+      const owner = matchPath(v, path);
+      bare.push({ path, route: owner ? routes[v.routes.indexOf(owner)] : null });
+    }
     const wildcard = v.host.startsWith('*.');
-    return { host: v.host, wildcard, suffix: wildcard ? v.host.slice(1) : v.host, hasRootRoute: paths.has('/'), routes };
+    return { host: v.host, wildcard, suffix: wildcard ? v.host.slice(1) : v.host, hasRootRoute: paths.has('/'), routes, bare };
   });
   vhosts.sort((a, b) => Number(a.wildcard) - Number(b.wildcard) || (a.wildcard ? b.host.length - a.host.length : 0) || (a.host < b.host ? -1 : a.host > b.host ? 1 : 0));
 
-  return { services, vhosts, upstreams, domain: opts.domain, env: Object.freeze({ ...opts.env }) };
+  return {
+    services,
+    vhosts,
+    upstreams,
+    pathRule: { refusedPath: REFUSED_PATH_SOURCE, refusedTarget: REFUSED_TARGET_SOURCE },
+    serverNamesHash: serverNamesHash(vhosts.map((v) => v.host)),
+    domain: opts.domain,
+    env: Object.freeze({ ...opts.env }),
+  };
 }

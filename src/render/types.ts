@@ -47,6 +47,8 @@ export interface RenderConfig {
   once: boolean;
   /** Print what would be written; write and run nothing. */
   dry: boolean;
+  /** Backoff of the retries after a failed run (default 1 s doubling to 60 s). */
+  retry?: WaitSpec;
 }
 
 export const DEFAULT_WAIT: WaitSpec = { minMs: 500, maxMs: 3000 };

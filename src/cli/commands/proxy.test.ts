@@ -30,6 +30,9 @@ describe('parseProxyArgs', () => {
       retries: 2,
       healthCheck: undefined,
       statuses: ['passing'],
+      trustedProxies: [],
+      maxHeaderSize: 16384,
+      headerTimeoutMs: 10000,
       drainTimeoutMs: 30000,
       logFormat: 'json',
       logLevel: 'info',
@@ -41,6 +44,7 @@ describe('parseProxyArgs', () => {
       'etcd://127.0.0.1:2379/x', '--listen', '[::1]:9000', '--api', 'off', '--domain', 'apps.test', '--balance', 'least-conn',
       '--connect-timeout', '100', '--response-timeout', '200', '--idle-timeout', '300', '--retries', '0',
       '--health-check', '/healthz?full=1', '--health-interval', '1000', '--status', 'passing,warning', '--drain-timeout', '0',
+      '--trusted-proxies', '10.0.0.0/8,::1', '--max-header-size', '8192', '--header-timeout', '2500',
       '--body-timeout', '400', '--max-connections-per-instance', '8', '--tunnel-idle-timeout', '500',
     ])!;
     expect(c).toMatchObject({
@@ -55,6 +59,9 @@ describe('parseProxyArgs', () => {
       healthCheck: { path: '/healthz?full=1', intervalMs: 1000 },
       statuses: ['passing', 'warning'],
       drainTimeoutMs: 0,
+      trustedProxies: ['10.0.0.0/8', '::1/128'],
+      maxHeaderSize: 8192,
+      headerTimeoutMs: 2500,
       bodyTimeoutMs: 400,
       maxConnectionsPerInstance: 8,
       tunnelIdleTimeoutMs: 500,
@@ -80,6 +87,10 @@ describe('parseProxyArgs', () => {
     expect(usageError(() => parseProxyArgs(['memory://', '--health-check', 'healthz']))).toContain('--health-check');
     expect(usageError(() => parseProxyArgs(['memory://', '--health-interval', '1000']))).toContain('--health-check');
     expect(usageError(() => parseProxyArgs(['memory://', '--nope']))).toContain('--nope');
+    expect(usageError(() => parseProxyArgs(['memory://', '--trusted-proxies', '10.0.0.0/8,proxy.local']))).toBe('--trusted-proxies 10.0.0.0/8,proxy.local: "proxy.local" is not an IPv4/IPv6 address or CIDR');
+    expect(usageError(() => parseProxyArgs(['memory://', '--trusted-proxies', '::/200']))).toBe('--trusted-proxies ::/200: "::/200": the prefix length must be 0 to 128');
+    expect(usageError(() => parseProxyArgs(['memory://', '--max-header-size', '100']))).toBe('--max-header-size 100: must be between 1024 and 1048576');
+    expect(usageError(() => parseProxyArgs(['memory://', '--header-timeout', '10s']))).toBe('--header-timeout 10s: not a whole number');
     expect(usageError(() => parseProxyArgs(['memory://', '--max-connections-per-instance', '0']))).toContain('--max-connections-per-instance 0: must be between 1 and 65536');
     expect(usageError(() => parseProxyArgs(['memory://', '--body-timeout', '2s']))).toContain('--body-timeout');
     expect(usageError(() => parseProxyArgs(['memory://', '--tunnel-idle-timeout', '-5']))).toContain('--tunnel-idle-timeout');
@@ -100,6 +111,7 @@ describe('parseRunArgs', () => {
     const c = parseRunArgs(['--registry', 'consul://127.0.0.1:8500', '--hostname', 'h1', '--ttl=10', '--listen', '127.0.0.1:9080', '--deregister', 'on-success', '--retries=1', '--cleanup'], {})!;
     expect(c.register).toMatchObject({ registry: 'consul://127.0.0.1:8500', hostname: 'h1', ttl: 10, deregister: 'on-success', cleanup: true });
     expect(c.proxy).toMatchObject({ listen: { host: '127.0.0.1', port: 9080 }, retries: 1 });
+    expect(parseRunArgs(['--trusted-proxies', '172.16.0.0/12', '--header-timeout', '5000'], {})!.proxy).toMatchObject({ trustedProxies: ['172.16.0.0/12'], headerTimeoutMs: 5000 });
   });
 
   it('rejects arguments, bad register flags and bad proxy flags with one line', () => {

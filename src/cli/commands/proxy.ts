@@ -9,7 +9,9 @@ import { HEALTH_STATUSES, type HealthStatus } from '../../model/service-instance
 import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
 import { BALANCE_MODES, type BalanceMode } from '../../proxy/balancer.js';
+import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_HEADER_SIZE } from '../../proxy/context.js';
 import { ProxyServer } from '../../proxy/proxy-server.js';
+import { parseTrustedProxies } from '../../proxy/trusted-proxies.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
 import { nextSignal, onHangup } from '../signals.js';
 
@@ -18,7 +20,8 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
   --balance <mode>           round-robin | least-conn (default round-robin); meta weight per instance
   --connect-timeout <ms>     connecting to an instance (default 5000)
   --response-timeout <ms>    waiting for response headers, and for a free connection (default 60000)
-  --idle-timeout <ms>        idle keep-alive connections, client and instance side (default 60000)
+  --idle-timeout <ms>        idle keep-alive connections, client and instance side, and a request
+                             body that stops moving (default 60000)
   --body-timeout <ms>        longest silence inside a response body (default 60000)
   --max-connections-per-instance <n>
                              connections to one instance at most; more requests wait for one, up
@@ -29,6 +32,10 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
   --health-check <path>      actively GET this path on every instance; failing ones leave rotation
   --health-interval <ms>     period of those checks (default 5000)
   --status <list>            registry statuses that receive traffic (default passing)
+  --trusted-proxies <cidrs>  peers whose X-Forwarded-*, X-Real-IP and Forwarded are kept, comma list of
+                             addresses and CIDRs, e.g. '10.0.0.0/8,::1' (default none: always replaced)
+  --max-header-size <bytes>  request line and headers together; larger → 431 (default 16384)
+  --header-timeout <ms>      from a request's first byte to the end of its headers; longer → 408 (default 10000)
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default 127.0.0.1:8081)
   --drain-timeout <ms>       on SIGTERM, how long requests in flight may finish (default 30000)`;
 
@@ -36,7 +43,9 @@ export const PROXY_HELP = `Usage: harbormaster proxy <registry-uri> [options]
 
 Routes HTTP requests by Host header and path prefix to the instances the registry holds
 (meta http_host, default <service>.<domain>; meta http_path, default /). Unknown host: 404;
-a known route with no healthy instance: 503. WebSocket upgrades are passed through.
+a known route with no healthy instance: 503. A path with an empty or dot segment, or an encoded
+dot, slash, backslash or NUL: 400. WebSocket upgrades are passed through; other Upgrade requests
+go on as plain requests.
 
 Options:
 ${PROXY_FLAGS_HELP}
@@ -59,6 +68,9 @@ export const PROXY_OPTIONS = {
   'health-check': { type: 'string' },
   'health-interval': { type: 'string' },
   status: { type: 'string' },
+  'trusted-proxies': { type: 'string' },
+  'max-header-size': { type: 'string' },
+  'header-timeout': { type: 'string' },
   api: { type: 'string' },
   'drain-timeout': { type: 'string' },
 } as const;
@@ -78,6 +90,10 @@ export interface ProxySettings {
   retries: number;
   healthCheck?: { path: string; intervalMs: number };
   statuses: HealthStatus[];
+  /** Normalized CIDRs; empty: no peer is trusted. */
+  trustedProxies: string[];
+  maxHeaderSize: number;
+  headerTimeoutMs: number;
   drainTimeoutMs: number;
 }
 
@@ -120,8 +136,20 @@ export function proxySettings(v: ProxyValues): ProxySettings {
     retries: intFlag('retries', v.retries, 2, 0, 10),
     healthCheck: v['health-check'] === undefined ? undefined : { path: v['health-check'], intervalMs: healthInterval },
     statuses: [...new Set(statuses)] as HealthStatus[],
+    trustedProxies: trustedProxiesFlag(v['trusted-proxies']),
+    maxHeaderSize: intFlag('max-header-size', v['max-header-size'], DEFAULT_MAX_HEADER_SIZE, 1_024, 1_048_576),
+    headerTimeoutMs: intFlag('header-timeout', v['header-timeout'], DEFAULT_HEADER_TIMEOUT_MS, 100, HOUR),
     drainTimeoutMs: intFlag('drain-timeout', v['drain-timeout'], 30_000, 0, HOUR),
   };
+}
+
+function trustedProxiesFlag(raw: string | undefined): string[] {
+  if (raw === undefined) return [];
+  try {
+    return parseTrustedProxies(raw);
+  } catch (err) {
+    throw new UsageError(`--trusted-proxies ${raw}: ${(err as Error).message}`);
+  }
 }
 
 /** Flags → validated config; throws UsageError naming the flag. Returns undefined for --help. */
@@ -158,6 +186,9 @@ export async function startProxy(s: ProxySettings, watch: CatalogWatch, log: Log
     tunnelIdleTimeoutMs: s.tunnelIdleTimeoutMs,
     retries: s.retries,
     healthCheck: s.healthCheck,
+    trustedProxies: s.trustedProxies,
+    maxHeaderSize: s.maxHeaderSize,
+    headerTimeoutMs: s.headerTimeoutMs,
     log,
   });
   await proxy.listen(s.listen);
