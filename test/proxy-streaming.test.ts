@@ -282,7 +282,7 @@ async function tunnelServer() {
     const s = { ended: false, closed: false, data: '' };
     seen.push(s);
     sockets.push(socket);
-    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: test\r\nConnection: Upgrade\r\n\r\n');
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
     socket.on('data', (d: Buffer) => {
       s.data += d.toString();
       if (!socket.writableEnded) socket.write(`echo:${d.toString()}`);
@@ -324,7 +324,7 @@ async function tunnelClient(port: number, host: string, path: string) {
       resolve();
     });
     c.socket.on('error', reject);
-    c.socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: test\r\n\r\n`);
+    c.socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
   });
   cleanups.push(async () => void c.socket.destroy());
   c.socket.on('end', () => ((c.ended = true), (c.endedAt = Date.now())));
