@@ -473,6 +473,21 @@ describe('response streaming', () => {
     console.log(`PROBE chunked response with trailer x-checksum (and a host trailer): client got trailers ${JSON.stringify(plain.trailers)} with and without TE: trailers; HTTP/1.0 client → 200, body whole, no trailers; request trailer X-Req-Trailer → instance got ${req.slice(req.lastIndexOf('\n') + 1)}`);
   });
 
+  it('answers 502 saying the answer cannot be passed on (a control character in a chunked answer header)', async () => {
+    const raw = net.createServer((c) => {
+      c.on('error', () => c.destroy());
+      c.once('data', () => c.end('HTTP/1.1 200 OK\r\nX-Bad: a\u0001b\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'));
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => raw.close(() => r())));
+    await register('badhead', (raw.address() as AddressInfo).port, 't:badhead-1');
+    const p = await startProxy();
+    await routed(p, 'badhead.localhost', 1);
+    const r = await get(p.port, 'badhead.localhost');
+    expect(r).toMatchObject({ status: 502, body: 'bad gateway: badhead sent an answer that cannot be passed on\n' });
+    console.log(`PROBE chunked answer with a control character in a header → ${r.status} ${r.body.trim()}`);
+  });
+
   it('does not cut a slow upload that keeps making progress', async () => {
     const inst = await instance(0, streams);
     await register('upload', inst.port, 't:upload-1');

@@ -80,14 +80,15 @@ export function recordReset(state: InstanceState, now: number, policy: EjectionP
 /**
  * An answer from the instance. `sentAt`: when the answered request was sent; an answer to a
  * request sent after the last failure ends an ejection (the instance is back). Returns whether
- * it ended one.
+ * the instance was still ejected when that request went to it (a panic pick that worked).
  */
 export function recordSuccess(state: InstanceState, sentAt?: number): boolean {
   if (state.failures !== 0) state.failures = 0;
   if (state.resets !== 0) state.resets = 0;
   if (state.ejectedUntil === 0 || sentAt === undefined || sentAt <= state.lastFailure) return false;
+  const was = state.ejectedUntil > sentAt;
   state.ejectedUntil = 0;
-  return true;
+  return was;
 }
 
 /** A passing active check: the instance is back, whatever its ejection said. Returns whether it was ejected. */

@@ -238,6 +238,9 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     const kind = failureKind(err);
     const ejected = this.ctx.upstreamFailed(u, err, kind);
     if (kind === 'timeout') return this.fail(504, `gateway timeout: ${this.route.service} did not answer in time\n`);
+    if ((err as { code?: string }).code === 'HM_INVALID_RESPONSE' || err.name === 'HTTPParserError') {
+      return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);
+    }
     const bodyRead = this.hasBody && this.req.readableDidRead;
     if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', bodyRead)) {
       // Resolve again against the table now: the route may have changed since the first attempt.
