@@ -290,12 +290,12 @@ describe('resilience', () => {
     await Promise.all([notModified.close(), noContent.close()]);
   });
 
-  it('answers 502 when every instance is down, and 503 while all are ejected', async () => {
+  it('answers 502 when every instance is down, and tries them again while all are ejected (panic)', async () => {
     await register('down', await deadPort(), {}, 'passing', 't:down-1');
     await register('down', await deadPort(), {}, 'passing', 't:down-2');
     await routed(main, 'down.localhost', 2);
     expect((await get(main.port, 'down.localhost')).status).toBe(502);
-    expect((await get(main.port, 'down.localhost')).status).toBe(503);
+    expect((await get(main.port, 'down.localhost')).status).toBe(502);
   });
 
   it('answers 504 when an instance does not answer within the response timeout', async () => {

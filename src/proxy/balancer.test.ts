@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { available, createBalancer, InstanceState, recordFailure, recordReset, recordSuccess, type Upstream } from './balancer.js';
+import { available, createBalancer, endEjection, InstanceState, recordFailure, recordReset, recordSuccess, type Upstream } from './balancer.js';
 
 function up(port: number, weight = 1, routable = true): Upstream {
   return { key: `i${port}`, id: `i${port}`, service: 's', address: '127.0.0.1', port, origin: `http://127.0.0.1:${port}`, weight, routable, state: new InstanceState() };
@@ -40,8 +40,39 @@ describe('round robin', () => {
     expect(bal.pick(0, new Set([a, b]))).toBeUndefined();
   });
 
-  it('starts from a given cursor', () => {
-    expect(picks(createBalancer('round-robin', [up(1), up(2), up(3)], 2), 2)).toEqual([3, 1]);
+  it('continues after the instance picked last when the next table takes over', () => {
+    const [a, b, c] = [up(1), up(2), up(3)];
+    const first = createBalancer('round-robin', [a, b, c]);
+    expect(picks(first, 2)).toEqual([1, 2]);
+    expect(picks(createBalancer('round-robin', [a, b, c], first), 2)).toEqual([3, 1]);
+    // The instance picked last left: the rotation goes on where it would have sorted.
+    const second = createBalancer('round-robin', [a, b, c]);
+    picks(second, 2);
+    expect(picks(createBalancer('round-robin', [a, c], second), 3)).toEqual([3, 1, 3]);
+  });
+
+  it('keeps the exact weighted ratio across swaps every few picks (current weights carried by instance)', () => {
+    const [a, b] = [up(1, 3), up(2, 1)];
+    let bal = createBalancer('round-robin', [a, b]);
+    const seq: number[] = [];
+    for (let i = 0; i < 400; i++) {
+      if (i % 3 === 0) bal = createBalancer('round-robin', [a, b], bal);
+      seq.push(bal.pick(0)!.port);
+    }
+    expect(seq.filter((p) => p === 1).length).toBe(300);
+    expect(seq.slice(0, 8)).toEqual([1, 1, 2, 1, 1, 1, 2, 1]);
+    // Without the hand-over every swap restarts the sequence (a a b): 2:1, not 3:1.
+    let fresh = createBalancer('round-robin', [a, b]);
+    let n = 0;
+    for (let i = 0; i < 399; i++) {
+      if (i % 3 === 0) fresh = createBalancer('round-robin', [a, b]);
+      if (fresh.pick(0)!.port === 1) n++;
+    }
+    expect(n).toBe(266);
+    // A weight change keeps the current weights; a new instance starts from zero.
+    const c = up(3, 1);
+    const changed = createBalancer('round-robin', [{ ...a, weight: 2 }, b, c], bal);
+    expect(picks(changed, 8).filter((p) => p === 1)).toHaveLength(4);
   });
 });
 
@@ -104,13 +135,38 @@ describe('passive ejection', () => {
     expect(s.ejectedUntil).toBe(1000);
   });
 
-  it('routes around ejected instances and has nothing when all are ejected', () => {
+  it('routes around ejected instances, and tries them anyway when all are out (panic)', () => {
     const [a, b] = [up(1), up(2)];
     const bal = createBalancer('round-robin', [a, b]);
     recordFailure(a.state, 0);
     expect(picks(bal, 3, 10)).toEqual([2, 2, 2]);
     recordFailure(b.state, 0);
-    expect(bal.pick(10)).toBeUndefined();
+    expect(picks(bal, 4, 10)).toEqual([1, 2, 1, 2]);
+    // A retry never goes back to an instance it already tried.
+    expect(bal.pick(10, new Set([a, b]))).toBeUndefined();
+    // Panic is for ejected or check-failing instances only: drained (weight 0) and unroutable ones get nothing.
+    expect(createBalancer('round-robin', [up(3, 0), up(4, 1, false)]).pick(0)).toBeUndefined();
+    for (const mode of ['round-robin', 'least-conn'] as const) {
+      const [c, d, e] = [up(5, 3), up(6, 1), up(7, 0)];
+      c.state.checkFailed = true;
+      recordFailure(d.state, 0);
+      expect(createBalancer(mode, [c, d, e]).pick(10)).toBeDefined();
+      expect(picks(createBalancer(mode, [c, d, e]), 8, 10)).not.toContain(7);
+    }
+  });
+
+  it('ends an ejection on an answer to a request sent after the last failure, or on a passing check', () => {
+    const s = new InstanceState();
+    recordFailure(s, 1_000);
+    // An answer to a request sent before the failure says nothing about the instance now.
+    expect(recordSuccess(s, 900)).toBe(false);
+    expect(s.ejectedUntil).toBe(2_000);
+    expect(recordSuccess(s, 1_500)).toBe(true);
+    expect(s.ejectedUntil).toBe(0);
+    recordFailure(s, 3_000);
+    expect(endEjection(s, 3_100)).toBe(true);
+    expect(s.ejectedUntil).toBe(0);
+    expect(s.failures).toBe(0);
   });
 
   it('leaves instances failing an active check out', () => {

@@ -18,6 +18,12 @@ export interface ProxyOptions {
   responseTimeoutMs: number;
   /** Idle keep-alive time of client connections and of pooled instance connections. */
   idleTimeoutMs: number;
+  /** Longest silence between two pieces of a response body (default 60 s). */
+  bodyTimeoutMs?: number;
+  /** Connections to one instance at most (default 256); further requests wait for one. */
+  maxConnectionsPerInstance?: number;
+  /** An upgraded connection (WebSocket) quiet both ways this long is closed (default 1 h). */
+  tunnelIdleTimeoutMs?: number;
   /** Further attempts on other instances after a connection error, when safe. */
   retries: number;
   ejection?: EjectionPolicy;

@@ -6,7 +6,8 @@ const CONNECT_CODES = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOST
 // A body cut short (the instance died mid-response) is a reset too.
 const RESET_CODES = new Set(['ECONNRESET', 'EPIPE', 'UND_ERR_SOCKET', 'UND_ERR_CLOSED', 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH']);
 // HM_INVALID_RESPONSE (a header Node will not send) is 'other': a 502, no retry, no ejection.
-const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'HM_RESPONSE_TIMEOUT']);
+// HM_QUEUE_TIMEOUT: every connection to the instance stayed busy for the whole response timeout.
+const TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'HM_RESPONSE_TIMEOUT', 'HM_QUEUE_TIMEOUT']);
 /** Methods a retry cannot turn into a second, different effect (RFC 9110 §9.2.2). */
 export const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE', 'TRACE']);
 

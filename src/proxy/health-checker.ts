@@ -1,9 +1,10 @@
 // Optional active health checks: every interval, GET a path on each routed instance; a non-2xx/3xx
 // answer, a connection error or a timeout takes it out of rotation until a check passes again.
-// New instances are routed to before their first check (the registry already vouched for them).
+// A passing check also ends a passive ejection at once. New instances are routed to before their
+// first check (the registry already vouched for them).
 import http from 'node:http';
 import type { Logger } from '../log/logger.js';
-import type { Upstream } from './balancer.js';
+import { endEjection, type Upstream } from './balancer.js';
 
 export interface HealthCheckOptions {
   path: string;
@@ -81,9 +82,12 @@ export class HealthChecker {
   private async check(u: Upstream): Promise<void> {
     const problem = await probe(u, this.opts.path, this.opts.timeoutMs);
     const failed = problem !== undefined;
+    const where = `instance ${u.id} (${u.address}:${u.port}) of ${u.service}`;
+    if (!failed && u.state.ejectedUntil !== 0 && endEjection(u.state, Date.now())) {
+      this.opts.log.info({ event: 'ejection-ended', service: u.service, id: u.id }, `${where} passes its health check; its ejection ends`);
+    }
     if (failed === u.state.checkFailed) return;
     u.state.checkFailed = failed;
-    const where = `instance ${u.id} (${u.address}:${u.port}) of ${u.service}`;
     if (failed) this.opts.log.warn({ event: 'check-failed', service: u.service, id: u.id, err: problem }, `${where} failed its health check (${problem}); out of rotation`);
     else this.opts.log.info({ event: 'check-passed', service: u.service, id: u.id }, `${where} passes its health check again; back in rotation`);
   }

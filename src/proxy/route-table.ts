@@ -79,7 +79,7 @@ export function prefixMatches(routePath: string, path: string): boolean {
 /**
  * Compile a catalog into a table. `states` carries per-instance state across tables (in-flight
  * counts, ejections, health); entries of instances that left are removed from it. `previous`
- * hands each route's rotation position on.
+ * hands each route's balancer state on (rotation position, smooth round robin's current weights).
  */
 export function compileTable(catalog: Catalog, opts: TableOptions, states: Map<string, InstanceState>, previous: RoutingTable = RoutingTable.EMPTY): RoutingTable {
   const routing = buildRoutes(catalog, opts.domain);
@@ -111,8 +111,8 @@ export function compileTable(catalog: Catalog, opts: TableOptions, states: Map<s
   for (const vh of routing.vhosts) {
     const routes = vh.routes.map((r) => {
       const before = previous.match(vh.host, r.path);
-      const cursor = before && before.path === r.path && before.host === vh.host ? before.balancer.cursor : 0;
-      return Object.freeze({ host: vh.host, path: r.path, service: r.service, balancer: createBalancer(opts.balance, r.instances.map(upstreamFor), cursor) });
+      const carried = before && before.path === r.path && before.host === vh.host ? before.balancer : undefined;
+      return Object.freeze({ host: vh.host, path: r.path, service: r.service, balancer: createBalancer(opts.balance, r.instances.map(upstreamFor), carried) });
     });
     if (vh.host.startsWith('*.')) wildcards.push([vh.host.slice(1), routes]);
     else exact.set(vh.host, routes);

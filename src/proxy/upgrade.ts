@@ -1,6 +1,10 @@
 // Upgrade requests (WebSocket): a fresh connection to the chosen instance, the request passed on
 // with its Upgrade header, and once the instance answers 101 the two sockets are piped together.
 // An upgrade request carries no body, so a connection failure moves it to another instance.
+// The tunnel passes a half-close on (an end from one side ends the other's writing), is over when
+// both sockets have closed (an error or an abrupt close on one side destroys the other), and is
+// closed when no byte has crossed it either way for the tunnel idle timeout (like nginx's
+// proxy_read_timeout on upgraded connections, HAProxy's `timeout tunnel`).
 import http from 'node:http';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
@@ -8,6 +12,9 @@ import { recordSuccess, type Upstream } from './balancer.js';
 import { rawReply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
+
+/** HAProxy template's `timeout tunnel 1h`. */
+export const DEFAULT_TUNNEL_IDLE_MS = 3_600_000;
 
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'proxy-connection', 'upgrade']);
 
@@ -44,6 +51,7 @@ export class UpgradeExchange {
     }
     this.attempts++;
     u.state.active++;
+    const sentAt = Date.now();
     const { connectTimeoutMs, responseTimeoutMs } = this.ctx.opts;
     const up = http.request({
       host: u.address,
@@ -66,7 +74,7 @@ export class UpgradeExchange {
       settled = true;
       clearTimeout(timer);
       this.pending = undefined;
-      recordSuccess(u.state);
+      recordSuccess(u.state, sentAt);
       this.tunnel(route, u, ures, usock, uhead);
     });
     up.once('response', (ures: http.IncomingMessage) => {
@@ -75,7 +83,7 @@ export class UpgradeExchange {
       clearTimeout(timer);
       this.pending = undefined;
       u.state.active--;
-      recordSuccess(u.state);
+      recordSuccess(u.state, sentAt);
       this.ctx.count(route.service, ures.statusCode ?? 502);
       let head = `HTTP/1.1 ${ures.statusCode} ${ures.statusMessage ?? ''}\r\n`;
       for (let i = 0; i < ures.rawHeaders.length; i += 2) {
@@ -110,31 +118,45 @@ export class UpgradeExchange {
   }
 
   private tunnel(route: CompiledRoute, u: Upstream, ures: http.IncomingMessage, usock: Socket, uhead: Buffer): void {
-    const client = this.socket;
-    let open = true;
-    const end = () => {
-      if (!open) return;
-      open = false;
+    const client = this.socket as Socket;
+    if (this.clientClosed || client.destroyed) {
       u.state.active--;
+      usock.destroy();
+      return;
+    }
+    // The instance's half-close must not end our writing to it (net's default for client sockets).
+    usock.allowHalfOpen = true;
+    let closed = 0;
+    const destroyBoth = () => {
       client.destroy();
       usock.destroy();
     };
-    usock.on('error', end);
-    usock.on('close', end);
-    client.on('error', end);
-    client.on('close', end);
-    if (this.clientClosed) return end();
+    const onClose = (s: Socket) => () => {
+      // A socket that closed before its peer ended it (reset, error, shutdown) takes the other along;
+      // one that finished both ways lets the other finish writing what it has.
+      if (!s.readableEnded) destroyBoth();
+      // The tunnel is over when both have closed: its in-flight count goes, once.
+      if (++closed === 2) u.state.active--;
+    };
+    client.on('close', onClose(client));
+    usock.on('close', onClose(usock));
+    client.on('error', destroyBoth);
+    usock.on('error', destroyBoth);
     this.ctx.count(route.service, 101);
     this.ctx.trackUpgrade(client);
-    (client as Socket).setNoDelay?.(true);
-    (client as Socket).setTimeout?.(0);
+    const idleMs = this.ctx.opts.tunnelIdleTimeoutMs ?? DEFAULT_TUNNEL_IDLE_MS;
+    // Every byte crossing the tunnel is read on one socket and written on the other: each
+    // socket's own inactivity timer is the tunnel's.
+    client.setNoDelay?.(true);
     usock.setNoDelay(true);
-    usock.setTimeout(0);
+    client.setTimeout?.(idleMs, destroyBoth);
+    usock.setTimeout(idleMs, destroyBoth);
     let head = `HTTP/1.1 101 ${ures.statusMessage || 'Switching Protocols'}\r\n`;
     for (let i = 0; i < ures.rawHeaders.length; i += 2) head += `${ures.rawHeaders[i]}: ${ures.rawHeaders[i + 1]}\r\n`;
     client.write(`${head}\r\n`);
     if (uhead.length > 0) client.write(uhead);
     if (this.head.length > 0) usock.write(this.head);
+    // pipe() ends the destination when the source ends: that is the half-close passed on.
     usock.pipe(client);
     client.pipe(usock);
   }

@@ -1,33 +1,120 @@
 // Keep-alive connection pools, one per instance origin (undici Pool: measured faster than
-// node:http's Agent for this, see bench/proxy.mjs). A pool whose origin left the routing table is
-// closed gracefully: requests already on it finish, then its connections go (draining).
-import { Pool } from 'undici';
+// node:http's Agent for this, see bench/proxy.mjs). Each pool opens at most
+// `maxConnectionsPerInstance` connections; a request beyond that waits for a free one, in order,
+// for at most the response timeout (then 504), so slow clients holding responses cannot make the
+// proxy open ever more connections to an instance. A pool whose origin left the routing table is
+// closed gracefully: requests already on it (or waiting for it) finish, then its connections go.
+import { Pool, type Dispatcher } from 'undici';
 
 export interface PoolTimeouts {
   connectTimeoutMs: number;
-  /** Wait for response headers, and the longest silence inside a response body. */
+  /** Wait for response headers (and for a free connection). */
   responseTimeoutMs: number;
+  /** Longest silence between two pieces of a response body (default 60 s, nginx's proxy_read_timeout). */
+  bodyTimeoutMs?: number;
   /** How long an idle keep-alive connection to an instance is kept. */
   idleTimeoutMs: number;
+  /** Connections per instance (default 256). */
+  maxConnectionsPerInstance?: number;
+}
+
+export const DEFAULT_MAX_CONNECTIONS_PER_INSTANCE = 256;
+export const DEFAULT_BODY_TIMEOUT_MS = 60_000;
+
+/** A request that needs a connection slot of an instance. */
+export interface SlotUser {
+  /** A slot is this user's: dispatch on `pool` now, and `release()` the slot when the request is over. */
+  start(pool: Dispatcher): void;
+  /** No slot came free within the response timeout; the request never left. */
+  waitTimedOut(): void;
+}
+
+/** One instance's pool and the requests waiting for one of its connections. */
+export class InstancePool {
+  private running = 0;
+  /** Waiting users in arrival order, with their timeout. */
+  private readonly waiting = new Map<SlotUser, NodeJS.Timeout>();
+  private closed = false;
+
+  constructor(
+    readonly pool: Pool,
+    private readonly max: number,
+    private readonly waitMs: number,
+  ) {}
+
+  /** Requests holding a slot. */
+  get busy(): number {
+    return this.running;
+  }
+
+  /** Requests waiting for a slot. */
+  get queued(): number {
+    return this.waiting.size;
+  }
+
+  acquire(user: SlotUser): void {
+    if (this.running < this.max || this.closed) {
+      this.running++;
+      return user.start(this.pool);
+    }
+    const timer = setTimeout(() => {
+      this.waiting.delete(user);
+      user.waitTimedOut();
+    }, this.waitMs);
+    this.waiting.set(user, timer);
+  }
+
+  release(): void {
+    this.running--;
+    while (this.running < this.max && this.waiting.size > 0) this.startNext();
+  }
+
+  /** Take a waiting user out of the line (its client left); false when it was not waiting. */
+  cancel(user: SlotUser): boolean {
+    const timer = this.waiting.get(user);
+    if (timer === undefined) return false;
+    clearTimeout(timer);
+    this.waiting.delete(user);
+    return true;
+  }
+
+  /** Hand everyone still waiting to undici (its own queue keeps the connection limit), then close. */
+  close(): Promise<void> {
+    this.closed = true;
+    while (this.waiting.size > 0) this.startNext();
+    return this.pool.close();
+  }
+
+  private startNext(): void {
+    const [user, timer] = this.waiting.entries().next().value as [SlotUser, NodeJS.Timeout];
+    clearTimeout(timer);
+    this.waiting.delete(user);
+    this.running++;
+    user.start(this.pool);
+  }
 }
 
 export class UpstreamPools {
-  private readonly pools = new Map<string, Pool>();
-  private readonly closing = new Map<Pool, Promise<void>>();
+  private readonly pools = new Map<string, InstancePool>();
+  private readonly closing = new Map<InstancePool, Promise<void>>();
 
   constructor(private readonly timeouts: PoolTimeouts) {}
 
-  get(origin: string): Pool {
+  get(origin: string): InstancePool {
     let p = this.pools.get(origin);
     if (!p) {
-      p = new Pool(origin, {
-        connectTimeout: this.timeouts.connectTimeoutMs,
-        headersTimeout: this.timeouts.responseTimeoutMs,
-        bodyTimeout: this.timeouts.responseTimeoutMs,
-        keepAliveTimeout: this.timeouts.idleTimeoutMs,
-        keepAliveMaxTimeout: this.timeouts.idleTimeoutMs,
+      const t = this.timeouts;
+      const max = t.maxConnectionsPerInstance ?? DEFAULT_MAX_CONNECTIONS_PER_INSTANCE;
+      const pool = new Pool(origin, {
+        connections: max,
+        connectTimeout: t.connectTimeoutMs,
+        headersTimeout: t.responseTimeoutMs,
+        bodyTimeout: t.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS,
+        keepAliveTimeout: t.idleTimeoutMs,
+        keepAliveMaxTimeout: t.idleTimeoutMs,
         pipelining: 1,
       });
+      p = new InstancePool(pool, max, t.responseTimeoutMs);
       this.pools.set(origin, p);
     }
     return p;
@@ -54,10 +141,10 @@ export class UpstreamPools {
     const all = Promise.all(this.closing.values());
     await Promise.race([all, new Promise<void>((r) => (timer = setTimeout(r, graceMs)))]);
     clearTimeout(timer);
-    await Promise.all([...this.closing.keys()].map((pool) => pool.destroy().catch(() => undefined)));
+    await Promise.all([...this.closing.keys()].map((p) => p.pool.destroy().catch(() => undefined)));
   }
 
-  private drain(pool: Pool): void {
+  private drain(pool: InstancePool): void {
     this.closing.set(
       pool,
       pool.close().then(

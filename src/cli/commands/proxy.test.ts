@@ -24,6 +24,9 @@ describe('parseProxyArgs', () => {
       connectTimeoutMs: 5000,
       responseTimeoutMs: 60000,
       idleTimeoutMs: 60000,
+      bodyTimeoutMs: 60000,
+      maxConnectionsPerInstance: 256,
+      tunnelIdleTimeoutMs: 3600000,
       retries: 2,
       healthCheck: undefined,
       statuses: ['passing'],
@@ -42,6 +45,7 @@ describe('parseProxyArgs', () => {
       '--connect-timeout', '100', '--response-timeout', '200', '--idle-timeout', '300', '--retries', '0',
       '--health-check', '/healthz?full=1', '--health-interval', '1000', '--status', 'passing,warning', '--drain-timeout', '0',
       '--trusted-proxies', '10.0.0.0/8,::1', '--max-header-size', '8192', '--header-timeout', '2500',
+      '--body-timeout', '400', '--max-connections-per-instance', '8', '--tunnel-idle-timeout', '500',
     ])!;
     expect(c).toMatchObject({
       listen: { host: '::1', port: 9000 },
@@ -58,6 +62,9 @@ describe('parseProxyArgs', () => {
       trustedProxies: ['10.0.0.0/8', '::1/128'],
       maxHeaderSize: 8192,
       headerTimeoutMs: 2500,
+      bodyTimeoutMs: 400,
+      maxConnectionsPerInstance: 8,
+      tunnelIdleTimeoutMs: 500,
     });
   });
 
@@ -84,6 +91,9 @@ describe('parseProxyArgs', () => {
     expect(usageError(() => parseProxyArgs(['memory://', '--trusted-proxies', '::/200']))).toBe('--trusted-proxies ::/200: "::/200": the prefix length must be 0 to 128');
     expect(usageError(() => parseProxyArgs(['memory://', '--max-header-size', '100']))).toBe('--max-header-size 100: must be between 1024 and 1048576');
     expect(usageError(() => parseProxyArgs(['memory://', '--header-timeout', '10s']))).toBe('--header-timeout 10s: not a whole number');
+    expect(usageError(() => parseProxyArgs(['memory://', '--max-connections-per-instance', '0']))).toContain('--max-connections-per-instance 0: must be between 1 and 65536');
+    expect(usageError(() => parseProxyArgs(['memory://', '--body-timeout', '2s']))).toContain('--body-timeout');
+    expect(usageError(() => parseProxyArgs(['memory://', '--tunnel-idle-timeout', '-5']))).toContain('--tunnel-idle-timeout');
     expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1:8081']))).toContain('the same address as --listen');
   });
 });

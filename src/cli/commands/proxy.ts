@@ -19,9 +19,15 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
   --domain <domain>          default host of a service: <service>.<domain> (default localhost)
   --balance <mode>           round-robin | least-conn (default round-robin); meta weight per instance
   --connect-timeout <ms>     connecting to an instance (default 5000)
-  --response-timeout <ms>    waiting for response headers, and silence inside a body (default 60000)
+  --response-timeout <ms>    waiting for response headers, and for a free connection (default 60000)
   --idle-timeout <ms>        idle keep-alive connections, client and instance side, and a request
                              body that stops moving (default 60000)
+  --body-timeout <ms>        longest silence inside a response body (default 60000)
+  --max-connections-per-instance <n>
+                             connections to one instance at most; more requests wait for one, up
+                             to the response timeout (default 256)
+  --tunnel-idle-timeout <ms> WebSocket/upgraded connections quiet both ways this long are closed
+                             (default 3600000)
   --retries <n>              other instances tried after a connection error, when safe (default 2)
   --health-check <path>      actively GET this path on every instance; failing ones leave rotation
   --health-interval <ms>     period of those checks (default 5000)
@@ -55,6 +61,9 @@ export const PROXY_OPTIONS = {
   'connect-timeout': { type: 'string' },
   'response-timeout': { type: 'string' },
   'idle-timeout': { type: 'string' },
+  'body-timeout': { type: 'string' },
+  'max-connections-per-instance': { type: 'string' },
+  'tunnel-idle-timeout': { type: 'string' },
   retries: { type: 'string' },
   'health-check': { type: 'string' },
   'health-interval': { type: 'string' },
@@ -75,6 +84,9 @@ export interface ProxySettings {
   connectTimeoutMs: number;
   responseTimeoutMs: number;
   idleTimeoutMs: number;
+  bodyTimeoutMs: number;
+  maxConnectionsPerInstance: number;
+  tunnelIdleTimeoutMs: number;
   retries: number;
   healthCheck?: { path: string; intervalMs: number };
   statuses: HealthStatus[];
@@ -118,6 +130,9 @@ export function proxySettings(v: ProxyValues): ProxySettings {
     connectTimeoutMs: intFlag('connect-timeout', v['connect-timeout'], 5_000, 1, HOUR),
     responseTimeoutMs: intFlag('response-timeout', v['response-timeout'], 60_000, 1, HOUR),
     idleTimeoutMs: intFlag('idle-timeout', v['idle-timeout'], 60_000, 1, HOUR),
+    bodyTimeoutMs: intFlag('body-timeout', v['body-timeout'], 60_000, 1, HOUR),
+    maxConnectionsPerInstance: intFlag('max-connections-per-instance', v['max-connections-per-instance'], 256, 1, 65_536),
+    tunnelIdleTimeoutMs: intFlag('tunnel-idle-timeout', v['tunnel-idle-timeout'], HOUR, 1, 24 * HOUR),
     retries: intFlag('retries', v.retries, 2, 0, 10),
     healthCheck: v['health-check'] === undefined ? undefined : { path: v['health-check'], intervalMs: healthInterval },
     statuses: [...new Set(statuses)] as HealthStatus[],
@@ -166,6 +181,9 @@ export async function startProxy(s: ProxySettings, watch: CatalogWatch, log: Log
     connectTimeoutMs: s.connectTimeoutMs,
     responseTimeoutMs: s.responseTimeoutMs,
     idleTimeoutMs: s.idleTimeoutMs,
+    bodyTimeoutMs: s.bodyTimeoutMs,
+    maxConnectionsPerInstance: s.maxConnectionsPerInstance,
+    tunnelIdleTimeoutMs: s.tunnelIdleTimeoutMs,
     retries: s.retries,
     healthCheck: s.healthCheck,
     trustedProxies: s.trustedProxies,

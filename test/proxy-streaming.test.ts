@@ -1,0 +1,562 @@
+// The built-in proxy's response side and balancing over real loopback sockets: the connection
+// limit per instance, panic mode when every instance is ejected, WebSocket tunnels (half-close,
+// in-flight count, idle timeout), response heads passed on at once (server-sent events), the body
+// timeout, trailers, slow uploads, and weighted round robin across frequent table swaps.
+import http from 'node:http';
+import net from 'node:net';
+import type { AddressInfo } from 'node:net';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { CatalogWatch } from '../src/catalog/watch.js';
+import { HEALTH_STATUSES, type ServiceInstance } from '../src/model/service-instance.js';
+import type { ProxyOptions } from '../src/proxy/context.js';
+import { ProxyServer } from '../src/proxy/proxy-server.js';
+import { createBackend } from '../src/registry/index.js';
+import { runCli } from './support/harbormaster.js';
+import { get, startBackend } from './support/proxy.js';
+import { sleep, waitFor } from './support/wait.js';
+
+const REG = 'memory://proxy-streaming-test';
+const registry = createBackend(REG, { ttl: 0 });
+/** Fixed ports (this file's share of the loopback range) for instances that go down and come back. */
+const PORT_PANIC = 23600;
+const PORT_CHECKED = 23601;
+
+interface LogLine {
+  event?: string;
+  msg: string;
+  [k: string]: unknown;
+}
+
+interface TestProxy {
+  proxy: ProxyServer;
+  port: number;
+  logs: LogLine[];
+}
+
+const cleanups: (() => Promise<void>)[] = [];
+const registered: ServiceInstance[] = [];
+
+async function startProxy(o: Partial<ProxyOptions> = {}): Promise<TestProxy> {
+  const logs: LogLine[] = [];
+  const log = pino({ level: 'info' }, new Writable({ write: (chunk: Buffer, _e, cb) => (logs.push(JSON.parse(chunk.toString()) as LogLine), cb()) }));
+  const watch = CatalogWatch.forUri(REG, { statuses: [...HEALTH_STATUSES], log });
+  const proxy = new ProxyServer({ domain: 'localhost', balance: 'round-robin', statuses: ['passing'], connectTimeoutMs: 2000, responseTimeoutMs: 10_000, idleTimeoutMs: 10_000, retries: 2, log, ...o });
+  const { port } = await proxy.listen({ host: '127.0.0.1', port: 0 });
+  const off = watch.subscribe((c) => proxy.setCatalog(c));
+  cleanups.push(async () => {
+    off();
+    await proxy.close(0);
+    await watch.stop();
+  });
+  return { proxy, port, logs };
+}
+
+async function register(name: string, port: number, id: string, meta: Record<string, string> = {}): Promise<ServiceInstance> {
+  const inst: ServiceInstance = { id, name, address: '127.0.0.1', port, protocol: 'tcp', tags: [], meta, host: 't', status: 'passing' };
+  await registry.register(inst);
+  registered.push(inst);
+  return inst;
+}
+
+async function routed(p: TestProxy, host: string, n: number): Promise<void> {
+  await waitFor(`${host} routed to ${n} instances`, () => p.proxy.table().match(host, '/')?.balancer.upstreams.length === n, 5_000, 10);
+}
+
+function activeOf(p: TestProxy, host: string): number[] {
+  return p.proxy.table().match(host, '/')!.balancer.upstreams.map((u) => u.state.active);
+}
+
+afterEach(async () => {
+  for (const i of registered.splice(0)) await registry.deregister(i);
+});
+
+afterAll(async () => {
+  for (const c of cleanups.reverse()) await c();
+});
+
+/** An HTTP server on `port` (0: any) that counts requests and open connections (and their peak). */
+async function instance(port: number, handler: (req: http.IncomingMessage, res: http.ServerResponse) => void) {
+  const s = { port, hits: 0, open: 0, peak: 0, close: async () => undefined as void };
+  const server = http.createServer((req, res) => {
+    s.hits++;
+    handler(req, res);
+  });
+  server.on('connection', (c: net.Socket) => {
+    s.peak = Math.max(s.peak, ++s.open);
+    c.once('close', () => s.open--);
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, '127.0.0.1', () => resolve());
+  });
+  s.port = (server.address() as AddressInfo).port;
+  s.close = () =>
+    new Promise<void>((r) => {
+      server.closeAllConnections();
+      server.close(() => r());
+    });
+  cleanups.push(() => s.close());
+  return s;
+}
+
+/** `/slow/<ms>`: the whole answer after a delay; `/hold/<ms>`: the head at once, the body after a delay; anything else: `ok`. */
+function delays(req: http.IncomingMessage, res: http.ServerResponse): void {
+  const m = /^\/(slow|hold)\/(\d+)/.exec(req.url ?? '');
+  if (!m) return void res.end('ok');
+  if (m[1] === 'hold') {
+    res.writeHead(200, { 'content-type': 'text/plain' });
+    res.flushHeaders();
+  }
+  const t = setTimeout(() => res.end('done'), Number(m[2]));
+  res.once('close', () => clearTimeout(t));
+}
+
+interface Timed {
+  status: number;
+  /** ms from the request to the response head, to each body chunk, to the end (or the error). */
+  headMs: number;
+  chunks: { ms: number; text: string }[];
+  endMs: number;
+  error?: string;
+  headers: http.IncomingHttpHeaders;
+  trailers: NodeJS.Dict<string>;
+}
+
+/** A GET that records when each part of the answer arrived. */
+function timedGet(port: number, host: string, path: string, headers: http.OutgoingHttpHeaders = {}): Promise<Timed> {
+  const t0 = Date.now();
+  return new Promise((resolve) => {
+    const out: Timed = { status: 0, headMs: -1, chunks: [], endMs: -1, headers: {}, trailers: {} };
+    const req = http.get({ host: '127.0.0.1', port, path, agent: false, headers: { host, ...headers } }, (res) => {
+      out.status = res.statusCode ?? 0;
+      out.headMs = Date.now() - t0;
+      out.headers = res.headers;
+      res.on('data', (d: Buffer) => out.chunks.push({ ms: Date.now() - t0, text: d.toString() }));
+      res.on('end', () => {
+        out.endMs = Date.now() - t0;
+        out.trailers = res.trailers;
+        resolve(out);
+      });
+      res.on('error', (err) => {
+        out.endMs = Date.now() - t0;
+        out.error = err.message;
+        resolve(out);
+      });
+    });
+    req.setTimeout(10_000, () => req.destroy(new Error('client timeout')));
+    req.on('error', (err) => {
+      if (out.endMs >= 0) return;
+      out.endMs = Date.now() - t0;
+      out.error = err.message;
+      resolve(out);
+    });
+  });
+}
+
+describe('flags', () => {
+  it('proxy and run refuse bad values of the new flags with exit 2 and one line naming the flag', async () => {
+    const cases = [
+      ['proxy', 'memory://', '--max-connections-per-instance', '0'],
+      ['proxy', 'memory://', '--body-timeout', '1m'],
+      ['run', '--tunnel-idle-timeout', '-1'],
+    ];
+    const results = await Promise.all(cases.map((args) => runCli(args)));
+    results.forEach((r, i) => {
+      expect(r.code, cases[i].join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toContain(cases[i][cases[i].length - 2]);
+    });
+    console.log(`PROBE ${results.map((r) => r.stderr.trim()).join(' | ')}`);
+  });
+});
+
+describe('connections per instance', () => {
+  it('never opens more than --max-connections-per-instance to a slow instance; the rest wait, up to the response timeout', async () => {
+    const [slow, other] = [await instance(0, delays), await instance(0, delays)];
+    await register('conns', slow.port, 't:conns-1');
+    await register('connsopen', other.port, 't:connsopen-1');
+    const limited = await startProxy({ maxConnectionsPerInstance: 3, responseTimeoutMs: 3000 });
+    const open = await startProxy();
+    await routed(limited, 'conns.localhost', 1);
+    await routed(open, 'connsopen.localhost', 1);
+
+    const t0 = Date.now();
+    const answers = await Promise.all(Array.from({ length: 12 }, () => get(limited.port, 'conns.localhost', '/slow/300')));
+    const limitedMs = Date.now() - t0;
+    expect(answers.map((a) => a.status)).toEqual(Array(12).fill(200));
+    expect(slow.peak).toBe(3);
+    // Without a limit below the load, every client gets its own connection to the instance.
+    await Promise.all(Array.from({ length: 12 }, () => get(open.port, 'connsopen.localhost', '/slow/300')));
+    console.log(`PROBE 12 concurrent GET /slow/300: limit 3 → instance saw at most ${slow.peak} connections, all 200 in ${limitedMs} ms; default limit (256) → ${other.peak} connections`);
+    expect(other.peak).toBe(12);
+  });
+
+  it('answers 504 to a request that waited the whole response timeout for a connection, and drops one whose client left', async () => {
+    const inst = await instance(0, delays);
+    await register('queue', inst.port, 't:queue-1');
+    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 800, bodyTimeoutMs: 5000 });
+    await routed(p, 'queue.localhost', 1);
+    // The one connection is taken by a response whose body takes 2 s.
+    const holder = timedGet(p.port, 'queue.localhost', '/hold/2000');
+    await waitFor('holder on the instance', () => inst.hits === 1, 5_000, 10);
+    const gone = get(p.port, 'queue.localhost', '/', { timeoutMs: 200 }).catch((err: Error) => err.message);
+    const t0 = Date.now();
+    const waited = await get(p.port, 'queue.localhost', '/');
+    const waitedMs = Date.now() - t0;
+    expect(waited.status).toBe(504);
+    expect(waitedMs).toBeGreaterThanOrEqual(700);
+    expect(waitedMs).toBeLessThan(1500);
+    expect(await gone).toContain('timed out');
+    expect((await holder).status).toBe(200);
+    // The slot came back: the next request goes through; the abandoned one never reached the instance.
+    expect((await get(p.port, 'queue.localhost', '/')).body).toBe('ok');
+    expect(inst.hits).toBe(2);
+    expect(inst.peak).toBe(1);
+    expect(activeOf(p, 'queue.localhost')).toEqual([0]);
+    console.log(`PROBE limit 1, response timeout 800 ms, connection held 2 s: waiting GET → ${waited.status} after ${waitedMs} ms; client gone while waiting → never sent; next GET → 200; in flight after: 0`);
+  });
+});
+
+describe('every instance ejected (panic)', () => {
+  it('a single instance that was down answers the first request after it is back', async () => {
+    let inst = await instance(PORT_PANIC, delays);
+    await register('panic', PORT_PANIC, 't:panic-1');
+    const p = await startProxy({ ejection: { baseMs: 2000, maxMs: 30_000 } });
+    await routed(p, 'panic.localhost', 1);
+    expect((await get(p.port, 'panic.localhost')).status).toBe(200);
+    await inst.close();
+    // Down for 2.5 s with a request every 100 ms: each one tries the instance (502), none is a 503.
+    const during: Record<number, number> = {};
+    const downUntil = Date.now() + 2500;
+    while (Date.now() < downUntil) {
+      const s = (await get(p.port, 'panic.localhost')).status;
+      during[s] = (during[s] ?? 0) + 1;
+      await sleep(100);
+    }
+    const state = p.proxy.table().match('panic.localhost', '/')!.balancer.upstreams[0].state;
+    const ejectedForMs = state.ejectedUntil - Date.now();
+    inst = await instance(PORT_PANIC, delays);
+    const first = await get(p.port, 'panic.localhost');
+    expect(Object.keys(during)).toEqual(['502']);
+    expect(ejectedForMs).toBeGreaterThan(0);
+    expect(first).toMatchObject({ status: 200, body: 'ok' });
+    expect(state.ejectedUntil).toBe(0);
+    expect(p.logs.some((l) => l.event === 'ejection-ended')).toBe(true);
+    console.log(`PROBE single instance down 2.5 s (${during[502]} requests, all 502, none 503); back while still ejected for ${ejectedForMs} ms: first GET → ${first.status}, ejection ended`);
+  });
+
+  it('a passing active check ends an ejection at once', async () => {
+    let a = await instance(PORT_CHECKED, delays);
+    const b = await startBackend('checked-b');
+    cleanups.push(() => b.close());
+    await register('checked', PORT_CHECKED, 't:checked-a');
+    await register('checked', b.port, 't:checked-b');
+    const p = await startProxy({ healthCheck: { path: '/healthz', intervalMs: 1000 }, ejection: { baseMs: 30_000, maxMs: 30_000 } });
+    await routed(p, 'checked.localhost', 2);
+    // Right after a round of checks, a goes down and the next requests meet its closed port before
+    // the checker does: refused, retried on b, a ejected for 30 s.
+    const checks = b.hits;
+    await waitFor('a round of checks', () => b.hits > checks, 3_000, 5);
+    await a.close();
+    for (let i = 0; i < 2; i++) expect((await get(p.port, 'checked.localhost')).body).toBe('checked-b');
+    const ua = p.proxy.table().match('checked.localhost', '/')!.balancer.upstreams[0];
+    expect(ua.state.ejectedUntil - Date.now()).toBeGreaterThan(20_000);
+    a = await instance(PORT_CHECKED, delays);
+    const back = Date.now();
+    await waitFor('a answering through the proxy', async () => (await get(p.port, 'checked.localhost')).body === 'ok', 5_000, 20);
+    const backMs = Date.now() - back;
+    expect(backMs).toBeLessThan(2500);
+    expect(ua.state.ejectedUntil).toBe(0);
+    console.log(`PROBE instance ejected for 30 s comes back: a passing check (every 1000 ms) puts it back in rotation after ${backMs} ms`);
+  });
+});
+
+/** An upgrade server whose sockets report what they saw; `/polite` answers a half-close with `bye` and its own end, `/deaf` ignores it, `/first` half-closes first. */
+async function tunnelServer() {
+  const seen: { ended: boolean; closed: boolean; data: string }[] = [];
+  const sockets: net.Socket[] = [];
+  const server = http.createServer((_req, res) => res.end('no upgrade'));
+  server.on('upgrade', (req: http.IncomingMessage, socket: net.Socket) => {
+    const s = { ended: false, closed: false, data: '' };
+    seen.push(s);
+    sockets.push(socket);
+    socket.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+    socket.on('data', (d: Buffer) => {
+      s.data += d.toString();
+      if (!socket.writableEnded) socket.write(`echo:${d.toString()}`);
+    });
+    socket.on('end', () => {
+      s.ended = true;
+      if (req.url === '/polite') socket.end('bye');
+    });
+    socket.on('close', () => (s.closed = true));
+    socket.on('error', () => undefined);
+    if (req.url === '/first') socket.end('hi');
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const s of sockets) s.destroy();
+        server.closeAllConnections();
+        server.close(() => r());
+      }),
+  );
+  return { port: (server.address() as AddressInfo).port, seen };
+}
+
+/** A raw client socket through the proxy, upgraded; collects what arrives after the 101. */
+async function tunnelClient(port: number, host: string, path: string) {
+  const c = { socket: net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }), data: '', ended: false, closed: false, endedAt: 0, closedAt: 0 };
+  let head = '';
+  let upgraded = false;
+  await new Promise<void>((resolve, reject) => {
+    c.socket.on('data', (d: Buffer) => {
+      if (upgraded) return void (c.data += d.toString());
+      head += d.toString();
+      const i = head.indexOf('\r\n\r\n');
+      if (i < 0) return;
+      if (!head.startsWith('HTTP/1.1 101')) return reject(new Error(`no upgrade: ${head}`));
+      upgraded = true;
+      c.data = head.slice(i + 4);
+      resolve();
+    });
+    c.socket.on('error', reject);
+    c.socket.write(`GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`);
+  });
+  cleanups.push(async () => void c.socket.destroy());
+  c.socket.on('end', () => ((c.ended = true), (c.endedAt = Date.now())));
+  c.socket.on('close', () => ((c.closed = true), (c.closedAt = Date.now())));
+  return c;
+}
+
+describe('websocket tunnels', () => {
+  it('pass a half-close on both ways, close both sockets when both sides are done, and count the tunnel out once', async () => {
+    const up = await tunnelServer();
+    await register('tun', up.port, 't:tun-1');
+    const p = await startProxy({ tunnelIdleTimeoutMs: 60_000 });
+    await routed(p, 'tun.localhost', 1);
+
+    // The client half-closes: the instance sees the end, says bye and ends too.
+    const c = await tunnelClient(p.port, 'tun.localhost', '/polite');
+    c.socket.write('hello');
+    await waitFor('echo', () => c.data === 'echo:hello', 5_000, 10);
+    expect(activeOf(p, 'tun.localhost')).toEqual([1]);
+    const t0 = Date.now();
+    c.socket.end();
+    await waitFor('both sides closed', () => c.closed && up.seen[0].closed, 5_000, 10);
+    const politeMs = Date.now() - t0;
+    expect(up.seen[0]).toMatchObject({ ended: true, data: 'hello' });
+    expect(c.data).toBe('echo:hellobye');
+    await waitFor('tunnel counted out', () => activeOf(p, 'tun.localhost')[0] === 0, 2_000, 10);
+
+    // The instance half-closes first: the client still gets to send before it ends its side.
+    const f = await tunnelClient(p.port, 'tun.localhost', '/first');
+    await waitFor('instance end reaches the client', () => f.ended, 5_000, 10);
+    expect(f.data).toBe('hi');
+    f.socket.end('late');
+    await waitFor('both closed', () => f.closed && up.seen[1].closed, 5_000, 10);
+    expect(up.seen[1].data).toBe('late');
+    await waitFor('tunnel counted out', () => activeOf(p, 'tun.localhost')[0] === 0, 2_000, 10);
+
+    // An abrupt close (reset) of the client closes the proxy's socket to the instance as well.
+    const r = await tunnelClient(p.port, 'tun.localhost', '/deaf');
+    r.socket.resetAndDestroy();
+    await waitFor('instance side ended', () => up.seen[2].ended, 5_000, 10);
+    await waitFor('tunnel counted out', () => activeOf(p, 'tun.localhost')[0] === 0, 2_000, 10);
+    console.log(`PROBE tunnel: client half-close → instance saw end, answered, both sockets closed in ${politeMs} ms; instance half-close first → client could still send ('late' arrived); client reset → proxy closed its instance socket; in flight after each: 0`);
+  });
+
+  it('closes a tunnel quiet for the tunnel idle timeout, half-closed or not, and keeps a busy one', async () => {
+    const up = await tunnelServer();
+    await register('idle', up.port, 't:idle-1');
+    const p = await startProxy({ tunnelIdleTimeoutMs: 600 });
+    await routed(p, 'idle.localhost', 1);
+    // Traffic every 200 ms for 1.2 s keeps it open; then silence closes it.
+    const c = await tunnelClient(p.port, 'idle.localhost', '/deaf');
+    let lastByte = 0;
+    for (let i = 0; i < 6; i++) {
+      c.socket.write(`m${i}`);
+      lastByte = Date.now();
+      await sleep(200);
+    }
+    expect(c.closed).toBe(false);
+    expect(c.data).toBe('echo:m0echo:m1echo:m2echo:m3echo:m4echo:m5');
+    // The proxy closes both of its sockets: each peer gets an end (the test sockets stay half-open).
+    await waitFor('idle tunnel closed', () => c.ended && up.seen[0].ended, 3_000, 10);
+    const idleMs = c.endedAt - lastByte;
+    await waitFor('tunnel counted out', () => activeOf(p, 'idle.localhost')[0] === 0, 2_000, 10);
+    // Half-closed by the client, ignored by the instance: closed by the idle timeout as well.
+    const h = await tunnelClient(p.port, 'idle.localhost', '/deaf');
+    const t0 = Date.now();
+    h.socket.end();
+    await waitFor('instance saw the end', () => up.seen[1].ended, 2_000, 10);
+    await waitFor('half-closed tunnel closed', () => h.closed, 3_000, 10);
+    const halfMs = h.closedAt - t0;
+    expect(idleMs).toBeGreaterThanOrEqual(500);
+    expect(idleMs).toBeLessThan(1500);
+    expect(halfMs).toBeLessThan(1500);
+    await waitFor('tunnels counted out', () => activeOf(p, 'idle.localhost')[0] === 0, 2_000, 10);
+    console.log(`PROBE tunnel idle timeout 600 ms: busy 1.2 s stayed open, closed ${idleMs} ms after the last byte; client half-close ignored by the instance → closed after ${halfMs} ms; in flight after: 0`);
+  });
+});
+
+/** `/sse`: an event stream whose first event comes after 1.5 s; `/trailers`: a chunked body with trailer fields; `/echo`: the body length and trailers it got. */
+function streams(req: http.IncomingMessage, res: http.ServerResponse): void {
+  if (req.url === '/sse') {
+    res.writeHead(200, { 'content-type': 'text/event-stream', 'cache-control': 'no-cache' });
+    res.flushHeaders();
+    const t = setTimeout(() => res.end('data: one\n\n'), 1500);
+    res.once('close', () => clearTimeout(t));
+    return;
+  }
+  if (req.url === '/trailers') {
+    res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-checksum' });
+    res.write('hello ');
+    res.addTrailers({ 'x-checksum': 'abc123', host: 'elsewhere.test' });
+    return void res.end('world');
+  }
+  let n = 0;
+  req.on('data', (d: Buffer) => (n += d.length));
+  req.on('end', () => res.end(`${n} ${JSON.stringify(req.trailers)}`));
+}
+
+describe('response streaming', () => {
+  it('passes an event stream head on at once; the response timeout covers only the head, the body timeout the silences', async () => {
+    const inst = await instance(0, streams);
+    await register('sse', inst.port, 't:sse-1');
+    const p = await startProxy({ responseTimeoutMs: 1000 });
+    const strict = await startProxy({ responseTimeoutMs: 1000, bodyTimeoutMs: 600 });
+    await routed(p, 'sse.localhost', 1);
+    await routed(strict, 'sse.localhost', 1);
+    const [sse, cut] = await Promise.all([timedGet(p.port, 'sse.localhost', '/sse'), timedGet(strict.port, 'sse.localhost', '/sse')]);
+    expect(sse.status).toBe(200);
+    expect(sse.headers['content-type']).toBe('text/event-stream');
+    expect(sse.headMs).toBeLessThan(500);
+    expect(sse.chunks.map((c) => c.text).join('')).toBe('data: one\n\n');
+    expect(sse.chunks[0].ms).toBeGreaterThanOrEqual(1400);
+    expect(sse.error).toBeUndefined();
+    // With a 600 ms body timeout the quiet stream is cut after its head (no 504: the head is out).
+    expect(cut.status).toBe(200);
+    expect(cut.headMs).toBeLessThan(500);
+    expect(cut.chunks).toEqual([]);
+    expect(cut.error).toBeDefined();
+    expect(cut.endMs).toBeGreaterThanOrEqual(550);
+    expect(cut.endMs).toBeLessThan(1400);
+    console.log(`PROBE SSE, response timeout 1000 ms, event after 1.5 s: head after ${sse.headMs} ms, event after ${sse.chunks[0].ms} ms, status ${sse.status}; with --body-timeout 600: head after ${cut.headMs} ms, cut after ${cut.endMs} ms (${cut.error ?? 'ended'})`);
+  });
+
+  it('forwards response trailers (not framing fields), still answers an HTTP/1.0 client, and does not pass request trailers', async () => {
+    const inst = await instance(0, streams);
+    await register('trailers', inst.port, 't:trailers-1');
+    const p = await startProxy();
+    await routed(p, 'trailers.localhost', 1);
+    const plain = await timedGet(p.port, 'trailers.localhost', '/trailers');
+    const asked = await timedGet(p.port, 'trailers.localhost', '/trailers', { te: 'trailers' });
+    for (const r of [plain, asked]) {
+      expect(r.status).toBe(200);
+      expect(r.chunks.map((c) => c.text).join('')).toBe('hello world');
+      expect(r.headers.trailer).toBe('x-checksum');
+      expect(r.trailers).toEqual({ 'x-checksum': 'abc123' });
+    }
+    // HTTP/1.0 has no chunked encoding, so no trailers: the body still arrives whole.
+    const old = await rawExchange(p.port, 'GET /trailers HTTP/1.0\r\nHost: trailers.localhost\r\n\r\n');
+    expect(old).toMatch(/^HTTP\/1\.1 200 /);
+    expect(old.endsWith('hello world')).toBe(true);
+    expect(old.toLowerCase()).not.toContain('trailer:');
+    // undici sends a request body without trailers: the instance gets the body only.
+    const req = await rawExchange(p.port, 'POST /echo HTTP/1.1\r\nHost: trailers.localhost\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Req-Trailer: yes\r\n\r\n');
+    expect(req).toMatch(/^HTTP\/1\.1 200 /);
+    expect(req.endsWith('5 {}')).toBe(true);
+    console.log(`PROBE chunked response with trailer x-checksum (and a host trailer): client got trailers ${JSON.stringify(plain.trailers)} with and without TE: trailers; HTTP/1.0 client → 200, body whole, no trailers; request trailer X-Req-Trailer → instance got ${req.slice(req.lastIndexOf('\n') + 1)}`);
+  });
+
+  it('answers 502 saying the answer cannot be passed on (a control character in a chunked answer header)', async () => {
+    const raw = net.createServer((c) => {
+      c.on('error', () => c.destroy());
+      c.once('data', () => c.end('HTTP/1.1 200 OK\r\nX-Bad: a\u0001b\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n'));
+    });
+    await new Promise<void>((r) => raw.listen(0, '127.0.0.1', r));
+    cleanups.push(() => new Promise<void>((r) => raw.close(() => r())));
+    await register('badhead', (raw.address() as AddressInfo).port, 't:badhead-1');
+    const p = await startProxy();
+    await routed(p, 'badhead.localhost', 1);
+    const r = await get(p.port, 'badhead.localhost');
+    expect(r).toMatchObject({ status: 502, body: 'bad gateway: badhead sent an answer that cannot be passed on\n' });
+    console.log(`PROBE chunked answer with a control character in a header → ${r.status} ${r.body.trim()}`);
+  });
+
+  it('does not cut a slow upload that keeps making progress', async () => {
+    const inst = await instance(0, streams);
+    await register('upload', inst.port, 't:upload-1');
+    const p = await startProxy({ responseTimeoutMs: 1000, bodyTimeoutMs: 1000 });
+    await routed(p, 'upload.localhost', 1);
+    const t0 = Date.now();
+    const answer = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const req = http.request({ host: '127.0.0.1', port: p.port, path: '/echo', method: 'POST', agent: false, headers: { host: 'upload.localhost', 'transfer-encoding': 'chunked' } }, (res) => {
+        let body = '';
+        res.on('data', (d: Buffer) => (body += d.toString()));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      });
+      req.on('error', reject);
+      let sent = 0;
+      const tick = setInterval(() => {
+        req.write(Buffer.alloc(1000, 97));
+        if (++sent === 10) {
+          clearInterval(tick);
+          req.end();
+        }
+      }, 250);
+    });
+    const ms = Date.now() - t0;
+    expect(answer).toEqual({ status: 200, body: '10000 {}' });
+    expect(ms).toBeGreaterThanOrEqual(2400);
+    console.log(`PROBE upload of 10 × 1000 bytes every 250 ms (${ms} ms) with response and body timeouts of 1000 ms → ${answer.status}, instance got ${answer.body.split(' ')[0]} bytes`);
+  });
+});
+
+describe('weighted round robin across table swaps', () => {
+  it('keeps a 3:1 split exact with a routing change every 3 requests', async () => {
+    const [a, b] = [await startBackend('wrr-a'), await startBackend('wrr-b')];
+    cleanups.push(() => a.close(), () => b.close());
+    const other = await startBackend('wrr-other');
+    cleanups.push(() => other.close());
+    await register('wrr', a.port, 't:wrr-a', { weight: '3' });
+    await register('wrr', b.port, 't:wrr-b', { weight: '1' });
+    const p = await startProxy();
+    await routed(p, 'wrr.localhost', 2);
+    const counts: Record<string, number> = {};
+    const swapsBefore = p.proxy.swaps;
+    const churn: ServiceInstance = { id: 't:wrr-churn', name: 'wrrchurn', address: '127.0.0.1', port: other.port, protocol: 'tcp', tags: [], meta: {}, host: 't', status: 'passing' };
+    for (let i = 0; i < 120; i++) {
+      if (i % 3 === 0) {
+        const swaps = p.proxy.swaps;
+        if (i % 6 === 0) await registry.register(churn);
+        else await registry.deregister(churn);
+        await waitFor('table swapped', () => p.proxy.swaps > swaps, 2_000, 2);
+      }
+      const r = await get(p.port, 'wrr.localhost');
+      counts[r.body] = (counts[r.body] ?? 0) + 1;
+    }
+    await registry.deregister(churn);
+    const swaps = p.proxy.swaps - swapsBefore;
+    expect(swaps).toBeGreaterThanOrEqual(40);
+    expect(counts).toEqual({ 'wrr-a': 90, 'wrr-b': 30 });
+    console.log(`PROBE weights 3:1, 120 GETs with ${swaps} table swaps (one every 3 requests): wrr-a ${counts['wrr-a']}, wrr-b ${counts['wrr-b']}`);
+  });
+});
+
+/** Send raw bytes, resolve with everything the proxy sent until it closed. */
+function rawExchange(port: number, payload: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const s = net.connect(port, '127.0.0.1');
+    let data = '';
+    s.on('data', (d: Buffer) => (data += d.toString()));
+    s.on('end', () => resolve(data));
+    s.on('error', reject);
+    s.setTimeout(5_000, () => (s.destroy(), reject(new Error(`no end: ${data}`))));
+    s.write(payload);
+  });
+}
