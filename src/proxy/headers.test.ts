@@ -131,3 +131,12 @@ describe('clientAddress', () => {
     expect(clientAddress(undefined)).toBe('unknown');
   });
 });
+
+describe('TE towards the instance', () => {
+  it('passes only the trailers token of a client\'s TE', () => {
+    const fwd = UNTRUSTED;
+    expect(upstreamRequestHeaders({ te: 'gzip, trailers' }, '127.0.0.1', fwd).te).toBe('trailers');
+    expect(upstreamRequestHeaders({ te: 'gzip;q=0.5' }, '127.0.0.1', fwd).te).toBeUndefined();
+    expect(upstreamRequestHeaders({}, '127.0.0.1', fwd).te).toBeUndefined();
+  });
+});

@@ -97,6 +97,10 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddre
     out['x-forwarded-port'] = port;
     out['x-real-ip'] = client;
   }
+  // Trailers are passed back to the client, so a client that accepts them says so to the instance
+  // too (servers that send trailers only when asked, as gRPC-style ones do).
+  const te = headers.te;
+  if (te !== undefined && /(?:^|,)\s*trailers\s*(?:;|,|$)/i.test(joined(te))) out.te = 'trailers';
   if (upgrade) {
     // The one hop-by-hop pair that must travel: it asks the instance to switch protocols.
     out.connection = 'upgrade';
