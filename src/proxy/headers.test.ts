@@ -14,7 +14,7 @@ describe('upstreamRequestHeaders', () => {
         connection: 'keep-alive, X-Secret',
         'keep-alive': 'timeout=5',
         'x-secret': 'drop me',
-        te: 'trailers',
+        te: 'gzip',
         trailer: 'x',
         'transfer-encoding': 'chunked',
         upgrade: 'h2c',
