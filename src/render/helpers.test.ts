@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { haproxyQuote, nginxQuote } from './helpers.js';
+import { envCidrs, haproxyQuote, networkOf, nginxQuote } from './helpers.js';
 import { compileTemplate, templateErrorLine } from './template-file.js';
 
 const render = (text: string, data: unknown = {}) => compileTemplate('t.hbs', text).render(data);
@@ -73,6 +73,35 @@ describe('quoting', () => {
     expect(haproxyQuote("it's")).toBe("'it'\\''s'");
     expect(haproxyQuote('${HOME} "x" # \\')).toBe(`'\${HOME} "x" # \\'`);
     expect(haproxyQuote('a\nb')).toBe("'a%0Ab'");
+  });
+});
+
+describe('envCidrs', () => {
+  const tpl = '{{#each (envCidrs "HM_TRUSTED_PROXIES")}}[{{this}}]{{else}}none{{/each}}';
+
+  it('reads the variable from the root env, as networks, without duplicates; unset or blank is none', () => {
+    expect(render(tpl, { env: { HM_TRUSTED_PROXIES: '10.1.2.3/8, 10.0.0.0/8,::1,192.168.1.7' } })).toBe('[10.0.0.0/8][0:0:0:0:0:0:0:1/128][192.168.1.7/32]');
+    expect(render(`{{#each x}}${tpl}{{/each}}`, { x: [1], env: { HM_TRUSTED_PROXIES: '127.0.0.1' } })).toBe('[127.0.0.1/32]');
+    expect(render(tpl, { env: {} })).toBe('none');
+    expect(render(tpl, { env: { HM_TRUSTED_PROXIES: '  ' } })).toBe('none');
+    expect(render(tpl, {})).toBe('none');
+  });
+
+  it('fails the render naming the variable and the entry, never writing it', () => {
+    const t = compileTemplate('t.hbs', `a\n${tpl}`);
+    expect(() => t.render({ env: { HM_TRUSTED_PROXIES: '10.0.0.0/8;include /etc/passwd' } })).toThrow('t.hbs:2: HM_TRUSTED_PROXIES: "10.0.0.0/8;include /etc/passwd": the prefix length must be 0 to 32');
+    expect(() => t.render({ env: { HM_TRUSTED_PROXIES: 'proxy.example' } })).toThrow('t.hbs:2: HM_TRUSTED_PROXIES: "proxy.example" is not an IPv4/IPv6 address or CIDR');
+    expect(() => envCidrs({ X: ',,' }, 'X')).toThrow('X: expected a comma list of addresses or CIDRs');
+  });
+
+  it('networkOf clears the host bits of both families', () => {
+    expect(networkOf('10.1.2.3/8')).toBe('10.0.0.0/8');
+    expect(networkOf('10.1.2.3/32')).toBe('10.1.2.3/32');
+    expect(networkOf('0.0.0.0/0')).toBe('0.0.0.0/0');
+    expect(networkOf('fd00::1/8')).toBe('fd00:0:0:0:0:0:0:0/8');
+    expect(networkOf('1:2:3:4:5:6:7:8/64')).toBe('1:2:3:4:0:0:0:0/64');
+    expect(networkOf('::ffff:1.2.3.4/120')).toBe('0:0:0:0:0:ffff:102:300/120');
+    expect(networkOf('::/0')).toBe('0:0:0:0:0:0:0:0/0');
   });
 });
 

@@ -4,6 +4,7 @@
 // ports) may be written as they are; anything else goes through nginxQuote / haproxyQuote.
 import Handlebars from 'handlebars';
 import { isIP } from 'node:net';
+import { parseTrustedProxies } from '../proxy/trusted-proxies.js';
 
 export type HandlebarsInstance = ReturnType<typeof Handlebars.create>;
 
@@ -60,6 +61,54 @@ export function nginxRegex(value: unknown): string {
 export function haproxyQuote(value: unknown): string {
   const s = str(value).replace(UNWRITABLE, percent);
   return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** 16-bit groups of an IPv6 address (`::` expanded, a trailing dotted quad as two groups). */
+function ipv6Groups(addr: string): number[] {
+  let a = addr;
+  const quad = /(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(a);
+  if (quad) {
+    const [b0, b1, b2, b3] = quad.slice(1).map(Number);
+    a = `${a.slice(0, quad.index)}${((b0 << 8) | b1).toString(16)}:${((b2 << 8) | b3).toString(16)}`;
+  }
+  const [head, tail] = a.split('::');
+  const part = (x: string | undefined) => (x ? x.split(':').map((g) => parseInt(g, 16)) : []);
+  const h = part(head);
+  const t = part(tail);
+  return tail === undefined ? h : [...h, ...new Array<number>(8 - h.length - t.length).fill(0), ...t];
+}
+
+/**
+ * An `address/bits` entry as its network (`10.1.2.3/8` → `10.0.0.0/8`): nginx warns about
+ * "meaningless low address bits" on every load otherwise. IPv6 is written uncompressed.
+ */
+export function networkOf(entry: string): string {
+  const [addr, bitsText] = entry.split('/');
+  const bits = Number(bitsText);
+  const v4 = isIP(addr) === 4;
+  const width = v4 ? 32 : 128;
+  const groups = v4 ? addr.split('.').map(Number) : ipv6Groups(addr);
+  const size = v4 ? 8 : 16;
+  let value = groups.reduce((acc, g) => (acc << BigInt(size)) | BigInt(g), 0n);
+  value &= ((1n << BigInt(width)) - 1n) ^ ((1n << BigInt(width - bits)) - 1n);
+  const out: string[] = [];
+  for (let i = width / size - 1; i >= 0; i--) out.push(Number((value >> BigInt(i * size)) & ((1n << BigInt(size)) - 1n)).toString(v4 ? 10 : 16));
+  return `${out.join(v4 ? '.' : ':')}/${bits}`;
+}
+
+/**
+ * The addresses/CIDRs of an environment variable (a comma list, as --trusted-proxies takes), as
+ * networks; [] when it is unset or blank. A bad value fails the render naming the variable: it is
+ * never written into a configuration unchecked.
+ */
+export function envCidrs(env: Readonly<Record<string, string | undefined>> | undefined, name: string): string[] {
+  const raw = env?.[name];
+  if (raw === undefined || raw.trim() === '') return [];
+  try {
+    return [...new Set(parseTrustedProxies(raw).map(networkOf))];
+  } catch (err) {
+    throw new Error(`${name}: ${(err as Error).message}`);
+  }
 }
 
 /** `a.b.c` lookups on plain data; never reaches prototypes. */
@@ -135,6 +184,17 @@ export const HELPERS: Record<string, (...args: unknown[]) => unknown> = {
   not: (a) => !truthy(a),
   /** A whole number within [lo, hi] (e.g. weights: nginx wants ≥ 1, HAProxy ≤ 256). */
   clamp: (v, lo, hi) => Math.min(Number(hi), Math.max(Number(lo), Math.trunc(Number(v)) || 0)),
+  /** `{{#each (envCidrs "HM_TRUSTED_PROXIES")}}`: the variable of the template's `env`, validated. */
+  envCidrs: (...args) => {
+    const o = args[args.length - 1] as HelperOptions & { data?: { root?: { env?: Record<string, string | undefined> } } };
+    const root = o.data?.root;
+    try {
+      return envCidrs(root && Object.prototype.hasOwnProperty.call(root, 'env') ? root.env : undefined, str(args[0]));
+    } catch (err) {
+      // The message names the variable: that is what the reader has to fix, not the helper.
+      throw new TemplateError((err as Error).message, o.loc?.start.line);
+    }
+  },
   len: (v) => (Array.isArray(v) ? v.length : typeof v === 'string' ? v.length : v && typeof v === 'object' ? Object.keys(v).length : 0),
 };
 
