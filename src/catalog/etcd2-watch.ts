@@ -35,6 +35,8 @@ const RENEW_GRACE_MS = 250;
 export interface Etcd2WatchOptions {
   resyncMs?: number;
   longPollMs?: number;
+  /** Bound on a full read (default 15 s). */
+  readTimeoutMs?: number;
 }
 
 interface V2Node {
@@ -68,6 +70,7 @@ export class Etcd2Watch implements RawWatch {
   private readonly abort = new AbortController();
   private readonly resyncMs: number;
   private readonly longPollMs: number;
+  private readonly readTimeoutMs: number;
   private handlers?: RawWatchHandlers;
   private stopped = false;
   private endpoint = 0;
@@ -83,8 +86,9 @@ export class Etcd2Watch implements RawWatch {
   constructor(private readonly target: Etcd2Target, opts: Etcd2WatchOptions = {}) {
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
     this.longPollMs = opts.longPollMs ?? LONG_POLL_MS;
+    this.readTimeoutMs = opts.readTimeoutMs ?? READ_TIMEOUT_MS;
     // Finite backstops under each request's own deadline: an endpoint that accepts and never answers cannot hold the watch.
-    const bound = Math.max(READ_TIMEOUT_MS, this.longPollMs) + 15_000;
+    const bound = Math.max(this.readTimeoutMs, this.longPollMs) + 15_000;
     this.dispatcher = new Agent({ connections: 4, headersTimeout: bound, bodyTimeout: bound, connectTimeout: 5_000 });
   }
 
@@ -161,7 +165,7 @@ export class Etcd2Watch implements RawWatch {
   }
 
   private async readAll(): Promise<void> {
-    const r = await this.get('?recursive=true&quorum=true', READ_TIMEOUT_MS);
+    const r = await this.get('?recursive=true&quorum=true', this.readTimeoutMs);
     if (this.stopped) return;
     let root: V2Node | undefined;
     if (r.status === 200) root = r.body.node as V2Node | undefined;
@@ -195,7 +199,7 @@ export class Etcd2Watch implements RawWatch {
     const renew = async () => {
       // The store's index now, while the poll is still open: nothing for the prefix came up to it.
       try {
-        const r = await this.get('', READ_TIMEOUT_MS);
+        const r = await this.get('', this.readTimeoutMs);
         if ((r.status === 200 || r.body.errorCode === KEY_NOT_FOUND) && (!r.clusterId || !this.clusterId || r.clusterId === this.clusterId)) fresh = r.index;
       } catch {
         // The poll's own index is the fallback.
