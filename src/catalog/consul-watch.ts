@@ -252,7 +252,7 @@ export class ConsulWatch implements RawWatch {
           // Without an index nothing can block, and an answer cannot be told apart from the last
           // one: apply each answer and poll at a slow pace.
           onAnswer(a.body);
-          this.handlers?.invalid(`consul GET ${path}: the answer has no X-Consul-Index; polling it every ${Math.round(this.noIndexPollMs / 1000)} s instead of blocking`);
+          this.handlers?.invalid(`consul GET ${path}: the answer has no X-Consul-Index; polling it every ${this.noIndexPollMs} ms instead of blocking`);
           index = 0;
           pause = this.noIndexPollMs;
         } else {
