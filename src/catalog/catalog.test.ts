@@ -110,3 +110,16 @@ describe('buildRoutes', () => {
     expect(t.vhosts[0].routes[0].service).toBe('alpha');
   });
 });
+
+describe('instanceProblem: ID and host', () => {
+  it('refuses an ID or a host with control characters (they reach generated configs), keeps ordinary ones', () => {
+    expect(instanceProblem(inst({ id: 'x\n  server evil 6.6.6.6:80\n#' }))).toBe('id contains control characters');
+    expect(instanceProblem(inst({ host: 'h1\n  option evil' }))).toBe('host contains control characters');
+    expect(instanceProblem(inst({ id: 'x'.repeat(256) }))).toBe('id longer than 255 characters');
+    expect(instanceProblem(inst({ id: 'h:web-1:80', host: '' }))).toBeUndefined();
+    const warned: string[] = [];
+    const c = buildCatalog([inst({ id: 'a\nb' }), inst({ id: 'ok' })], ['passing'], (m) => warned.push(m));
+    expect(c.services[0].instances.map((i) => i.id)).toEqual(['ok']);
+    expect(warned).toEqual(['service web instance a\\nb: id contains control characters; instance skipped']);
+  });
+});

@@ -25,6 +25,11 @@ export const EMPTY_CATALOG: Catalog = Object.freeze({ services: Object.freeze([]
 export function instanceProblem(i: ServiceInstance): string | undefined {
   const nameErr = checkDnsLabel(i.name);
   if (nameErr) return `name ${nameErr}`;
+  // The ID and host reach generated configs (comments, server names) as they are.
+  const idErr = typeof i.id === 'string' ? checkText(i.id, 255) : 'is not a string';
+  if (idErr) return `id ${idErr}`;
+  const hostErr = typeof i.host === 'string' ? checkText(i.host, 255) : 'is not a string';
+  if (hostErr) return `host ${hostErr}`;
   if (!isIpAddress(i.address) && !isHostname(i.address)) return `address "${i.address.slice(0, 60)}" is not an IP address or host name`;
   if (checkPort(i.port)) return `port ${i.port} is not a port number`;
   for (const t of i.tags) {
@@ -37,6 +42,9 @@ export function instanceProblem(i: ServiceInstance): string | undefined {
   }
   return undefined;
 }
+
+/** Outside text fit for one log line: control characters escaped. */
+const printable = (v: string, max: number) => JSON.stringify(v.slice(0, max)).slice(1, -1);
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -53,7 +61,7 @@ export function buildCatalog(
   for (const r of raw) {
     const problem = instanceProblem(r);
     if (problem) {
-      warn?.(`service ${r.name.slice(0, 63)} instance ${r.id.slice(0, 120)}: ${problem}; instance skipped`);
+      warn?.(`service ${printable(r.name, 63)} instance ${printable(String(r.id), 120)}: ${problem}; instance skipped`);
       continue;
     }
     if (!statuses.includes(r.status)) continue;

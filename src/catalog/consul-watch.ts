@@ -23,6 +23,7 @@ import { Agent, request } from 'undici';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { type ConsulTarget, type HealthEntry, instanceFromConsul, isHeartbeatService, worstStatus } from '../registry/consul-backend.js';
 import { backoffMs } from '../util/time.js';
+import { deadline } from './deadline.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
 const WAIT_S = 30;
@@ -32,6 +33,8 @@ const FETCH_TIMEOUT_MS = 8_000;
 /** Non-blocking service reads in flight at once. */
 const FETCH_CONCURRENCY = 8;
 const MIN_LOOP_INTERVAL_MS = 50;
+/** An agent or proxy that gives no X-Consul-Index cannot block: it is polled this often instead. */
+const NO_INDEX_POLL_MS = 5_000;
 /** Every service is read again this often, whatever the indexes said: a bound on how long any missed change could last. */
 const RESYNC_MS = 5 * 60_000;
 
@@ -40,6 +43,10 @@ export interface ConsulWatchOptions {
   resyncMs?: number;
   /** Seconds a blocking query waits (default 30). */
   waitS?: number;
+  /** Poll period of a listing answered without X-Consul-Index (default 5 s). */
+  noIndexPollMs?: number;
+  /** Per-service read timeout (default 8 s). */
+  fetchTimeoutMs?: number;
 }
 
 type Env = Record<string, string | undefined>;
@@ -93,17 +100,23 @@ class ConsulReader {
   /** GET `path` (+ `query`); errors name the path, without the changing query. */
   async get(path: string, query: string, timeoutMs: number, signal: AbortSignal): Promise<Answer> {
     const headers: Record<string, string> = this.token ? { 'x-consul-token': this.token } : {};
+    // The time bound covers the headers and the body.
+    const dl = deadline(signal, timeoutMs);
     let res;
-    try {
-      res = await request(`${this.base}${path}${query}`, { method: 'GET', headers, dispatcher: this.dispatcher, signal: AbortSignal.any([signal, AbortSignal.timeout(timeoutMs)]) });
-    } catch (err) {
-      throw new NoAnswer(`GET ${path}: ${errText(err)}`);
-    }
     let text: string;
     try {
-      text = await res.body.text();
-    } catch (err) {
-      throw new NoAnswer(`GET ${path}: reading the answer: ${errText(err)}`);
+      try {
+        res = await request(`${this.base}${path}${query}`, { method: 'GET', headers, dispatcher: this.dispatcher, signal: dl.signal });
+      } catch (err) {
+        throw new NoAnswer(`GET ${path}: ${dl.timedOut ? 'no answer in time' : errText(err)}`);
+      }
+      try {
+        text = await res.body.text();
+      } catch (err) {
+        throw new NoAnswer(`GET ${path}: reading the answer: ${dl.timedOut ? 'no answer in time' : errText(err)}`);
+      }
+    } finally {
+      dl.clear();
     }
     if (res.statusCode >= 400) throw new Error(`GET ${path}: ${res.statusCode} ${text.trim().replace(/\s+/g, ' ').slice(0, 200) || 'no reason given'}`);
     let body: unknown;
@@ -136,6 +149,8 @@ interface ServiceState {
   json?: string;
   /** Nodes the service has instances on (their node checks count as its checks). */
   nodes: Set<string>;
+  /** IDs of its entries that were skipped as invalid: their checks count on neither side. */
+  skipped: Set<string>;
   /** Its checks as of the last good read (see checkSignature). */
   checks?: string;
   /** The first read answered or failed: the initial catalog no longer waits for it. */
@@ -196,6 +211,10 @@ export class ConsulWatch implements RawWatch {
   private readonly concurrency: number;
   private readonly waitS: number;
   private readonly resyncMs: number;
+  private readonly noIndexPollMs: number;
+  private readonly fetchTimeoutMs: number;
+  /** Names whose checks changed: read before the sweeps queued in `queue`. */
+  private readonly urgent = new Set<string>();
   /** Reads of /v1/health/service/<name> sent, for tests and metrics. */
   readonly stats = { serviceReads: 0, catalogAnswers: 0, healthAnswers: 0 };
 
@@ -203,6 +222,8 @@ export class ConsulWatch implements RawWatch {
     this.concurrency = Math.max(1, opts.fetchConcurrency ?? FETCH_CONCURRENCY);
     this.waitS = opts.waitS ?? WAIT_S;
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
+    this.noIndexPollMs = opts.noIndexPollMs ?? NO_INDEX_POLL_MS;
+    this.fetchTimeoutMs = opts.fetchTimeoutMs ?? FETCH_TIMEOUT_MS;
     this.reader = new ConsulReader(target, this.concurrency + 2);
   }
 
@@ -223,13 +244,23 @@ export class ConsulWatch implements RawWatch {
     while (!this.stopped) {
       const t0 = Date.now();
       const blocking = index > 0;
+      let pause = MIN_LOOP_INTERVAL_MS;
       try {
-        const a = await this.reader.get(path, blocking ? `?index=${index}&wait=${this.waitS}s` : '', blocking ? BLOCKING_TIMEOUT_MS : FETCH_TIMEOUT_MS, this.abort.signal);
+        const a = await this.reader.get(path, blocking ? `?index=${index}&wait=${this.waitS}s` : '', blocking ? BLOCKING_TIMEOUT_MS : this.fetchTimeoutMs, this.abort.signal);
         if (this.stopped) return;
-        const next = nextIndex(index, a.index);
-        // An answer at an unchanged index is a wait that expired: nothing to look at.
-        if (!blocking || next !== index) onAnswer(a.body);
-        index = next;
+        if (a.index === undefined || a.index < 1) {
+          // Without an index nothing can block, and an answer cannot be told apart from the last
+          // one: apply each answer and poll at a slow pace.
+          onAnswer(a.body);
+          this.handlers?.invalid(`consul GET ${path}: the answer has no X-Consul-Index; polling it every ${this.noIndexPollMs} ms instead of blocking`);
+          index = 0;
+          pause = this.noIndexPollMs;
+        } else {
+          const next = nextIndex(index, a.index);
+          // An answer at an unchanged index is a wait that expired: nothing to look at.
+          if (!blocking || next !== index) onAnswer(a.body);
+          index = next;
+        }
         attempt = 0;
         this.up(what);
       } catch (err) {
@@ -239,7 +270,7 @@ export class ConsulWatch implements RawWatch {
         await this.sleep(backoffMs(attempt++, 250, 10_000));
         continue;
       }
-      const rest = MIN_LOOP_INTERVAL_MS - (Date.now() - t0);
+      const rest = pause - (Date.now() - t0);
       if (rest > 0) await this.sleep(rest);
     }
   }
@@ -253,12 +284,13 @@ export class ConsulWatch implements RawWatch {
       clearTimeout(s.retry);
       this.services.delete(name);
       this.queue.delete(name);
+      this.urgent.delete(name);
       if (s.failing) this.handlers?.part(label(name), 'gone');
       if (s.instances?.length) this.outputChanged = true;
     }
     // Existing services are read again too: a change in place is not visible in this listing.
     for (const name of wanted) {
-      if (!this.services.has(name)) this.services.set(name, { nodes: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
+      if (!this.services.has(name)) this.services.set(name, { nodes: new Set(), skipped: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
       this.enqueue(name);
     }
     this.catalogSeen = true;
@@ -272,6 +304,7 @@ export class ConsulWatch implements RawWatch {
     const byNode = new Map<string, string[]>();
     for (const c of body) {
       if (!isObject(c)) continue;
+      if (c.ServiceID && this.services.get(String(c.ServiceName))?.skipped.has(String(c.ServiceID))) continue;
       const [map, key] = c.ServiceID ? [byService, String(c.ServiceName)] : [byNode, String(c.Node)];
       const list = map.get(key);
       if (list) list.push(checkKey(c));
@@ -281,25 +314,30 @@ export class ConsulWatch implements RawWatch {
       if (s.checks === undefined) continue;
       const keys = [...(byService.get(name) ?? [])];
       for (const n of s.nodes) keys.push(...(byNode.get(n) ?? []));
-      if (checkSignature(keys) !== s.checks) this.enqueue(name);
+      if (checkSignature(keys) !== s.checks) this.enqueue(name, true);
     }
   }
 
-  private enqueue(name: string): void {
+  /** `urgent`: a check changed; it goes ahead of the sweeps a catalog change queued. */
+  private enqueue(name: string, urgent = false): void {
     const s = this.services.get(name);
     if (!s || s.retry || this.stopped) return;
     if (s.inFlight) {
       s.again = true;
       return;
     }
-    this.queue.add(name);
+    if (urgent) {
+      this.queue.delete(name);
+      this.urgent.add(name);
+    } else if (!this.urgent.has(name)) this.queue.add(name);
     this.pump();
   }
 
   private pump(): void {
-    while (this.active < this.concurrency && this.queue.size > 0 && !this.stopped) {
-      const name = this.queue.values().next().value as string;
-      this.queue.delete(name);
+    while (this.active < this.concurrency && this.urgent.size + this.queue.size > 0 && !this.stopped) {
+      const lane = this.urgent.size > 0 ? this.urgent : this.queue;
+      const name = lane.values().next().value as string;
+      lane.delete(name);
       const s = this.services.get(name);
       if (!s) continue;
       this.active++;
@@ -315,17 +353,22 @@ export class ConsulWatch implements RawWatch {
     s.again = false;
     this.stats.serviceReads++;
     try {
-      const a = await this.reader.get(`/v1/health/service/${encodeURIComponent(name)}`, '', FETCH_TIMEOUT_MS, this.abort.signal);
+      const a = await this.reader.get(`/v1/health/service/${encodeURIComponent(name)}`, '', this.fetchTimeoutMs, this.abort.signal);
       if (this.stopped || this.services.get(name) !== s) return;
       if (!Array.isArray(a.body)) throw new Error(`GET /v1/health/service/${name}: the answer is not a list`);
       const instances: ServiceInstance[] = [];
       const nodes = new Set<string>();
       const checks: string[] = [];
+      const skipped = new Set<string>();
       for (const e of a.body as unknown[]) {
+        // Consul matches the name without regard to case: other services' entries are not this one's.
+        if (isObject(e) && isObject(e.Service) && typeof e.Service.Service === 'string' && e.Service.Service !== name) continue;
         const problem = entryProblem(e);
         if (problem) {
-          const id = isObject(e) && isObject(e.Service) && typeof e.Service.ID === 'string' ? ` instance ${e.Service.ID.slice(0, 120)}` : '';
-          this.handlers?.invalid(`consul service ${name.slice(0, 63)}${id}: ${problem}; skipped`);
+          const rawId = isObject(e) && isObject(e.Service) && typeof e.Service.ID === 'string' ? e.Service.ID : undefined;
+          if (rawId !== undefined) skipped.add(rawId);
+          const id = rawId !== undefined ? ` instance ${printable(rawId)}` : '';
+          this.handlers?.invalid(`consul service ${printable(name, 63)}${id}: ${problem}; skipped`);
           continue;
         }
         const entry = e as HealthEntry;
@@ -337,6 +380,7 @@ export class ConsulWatch implements RawWatch {
         instances.push(instanceFromConsul(entry.Service, worstStatus(entryChecks.map((c) => String(c.Status))), entry.Node.Address));
       }
       s.nodes = nodes;
+      s.skipped = skipped;
       s.checks = checkSignature(checks);
       const json = JSON.stringify(instances);
       if (json !== s.json) {
@@ -349,11 +393,10 @@ export class ConsulWatch implements RawWatch {
         s.failing = false;
         this.handlers?.part(label(name), 'ok');
       }
-      this.up('service reads');
     } catch (err) {
       if (this.stopped || this.services.get(name) !== s) return;
-      // No answer at all is the registry's failure, not this service's.
-      if (err instanceof NoAnswer) this.fail('service reads', err);
+      // Even no answer at all is this service's failure alone: the blocking loops tell whether the
+      // agent answers, and one slow service must not mark the whole registry down.
       s.failing = true;
       this.handlers?.part(label(name), err as Error);
       s.again = false;
@@ -395,6 +438,15 @@ export class ConsulWatch implements RawWatch {
 
   private up(what: string): void {
     const was = this.down.delete(what);
+    // The agent answers again: services backing off after its outage are read at once.
+    if (was && what === 'catalog') {
+      for (const [name, s] of this.services) {
+        if (!s.retry) continue;
+        clearTimeout(s.retry);
+        s.retry = undefined;
+        this.enqueue(name);
+      }
+    }
     if (this.down.size > 0 || (!was && this.okSent)) return;
     this.okSent = true;
     this.handlers?.ok();
@@ -423,5 +475,10 @@ export class ConsulWatch implements RawWatch {
 }
 
 function label(name: string): string {
-  return `consul service ${name.slice(0, 63)}`;
+  return `consul service ${printable(name, 63)}`;
+}
+
+/** Outside text fit for one log line. */
+function printable(v: string, max = 120): string {
+  return JSON.stringify(v.slice(0, max)).slice(1, -1);
 }

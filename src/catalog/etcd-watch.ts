@@ -16,7 +16,7 @@ import type { Etcd3, IWatchResponse } from 'etcd3';
 import { Etcd3 as Client } from 'etcd3';
 import { decodeInstance } from '../model/codec.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { ETCD_GRPC_OPTIONS, etcdFaultHandling, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
+import { ETCD_GRPC_OPTIONS, etcdAuthOptions, etcdFaultHandling, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
 import { backoffMs } from '../util/time.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
@@ -40,7 +40,7 @@ export function prefixEnd(prefix: Buffer): Buffer {
   return Buffer.from([0]);
 }
 
-type StreamEnd = { full: false } | { full: true; why: string };
+type StreamEnd = { full: false } | { full: true; why: string; routine?: boolean };
 
 interface WatchStream {
   write(req: unknown): void;
@@ -66,8 +66,8 @@ export class EtcdWatch implements RawWatch {
   private scheduled = false;
   readonly stats = { fullReads: 0, watches: 0, compacted: 0, events: 0 };
 
-  constructor(private readonly target: EtcdTarget, opts: EtcdWatchOptions = {}) {
-    this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS });
+  constructor(private readonly target: EtcdTarget, opts: EtcdWatchOptions = {}, env: Record<string, string | undefined> = process.env) {
+    this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS, ...etcdAuthOptions(env) });
     this.prefix = `${target.prefix}/`;
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
   }
@@ -90,7 +90,7 @@ export class EtcdWatch implements RawWatch {
           attempt = 0;
         });
         if (end.full) {
-          this.handlers?.note(`etcd watch on ${this.target.prefix}: ${end.why}; reading it in full`);
+          this.handlers?.note(`etcd watch on ${this.target.prefix}: ${end.why}; reading it in full`, end.routine ? 'debug' : 'info');
           full = true;
         }
       } catch (err) {
@@ -138,7 +138,7 @@ export class EtcdWatch implements RawWatch {
         if (how instanceof Error) reject(how);
         else resolve(how);
       };
-      const resync = setTimeout(() => finish({ full: true, why: 'periodic full read' }), Math.max(0, this.lastFull + this.resyncMs - Date.now()));
+      const resync = setTimeout(() => finish({ full: true, why: 'periodic full read', routine: true }), Math.max(0, this.lastFull + this.resyncMs - Date.now()));
       this.wake = () => finish({ full: false });
       stream.on('error', (err) => finish(err));
       stream.on('end', () => finish(new Error('watch stream ended')));
@@ -177,14 +177,17 @@ export class EtcdWatch implements RawWatch {
       if (header && BigInt(header.revision) > this.rev) this.rev = BigInt(header.revision);
       return undefined;
     }
+    // The events of one transaction (a lease revoked, a delete of a prefix, a multi-key write)
+    // share one revision: only those at or below the revision applied before this batch are old.
+    const base = this.rev;
     for (const ev of events) {
       const rev = BigInt(ev.kv.mod_revision);
-      if (rev <= this.rev) continue;
+      if (rev <= base) continue;
       const key = ev.kv.key.toString();
       if (ev.type === 'Put') this.put(key, ev.kv.value.toString());
       else if (ev.type === 'Delete') this.kv.delete(key);
       else return `unknown event type ${String(ev.type)}`;
-      this.rev = rev;
+      if (rev > this.rev) this.rev = rev;
       this.stats.events++;
     }
     this.up();

@@ -3,9 +3,9 @@
 // etcd keeps the last 1,000 events of the whole store: a watch broken by a fault resumes where it
 // stopped and misses nothing while they cover the gap; an older index is answered
 // 401 EcodeEventIndexCleared, and the prefix is read in full again. A long poll that ends without
-// an event (our own bound on it, LONG_POLL_MS) resumes from the index its response header gave
-// (etcd had nothing for the prefix up to it), so a quiet prefix on a busy etcd does not fall out
-// of the window.
+// an event (our own bound on it, LONG_POLL_MS) is renewed from the store's current index, read
+// while the poll is still pending (etcd had nothing for the prefix up to it), so a quiet prefix on
+// a busy etcd does not fall out of the window.
 // node-etcd's watcher is not used: it starts watching at "now" beside the first read (a change
 // in between was missed), and its retry delay doubles without a bound (after a minute-long outage
 // it waited minutes before watching again, while changes went unseen).
@@ -16,6 +16,7 @@ import { decodeInstance } from '../model/codec.js';
 import type { ServiceInstance } from '../model/service-instance.js';
 import type { Etcd2Target } from '../registry/etcd2-backend.js';
 import { backoffMs } from '../util/time.js';
+import { deadline } from './deadline.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
 const RESYNC_MS = 5 * 60_000;
@@ -24,10 +25,18 @@ const READ_TIMEOUT_MS = 15_000;
 const LONG_POLL_MS = 30_000;
 const EVENT_INDEX_CLEARED = 401;
 const KEY_NOT_FOUND = 100;
+/**
+ * How long a poll stays open after the store's index was read for its renewal. etcd queues an
+ * event for a watcher before it answers the write, so an event at or below that index is
+ * already on its way on the poll's connection; this leaves it the time to arrive.
+ */
+const RENEW_GRACE_MS = 250;
 
 export interface Etcd2WatchOptions {
   resyncMs?: number;
   longPollMs?: number;
+  /** Bound on a full read (default 15 s). */
+  readTimeoutMs?: number;
 }
 
 interface V2Node {
@@ -49,13 +58,19 @@ interface Reply {
 /** What a long poll ended with. */
 type PollEnd = { kind: 'event'; body: Record<string, unknown> } | { kind: 'quiet'; index?: number };
 
-class Doubt extends Error {}
+class Doubt extends Error {
+  /** Expected now and then (the event window passed): logged at debug. */
+  constructor(message: string, readonly routine = false) {
+    super(message);
+  }
+}
 
 export class Etcd2Watch implements RawWatch {
-  private readonly dispatcher = new Agent({ connections: 4, headersTimeout: 0, bodyTimeout: 0, connectTimeout: 5_000 });
+  private readonly dispatcher: Agent;
   private readonly abort = new AbortController();
   private readonly resyncMs: number;
   private readonly longPollMs: number;
+  private readonly readTimeoutMs: number;
   private handlers?: RawWatchHandlers;
   private stopped = false;
   private endpoint = 0;
@@ -71,6 +86,10 @@ export class Etcd2Watch implements RawWatch {
   constructor(private readonly target: Etcd2Target, opts: Etcd2WatchOptions = {}) {
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
     this.longPollMs = opts.longPollMs ?? LONG_POLL_MS;
+    this.readTimeoutMs = opts.readTimeoutMs ?? READ_TIMEOUT_MS;
+    // Finite backstops under each request's own deadline: an endpoint that accepts and never answers cannot hold the watch.
+    const bound = Math.max(this.readTimeoutMs, this.longPollMs) + 15_000;
+    this.dispatcher = new Agent({ connections: 4, headersTimeout: bound, bodyTimeout: bound, connectTimeout: 5_000 });
   }
 
   start(h: RawWatchHandlers): void {
@@ -81,6 +100,7 @@ export class Etcd2Watch implements RawWatch {
   private async run(): Promise<void> {
     let full = true;
     let attempt = 0;
+    let doubts = 0;
     while (!this.stopped) {
       try {
         if (full || Date.now() - this.lastFull >= this.resyncMs) {
@@ -91,10 +111,15 @@ export class Etcd2Watch implements RawWatch {
         attempt = 0;
         if (end.kind === 'event') this.applyEvent(end.body);
         else if (end.index !== undefined) this.waitIndex = Math.max(this.waitIndex, end.index + 1);
+        doubts = 0;
       } catch (err) {
         if (this.stopped) return;
         if (err instanceof Doubt) {
-          this.handlers?.note(`etcd2 watch on ${this.target.prefix}: ${err.message}; reading it in full`);
+          // A busy store can clear the window again and again: full reads back to back are spaced out.
+          if (doubts > 0) await this.sleep(backoffMs(doubts - 1, 500, 10_000));
+          doubts++;
+          if (this.stopped) return;
+          this.handlers?.note(`etcd2 watch on ${this.target.prefix}: ${err.message}; reading it in full`, err.routine ? 'debug' : 'info');
           full = true;
           continue;
         }
@@ -112,8 +137,18 @@ export class Etcd2Watch implements RawWatch {
   }
 
   private async get(query: string, timeoutMs: number): Promise<Reply> {
-    const res = await request(this.url(query), { method: 'GET', dispatcher: this.dispatcher, signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(timeoutMs)]) });
-    const text = await res.body.text();
+    const dl = deadline(this.abort.signal, timeoutMs);
+    let res;
+    let text: string;
+    try {
+      res = await request(this.url(query), { method: 'GET', dispatcher: this.dispatcher, signal: dl.signal });
+      text = await res.body.text();
+    } catch (err) {
+      if (dl.timedOut) throw new Error(`GET ${this.target.prefix}: no answer in ${timeoutMs} ms`);
+      throw err;
+    } finally {
+      dl.clear();
+    }
     let body: Record<string, unknown>;
     try {
       const parsed: unknown = JSON.parse(text);
@@ -130,7 +165,7 @@ export class Etcd2Watch implements RawWatch {
   }
 
   private async readAll(): Promise<void> {
-    const r = await this.get('?recursive=true&quorum=true', READ_TIMEOUT_MS);
+    const r = await this.get('?recursive=true&quorum=true', this.readTimeoutMs);
     if (this.stopped) return;
     let root: V2Node | undefined;
     if (r.status === 200) root = r.body.node as V2Node | undefined;
@@ -156,14 +191,30 @@ export class Etcd2Watch implements RawWatch {
   private async poll(): Promise<PollEnd> {
     this.stats.polls++;
     const budget = Math.max(0, Math.min(this.longPollMs, this.lastFull + this.resyncMs - Date.now()));
-    const cut = new AbortController();
-    const timer = setTimeout(() => cut.abort(), budget);
+    // Never fires by itself (the renewal below cuts the poll); only the watch stopping aborts it.
+    const cut = deadline(this.abort.signal, 2 ** 31 - 1);
+    let renewed = false;
+    let fresh: number | undefined;
+    let settled = false;
+    const renew = async () => {
+      // The store's index now, while the poll is still open: nothing for the prefix came up to it.
+      try {
+        const r = await this.get('', this.readTimeoutMs);
+        if ((r.status === 200 || r.body.errorCode === KEY_NOT_FOUND) && (!r.clusterId || !this.clusterId || r.clusterId === this.clusterId)) fresh = r.index;
+      } catch {
+        // The poll's own index is the fallback.
+      }
+      if (!settled) await new Promise((r) => setTimeout(r, RENEW_GRACE_MS));
+      renewed = true;
+      cut.abort();
+    };
+    const timer = setTimeout(() => void renew(), budget);
     let index: number | undefined;
     try {
       const res = await request(this.url(`?wait=true&recursive=true&waitIndex=${this.waitIndex}`), {
         method: 'GET',
         dispatcher: this.dispatcher,
-        signal: AbortSignal.any([this.abort.signal, cut.signal]),
+        signal: cut.signal,
       });
       // etcd sends the headers once the watch is registered: it is accepted, the registry answers.
       index = headerIndex(res.headers['x-etcd-index']);
@@ -179,20 +230,22 @@ export class Etcd2Watch implements RawWatch {
         body = JSON.parse(text) as Record<string, unknown>;
       } catch {
         // An empty answer: etcd ended the poll itself (node-etcd calls it "timed out watcher").
-        if (res.statusCode === 200 && text.trim() === '') return { kind: 'quiet', index };
+        if (res.statusCode === 200 && text.trim() === '') return { kind: 'quiet', index: fresh ?? index };
         throw new Error(`watch answer ${res.statusCode} is not JSON`);
       }
       if (res.statusCode === 200) return { kind: 'event', body };
       if (body.errorCode === EVENT_INDEX_CLEARED) {
         this.stats.cleared++;
-        throw new Doubt(`etcd no longer holds the events from index ${this.waitIndex} (${etcdMessage(body)})`);
+        throw new Doubt(`etcd no longer holds the events from index ${this.waitIndex} (${etcdMessage(body)})`, true);
       }
       throw new Error(`watch: ${res.statusCode} ${etcdMessage(body)}`);
     } catch (err) {
-      if (cut.signal.aborted && !this.abort.signal.aborted && !(err instanceof Doubt)) return { kind: 'quiet', index };
+      if (renewed && !this.abort.signal.aborted && !(err instanceof Doubt)) return { kind: 'quiet', index: fresh ?? index };
       throw err;
     } finally {
+      settled = true;
       clearTimeout(timer);
+      cut.clear();
     }
   }
 

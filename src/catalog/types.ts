@@ -18,7 +18,7 @@ export interface RawWatchHandlers {
   /** A record that does not decode was skipped; the message names its key. */
   invalid(message: string): void;
   /** Something worth one line that is not a failure (a full read after a compaction). */
-  note(message: string): void;
+  note(message: string, level?: 'info' | 'debug'): void;
 }
 
 export interface RawWatch {

@@ -9,6 +9,9 @@ import { EtcdWatch } from './etcd-watch.js';
 import { MemoryWatch } from './memory-watch.js';
 import type { RawWatch, WatchStatus } from './types.js';
 
+/** Distinct invalid-record messages remembered (each logged once). */
+const WARNED_MAX = 10_000;
+
 export interface CatalogWatchOptions {
   /** Statuses that make an instance routable (default: passing). */
   statuses?: HealthStatus[];
@@ -35,6 +38,9 @@ export class CatalogWatch {
   private readonly listeners = new Set<(c: Catalog) => void>();
   private readonly warned = new Set<string>();
   private started = false;
+  private stopped = false;
+  /** first() calls still waiting: they fail if the watch stops before a snapshot. */
+  private readonly waiting = new Set<(err: Error) => void>();
 
   constructor(
     private readonly raw: RawWatch,
@@ -60,9 +66,16 @@ export class CatalogWatch {
 
   /** Resolves with the first complete snapshot. */
   first(): Promise<Catalog> {
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      if (this.stopped) return reject(new Error('catalog watch stopped before the first snapshot'));
+      const fail = (err: Error) => {
+        off();
+        reject(err);
+      };
+      this.waiting.add(fail);
       const off = this.subscribe((c) => {
         queueMicrotask(() => off());
+        this.waiting.delete(fail);
         resolve(c);
       });
     });
@@ -126,20 +139,27 @@ export class CatalogWatch {
         this.status.failingParts = parts.size;
       },
       invalid: (msg) => this.warnOnce(msg),
-      note: (msg) => log.info({ event: 'watch-note' }, msg),
+      note: (msg, level = 'info') => log[level]({ event: 'watch-note' }, msg),
     });
   }
 
   /** Invalid records are logged once per distinct problem, not at every snapshot. */
   private warnOnce(msg: string): void {
-    if (this.warned.has(msg)) return;
-    if (this.warned.size > 10_000) this.warned.clear();
+    // Least recently seen first: a problem that keeps coming back stays known, however many others pass.
+    if (this.warned.delete(msg)) {
+      this.warned.add(msg);
+      return;
+    }
+    if (this.warned.size >= WARNED_MAX) this.warned.delete(this.warned.values().next().value as string);
     this.warned.add(msg);
     this.opts.log.warn({ event: 'invalid' }, msg);
   }
 
   async stop(): Promise<void> {
+    this.stopped = true;
     this.listeners.clear();
+    for (const fail of [...this.waiting]) fail(new Error('catalog watch stopped before the first snapshot'));
+    this.waiting.clear();
     if (this.started) await this.raw.stop();
   }
 }

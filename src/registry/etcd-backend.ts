@@ -57,6 +57,13 @@ export const ETCD_GRPC_OPTIONS = {
   'grpc.max_receive_message_length': 256 * 1024 * 1024,
 };
 
+/** Credentials from ETCDCTL_USER (user:password, or user with ETCDCTL_PASSWORD), as etcdctl reads them. */
+export function etcdAuthOptions(env: Record<string, string | undefined> = process.env): Pick<IOptions, 'auth'> {
+  const user = env.ETCDCTL_USER;
+  const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
+  return username && password ? { auth: { username, password } } : {};
+}
+
 export interface EtcdTarget {
   endpoints: string[];
   prefix: string;
@@ -91,13 +98,11 @@ export class EtcdBackend implements RegistryBackend {
   ) {
     this.description = `etcd://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
     this.host = opts.host ?? '';
-    const user = env.ETCDCTL_USER;
-    const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
     this.client = new Etcd3({
       hosts: target.endpoints,
       dialTimeout: CALL_TIMEOUT_MS,
       faultHandling: etcdFaultHandling(target.endpoints.length),
-      ...(username && password ? { auth: { username, password } } : {}),
+      ...etcdAuthOptions(env),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });
