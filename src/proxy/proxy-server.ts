@@ -269,8 +269,9 @@ export class ProxyServer implements ProxyContext {
       return busy && !busy.writableFinished ? void busy.once('finish', close) : close();
     }
     if (!isWebSocketUpgrade(req)) {
-      // Replayed, its body would be framed by a head rebuilt here: such a body is not taken at all.
-      if (hasBody(req)) return this.refuseRaw(req, socket, 400, 'bad request: Upgrade other than websocket on a request with a body');
+      // The replay rebuilds the head from rawHeaders: they must be all the headers there were.
+      const cut = refusedRequest(req, this.server.maxHeadersCount ?? 0);
+      if (cut?.status === 431) return this.refuseRaw(req, socket, cut.status, cut.message);
       return this.replayWithoutUpgrade(req, socket, head);
     }
     if (this.draining) return rawReply(socket, 503, 'shutting down\n');
