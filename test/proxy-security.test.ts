@@ -348,6 +348,7 @@ describe('requests pipelined after a refusal', () => {
     ['HTTP/1.0 with Transfer-Encoding', line('POST /api/x HTTP/1.0', ['Transfer-Encoding: chunked'], '0\r\n\r\n'), 400],
     ['Transfer-Encoding: gzip', line('POST /api/x HTTP/1.1', ['Transfer-Encoding: gzip'], '0\r\n\r\n'), 501],
     ['duplicate Host', line('GET /api/x HTTP/1.1', ['Host: other.test']), 400],
+    ['no Host', 'GET /api/x HTTP/1.1\r\n\r\n', 400],
     ['/api/../admin', line('GET /api/../admin HTTP/1.1', []), 400],
     ['OPTIONS *', line('OPTIONS * HTTP/1.1', []), 400],
     ['/api/%2e%2e/admin with a body', line('POST /api/%2e%2e/admin HTTP/1.1', ['Content-Length: 4'], 'abcd'), 400],

@@ -58,6 +58,9 @@ export class ProxyServer implements ProxyContext {
         // No cap on a whole request (Node's default cuts uploads at 300 s): a body that stops moving
         // for the idle timeout is cut instead.
         requestTimeout: 0,
+        // A missing Host is refused by resolve() (400, counted, nothing pipelined behind it routed);
+        // Node's own 400 would be neither counted nor stop the requests after it.
+        requireHostHeader: false,
       },
       (req, res) => this.handle(req, res),
     );
