@@ -218,7 +218,7 @@ describe('built-in proxy under generated raw requests', () => {
     let refusedByRule = 0;
     const behindRefusal: string[] = [];
     const refusalInfo = new Map<string, string>();
-    const render_bytes = (b: string) => b.replace(/(f\d+:\r\n)+/, '<filler>').slice(0, 400);
+    const shown = (b: string) => b.replace(/(f\d+:\r\n)+/, '<filler>').slice(0, 400);
     await fc.assert(
       fc.asyncProperty(request, async (g) => {
         const { bytes, sent } = render(g);
@@ -235,7 +235,7 @@ describe('built-in proxy under generated raw requests', () => {
         if (r.end === 'response' && !from) expect(r.status, `proxy answer ${r.raw.slice(0, 120)}`).toBeGreaterThanOrEqual(400);
         if (r.end === 'response' && r.status >= 400 && !from) expect(got.map((x) => x.url), 'refused by the proxy but reached an instance').toEqual([]);
         // A refusal closes the connection: what was pipelined behind it must never be routed (checked at the end).
-        if (g.pipelined && r.end === 'response' && r.status >= 400 && r.status !== 404 && !from) behindRefusal.push(`${id}p`), refusalInfo.set(`${id}p`, `${r.status} ${JSON.stringify(render_bytes(bytes))}`);
+        if (g.pipelined && r.end === 'response' && r.status >= 400 && r.status !== 404 && !from) behindRefusal.push(`${id}p`), refusalInfo.set(`${id}p`, `${r.status} ${JSON.stringify(shown(bytes))}`);
         if (from) {
           expect(got.map((x) => x.backend)).toEqual([from]);
           reached++;
