@@ -56,8 +56,8 @@ function plain(path: string, extra: string[] = []): string {
 // ---- generators -------------------------------------------------------------------------
 
 // Segments a path may hold: plain and encoded ones that route, and the ones the path rule refuses.
-const ROUTED = ['api', 'api', 'x', 'admin', 'API', 'apix', '%61pi', '%41PI', 'ap%69', 'a%20b', '%25', '%252e', '%2541', ';', 'a;b', '~', '%7e', '@', ':', "a'b", '%C3%A9', '*', '+', 'a..b', '...', '.x', 'x.', '%3B', '%3f'];
-const REFUSED = ['.', '..', '..;', '..;x', '.;', '', '%2e', '%2E%2e', '.%2e', '%2f', '%2F', '%5c', '%5C', '%00', '%', '%4', '%zz', '\\', 'x#y', '#'];
+const ROUTED = ['api', 'api', 'x', 'admin', 'API', 'apix', '%61pi', '%41PI', 'ap%69', 'a%20b', '%25', '%252e', '%2541', '~', '%7e', '@', ':', "a'b", '%C3%A9', '%E0%A0%80', '*', '+', 'a..b', '...', '.x', 'x.', '..%20x', '%3f'];
+const REFUSED = ['.', '..', '..;', '..;x', '.;', '', '%2e', '%2E%2e', '.%2e', '%2f', '%2F', '%5c', '%5C', '%00', '%', '%4', '%zz', '\\', 'x#y', '#', ';', 'a;b', 'api;v=1', '%3B', '%3bx', '..%3b', '%c0%ae%c0%ae', '%C0%AF', '%e0%80%ae', '%f0%80%80%ae', '..%20', '.%09'];
 const segment = fc.oneof({ weight: 6, arbitrary: fc.constantFrom(...ROUTED) }, { weight: 1, arbitrary: fc.constantFrom(...REFUSED) });
 const first = fc.oneof({ weight: 3, arbitrary: fc.constantFrom('api', '%61pi', 'ap%69', '%61%70%69', 'API', 'apix') }, { weight: 2, arbitrary: segment });
 const QUERIES = ['', '', '', '', '?a=1', '?next=/../admin', '?%2e%2e/%2f', '?x=%zz', '?', '??/api', '?a=1#frag'];
@@ -83,7 +83,7 @@ const hostHeaders = fc.oneof(
 );
 
 /** Headers the proxy passes on or replaces (no effect on the answer). */
-const HARMLESS = ['Accept: */*', 'Connection: keep-alive', 'Connection: host', 'Connection: x-forwarded-for, x-real-ip, content-length', 'X-Forwarded-For: 1.2.3.4', 'X-Real-IP: 6.6.6.6', 'Forwarded: for=6.6.6.6', 'X_Forwarded_For: 9.9.9.9', 'X-Forwarded-Host: evil.test', 'Keep-Alive: timeout=5', 'TE: trailers', 'X-Odd:\tvalue\t', 'X-Empty:'];
+const HARMLESS = ['X-Original-URL: /admin', 'X-Rewrite-URL: /admin', 'Proxy: http://evil.test', 'True-Client-IP: 6.6.6.6', 'X-Forwarded-Prefix: /evil', 'Accept: */*', 'Connection: keep-alive', 'Connection: host', 'Connection: x-forwarded-for, x-real-ip, content-length', 'X-Forwarded-For: 1.2.3.4', 'X-Real-IP: 6.6.6.6', 'Forwarded: for=6.6.6.6', 'X_Forwarded_For: 9.9.9.9', 'X-Forwarded-Host: evil.test', 'Keep-Alive: timeout=5', 'TE: trailers', 'X-Odd:\tvalue\t', 'X-Empty:'];
 /** Headers that change the framing, ask for an upgrade, or break a limit. */
 const EXTRA = [
   'Connection: keep-alive',
@@ -114,6 +114,7 @@ const EXTRA = [
   'Content-Length: -1',
   'Content-Length: +5',
   'Expect: 100-continue',
+  'Expect: foo',
   'Keep-Alive: timeout=5',
   'Proxy-Connection: keep-alive',
   'TE: trailers',
@@ -133,8 +134,12 @@ const request = fc.record({
   version: fc.oneof({ weight: 14, arbitrary: fc.constant('HTTP/1.1') }, { weight: 1, arbitrary: fc.constantFrom('HTTP/1.0', 'HTTP/2.0') }),
   hosts: hostHeaders,
   extra: fc.uniqueArray(fc.oneof({ weight: 3, arbitrary: fc.constantFrom(...HARMLESS) }, { weight: 1, arbitrary: fc.constantFrom(...EXTRA) }), { maxLength: 3 }),
+  /** Filler header lines before the framing: past 1000, Node's default cap would hide what follows. */
+  filler: fc.oneof({ weight: 9, arbitrary: fc.constant(0) }, { weight: 1, arbitrary: fc.constantFrom(1010, 1100) }),
   body: fc.constantFrom(...BODIES),
   framing: fc.constantFrom(...FRAMINGS),
+  /** A request pipelined behind this one on the same connection (its own id, checked like the rest). */
+  pipelined: fc.oneof({ weight: 4, arbitrary: fc.constant(undefined) }, { weight: 1, arbitrary: fc.constantFrom('/api/after', '/after', '/x/../api/after', '/api;x/after') }),
 });
 
 type Generated = fc.Arbitrary<typeof request extends fc.Arbitrary<infer T> ? T : never> extends fc.Arbitrary<infer U> ? U : never;
@@ -178,8 +183,15 @@ function render(g: Generated): { bytes: string; sent: Map<string, string> } {
       payload = `zz\r\n${body}\r\n0\r\n\r\n`;
       break;
   }
-  const headers = [`X-Fuzz-Id: ${id}`, ...g.hosts, ...g.extra, ...framing];
-  return { bytes: `${g.method} ${g.target} ${g.version}\r\n${headers.map((h) => `${h}\r\n`).join('')}\r\n${payload}`, sent };
+  const filler = Array.from({ length: g.filler }, (_, i) => `f${i}:`);
+  const headers = [`X-Fuzz-Id: ${id}`, ...g.hosts, ...g.extra, ...filler, ...framing];
+  let next = '';
+  if (g.pipelined) {
+    const pid = `${id}p`;
+    sent.set(pid, g.pipelined);
+    next = `GET ${g.pipelined} HTTP/1.1\r\nHost: ${HOST}\r\nX-Fuzz-Id: ${pid}\r\nConnection: close\r\n\r\n`;
+  }
+  return { bytes: `${g.method} ${g.target} ${g.version}\r\n${headers.map((h) => `${h}\r\n`).join('')}\r\n${payload}${next}`, sent };
 }
 
 /** The path part of a target as an instance must receive it: origin form as is, absolute form's path and query. */
@@ -204,6 +216,9 @@ describe('built-in proxy under generated raw requests', () => {
     const started = Date.now();
     let reached = 0;
     let refusedByRule = 0;
+    const behindRefusal: string[] = [];
+    const refusalInfo = new Map<string, string>();
+    const shown = (b: string) => b.replace(/(f\d+:\r\n)+/, '<filler>').slice(0, 400);
     await fc.assert(
       fc.asyncProperty(request, async (g) => {
         const { bytes, sent } = render(g);
@@ -219,6 +234,8 @@ describe('built-in proxy under generated raw requests', () => {
         }
         if (r.end === 'response' && !from) expect(r.status, `proxy answer ${r.raw.slice(0, 120)}`).toBeGreaterThanOrEqual(400);
         if (r.end === 'response' && r.status >= 400 && !from) expect(got.map((x) => x.url), 'refused by the proxy but reached an instance').toEqual([]);
+        // A refusal closes the connection: what was pipelined behind it must never be routed (checked at the end).
+        if (g.pipelined && r.end === 'response' && r.status >= 400 && r.status !== 404 && !from) behindRefusal.push(`${id}p`), refusalInfo.set(`${id}p`, `${r.status} ${JSON.stringify(shown(bytes))}`);
         if (from) {
           expect(got.map((x) => x.backend)).toEqual([from]);
           reached++;
@@ -228,6 +245,9 @@ describe('built-in proxy under generated raw requests', () => {
       }),
       { numRuns: RUNS },
     );
+    await new Promise((res) => setTimeout(res, 300));
+    const routedBehind = [...a.received, ...b.received].filter((x) => behindRefusal.includes(String(x.headers['x-fuzz-id'])));
+    expect(routedBehind.map((x) => `${x.headers['x-fuzz-id']} ${x.url} ${refusalInfo.get(String(x.headers['x-fuzz-id']))}`), 'routed behind a refusal').toEqual([]);
     // Every request any instance received (smuggled ones included): the right instance, the path as sent.
     const all: Received[] = [...a.received, ...b.received].filter((x) => x.headers['x-fuzz-id'] !== undefined);
     for (const x of all) {
@@ -243,7 +263,7 @@ describe('built-in proxy under generated raw requests', () => {
     expect(after.body).toBe('A /api/after-fuzz');
     expect(hm.logs.filter((l) => l.level >= 50)).toEqual([]);
     const summary = [...outcomes].sort((x, y) => y[1] - x[1]).map(([k, n]) => `${k}:${n}`).join(' ');
-    console.log(`PROBE fuzz: ${RUNS} requests in ${ms} ms; reached an instance ${reached} (+${all.length - reached} smuggled/pipelined), path rule refusals ${refusedByRule}; outcomes ${summary}`);
+    console.log(`PROBE fuzz: ${RUNS} requests in ${ms} ms; reached an instance ${reached} (+${all.length - reached} smuggled/pipelined), path rule refusals ${refusedByRule}, pipelined behind a refusal ${behindRefusal.length} (routed 0); outcomes ${summary}`);
   });
 
   it('takes --max-header-size and --header-timeout from the command line', async () => {

@@ -16,7 +16,7 @@ import { waitFor } from './support/wait.js';
 
 const REG = 'memory://proxy-security-test';
 const HOST = 'sec.test';
-const PORTS = { main: 23100, trusted: 23101, otherTrust: 23102, slow: 23103, a: 23110, b: 23111 };
+const PORTS = { main: 23100, trusted: 23101, otherTrust: 23102, slow: 23103, v6Trust: 23104, a: 23110, b: 23111 };
 const registry = createBackend(REG, { ttl: 0 });
 
 interface LogLine {
@@ -62,6 +62,10 @@ function req(line: string, headers: string[] = [`Host: ${HOST}`], body = ''): st
 
 function hits(): string[] {
   return [...a.received, ...b.received].map((r) => `${r.backend}${r.upgrade ? ' upgrade' : ''} ${r.method} ${r.url}`);
+}
+
+async function noneCount(status: number): Promise<number> {
+  return (await metrics.proxyRequests.get()).values.find((v) => v.labels.service === 'none' && v.labels.status === String(status))?.value ?? 0;
 }
 
 async function upstreamErrors(): Promise<number> {
@@ -305,5 +309,152 @@ describe('framing and limits', () => {
     expect(stalledMs).toBeLessThan(2_000);
     await waitFor('body-timeout logged', () => logs.some((l) => l.event === 'body-timeout'), 2_000, 20);
     console.log(`PROBE header timeout 600 ms: slowloris → ${loris.status} after ${lorisMs} ms; 12-byte body over ${uploadMs} ms → ${upload.status}; body idle > 800 ms → closed after ${stalledMs} ms`);
+  });
+});
+
+describe('header count', () => {
+  // 1100 empty headers, then the framing: Node's default cap (1000) would hide what follows.
+  const many = Array.from({ length: 1100 }, (_, i) => `a${i}:`);
+  const smuggled = `GET /x/SMUGGLED HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+
+  it('an Upgrade replay keeps a Content-Length that comes after 1100 headers: its body is not a second request', async () => {
+    const bytes = `POST /api/a HTTP/1.1\r\nHost: ${HOST}\r\nConnection: upgrade\r\nUpgrade: foo\r\n${many.map((h) => `${h}\r\n`).join('')}Content-Length: ${smuggled.length}\r\n\r\n${smuggled}`;
+    const r = await rawRequest(PORTS.main, bytes, { untilClose: true, timeoutMs: 3_000 });
+    await new Promise((res) => setTimeout(res, 200));
+    expect(r.status).toBe(200);
+    expect(hits()).toEqual(['A POST /api/a']);
+    expect(a.received[0].bodyBytes).toBe(smuggled.length);
+    console.log(`PROBE Upgrade: foo POST with 1100 headers then Content-Length ${smuggled.length} (${bytes.length} bytes) → ${r.status}, instances got ${JSON.stringify(hits())} with a ${a.received[0].bodyBytes}-byte body`);
+  });
+
+  it('checks headers past the 1000th: a second Host, Transfer-Encoding, and a Content-Length body', async () => {
+    const after = (line: string, extra: string[], body = '') => `${line}\r\nHost: ${HOST}\r\n${[...many, ...extra].map((h) => `${h}\r\n`).join('')}Connection: close\r\n\r\n${body}`;
+    const host2 = await rawRequest(PORTS.main, after('GET /api/h HTTP/1.1', ['Host: other.test']));
+    const te = await rawRequest(PORTS.main, after('POST /api/t HTTP/1.1', ['Transfer-Encoding: gzip'], '0\r\n\r\n'));
+    const te10 = await rawRequest(PORTS.main, after('POST /api/t HTTP/1.0', ['Transfer-Encoding: chunked'], '0\r\n\r\n'));
+    const cl = await rawRequest(PORTS.main, after('POST /api/cl HTTP/1.1', ['Content-Length: 5'], 'hello'));
+    expect([host2.status, te.status, te10.status, cl.status]).toEqual([400, 501, 400, 200]);
+    expect(hits()).toEqual(['A POST /api/cl']);
+    expect(a.received[0].bodyBytes).toBe(5);
+    console.log(`PROBE after 1100 headers: second Host → ${host2.status}, TE gzip → ${te.status}, TE in HTTP/1.0 → ${te10.status}, Content-Length: 5 → ${cl.status} with ${a.received[0].bodyBytes} body bytes upstream`);
+  });
+});
+
+describe('requests pipelined after a refusal', () => {
+  const after = `GET /AFTER-REFUSAL HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`;
+  const line = (l: string, headers: string[], body = '') => `${l}\r\nHost: ${HOST}\r\n${headers.map((h) => `${h}\r\n`).join('')}\r\n${body}`;
+  const ws = ['Connection: Upgrade', 'Upgrade: websocket', 'Sec-WebSocket-Version: 13', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ=='];
+  const cases: [string, string, number][] = [
+    ['HTTP/1.0 with Transfer-Encoding', line('POST /api/x HTTP/1.0', ['Transfer-Encoding: chunked'], '0\r\n\r\n'), 400],
+    ['Transfer-Encoding: gzip', line('POST /api/x HTTP/1.1', ['Transfer-Encoding: gzip'], '0\r\n\r\n'), 501],
+    ['duplicate Host', line('GET /api/x HTTP/1.1', ['Host: other.test']), 400],
+    ['no Host', 'GET /api/x HTTP/1.1\r\n\r\n', 400],
+    ['/api/../admin', line('GET /api/../admin HTTP/1.1', []), 400],
+    ['OPTIONS *', line('OPTIONS * HTTP/1.1', []), 400],
+    ['/api/%2e%2e/admin with a body', line('POST /api/%2e%2e/admin HTTP/1.1', ['Content-Length: 4'], 'abcd'), 400],
+    ['/admin;x/users', line('GET /admin;x/users HTTP/1.1', []), 400],
+    ['TRACE', line('TRACE /api/x HTTP/1.1', []), 405],
+    ['Expect: foo', line('GET /api/x HTTP/1.1', ['Expect: foo']), 417],
+    ['WebSocket upgrade on /x/../api', line('GET /x/../api/ws HTTP/1.1', ws), 400],
+  ];
+
+  it('answers the refusal, closes, and routes nothing pipelined behind it (also behind a good request)', async () => {
+    const seen: string[] = [];
+    for (const [name, bytes, status] of cases) {
+      const r = await rawRequest(PORTS.main, `${bytes}${after}${after}`, { untilClose: true, timeoutMs: 3_000 });
+      seen.push(`${name} → ${r.status}, ${(r.raw.match(/HTTP\/1\.1 \d+/g) ?? []).length} answer(s)`);
+      // untilClose: 'response' is a response and then the proxy closing.
+      expect(r.end, name).toBe('response');
+      expect(r.status, name).toBe(status);
+      // Nothing behind the refusal is answered as routed (Node may still refuse bytes it cannot parse).
+      expect(r.raw.match(/HTTP\/1\.1 \d+/g)?.slice(1).filter((x) => !/ [45]\d\d$/.test(x)), name).toEqual([]);
+    }
+    // A good request first: it is answered, the refusal after it too, nothing behind the refusal is routed.
+    const mixed = await rawRequest(PORTS.main, `${line('GET /api/first HTTP/1.1', [])}${cases[2][1]}${after}`, { untilClose: true, timeoutMs: 3_000 });
+    expect(mixed.raw.match(/HTTP\/1\.1 \d+/g)).toEqual(['HTTP/1.1 200', 'HTTP/1.1 400']);
+    await new Promise((res) => setTimeout(res, 200));
+    expect(hits()).toEqual(['A GET /api/first']);
+    console.log(`PROBE each refusal + 2 × GET /AFTER-REFUSAL pipelined: ${seen.join('; ')}; instances got ${JSON.stringify(hits())}`);
+  });
+});
+
+describe('paths with ; and overlong encodings', () => {
+  it('answers 400 for ; and %3b anywhere in the path and for overlong UTF-8 dots and slashes', async () => {
+    const paths = ['/admin;x/users', '/api;v=1/x', '/admin%3bx/users', '/api/..%3b/admin', '/api/%c0%ae%c0%ae/admin', '/api/%e0%80%ae%e0%80%ae/admin', '/api%c0%afadmin', '/api/..%20/admin'];
+    const seen: string[] = [];
+    for (const p of paths) {
+      const r = await rawRequest(PORTS.main, req(`GET ${p} HTTP/1.1`));
+      seen.push(`${p} → ${r.status}`);
+      expect(r.status, p).toBe(400);
+    }
+    expect(hits()).toEqual([]);
+    const ok = await rawRequest(PORTS.main, req('GET /api/x?a=1;b=2 HTTP/1.1'));
+    expect(ok.body).toBe('A /api/x?a=1;b=2');
+    console.log(`PROBE ${seen.join('; ')}; /api/x?a=1;b=2 → ${ok.status} from ${ok.headers['x-backend']}`);
+  });
+});
+
+describe('override and client-address headers', () => {
+  const OVERRIDE = ['X-Original-URL: /admin', 'X-Rewrite-URL: /admin', 'X-Forwarded-Prefix: /evil', 'X-Forwarded-Scheme: https', 'X-Forwarded-Ssl: on', 'Front-End-Https: on', 'X-Forwarded-Server: evil', 'X-Forwarded-Protocol: https', 'X-Url-Scheme: https', 'True-Client-IP: 6.6.6.6', 'X-Client-IP: 6.6.6.6', 'Client-IP: 6.6.6.6', 'X-Cluster-Client-IP: 6.6.6.6', 'Proxy: http://evil.test', 'Proxy-Foo: 1', 'X-Kept: 1'];
+  const names = OVERRIDE.map((h) => h.split(':')[0].toLowerCase());
+
+  it('drops them from an untrusted client; from a trusted peer only the URL overrides and Proxy', async () => {
+    await rawRequest(PORTS.main, req('GET /api/o HTTP/1.1', [`Host: ${HOST}`, ...OVERRIDE]));
+    await rawRequest(PORTS.trusted, req('GET /api/o HTTP/1.1', [`Host: ${HOST}`, ...OVERRIDE]));
+    const [untrusted, trusted] = a.received;
+    expect(names.filter((n) => untrusted.headers[n] !== undefined)).toEqual(['x-kept']);
+    expect(names.filter((n) => trusted.headers[n] === undefined)).toEqual(['x-original-url', 'x-rewrite-url', 'proxy', 'proxy-foo']);
+    console.log(`PROBE ${OVERRIDE.length} override/client headers: untrusted client → passed ${names.filter((n) => untrusted.headers[n] !== undefined).join(',')}; trusted peer → dropped ${names.filter((n) => trusted.headers[n] === undefined).join(',')}`);
+  });
+
+  it('takes X-Real-IP behind a trusted peer from X-Forwarded-For when the peer\'s X-Real-IP is repeated', async () => {
+    await rawRequest(PORTS.trusted, req('GET /api/r HTTP/1.1', [`Host: ${HOST}`, 'X-Forwarded-For: 203.0.113.7, 127.0.0.9', 'X-Real-IP: 1.1.1.1', 'X-Real-IP: 2.2.2.2']));
+    await rawRequest(PORTS.trusted, req('GET /api/r HTTP/1.1', [`Host: ${HOST}`, 'X-Forwarded-For: 203.0.113.7', 'X-Forwarded-Host: a.test', 'X-Forwarded-Host: b.test']));
+    const [repeated, listed] = a.received;
+    expect(repeated.headers['x-real-ip']).toBe('203.0.113.7');
+    expect(listed.headers['x-forwarded-host']).toBe(HOST);
+    console.log(`PROBE trusted peer, X-Forwarded-For "203.0.113.7, 127.0.0.9" and X-Real-IP sent twice → X-Real-IP ${repeated.headers['x-real-ip']}; X-Forwarded-Host sent twice → ${listed.headers['x-forwarded-host']}`);
+  });
+
+  it('an IPv6 trusted block does not trust IPv4 peers, and says so; host bits are warned about', async () => {
+    const { logs } = await startProxy(PORTS.v6Trust, { trustedProxies: ['::/0', '10.0.0.1/8'] });
+    await rawRequest(PORTS.v6Trust, req('GET /api/v6 HTTP/1.1', [`Host: ${HOST}`, 'X-Forwarded-For: 203.0.113.7', 'X-Real-IP: 203.0.113.7']));
+    expect(a.received[0].headers).toMatchObject({ 'x-forwarded-for': '127.0.0.1', 'x-real-ip': '127.0.0.1' });
+    const warnings = logs.filter((l) => l.event === 'trusted-proxies').map((l) => l.msg);
+    expect(warnings).toHaveLength(2);
+    console.log(`PROBE --trusted-proxies ::/0,10.0.0.1/8, peer 127.0.0.1 with X-Forwarded-For 203.0.113.7 → X-Forwarded-For ${a.received[0].headers['x-forwarded-for']}; warnings: ${warnings.join(' | ')}`);
+  });
+});
+
+describe('methods and Host the proxy answers itself', () => {
+  it('answers CONNECT 405, an unknown Expect 417, TRACE 405, a Host port out of range 400, each counted', async () => {
+    const before = [await noneCount(405), await noneCount(417), await noneCount(400)];
+    const connect = await rawRequest(PORTS.main, `CONNECT ${HOST}:80 HTTP/1.1\r\nHost: ${HOST}\r\n\r\n`, { untilClose: true, timeoutMs: 3_000 });
+    const expect417 = await rawRequest(PORTS.main, req('GET /api/e HTTP/1.1', [`Host: ${HOST}`, 'Expect: foo']));
+    const trace = await rawRequest(PORTS.main, req('TRACE /api/t HTTP/1.1'));
+    const port = await rawRequest(PORTS.main, req('GET /api/p HTTP/1.1', [`Host: ${HOST}:99999`]));
+    const after = [await noneCount(405), await noneCount(417), await noneCount(400)];
+    expect([connect.status, expect417.status, trace.status, port.status]).toEqual([405, 417, 405, 400]);
+    expect(after.map((n, i) => n - before[i])).toEqual([2, 1, 1]);
+    expect(hits()).toEqual([]);
+    console.log(`PROBE CONNECT → ${connect.status}, Expect: foo → ${expect417.status}, TRACE → ${trace.status}, Host ${HOST}:99999 → ${port.status}; counted +${after.map((n, i) => n - before[i]).join('/+')}`);
+  });
+});
+
+describe('upgrade replays', () => {
+  it('add one error listener to a connection however many h2c requests it carries', async () => {
+    const server = (main as unknown as { server: import('node:http').Server }).server;
+    const sockets: import('node:net').Socket[] = [];
+    const grab = (s: import('node:net').Socket) => sockets.push(s);
+    server.on('connection', grab);
+    const h2c = (i: number, last: boolean) => `GET /x/${i} HTTP/1.1\r\nHost: ${HOST}\r\nConnection: Upgrade, HTTP2-Settings${last ? ', close' : ''}\r\nUpgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\n`;
+    const N = 300;
+    const r = await rawRequest(PORTS.main, Array.from({ length: N }, (_, i) => h2c(i, i === N - 1)).join(''), { untilClose: true, timeoutMs: 10_000 });
+    server.off('connection', grab);
+    const answers = (r.raw.match(/HTTP\/1\.1 200/g) ?? []).length;
+    const listeners = sockets[0].listenerCount('error');
+    expect(answers).toBe(N);
+    expect(listeners).toBeLessThanOrEqual(3);
+    console.log(`PROBE ${N} pipelined h2c requests on one connection → ${answers} answers from B, 'error' listeners on the socket ${listeners}`);
   });
 });

@@ -103,7 +103,7 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
       hosts.add(`${v.host}.`);
     }
   }
-  const paths = new Set(['/', '/zzz', '/api/..;x', '/api\\x', '/%zz', '/api/%5c', '/api/%00', '/./api', '/api/%2F', '/a%2fb/c', '/%2e%2e/api']);
+  const paths = new Set(['/', '/zzz', '/api/..;x', '/api\\x', '/%zz', '/api/%5c', '/api/%00', '/./api', '/api/%2F', '/a%2fb/c', '/%2e%2e/api', '/api;x', '/a%3Bb', '/x/%c0%ae%c0%ae/y', '/x/%e0%80%af', '/x/..%20/y']);
   for (const p of new Set(table.vhosts.flatMap((v) => v.routes.map((r) => r.path)))) {
     if (p === '/') continue;
     const bare = p.endsWith('/') ? p.slice(0, -1) : p;
@@ -115,6 +115,8 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
     // the path rule
     paths.add(`/x/..${p}`);
     paths.add(`${bare}//x`);
+    paths.add(`${bare};x/y`);
+    paths.add(`${bare}%3bx/y`);
     paths.add(`${bare}/%2e%2e/x`);
     paths.add(`${bare}/x/%2E`);
     paths.add(`/%${bare.charCodeAt(1).toString(16)}${bare.slice(2)}/x`); // /%61pi/x: an unreserved character encoded

@@ -4,18 +4,23 @@
 //
 // Refused (in the path, i.e. the request target before `?`, as received):
 //   - an empty segment (`//`);
-//   - a dot segment, `.` or `..`, also with parameters (`..;x`, which Tomcat resolves as `..`);
+//   - a dot segment, `.` or `..`, also followed by encoded blanks (`..%20`, which some backends trim);
+//   - a `;` or an encoded one (`%3b`): servlet containers and others strip `;params` from each
+//     segment, so `/admin;x/users` would be routed as one path and served as another (nginx and
+//     HAProxy match locations with the `;` in place, so stripping it cannot be made to agree);
 //   - an encoded dot, slash, backslash or NUL (`%2e`, `%2f`, `%5c`, `%00`, any case), a literal
-//     backslash, or a `%` not followed by two hex digits.
+//     backslash, or a `%` not followed by two hex digits;
+//   - an overlong UTF-8 encoding (`%c0`/`%c1` lead bytes such as `%c0%ae`, and `%e0%80`-`%e0%9f`,
+//     `%f0%80`-`%f0%8f`), which lenient decoders turn into `.` or `/`.
 // Everything else routes on its percent-decoded form (nginx matches locations on the decoded
 // URI, HAProxy through `path,url_dec`) and is forwarded exactly as received: after the refusals,
 // decoding cannot change where one segment ends and the next begins.
 
 /** The refusal as one PCRE/JS pattern over the path alone (HAProxy's `path`). */
-export const REFUSED_PATH_SOURCE = String.raw`//|/\.\.?(?:[/;]|$)|%(?:2[eEfF]|5[cC]|00)|\\|%(?![0-9A-Fa-f]{2})`;
+export const REFUSED_PATH_SOURCE = String.raw`//|/\.\.?(?:%(?:20|09))*(?:/|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2})`;
 
 /** The same over a whole request target with its query (nginx's `$request_uri`). */
-export const REFUSED_TARGET_SOURCE = String.raw`^[^?]*?(?://|/\.\.?(?:[/;?]|$)|%(?:2[eEfF]|5[cC]|00)|\\|%(?![0-9A-Fa-f]{2}))`;
+export const REFUSED_TARGET_SOURCE = String.raw`^[^?]*?(?://|/\.\.?(?:%(?:20|09))*(?:[/?]|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2}))`;
 
 const REFUSED_PATH = new RegExp(REFUSED_PATH_SOURCE);
 
@@ -29,6 +34,8 @@ export function refusedPath(path: string): string | undefined {
   if (hit.startsWith('/.')) return 'has a dot segment';
   if (hit === '\\') return 'has a backslash';
   if (hit === '%') return 'has a malformed percent-encoding';
+  if (hit === ';' || hit.toLowerCase() === '%3b') return 'has a ; (path parameters are not routed)';
+  if (hit.length > 3 || /^%[cC][01]$/.test(hit)) return 'has an overlong UTF-8 encoding';
   return `has an encoded ${hit.toLowerCase() === '%2f' ? 'slash' : hit.toLowerCase() === '%2e' ? 'dot' : hit.toLowerCase() === '%5c' ? 'backslash' : 'NUL'}`;
 }
 

@@ -90,7 +90,48 @@ describe('upstreamRequestHeaders', () => {
       '10.0.0.2',
       TRUSTED,
     );
-    expect(h).toEqual({ host: 'a.test', 'content-length': '3', 'x-forwarded-for': '10.0.0.1, 10.0.0.2', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'a.test', 'x-forwarded-port': '8080', 'x-real-ip': '10.0.0.2' });
+    expect(h).toEqual({ host: 'a.test', 'content-length': '3', 'x-forwarded-for': '10.0.0.1, 10.0.0.2', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'a.test', 'x-forwarded-port': '8080', 'x-real-ip': '10.0.0.1' });
+  });
+
+  it('drops URL overrides and Proxy always, other client claims unless the peer is trusted', () => {
+    const sent = {
+      host: 'a.test',
+      'x-original-url': '/admin',
+      'x-rewrite-url': '/admin',
+      proxy: 'http://evil.test',
+      'proxy-foo': '1',
+      x_original_url: '/admin',
+      'x-forwarded-prefix': '/evil',
+      'x-forwarded-scheme': 'https',
+      'x-forwarded-ssl': 'on',
+      'x-forwarded-server': 'evil',
+      'x-forwarded-protocol': 'https',
+      x_forwarded_prefix: '/evil',
+      'front-end-https': 'on',
+      'x-url-scheme': 'https',
+      'true-client-ip': '6.6.6.6',
+      'x-client-ip': '6.6.6.6',
+      'client-ip': '6.6.6.6',
+      'x-cluster-client-ip': '6.6.6.6',
+      'x-kept': '1',
+    };
+    const untrusted = upstreamRequestHeaders(sent, '127.0.0.1', UNTRUSTED);
+    expect(Object.keys(untrusted).sort()).toEqual(['host', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-proto', 'x-kept', 'x-real-ip']);
+    const trusted = upstreamRequestHeaders(sent, '127.0.0.1', TRUSTED);
+    for (const gone of ['x-original-url', 'x-rewrite-url', 'proxy', 'proxy-foo', 'x_original_url']) expect(trusted[gone], gone).toBeUndefined();
+    expect(trusted).toMatchObject({ 'x-forwarded-prefix': '/evil', 'true-client-ip': '6.6.6.6', 'x-kept': '1' });
+  });
+
+  it('takes a trusted peer\'s X-Real-IP only when single, else the rightmost untrusted X-Forwarded-For entry', () => {
+    const isTrusted = (a: string) => a.startsWith('10.');
+    const fwd = { ...TRUSTED, isTrusted };
+    expect(upstreamRequestHeaders({ 'x-forwarded-for': '1.1.1.1, 2.2.2.2, 10.0.0.5' }, '10.0.0.9', fwd)['x-real-ip']).toBe('2.2.2.2');
+    expect(upstreamRequestHeaders({ 'x-forwarded-for': '10.0.0.4, 10.0.0.5' }, '10.0.0.9', fwd)['x-real-ip']).toBe('10.0.0.4');
+    expect(upstreamRequestHeaders({ 'x-forwarded-for': 'junk, 10.0.0.5' }, '10.0.0.9', fwd)['x-real-ip']).toBe('10.0.0.9');
+    expect(upstreamRequestHeaders({ 'x-forwarded-for': '2.2.2.2', 'x-real-ip': '1.1.1.1, 3.3.3.3' }, '10.0.0.9', fwd)['x-real-ip']).toBe('2.2.2.2');
+    expect(upstreamRequestHeaders({ 'x-forwarded-for': '2.2.2.2', 'x-real-ip': '3.3.3.3' }, '10.0.0.9', fwd)['x-real-ip']).toBe('3.3.3.3');
+    const listed = upstreamRequestHeaders({ host: 'a.test', 'x-forwarded-host': 'x.test, y.test', 'x-forwarded-proto': ['https', 'http'], 'x-forwarded-port': '1, 2' }, '10.0.0.9', fwd);
+    expect(listed).toMatchObject({ 'x-forwarded-host': 'a.test', 'x-forwarded-proto': 'http', 'x-forwarded-port': '8080' });
   });
 
   it('sends the authority of an absolute-form target as Host', () => {

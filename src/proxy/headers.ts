@@ -2,8 +2,11 @@
 // Connection header names, except the few a client must not be able to remove) stay on their
 // own connection; X-Forwarded-* and X-Real-IP tell the instance who asked for what, and are
 // believed from the client only when it is a trusted proxy (as nginx's realip and Traefik's
-// forwardedHeaders.trustedIPs do).
+// forwardedHeaders.trustedIPs do). Headers some frameworks take as the URL, the scheme or the
+// client address (X-Original-URL, X-Forwarded-Prefix, True-Client-IP, ...) get the same treatment,
+// and `Proxy` (httpoxy: CGI turns it into HTTP_PROXY) never passes.
 import type { IncomingHttpHeaders } from 'node:http';
+import { isIP } from 'node:net';
 
 const HOP_BY_HOP = new Set([
   'connection',
@@ -21,6 +24,18 @@ const HOP_BY_HOP = new Set([
 
 /** What the proxy says about the client: set here, taken from the client only when it is a trusted proxy. */
 const MANAGED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded']);
+
+/** Claims about the client, the scheme or the prefix that only a trusted proxy may pass on (with every other x-forwarded-*). */
+const CLIENT_CLAIMS = new Set(['true-client-ip', 'x-client-ip', 'client-ip', 'x-cluster-client-ip', 'front-end-https', 'x-url-scheme']);
+
+/** Never passed on, whoever sent them: URL overrides (IIS, Symfony, Zend), and httpoxy's Proxy. */
+const OVERRIDES = new Set(['x-original-url', 'x-rewrite-url', 'proxy']);
+
+/** Dropped whatever the peer: `proxy`, `proxy-*`, the URL overrides. */
+const alwaysDropped = (name: string): boolean => OVERRIDES.has(name) || name.startsWith('proxy-');
+
+/** Dropped unless the peer is trusted (`name` with `_` already read as `-`). */
+const claimed = (name: string): boolean => MANAGED.has(name) || CLIENT_CLAIMS.has(name) || name.startsWith('x-forwarded-');
 
 /** Headers a Connection header cannot remove: the virtual host, the body's length, and what the proxy sets. */
 const PROTECTED = new Set(['host', 'content-length', ...MANAGED]);
@@ -47,6 +62,8 @@ export function clientAddress(remote: string | undefined): string {
 export interface Forwarding {
   /** The direct peer is a trusted proxy: its X-Forwarded-*, X-Real-IP and Forwarded are kept (X-Forwarded-For and Forwarded appended to). */
   trusted: boolean;
+  /** Whether an address in X-Forwarded-For is a trusted proxy too (default: none is). */
+  isTrusted?: (address: string) => boolean;
   /** X-Forwarded-Port: the port this proxy listens on. */
   port: number;
   /** The Host to send instead of the received one: the authority of an absolute-form target. */
@@ -54,6 +71,30 @@ export interface Forwarding {
 }
 
 const joined = (v: string | string[]): string => (Array.isArray(v) ? v.join(', ') : v);
+
+/** A trusted peer's header when it holds one value; a repeated or listed one is not believed. */
+const single = (v: string | string[] | undefined): string | undefined => (v === undefined || Array.isArray(v) || v.includes(',') || v.trim() === '' ? undefined : v.trim());
+
+/**
+ * The client address behind trusted proxies (nginx's real_ip_recursive): the rightmost
+ * X-Forwarded-For entry that is not itself a trusted proxy; the leftmost when all are; the peer
+ * when the list holds something that is not an address.
+ */
+function realClient(xff: string | string[] | undefined, peer: string, isTrusted: (a: string) => boolean): string {
+  if (xff === undefined) return peer;
+  const chain = joined(xff)
+    .split(',')
+    .map((e) => e.trim())
+    .filter(Boolean);
+  let found = peer;
+  for (let i = chain.length - 1; i >= 0; i--) {
+    const addr = clientAddress(chain[i]);
+    if (isIP(addr) === 0) return peer;
+    found = addr;
+    if (!isTrusted(addr)) break;
+  }
+  return found;
+}
 
 /** An RFC 7239 node or host value: a token when it is one, a quoted string otherwise. */
 const forwardedValue = (v: string): string => (/^[A-Za-z0-9.!#$%&'*+^_`|~-]+$/.test(v) ? v : `"${v.replace(/["\\]/g, '\\$&')}"`);
@@ -74,7 +115,10 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddre
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || MANAGED.has(name) || name === 'host') continue;
     if (listed?.has(name) && !PROTECTED.has(name)) continue;
-    if (name.includes('_') && MANAGED.has(name.replaceAll('_', '-'))) continue;
+    const dashed = name.includes('_') ? name.replaceAll('_', '-') : name;
+    if (alwaysDropped(dashed)) continue;
+    if (dashed !== name && MANAGED.has(dashed)) continue;
+    if (!fwd.trusted && claimed(dashed)) continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }
@@ -83,11 +127,13 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddre
   if (fwd.trusted) {
     const prior = headers['x-forwarded-for'];
     out['x-forwarded-for'] = prior ? `${joined(prior)}, ${client}` : client;
-    out['x-forwarded-proto'] = headers['x-forwarded-proto'] ?? 'http';
-    const xfHost = headers['x-forwarded-host'] ?? host;
+    out['x-forwarded-proto'] = single(headers['x-forwarded-proto']) ?? 'http';
+    const xfHost = single(headers['x-forwarded-host']) ?? host;
     if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
-    out['x-forwarded-port'] = headers['x-forwarded-port'] ?? port;
-    out['x-real-ip'] = headers['x-real-ip'] ?? client;
+    out['x-forwarded-port'] = single(headers['x-forwarded-port']) ?? port;
+    // The peer's own X-Real-IP when it sent one value (what nginx and HAProxy keep), else the
+    // client found through X-Forwarded-For.
+    out['x-real-ip'] = single(headers['x-real-ip']) ?? realClient(prior, client, fwd.isTrusted ?? (() => false));
     const forwarded = headers.forwarded;
     if (forwarded) out.forwarded = `${joined(forwarded)}, for=${forwardedValue(client.includes(':') ? `[${client}]` : client)}${host === undefined ? '' : `;host=${forwardedValue(host)}`};proto=http`;
   } else {

@@ -36,6 +36,10 @@ export class ProxyServer implements ProxyContext {
   private readonly counted = new WeakSet<Socket>();
   /** Connections whose unparsable bytes are being answered. */
   private readonly refusing = new WeakSet<Duplex>();
+  /** Connections closing after a refusal: requests pipelined behind it are not routed. */
+  private readonly refused = new WeakSet<Duplex>();
+  /** Connections that have the error listener upgrade handling needs (replays come back on the same socket). */
+  private readonly guarded = new WeakSet<Duplex>();
   draining = false;
   /** Routing tables installed so far. */
   swaps = 0;
@@ -43,6 +47,7 @@ export class ProxyServer implements ProxyContext {
   constructor(readonly opts: ProxyOptions) {
     this.pools = new UpstreamPools(opts);
     this.trusted = new TrustedProxies(opts.trustedProxies ?? []);
+    for (const w of this.trusted.warnings) opts.log.warn({ event: 'trusted-proxies' }, w);
     const headersTimeout = opts.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
     this.server = http.createServer(
       {
@@ -53,12 +58,25 @@ export class ProxyServer implements ProxyContext {
         // No cap on a whole request (Node's default cuts uploads at 300 s): a body that stops moving
         // for the idle timeout is cut instead.
         requestTimeout: 0,
+        // A missing Host is refused by resolve() (400, counted, nothing pipelined behind it routed);
+        // Node's own 400 would be neither counted nor stop the requests after it.
+        requireHostHeader: false,
       },
       (req, res) => this.handle(req, res),
     );
+    // Node keeps only the first 1000 headers in req.headers/rawHeaders but frames the request with
+    // all of them: a Content-Length or second Host past the cap would be invisible to the checks
+    // and to an Upgrade replay. The head's size is bounded by maxHeaderSize instead.
+    this.server.maxHeadersCount = 0;
     this.server.keepAliveTimeout = opts.idleTimeoutMs;
     this.server.on('upgrade', (req: http.IncomingMessage, socket: Duplex, head: Buffer) => this.handleUpgrade(req, socket as Socket, head));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => this.clientError(err, socket));
+    this.server.on('connect', (req: http.IncomingMessage, socket: Duplex) => this.refuseRaw(req, socket, 405, `method not allowed: CONNECT`));
+    // An Expect other than 100-continue: Node would answer 417 past the counters.
+    this.server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => {
+      this.refuse(req);
+      reply(res, 417, `expectation failed: ${String(req.headers.expect).slice(0, 60)}\n`, this, 'none', true);
+    });
     this.server.on('connection', (socket: Socket) => {
       // A request replayed without its Upgrade header comes through here a second time.
       if (this.counted.has(socket)) return;
@@ -190,14 +208,18 @@ export class ProxyServer implements ProxyContext {
 
   requestHeaders(req: http.IncomingMessage, target: RequestTarget, upgrade = false): Record<string, string | string[]> {
     const socket = req.socket;
-    return upstreamRequestHeaders(req.headers, socket.remoteAddress, { trusted: this.trusted.has(socket.remoteAddress), port: socket.localPort ?? this.address?.port ?? 0, host: target.authority }, upgrade);
+    return upstreamRequestHeaders(req.headers, socket.remoteAddress, { trusted: this.trusted.has(socket.remoteAddress), isTrusted: (a) => this.trusted.has(a), port: socket.localPort ?? this.address?.port ?? 0, host: target.authority }, upgrade);
   }
 
   private handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+    // Node closes the connection once the refusal before it is written; this one gets no answer.
+    if (this.refused.has(req.socket)) return this.dropped();
     const resolved = this.resolve(req);
     if ('status' in resolved) {
       // A refused request may carry a body whose framing cannot be trusted: the connection ends with the answer.
-      return reply(res, resolved.status, `${resolved.message}\n`, this, 'none', this.draining || resolved.status !== 404);
+      const close = this.draining || resolved.status !== 404;
+      if (close) this.refuse(req);
+      return reply(res, resolved.status, `${resolved.message}\n`, this, 'none', close);
     }
     this.inFlight++;
     if (hasBody(req)) this.watchBody(req, res);
@@ -217,15 +239,47 @@ export class ProxyServer implements ProxyContext {
     });
   }
 
+  /**
+   * The connection ends with this refusal. Node has often parsed the requests pipelined behind it
+   * already (same read) and would hand them over next: they are dropped, never routed.
+   */
+  private refuse(req: http.IncomingMessage): void {
+    this.refused.add(req.socket);
+    req.socket.pause();
+  }
+
+  private dropped(): void {
+    this.opts.log.debug({ event: 'pipelined-after-refusal' }, 'request pipelined after a refused one: dropped');
+  }
+
+  /** Answered on the raw socket (CONNECT, upgrades), counted, connection closed. */
+  private refuseRaw(req: http.IncomingMessage, socket: Duplex, status: number, message: string): void {
+    this.refused.add(socket);
+    this.count('none', status);
+    rawReply(socket, status, `${message}\n`);
+  }
+
   private handleUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
-    socket.on('error', () => socket.destroy());
-    if (!isWebSocketUpgrade(req)) return this.replayWithoutUpgrade(req, socket, head);
+    if (!this.guarded.has(socket)) {
+      this.guarded.add(socket);
+      socket.on('error', () => socket.destroy());
+    }
+    if (this.refused.has(socket)) {
+      // The socket is out of Node's hands now: it is closed here once the refusal is written.
+      this.dropped();
+      const close = () => (socket as Socket & { destroySoon(): void }).destroySoon();
+      const busy = (socket as Socket & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+      return busy && !busy.writableFinished ? void busy.once('finish', close) : close();
+    }
+    if (!isWebSocketUpgrade(req)) {
+      // The replay rebuilds the head from rawHeaders: they must be all the headers there were.
+      const cut = refusedRequest(req, this.server.maxHeadersCount ?? 0);
+      if (cut?.status === 431) return this.refuseRaw(req, socket, cut.status, cut.message);
+      return this.replayWithoutUpgrade(req, socket, head);
+    }
     if (this.draining) return rawReply(socket, 503, 'shutting down\n');
     const resolved = this.resolve(req);
-    if ('status' in resolved) {
-      this.count('none', resolved.status);
-      return rawReply(socket, resolved.status, `${resolved.message}\n`);
-    }
+    if ('status' in resolved) return this.refuseRaw(req, socket, resolved.status, resolved.message);
     new UpgradeExchange(this, req, socket, head, resolved.host, resolved.target).send(resolved.route);
   }
 
@@ -274,7 +328,7 @@ export class ProxyServer implements ProxyContext {
   }
 
   private resolve(req: http.IncomingMessage): { host: string; target: RequestTarget; route: CompiledRoute } | Refusal {
-    const refused = refusedRequest(req);
+    const refused = refusedRequest(req, this.server.maxHeadersCount ?? 0);
     if (refused) return refused;
     const target = requestTarget(req.url);
     if ('refused' in target) return { status: 400, message: `bad request: ${target.refused}` };

@@ -31,6 +31,17 @@ describe('refusedRequest', () => {
     expect(refusedRequest(req('POST', '/', '1.1', ['Host', 'a', 'Transfer-Encoding', 'chunked', 'Content-Length', '3']))?.status).toBe(400);
   });
 
+  it('answers TRACE itself with 405', () => {
+    expect(refusedRequest(req('TRACE', '/', '1.1', ['Host', 'a']))).toEqual({ status: 405, message: 'method not allowed: TRACE' });
+  });
+
+  it('refuses a request whose header lines reach a header count cap (later ones would be unseen)', () => {
+    const raw = ['Host', 'a', ...Array.from({ length: 9 }, (_, i) => [`a${i}`, '']).flat()];
+    expect(refusedRequest(req('GET', '/', '1.1', raw), 10)?.status).toBe(431);
+    expect(refusedRequest(req('GET', '/', '1.1', raw), 11)).toBeUndefined();
+    expect(refusedRequest(req('GET', '/', '1.1', raw), 0)).toBeUndefined();
+  });
+
   it('answers 505 for a major version other than 1', () => {
     expect(refusedRequest(req('GET', '/', '2.0', ['Host', 'a']))).toEqual({ status: 505, message: 'version not supported: HTTP/2.0' });
   });

@@ -11,10 +11,15 @@ export interface Refusal {
 }
 
 /** A refusal for a request whose line and headers Node accepted, or undefined. */
-export function refusedRequest(req: http.IncomingMessage): Refusal | undefined {
+export function refusedRequest(req: http.IncomingMessage, maxHeadersCount = 0): Refusal | undefined {
   if (req.httpVersionMajor !== 1) return { status: 505, message: `version not supported: HTTP/${req.httpVersion}` };
-  // Node keeps the first of several Host headers; the next hop might take another one.
   const raw = req.rawHeaders;
+  // At the parser's cap, headers past it were framed by Node but are not in rawHeaders: nothing
+  // here could see them (the server lifts the cap; this is for a parser that kept one).
+  if (maxHeadersCount > 0 && raw.length >= 2 * maxHeadersCount) return { status: 431, message: `request header fields too large: ${maxHeadersCount} or more header lines` };
+  // nginx answers TRACE itself; an instance echoing it would reflect whatever the client sent.
+  if (req.method === 'TRACE') return { status: 405, message: 'method not allowed: TRACE' };
+  // Node keeps the first of several Host headers; the next hop might take another one.
   let hosts = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i];

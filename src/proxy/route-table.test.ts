@@ -31,6 +31,8 @@ describe('requestHost', () => {
     expect(requestHost('a b')).toBeUndefined();
     expect(requestHost('web:80x')).toBeUndefined();
     expect(requestHost('[::1')).toBeUndefined();
+    for (const bad of ['web:99999', 'web:65536', 'web:0', '[::1]:70000', '[::1]x80', 'web:']) expect(requestHost(bad), bad).toBeUndefined();
+    expect([requestHost('web:65535'), requestHost('web:1'), requestHost('[::1]:443')]).toEqual(['web', 'web', '[::1]']);
     expect(requestHost('x'.repeat(400))).toBeUndefined();
   });
 });

@@ -125,6 +125,8 @@ export function compileTable(catalog: Catalog, opts: TableOptions, states: Map<s
 const HOST_CHARS = /^[a-z0-9._-]+$/;
 const IPV6 = /^\[[0-9a-f:.]+\]$/;
 
+const validPort = (p: string): boolean => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
+
 /** The Host header as a routing key: lowercase, without port or trailing dot; undefined if absent or malformed. */
 export function requestHost(raw: string | undefined): string | undefined {
   if (!raw || raw.length > 300) return undefined;
@@ -133,13 +135,13 @@ export function requestHost(raw: string | undefined): string | undefined {
     const end = h.indexOf(']');
     if (end < 0) return undefined;
     const rest = h.slice(end + 1);
-    if (rest !== '' && !/^:\d{1,5}$/.test(rest)) return undefined;
+    if (rest !== '' && (rest.charCodeAt(0) !== 58 /* : */ || !validPort(rest.slice(1)))) return undefined;
     h = h.slice(0, end + 1);
     return IPV6.test(h) ? h : undefined;
   }
   const colon = h.indexOf(':');
   if (colon >= 0) {
-    if (!/^\d{1,5}$/.test(h.slice(colon + 1))) return undefined;
+    if (!validPort(h.slice(colon + 1))) return undefined;
     h = h.slice(0, colon);
   }
   if (h.endsWith('.')) h = h.slice(0, -1);
