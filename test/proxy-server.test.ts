@@ -185,7 +185,8 @@ describe('headers', () => {
     expect(seen['x-forwarded-host']).toBe('hdr.localhost:9999');
     expect(seen['x-drop']).toBeUndefined();
     expect(seen['proxy-authorization']).toBeUndefined();
-    expect(seen.te).toBeUndefined();
+    // TE is hop-by-hop; only its trailers token travels (trailers are passed back).
+    expect(seen.te).toBe('trailers');
     const plain = await get(main.port, 'hdr.localhost', '/');
     expect(plain.headers['x-backend']).toBe('hdr');
   });
