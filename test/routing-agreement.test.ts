@@ -117,6 +117,8 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
     paths.add(`${bare}//x`);
     paths.add(`${bare};x/y`);
     paths.add(`${bare}%3bx/y`);
+    paths.add(`${bare}/..#x`);
+    paths.add(`${bare}#x`);
     paths.add(`${bare}/%2e%2e/x`);
     paths.add(`${bare}/x/%2E`);
     paths.add(`/%${bare.charCodeAt(1).toString(16)}${bare.slice(2)}/x`); // /%61pi/x: an unreserved character encoded

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import { REFUSED_TARGET_SOURCE, refusedPath, routingPath } from './path-rule.js';
 
 const refused = [
+  '/admin/..#x', '/admin#x',
   '/x/../api/y', '/api//../admin', '/api/..%2fadmin', '/api/..;/admin', '/api/../admin', '/api/.', '/api/..', '/./api',
   '/api//x', '//api', '/api/%2e%2e/admin', '/api/%2E./admin', '/api%2Fadmin', '/api%5cadmin', '/api\\..\\admin', '/api/%00', '/api/%zz', '/api/%4',
   '/api/.;x/y',

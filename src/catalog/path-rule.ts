@@ -17,10 +17,10 @@
 // decoding cannot change where one segment ends and the next begins.
 
 /** The refusal as one PCRE/JS pattern over the path alone (HAProxy's `path`). */
-export const REFUSED_PATH_SOURCE = String.raw`//|/\.\.?(?:%(?:20|09))*(?:/|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2})`;
+export const REFUSED_PATH_SOURCE = String.raw`#|//|/\.\.?(?:%(?:20|09))*(?:/|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2})`;
 
 /** The same over a whole request target with its query (nginx's `$request_uri`). */
-export const REFUSED_TARGET_SOURCE = String.raw`^[^?]*?(?://|/\.\.?(?:%(?:20|09))*(?:[/?]|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2}))`;
+export const REFUSED_TARGET_SOURCE = String.raw`#|^[^?]*?(?://|/\.\.?(?:%(?:20|09))*(?:[/?]|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2}))`;
 
 const REFUSED_PATH = new RegExp(REFUSED_PATH_SOURCE);
 
@@ -30,6 +30,7 @@ export function refusedPath(path: string): string | undefined {
   const m = REFUSED_PATH.exec(path);
   if (!m) return undefined;
   const hit = m[0];
+  if (hit === '#') return 'has a fragment (#), which nginx would cut the path at';
   if (hit === '//') return 'has an empty segment (//)';
   if (hit.startsWith('/.')) return 'has a dot segment';
   if (hit === '\\') return 'has a backslash';
