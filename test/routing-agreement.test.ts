@@ -119,13 +119,14 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
     paths.add(`${bare}%3bx/y`);
     paths.add(`${bare}/..#x`);
     paths.add(`${bare}#x`);
+    paths.add(`${bare}/z?q=1#x`);
     paths.add(`${bare}/%2e%2e/x`);
     paths.add(`${bare}/x/%2E`);
     paths.add(`/%${bare.charCodeAt(1).toString(16)}${bare.slice(2)}/x`); // /%61pi/x: an unreserved character encoded
     paths.add(bare.replace(/\+/g, '%2B'));
   }
   const out: Array<{ host: string; path: string; rule: boolean }> = [];
-  for (const host of hosts) for (const path of paths) out.push({ host, path, rule: refusedPath(path.split('?')[0]) !== undefined || routingPath(path) !== path });
+  for (const host of hosts) for (const path of paths) out.push({ host, path, rule: refusedPath(path.split('?')[0]) !== undefined || path.includes('#') || routingPath(path) !== path });
   return out;
 }
 
@@ -223,7 +224,7 @@ async function runCatalog(k: number, spec: CatalogSpec): Promise<void> {
     const queue = [...requests];
     const worker = async () => {
       for (let r = queue.shift(); r; r = queue.shift()) {
-        const want = expected(catalog, r.host, r.path.split('?')[0]);
+        const want = r.path.includes('#') ? '400' : expected(catalog, r.host, r.path.split('?')[0]);
         const [ng, hp, px] = await Promise.all([answer(NGINX_PORT, r.host, r.path), answer(HAPROXY_PORT, r.host, r.path), answer(PROXY_PORT, r.host, r.path)]);
         totals.requests++;
         if (r.rule) totals.rule++;
