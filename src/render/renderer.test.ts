@@ -250,4 +250,66 @@ describe('renderer pipeline', () => {
     expect(res).toMatchObject({ ok: false, retry: true, dropped: [] });
     expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('live\n');
   });
+
+  it('a check that fails once and then passes drops nobody (8 instances, and a single one)', async () => {
+    const text = '{{#each services}}{{#each instances}}server {{id}};\n{{/each}}{{/each}}';
+    const calls = join(dir, 'calls');
+    // Fails on its first call only, as a check that hits a transient problem does.
+    const check = `n=$(($(cat ${calls} 2>/dev/null || echo 0)+1)); echo $n > ${calls}; [ $n -gt 1 ]`;
+    const { lines, log } = capture();
+    const eight = await renderer([], false, 5000, log).run([job({ check }, text)], input(Array.from({ length: 8 }, (_, i) => inst('web', `h:web-00${i}`))));
+    const written8 = readFileSync(join(dir, 'out.conf'), 'utf8').split('\n').filter(Boolean).length;
+    const checks8 = Number(readFileSync(calls, 'utf8'));
+    rmSync(calls);
+    rmSync(join(dir, 'out.conf'));
+    const one = await renderer([], false, 5000, log).run([job({ check }, text)], input([inst('web', 'h:web-000')]));
+    const written1 = readFileSync(join(dir, 'out.conf'), 'utf8').split('\n').filter(Boolean).length;
+    console.log(`PROBE flaky check (fails on its first call only): 8 instances → dropped ${eight.dropped.length}, written ${written8}/8 after ${checks8} checks; 1 instance → dropped ${one.dropped.length}, written ${written1}/1`);
+    expect(eight).toMatchObject({ ok: true, dropped: [] });
+    expect(written8).toBe(8);
+    expect(one).toMatchObject({ ok: true, dropped: [] });
+    expect(written1).toBe(1);
+    expect(lines.filter((l) => l.event === 'instance-rejected')).toEqual([]);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('a record rejected before is confirmed again before it is left out; a status flap is the same record', async () => {
+    const text = '{{#each services}}{{#each instances}}{{id}} {{meta.note}}\n{{/each}}{{/each}}';
+    const { lines, log } = capture();
+    const r = renderer([], false, 5000, log);
+    const list = [...Array.from({ length: 6 }, (_, i) => inst('web', `w${i}`)), inst('web', 'bad', { meta: { note: 'BAD' } })];
+    const first = await r.run([job({ check: '! grep -q BAD {{src}}' }, text)], input(list));
+    // The same record with another health status: left out again without a new line.
+    const flapped = list.map((i) => (i.id === 'bad' ? { ...i, status: 'warning' as const } : i));
+    const again = await r.run([job({ check: '! grep -q BAD {{src}}' }, text)], new CatalogInput(buildCatalog(flapped, ['passing', 'warning']), { statuses: ['passing', 'warning'], domain: 'localhost', env: {} }));
+    // The check changed: the remembered record now passes and another one fails: only that one is left out.
+    const later = await r.run([job({ check: '! grep -q w5 {{src}}' }, text)], input(list));
+    const rejected = lines.filter((l) => l.event === 'instance-rejected').map((l) => l.instance);
+    console.log(`PROBE remembered rejections: first run dropped ${first.dropped.map((d) => d.instance)}, status flap dropped ${again.dropped.map((d) => d.instance)}, after the check changed dropped ${later.dropped.map((d) => d.instance)}; lines for ${rejected}`);
+    expect(first.dropped.map((d) => d.instance)).toEqual(['bad']);
+    expect(again.dropped.map((d) => d.instance)).toEqual(['bad']);
+    expect(later.dropped.map((d) => d.instance)).toEqual(['w5']);
+    expect(rejected).toEqual(['bad', 'w5']);
+  });
+
+  it('many rejected records: the search budget is not spent on fields, and each retry goes on from the records it confirmed', async () => {
+    const text = '{{#each services}}{{#each instances}}{{id}} {{meta.note}}\n{{/each}}{{/each}}';
+    const check = '! grep -q BAD {{src}}';
+    const { log } = capture();
+    const r = renderer([], false, 5000, log);
+    const list = Array.from({ length: 1000 }, (_, i) => inst('web', `w${String(i).padStart(4, '0')}`, { meta: { note: i % 47 === 3 ? 'BAD' : 'ok' } }));
+    const bad = list.filter((i) => i.meta.note === 'BAD').length;
+    const runs: number[] = [];
+    let res;
+    const t0 = Date.now();
+    for (let k = 0; k < 4; k++) {
+      res = await r.run([job({ check }, text)], input(list));
+      runs.push(res.dropped.length);
+      if (res.ok) break;
+    }
+    console.log(`PROBE ${bad} rejected among 1000: dropped per try ${runs.join(' → ')}, ok=${res!.ok}, ${Date.now() - t0} ms`);
+    expect(res!.ok).toBe(true);
+    expect(res!.dropped).toHaveLength(bad);
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8').split('\n').filter(Boolean)).toHaveLength(1000 - bad);
+  });
 });

@@ -47,8 +47,16 @@ interface Written {
   previous: CurrentFile;
 }
 
-/** Checks one search for rejected instances may run before it gives up. */
+/** Checks one search for rejected instances may run before it stops (and goes on at the next try). */
 const MAX_SEARCH_CHECKS = 200;
+/** Checks confirming suspects and telling their fields: a budget of their own, so that the search keeps its. */
+const MAX_CONFIRM_CHECKS = 400;
+
+class OutOfChecks extends Error {
+  constructor(kind: string) {
+    super(`too many ${kind} checks`);
+  }
+}
 
 /** Fields to replace with a neutral value, one at a time, to tell which one the check rejects. */
 const SUSPECTS: Array<[string, (i: Readonly<ServiceInstance>) => Readonly<ServiceInstance> | undefined]> = [
@@ -201,18 +209,22 @@ export class Renderer {
 
   /**
    * The check rejected the full rendering: find instances without which it passes (records
-   * rejected before first, then a bisection: k bad ones among n cost about 2·k·log2(n) checks),
-   * tell for each which field the check objects to, log one line each, and return the
-   * rendering without them. Undefined when the check fails without any instance too (the
-   * template or the environment is at fault) or the search runs out of checks.
+   * confirmed bad before are set aside first, then a bisection: k bad ones among n cost about
+   * 2·k·log2(n) checks), confirm each suspect by a failing check of the good set plus that record
+   * unchanged (nothing is ever inferred from other checks: a flaky check drops nobody), tell for
+   * each new one which field the check objects to, log one line each, and return the rendering
+   * without them. When the full rendering passes on a second check, the failure was transient:
+   * it is returned whole. Undefined when the check fails without any instance too (the template
+   * or the environment is at fault). A search that runs out of checks keeps the records it
+   * confirmed, so the retry goes on from there.
    */
   private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult): Promise<Buffer | undefined> {
     const { spec } = job;
     const dest = spec.destination;
-    let checks = 0;
+    const budget = { search: MAX_SEARCH_CHECKS, confirm: MAX_CONFIRM_CHECKS };
     const outputs = new Map<string, string>();
-    const passes = async (drop: ReadonlySet<string>, replace?: ReadonlyMap<string, Readonly<ServiceInstance>>): Promise<{ ok: boolean; output: string }> => {
-      if (++checks > MAX_SEARCH_CHECKS) throw new Error('too many checks');
+    const passes = async (kind: keyof typeof budget, drop: ReadonlySet<string>, replace?: ReadonlyMap<string, Readonly<ServiceInstance>>): Promise<{ ok: boolean; output: string }> => {
+      if (--budget[kind] < 0) throw new OutOfChecks(kind);
       let text: string;
       try {
         text = template.render(input.variant(drop, replace));
@@ -227,66 +239,98 @@ export class Renderer {
     };
     const all = input.instances;
     const keysOf = (refs: readonly InstanceRef[]) => new Set(refs.map((r) => r.key));
-    const without = (bad: readonly InstanceRef[]) => {
-      const b = keysOf(bad);
-      return new Set(all.filter((r) => b.has(r.key)).map((r) => r.key));
-    };
     const dropAllBut = (keep: readonly InstanceRef[]) => {
       const k = keysOf(keep);
       return new Set(all.filter((r) => !k.has(r.key)).map((r) => r.key));
     };
     const known = this.rejected.get(dest) ?? new Map<string, string>();
+    const fields = new Map<string, string>();
+    const bad: InstanceRef[] = [];
     try {
-      // Records rejected in an earlier run, if they explain it, need no new search or log line.
-      const before = all.filter((r) => known.has(r.fingerprint));
-      if (before.length > 0 && (await passes(without(before))).ok) {
-        this.rejected.set(dest, new Map(before.map((r) => [r.fingerprint, known.get(r.fingerprint)!])));
-        for (const r of before) result.dropped.push({ destination: dest, service: r.instance.name, instance: r.instance.id, field: known.get(r.fingerprint)! });
-        return Buffer.from(template.render(input.variant(without(before))));
+      if (!(await passes('search', keysOf(all))).ok) return undefined;
+      if ((await passes('search', new Set())).ok) {
+        this.log.warn({ event: 'check-flaky', destination: dest, check: spec.check }, `${dest}: the check failed once and then passed on the same rendering; nothing left out`);
+        this.rejected.delete(dest);
+        return Buffer.from(template.render(input.data));
       }
-      if (!(await passes(without(all))).ok) return undefined;
-      const search = async (base: InstanceRef[], cands: InstanceRef[], failing = false): Promise<InstanceRef[]> => {
-        if (cands.length === 0) return [];
-        if (!failing) {
-          const c = await passes(dropAllBut([...base, ...cands]));
-          if (c.ok) return [];
-          if (cands.length === 1) outputs.set(cands[0].key, c.output);
-        }
-        if (cands.length === 1) return cands;
-        const half = Math.ceil(cands.length / 2);
-        const a = cands.slice(0, half);
-        const badA = await search(base, a);
-        const goodA = a.filter((r) => !badA.includes(r));
-        return [...badA, ...(await search([...base, ...goodA], cands.slice(half), badA.length === 0))];
-      };
-      const bad = await search([], [...all], true);
-      if (bad.length === 0) return undefined;
-      const good = all.filter((r) => !bad.includes(r));
-      const fields = new Map<string, string>();
-      for (const r of bad) {
-        let field = 'the record as a whole';
-        for (const [name, neutral] of SUSPECTS) {
-          const changed = neutral(r.instance);
-          if (!changed) continue;
-          if ((await passes(dropAllBut([...good, r]), new Map([[r.key, changed]]))).ok) {
-            field = name;
-            break;
+      // Records confirmed bad in an earlier run are set aside, then the rest is searched.
+      const prior = all.filter((r) => known.has(r.fingerprint));
+      const suspects: InstanceRef[] = [...prior];
+      let complete = true;
+      /** The largest set of records a check passed with: the good set when the search stops early. */
+      let passed: InstanceRef[] = [];
+      try {
+        const found: InstanceRef[] = [];
+        const search = async (base: InstanceRef[], cands: InstanceRef[]): Promise<InstanceRef[]> => {
+          if (cands.length === 0) return [];
+          const c = await passes('search', dropAllBut([...base, ...cands]));
+          if (c.ok) {
+            if (base.length + cands.length > passed.length) passed = [...base, ...cands];
+            return [];
           }
+          if (cands.length === 1) {
+            outputs.set(cands[0].key, c.output);
+            found.push(cands[0]);
+            return cands;
+          }
+          const half = Math.ceil(cands.length / 2);
+          const a = cands.slice(0, half);
+          const badA = await search(base, a);
+          const goodA = a.filter((r) => !badA.includes(r));
+          return [...badA, ...(await search([...base, ...goodA], cands.slice(half)))];
+        };
+        try {
+          await search([], all.filter((r) => !known.has(r.fingerprint)));
+        } finally {
+          suspects.push(...found);
+        }
+      } catch (err) {
+        if (!(err instanceof OutOfChecks)) throw err;
+        complete = false;
+      }
+      // Each suspect must fail on its own among records that pass together.
+      let good = complete ? all.filter((r) => !suspects.includes(r)) : passed;
+      if (complete && !(await passes('confirm', dropAllBut(good))).ok) throw new Error('the check fails without the suspected instances too');
+      for (const r of suspects) {
+        const c = await passes('confirm', dropAllBut([...good, r]));
+        if (c.ok) {
+          good = [...good, r];
+          continue;
+        }
+        outputs.set(r.key, c.output);
+        bad.push(r);
+      }
+      for (const r of bad) {
+        let field = known.get(r.fingerprint);
+        if (field === undefined) {
+          field = 'the record as a whole';
+          for (const [name, neutral] of SUSPECTS) {
+            const changed = neutral(r.instance);
+            if (!changed) continue;
+            if ((await passes('confirm', dropAllBut([...good, r]), new Map([[r.key, changed]]))).ok) {
+              field = name;
+              break;
+            }
+          }
+          const why = checkLine(outputs.get(r.key) ?? firstOutput);
+          this.log.error(
+            { event: 'instance-rejected', destination: dest, service: r.instance.name, instance: r.instance.id, field, check: spec.check, output: why },
+            `${dest}: service ${r.instance.name} instance ${r.instance.id.slice(0, 120)}: ${field} rejected by the check (${why}); instance left out of ${dest}`,
+          );
         }
         fields.set(r.fingerprint, field);
         result.dropped.push({ destination: dest, service: r.instance.name, instance: r.instance.id, field });
-        if (known.has(r.fingerprint)) continue;
-        const why = checkLine(outputs.get(r.key) ?? firstOutput);
-        this.log.error(
-          { event: 'instance-rejected', destination: dest, service: r.instance.name, instance: r.instance.id, field, check: spec.check, output: why },
-          `${dest}: service ${r.instance.name} instance ${r.instance.id.slice(0, 120)}: ${field} rejected by the check (${why}); instance left out of ${dest}`,
-        );
       }
-      this.rejected.set(dest, fields);
-      return Buffer.from(template.render(input.variant(without(bad))));
+      if (!complete) this.log.error({ event: 'check-failed', destination: dest }, `${dest}: could not finish the search for the instances the check rejects within ${MAX_SEARCH_CHECKS} checks (${bad.length} found so far); going on at the next try`);
+      if (bad.length === 0) return undefined;
+      return Buffer.from(template.render(input.variant(keysOf(bad))));
     } catch (err) {
       this.log.error({ event: 'check-failed', destination: dest, err: (err as Error).message }, `${dest}: could not tell which instances the check rejects: ${(err as Error).message}`);
       return undefined;
+    } finally {
+      // Confirmed records are remembered (and reported once) across runs, also when the search stopped early.
+      for (const r of bad) if (!fields.has(r.fingerprint)) fields.set(r.fingerprint, known.get(r.fingerprint) ?? 'the record as a whole');
+      if (fields.size > 0) this.rejected.set(dest, fields);
     }
   }
 
