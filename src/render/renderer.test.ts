@@ -1,5 +1,6 @@
 // The render pipeline on temp folders, with real /bin/sh commands (true, false, counters).
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -67,14 +68,51 @@ describe('renderer pipeline', () => {
 
   it('equal bytes: no write, no reload', async () => {
     const j = job({ command: count() });
-    await renderer().run([j], { v: 1 });
+    const r0 = renderer();
+    await r0.run([j], { v: 1 });
     const before = statSync(join(dir, 'out.conf'));
-    const r = await renderer().run([j], { v: 1 });
+    const r = await r0.run([j], { v: 1 });
     expect(r).toMatchObject({ ok: true, written: [], unchanged: [join(dir, 'out.conf')], reloads: [] });
     const after = statSync(join(dir, 'out.conf'));
     expect(after.ino).toBe(before.ino);
     expect(after.mtimeMs).toBe(before.mtimeMs);
     expect(reloads()).toEqual(['x']);
+  });
+
+  it('after a restart, equal bytes on disk are reloaded once: the proxy may never have loaded them', async () => {
+    const j = job({ command: count() });
+    await renderer().run([j], { v: 1 }); // then the process dies before the reload is confirmed
+    const restarted = renderer();
+    const first = await restarted.run([j], { v: 1 });
+    const second = await restarted.run([j], { v: 1 });
+    console.log(`PROBE restart with the rendered file already on disk: first run reloads ${first.reloads.length} (${first.unchanged.length} unchanged, ${first.written.length} written), second run reloads ${second.reloads.length}`);
+    expect(first).toMatchObject({ ok: true, written: [], unchanged: [join(dir, 'out.conf')], reloads: [{ ok: true }] });
+    expect(second).toMatchObject({ ok: true, written: [], reloads: [] });
+    expect(reloads()).toEqual(['x', 'x']);
+  });
+
+  it('a rollback that cannot write leaves a file the proxy refused: the next run reloads it again instead of calling it unchanged', async () => {
+    const sub = join(dir, 'conf');
+    mkdirSync(sub);
+    const flag = join(dir, 'refuse');
+    // The proxy refuses while the flag exists; refusing also makes the folder immutable, so the rollback cannot write.
+    const command = `if [ -e ${flag} ]; then chattr +i ${sub}; exit 1; fi; ${count()}`;
+    const j = job({ destination: join(sub, 'out.conf'), command });
+    const r = renderer();
+    try {
+      await r.run([j], { v: 1 });
+      writeFileSync(flag, '');
+      const refused = await r.run([j], { v: 2 });
+      execSync(`chattr -i ${sub}`);
+      rmSync(flag);
+      const next = await r.run([j], { v: 2 });
+      console.log(`PROBE rollback that cannot write: disk keeps "${readFileSync(join(sub, 'out.conf'), 'utf8').trim()}" (refused run ok=${refused.ok}); the next run with the same bytes reloads ${next.reloads.length} time(s), ok=${next.ok}`);
+      expect(refused).toMatchObject({ ok: false, retry: true });
+      expect(next).toMatchObject({ ok: true, unchanged: [join(sub, 'out.conf')], reloads: [{ ok: true }] });
+      expect(reloads()).toEqual(['x', 'x']);
+    } finally {
+      execSync(`chattr -i ${sub}`);
+    }
   });
 
   it('runs the check on the staged file in the destination folder; a failing check keeps the live file', async () => {
@@ -118,12 +156,13 @@ describe('renderer pipeline', () => {
     const a = job({ destination: join(dir, 'a.conf'), command: count('same') });
     const b = job({ destination: join(dir, 'b.conf'), command: count('same') });
     const c = job({ destination: join(dir, 'c.conf'), command: count('other') });
-    const r = await renderer().run([a, b, c], { v: 1 });
+    const rr = renderer();
+    const r = await rr.run([a, b, c], { v: 1 });
     expect(r.reloads.map((x) => x.command)).toEqual([count('same'), count('other')]);
     expect(reloads().sort()).toEqual(['other', 'same']);
     // only b changes: its command runs once, c's does not
     const b2 = job({ destination: join(dir, 'b.conf'), command: count('same') }, 'b={{v}}\n');
-    await renderer().run([a, b2, c], { v: 1 });
+    await rr.run([a, b2, c], { v: 1 });
     expect(reloads().sort()).toEqual(['other', 'same', 'same']);
   });
 

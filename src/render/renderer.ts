@@ -8,7 +8,7 @@ import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/metrics.js';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { runCommand, shellQuote, trimOutput } from './command-runner.js';
-import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile } from './atomic-file.js';
+import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile, sweepStaged } from './atomic-file.js';
 import { type ReloadVerifier, verifierFor } from './reload-verifier.js';
 import { CatalogInput, type InstanceRef } from './render-input.js';
 import type { CompiledTemplate } from './template-file.js';
@@ -45,6 +45,8 @@ interface Written {
   spec: TemplateSpec;
   /** What the proxy last loaded: restored when the reload fails. */
   previous: CurrentFile;
+  /** What the reload is to load. */
+  bytes: Buffer;
 }
 
 /** Checks one search for rejected instances may run before it stops (and goes on at the next try). */
@@ -82,6 +84,16 @@ export class Renderer {
   private readonly rejected = new Map<string, Map<string, string>>();
   /** Reloads that failed while no proxy was running: their files stay and the reload is retried. */
   private readonly pending = new Map<string, Written[]>();
+  /**
+   * Per destination with a reload command: the content its proxy confirmed loading. Equal bytes
+   * on disk are not enough to skip a reload: a crash between the write and the confirmation, or
+   * a rollback that could not write, leaves a file the proxy never loaded. Empty at start, so the
+   * first run reloads once even when the file already holds what it renders: one graceful reload
+   * per start is cheaper than any way of asking the proxy what it loaded.
+   */
+  private readonly loaded = new Map<string, Buffer | null>();
+  /** Destinations whose folder was swept of staged copies left by a crash. */
+  private readonly swept = new Set<string>();
 
   constructor(
     private readonly opts: RenderOptions,
@@ -156,7 +168,11 @@ export class Renderer {
       fail('write-failed', `cannot read ${dest}: ${(err as Error).message}`);
       return undefined;
     }
-    if (previous.content?.equals(bytes)) return this.unchanged(dest, result);
+    if (!this.swept.has(dest) && !this.opts.dry) {
+      this.swept.add(dest);
+      for (const f of await sweepStaged(dest)) this.log.warn({ event: 'render', destination: dest, file: f }, `removed ${f}, a staged copy left by an earlier run`);
+    }
+    if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
     if (this.opts.dry) {
       this.opts.out(several ? `==> ${dest} <==\n${text}${text.endsWith('\n') ? '' : '\n'}` : text);
       metrics.renders.inc({ template: dest, result: 'dry' });
@@ -172,7 +188,7 @@ export class Renderer {
         const reduced = await this.withoutRejected(job, template, input, previous, c.output, result);
         if (reduced) {
           bytes = reduced;
-          if (previous.content?.equals(bytes)) return this.unchanged(dest, result);
+          if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
           c = await this.stageAndCheck(spec, bytes, previous);
         }
       } else if (c.ok) this.rejected.delete(dest);
@@ -188,11 +204,12 @@ export class Renderer {
     }
     try {
       if (spec.backup && previous.content !== null) await backupFile(dest, previous);
-      const how = await replaceFile(staged, dest);
+      const { how, warning } = await replaceFile(staged, dest, previous.content);
+      if (warning) this.log.warn({ event: 'render', destination: dest, err: warning }, warning);
       metrics.renders.inc({ template: dest, result: 'written' });
       this.log.info({ event: 'render', result: 'written', destination: dest, bytes: bytes.length, how }, `wrote ${dest} (${bytes.length} bytes${how === 'in-place' ? ', in place' : ''})`);
       result.written.push(dest);
-      return { spec, previous };
+      return { spec, previous: this.loadedState(dest, previous), bytes };
     } catch (err) {
       await unlink(staged).catch(() => undefined);
       fail('write-failed', `cannot write ${dest}: ${(err as Error).message}`);
@@ -200,11 +217,24 @@ export class Renderer {
     }
   }
 
-  private unchanged(dest: string, result: RunResult): undefined {
+  /** What a failed reload puts back: what the proxy confirmed loading when known, else the file as it was. */
+  private loadedState(dest: string, previous: CurrentFile): CurrentFile {
+    const loaded = this.loaded.get(dest);
+    if (loaded === undefined || (loaded === null ? previous.content === null : previous.content?.equals(loaded))) return previous;
+    return { ...previous, content: loaded };
+  }
+
+  /** The file already holds these bytes: nothing to write; a reload only when the proxy has not confirmed them. */
+  private unchanged(spec: TemplateSpec, previous: CurrentFile, bytes: Buffer, result: RunResult): Written | undefined {
+    const dest = spec.destination;
     metrics.renders.inc({ template: dest, result: 'unchanged' });
-    this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
     result.unchanged.push(dest);
-    return undefined;
+    if (this.opts.dry || !spec.command || this.loaded.get(dest)?.equals(bytes)) {
+      this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
+      return undefined;
+    }
+    this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged, but its proxy has not confirmed loading it: reloading`);
+    return { spec, previous: this.loadedState(dest, previous), bytes };
   }
 
   /**
@@ -364,24 +394,34 @@ export class Renderer {
   private async reload(command: string, group: Written[]): Promise<RunResult['reloads'][number]> {
     const verifiers = [...new Map(group.map((w) => [JSON.stringify(w.spec.verify), verifierFor(w.spec.verify)])).values()];
     const problem = await this.reloadOnce(command, verifiers);
-    if (!problem) return { command, ok: true, rolledBack: false };
+    if (!problem) {
+      for (const w of group) this.loaded.set(w.spec.destination, w.bytes);
+      return { command, ok: true, rolledBack: false };
+    }
     const files = group.map((w) => w.spec.destination);
     const running = await Promise.all(verifiers.map((v) => v.running().catch(() => undefined)));
     if (running.every((r) => r === false)) {
       // A proxy started from now on loads these files: they become what a later failure restores.
-      this.pending.set(command, await Promise.all(group.map(async (w) => ({ spec: w.spec, previous: await readCurrent(w.spec.destination).catch(() => w.previous) }))));
+      this.pending.set(command, await Promise.all(group.map(async (w) => ({ spec: w.spec, previous: await readCurrent(w.spec.destination).catch(() => w.previous), bytes: w.bytes }))));
       this.log.error({ event: 'rollback', result: 'skipped', files, command, err: problem }, `no proxy is running for ${files.join(', ')}: the checked files stay; the reload is tried again`);
       return { command, ok: false, rolledBack: false };
     }
+    const restored = new Set<string>();
     for (const w of group) {
       try {
         await restoreFile(w.spec.destination, w.previous);
+        restored.add(w.spec.destination);
       } catch (err) {
         this.log.error({ event: 'rollback', result: 'failed', destination: w.spec.destination, err: (err as Error).message }, `cannot restore ${w.spec.destination}: ${(err as Error).message}`);
       }
     }
     this.log.error({ event: 'rollback', files, command, err: problem }, `rolled back ${files.join(', ')} after the failed reload; reloading the previous configuration`);
     const again = await this.reloadOnce(command, verifiers);
+    // The proxy confirmed the previous files (unless one could not be put back: then it is unknown).
+    for (const w of group) {
+      if (!again && restored.has(w.spec.destination)) this.loaded.set(w.spec.destination, w.previous.content);
+      else this.loaded.delete(w.spec.destination);
+    }
     if (again) this.log.error({ event: 'rollback', result: 'failed', command, err: again }, `reload of the previous configuration failed too: ${again}`);
     return { command, ok: false, rolledBack: true };
   }
