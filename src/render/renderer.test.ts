@@ -1,6 +1,6 @@
 // The render pipeline on temp folders, with real /bin/sh commands (true, false, counters).
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
-import { execSync } from 'node:child_process';
+import { execSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -220,7 +220,7 @@ describe('renderer pipeline', () => {
   it('a failed reload of a new file while no proxy runs keeps the checked file and reloads it at the next run', async () => {
     const pid = join(dir, 'master.pid');
     // "reload" fails until the proxy may start; then it starts a master with a worker, as a first start does
-    const cmd = `${count()}; test -f ${join(dir, 'started')} || exit 1; sh -c 'sleep 3 & wait' & echo $! > ${pid}`;
+    const cmd = `${count()}; test -f ${join(dir, 'started')} || exit 1; bash -c 'exec -a "nginx: master process t" sh -c "sleep 3 & wait"' & echo $! > ${pid}`;
     const j = job({ command: cmd, verify: { kind: 'nginx', pidFile: pid } });
     const r1 = renderer([], false, 3000);
     const first = await r1.run([j], { v: 1 });
@@ -239,9 +239,16 @@ describe('renderer pipeline', () => {
     const j = job({ command: `${count()}; false`, verify: { kind: 'nginx', pidFile: pid } });
     const r = renderer([], false, 200);
     expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: false }]);
-    writeFileSync(pid, `${process.pid}\n`); // now a "master" runs (it started from out.conf)
-    expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: true }]);
-    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+    // now a "master" runs (it started from out.conf), titled as nginx titles its master
+    const master = spawn('/bin/bash', ['-c', 'exec -a "nginx: master process t" sleep 5'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      writeFileSync(pid, `${master.pid}\n`);
+      expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: true }]);
+      expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+    } finally {
+      master.kill('SIGKILL');
+    }
   });
 
   it('--backup replaces a .bak symlink instead of writing through it', async () => {
