@@ -18,6 +18,7 @@ import { buildRoutes, instanceWeight, matchRoute } from '../src/catalog/routes.j
 import { CatalogWatch } from '../src/catalog/watch.js';
 import { HEALTH_STATUSES, type HealthStatus, type ServiceInstance } from '../src/model/service-instance.js';
 import { ProxyServer } from '../src/proxy/proxy-server.js';
+import { requestHost } from '../src/proxy/route-table.js';
 import { createBackend } from '../src/registry/index.js';
 import { RENDER_WATCH_STATUSES, renderOnce } from '../src/render/index.js';
 import { copyTemplates, get, Haproxy, Nginx, tempDir, templateEnv } from './support/render.js';
@@ -65,7 +66,12 @@ const PROBES: Array<[string, string, string]> = [
   ['b.localhost', '/api/v1/x', 'all instances weight "00" or "0"'],
   ['b.localhost', '/api', 'no passing instance'],
   ['q.b.localhost', '/a/b', 'bare form of /a/b/ under /a'],
+  ['evil.test,a.x.localhost', '/admin/', 'Host with a comma'],
+  ['a.x.localhost:abc', '/admin/', 'Host with a bad port'],
 ];
+
+/** Host headers outside the grammar: asked on every catalog with a few paths. */
+const BAD_HOSTS = ['evil.test,a.x.localhost', 'a.x.localhost,evil.test', 'x.localhost, x.localhost', 'a.x.localhost:abc', 'a.x.localhost:123456', 'a.x.localhost:', 'a/b.localhost', '[::1]x'];
 
 const instanceArb: fc.Arbitrary<InstanceSpec> = fc.record({
   hosts: fc.option(fc.subarray(HOSTS, { minLength: 1, maxLength: 2 }), { nil: undefined, freq: 4 }),
@@ -83,7 +89,9 @@ type Answer = string; // "200 <service>" | "404" | "503" | "400"
 /** What the routing table says a request gets. */
 function expected(catalog: Catalog, host: string, path: string): Answer {
   if (refusedPath(path)) return '400';
-  const h = host.toLowerCase().replace(/:\d+$/, '').replace(/\.$/, '');
+  // The Host grammar: a comma list, a bad port, an empty Host is refused.
+  const h = requestHost(host);
+  if (h === undefined) return '400';
   const route = matchRoute(buildRoutes(catalog, 'localhost'), h, routingPath(path));
   if (!route) return '404';
   return route.instances.some((i) => i.status === 'passing' && instanceWeight(i) > 0) ? `200 ${route.service}` : '503';
@@ -127,6 +135,7 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
   }
   const out: Array<{ host: string; path: string; rule: boolean }> = [];
   for (const host of hosts) for (const path of paths) out.push({ host, path, rule: refusedPath(path.split('?')[0]) !== undefined || path.includes('#') || routingPath(path) !== path });
+  for (const host of BAD_HOSTS) for (const path of ['/', '/api', '/admin/']) out.push({ host, path, rule: false });
   return out;
 }
 

@@ -101,3 +101,13 @@ export function matchRoute(table: RouteTable, host: string, path: string): Route
   const v = findVhost(table, host);
   return v && matchPath(v, path);
 }
+
+/**
+ * The Host header the built-in proxy routes (its requestHost): a host name of letters, digits,
+ * `.`, `_`, `-` (a trailing dot allowed) or a bracketed IPv6 address, an optional port of 1–5
+ * digits, 300 characters at most. Anything else (none, empty, a comma list, `host:abc`) is
+ * answered 400; the shipped templates apply the same pattern (nginx over `$http_host`, HAProxy
+ * over `req.fhdr(host)`), so that no proxy routes a Host another one refuses.
+ */
+export const HOST_HEADER_SOURCE = '^(?=[^\\s]{1,300}$)([A-Za-z0-9._-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?$';
+

@@ -3,7 +3,7 @@
 // rename itself survives a crash. A single-file bind mount cannot be renamed over (EBUSY), nor
 // can a file on another device (EXDEV): then the content is written in place.
 import { randomBytes } from 'node:crypto';
-import { chmod, open, readFile, rename, stat, unlink, writeFile } from 'node:fs/promises';
+import { chmod, type FileHandle, lstat, open, readdir, readFile, rename, stat, unlink } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 
 export interface CurrentFile {
@@ -55,30 +55,84 @@ export async function stageFile(dest: string, content: string | Buffer, mode: nu
   return staged;
 }
 
-/** Move the staged copy over the destination; returns how. */
-export async function replaceFile(staged: string, dest: string): Promise<'renamed' | 'in-place'> {
+export interface Replaced {
+  how: 'renamed' | 'in-place';
+  /** The file is in place, but making the rename durable failed (folder fsync): worth a warning, not a failure. */
+  warning?: string;
+}
+
+/**
+ * Move the staged copy over the destination. Once the rename succeeded the new file is live:
+ * a failing folder fsync after it is reported as a warning, so that the caller still reloads.
+ * In place (EBUSY, EXDEV) the file is overwritten without truncating first, cut to length, and
+ * read back; on any failure `previous` is written back, so the live file is never left half new.
+ */
+export async function replaceFile(staged: string, dest: string, previous?: Buffer | null): Promise<Replaced> {
   try {
     await rename(staged, dest);
-    await syncFolder(dirname(dest));
-    return 'renamed';
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     if (code !== 'EBUSY' && code !== 'EXDEV') {
       await unlink(staged).catch(() => undefined);
       throw err;
     }
+    try {
+      const content = await readFile(staged);
+      const mode = (await stat(staged)).mode & 0o7777;
+      await overwrite(dest, content, previous ?? null);
+      await chmod(dest, mode).catch(() => undefined);
+      return { how: 'in-place' };
+    } finally {
+      await unlink(staged).catch(() => undefined);
+    }
   }
   try {
-    const content = await readFile(staged);
-    const mode = (await stat(staged)).mode & 0o7777;
-    await writeFile(dest, content);
-    await chmod(dest, mode).catch(() => undefined);
-    const fh = await open(dest, 'r');
-    await fh.sync().finally(() => fh.close());
-    return 'in-place';
-  } finally {
-    await unlink(staged).catch(() => undefined);
+    await syncFolder(dirname(dest));
+    return { how: 'renamed' };
+  } catch (err) {
+    return { how: 'renamed', warning: `${dest} is written, but syncing its folder failed: ${(err as Error).message}` };
   }
+}
+
+async function writeAll(fh: FileHandle, content: Buffer): Promise<void> {
+  for (let at = 0; at < content.length; ) at += (await fh.write(content, at, content.length - at, at)).bytesWritten;
+  await fh.truncate(content.length);
+  await fh.sync();
+}
+
+/** Write `content` over `dest` in place; on failure put `previous` back. */
+async function overwrite(dest: string, content: Buffer, previous: Buffer | null): Promise<void> {
+  const fh = await open(dest, 'r+');
+  try {
+    try {
+      await writeAll(fh, content);
+      const back = await readFile(dest);
+      if (!back.equals(content)) throw new Error(`${dest} reads back ${back.length} bytes that differ from the ${content.length} written`);
+    } catch (err) {
+      if (previous) await writeAll(fh, previous).catch(() => undefined);
+      throw err;
+    }
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Staged copies this module names `.<name>.<8 hex>.tmp`; ones older than this were left by a crash. */
+const STALE_STAGED_MS = 60_000;
+
+/** Remove staged copies of `dest` left by a process that died before renaming them. */
+export async function sweepStaged(dest: string): Promise<string[]> {
+  const dir = dirname(dest);
+  const pattern = new RegExp(`^\\.${basename(dest).replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}\\.[0-9a-f]{8}\\.tmp$`);
+  const removed: string[] = [];
+  for (const name of await readdir(dir).catch(() => [] as string[])) {
+    if (!pattern.test(name)) continue;
+    const path = join(dir, name);
+    const st = await lstat(path).catch(() => undefined);
+    if (!st?.isFile() || Date.now() - st.mtimeMs < STALE_STAGED_MS) continue;
+    if (await unlink(path).then(() => true, () => false)) removed.push(path);
+  }
+  return removed;
 }
 
 /** Put a previous state back: its content (atomically), or no file at all. */
@@ -91,7 +145,7 @@ export async function restoreFile(dest: string, previous: CurrentFile): Promise<
     return;
   }
   const staged = await stageFile(dest, previous.content, previous.mode ?? 0o644, previous);
-  await replaceFile(staged, dest);
+  await replaceFile(staged, dest, null);
 }
 
 /**

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { envCidrs, haproxyQuote, networkOf, nginxQuote } from './helpers.js';
+import { envCidrs, haproxyFmt, haproxyQuote, networkOf, nginxQuote } from './helpers.js';
 import { compileTemplate, templateErrorLine } from './template-file.js';
 
 const render = (text: string, data: unknown = {}) => compileTemplate('t.hbs', text).render(data);
@@ -66,6 +66,11 @@ describe('quoting', () => {
     expect(nginxQuote('a\nb\r\0')).toBe('"a%0Ab%0D%00"');
     expect(nginxQuote(undefined)).toBe('""');
     expect(nginxQuote(42)).toBe('"42"');
+  });
+
+  it('haproxyFmt doubles % so a log-format argument cannot expand %[...]', () => {
+    expect(haproxyFmt('%[env(SECRET)]')).toBe("'%%[env(SECRET)]'");
+    expect(haproxyFmt("it's 100%\n")).toBe("'it'\\''s 100%%%%0A'");
   });
 
   it("haproxyQuote makes one single-quoted word, closing and reopening around '", () => {

@@ -63,6 +63,18 @@ export function haproxyQuote(value: unknown): string {
   return `'${s.replace(/'/g, `'\\''`)}'`;
 }
 
+/**
+ * One HAProxy word for an argument HAProxy reads as a log-format string (set-header, add-header,
+ * set-var-fmt, `return ... lf-string`, redirect location, log-format): as haproxyQuote, and every
+ * `%` doubled, so that a value cannot start a `%[sample]` expression (`%[env(SECRET)]` would
+ * read the proxy's environment). Everywhere else (ACL patterns, `string`) haproxyQuote: there
+ * `%%` would stay two characters.
+ */
+export function haproxyFmt(value: unknown): string {
+  const s = str(value).replace(/%/g, '%%').replace(UNWRITABLE, (c) => percent(c).replace(/%/g, '%%'));
+  return `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
 /** 16-bit groups of an IPv6 address (`::` expanded, a trailing dotted quad as two groups). */
 function ipv6Groups(addr: string): number[] {
   let a = addr;
@@ -173,6 +185,7 @@ export const HELPERS: Record<string, (...args: unknown[]) => unknown> = {
   nginxQuote: (value) => nginxQuote(value),
   nginxRegex: (value) => nginxRegex(value),
   haproxyQuote: (value) => haproxyQuote(value),
+  haproxyFmt: (value) => haproxyFmt(value),
   /** `address:port`, with IPv6 addresses in brackets. */
   hostPort: (address, port) => (isIP(str(address)) === 6 ? `[${str(address)}]:${str(port)}` : `${str(address)}:${str(port)}`),
   eq: (a, b) => a === b,

@@ -3,7 +3,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, vi } from 'vitest';
-import { childrenOf, parseShowProc, verifierFor } from './reload-verifier.js';
+import { alive, childrenOf, parseShowProc, verifierFor } from './reload-verifier.js';
 
 const procScans = vi.hoisted(() => ({ n: 0, polls: 0 }));
 vi.mock('node:fs/promises', async (orig) => {
@@ -61,7 +61,8 @@ describe('reload verification', () => {
 
   it('nginx: waiting for new workers polls with backoff, not every 40 ms', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'hm-verify-'));
-    const master = spawn('/bin/sh', ['-c', 'sleep 5 & wait'], { stdio: 'ignore' });
+    // Titled as nginx titles its master.
+    const master = spawn('/bin/bash', ['-c', 'exec -a "nginx: master process fake" /bin/sh -c "sleep 5 & wait"'], { stdio: 'ignore' });
     try {
       writeFileSync(join(dir, 'nginx.pid'), `${master.pid}\n`);
       for (let i = 0; i < 100 && (await childrenOf(master.pid!)).length === 0; i++) await new Promise((r) => setTimeout(r, 10));
@@ -77,6 +78,28 @@ describe('reload verification', () => {
       expect(await v.running()).toBe(true);
     } finally {
       master.kill('SIGKILL');
+    }
+  });
+
+  it('nginx: a stale pid file naming a live process that is not an nginx master is no proxy; EPERM is a live process', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hm-verify-'));
+    const other = spawn('/bin/sh', ['-c', 'sleep 5 & wait'], { stdio: 'ignore' });
+    try {
+      writeFileSync(join(dir, 'nginx.pid'), `${other.pid}\n`);
+      const v = verifierFor({ kind: 'nginx', pidFile: join(dir, 'nginx.pid') });
+      const running = await v.running();
+      const eperm = alive(1, () => {
+        throw Object.assign(new Error('operation not permitted'), { code: 'EPERM' });
+      });
+      const esrch = alive(1, () => {
+        throw Object.assign(new Error('no such process'), { code: 'ESRCH' });
+      });
+      console.log(`PROBE nginx verifier: pid file naming a live /bin/sh → running ${running}; kill(pid, 0) EPERM → alive ${eperm}, ESRCH → alive ${esrch}`);
+      expect(running).toBe(false);
+      expect(eperm).toBe(true);
+      expect(esrch).toBe(false);
+    } finally {
+      other.kill('SIGKILL');
     }
   });
 });

@@ -2,6 +2,7 @@
 // proxy then refuses the new configuration (nginx keeps its old workers when a bind fails;
 // HAProxy's master counts a failed reload). Each strategy snapshots the proxy before the reload
 // and then waits for a new generation of workers.
+import { existsSync } from 'node:fs';
 import { readdir, readFile } from 'node:fs/promises';
 import { connect } from 'node:net';
 import { sleep } from '../util/time.js';
@@ -61,21 +62,44 @@ export async function scanChildren(parent: number): Promise<number[]> {
   return out.sort((a, b) => a - b);
 }
 
-async function livePid(pidFile: string): Promise<number | undefined> {
+/** Whether a process exists: EPERM (another user's process) is alive too. */
+export function alive(pid: number, kill: (pid: number, sig: number) => void = process.kill): boolean {
+  try {
+    kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/**
+ * The nginx master named by a pid file: alive and titled "nginx: master process". A stale pid
+ * file whose number now belongs to another process names no master.
+ */
+export async function livePid(pidFile: string): Promise<number | undefined> {
   const text = await readFile(pidFile, 'utf8').catch(() => '');
   const pid = Number(text.trim());
-  if (!Number.isInteger(pid) || pid <= 0) return undefined;
-  try {
-    process.kill(pid, 0);
-    return pid;
-  } catch {
-    return undefined;
-  }
+  if (!Number.isInteger(pid) || pid <= 0 || !alive(pid)) return undefined;
+  const title = await readFile(`/proc/${pid}/cmdline`, 'utf8').catch(() => undefined);
+  // Without /proc the liveness check is all there is.
+  if (title === undefined) return existsSync('/proc/self') ? undefined : pid;
+  return title.startsWith('nginx: master process') ? pid : undefined;
+}
+
+/** A process's start time (clock ticks since boot): a reused pid has another one. */
+async function startTime(pid: number): Promise<string> {
+  const stat = await readFile(`/proc/${pid}/stat`, 'utf8').catch(() => '');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+}
+
+/** Children of the master as pid@starttime. */
+async function workersOf(master: number): Promise<string[]> {
+  return Promise.all((await childrenOf(master)).map(async (p) => `${p}@${await startTime(p)}`));
 }
 
 interface NginxSnapshot {
   master?: number;
-  workers: number[];
+  workers: string[];
 }
 
 /** nginx: the master from the pid file starts new workers once it accepted the configuration. */
@@ -85,7 +109,7 @@ export function nginxVerifier(pidFile: string): ReloadVerifier {
     running: async () => (await livePid(pidFile)) !== undefined,
     async before(): Promise<NginxSnapshot> {
       const master = await livePid(pidFile);
-      return { master, workers: master ? await childrenOf(master) : [] };
+      return { master, workers: master ? await workersOf(master) : [] };
     },
     async confirm(snapshot, timeoutMs) {
       const s = snapshot as NginxSnapshot;
@@ -95,7 +119,7 @@ export function nginxVerifier(pidFile: string): ReloadVerifier {
       do {
         master = await livePid(pidFile);
         if (master) {
-          const workers = await childrenOf(master);
+          const workers = await workersOf(master);
           // A new master (first start, binary upgrade) or a new worker of the same master.
           if (workers.length > 0 && (master !== s.master || workers.some((w) => !s.workers.includes(w)))) return undefined;
         }

@@ -9,7 +9,7 @@ export interface InstanceRef {
   /** Unique within one input. */
   readonly key: string;
   readonly instance: Readonly<ServiceInstance>;
-  /** Equal for an equal record in a later run. */
+  /** Equal for an equal record in a later run (its health status aside: a flapping record is the same record). */
   readonly fingerprint: string;
 }
 
@@ -24,7 +24,7 @@ export class CatalogInput {
     this.data = templateData(catalog, opts);
     const refs: InstanceRef[] = [];
     catalog.services.forEach((s, si) =>
-      s.instances.forEach((i, ii) => refs.push({ key: `${si}.${ii}`, instance: i, fingerprint: JSON.stringify([i.name, i.id, i.address, i.port, i.protocol, i.tags, i.meta, i.status]) })),
+      s.instances.forEach((i, ii) => refs.push({ key: `${si}.${ii}`, instance: i, fingerprint: JSON.stringify([i.name, i.id, i.address, i.port, i.protocol, i.tags, i.meta]) })),
     );
     this.instances = refs;
   }

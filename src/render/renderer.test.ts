@@ -1,5 +1,6 @@
 // The render pipeline on temp folders, with real /bin/sh commands (true, false, counters).
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { execSync, spawn } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeEach, describe, expect, it } from 'vitest';
@@ -67,14 +68,51 @@ describe('renderer pipeline', () => {
 
   it('equal bytes: no write, no reload', async () => {
     const j = job({ command: count() });
-    await renderer().run([j], { v: 1 });
+    const r0 = renderer();
+    await r0.run([j], { v: 1 });
     const before = statSync(join(dir, 'out.conf'));
-    const r = await renderer().run([j], { v: 1 });
+    const r = await r0.run([j], { v: 1 });
     expect(r).toMatchObject({ ok: true, written: [], unchanged: [join(dir, 'out.conf')], reloads: [] });
     const after = statSync(join(dir, 'out.conf'));
     expect(after.ino).toBe(before.ino);
     expect(after.mtimeMs).toBe(before.mtimeMs);
     expect(reloads()).toEqual(['x']);
+  });
+
+  it('after a restart, equal bytes on disk are reloaded once: the proxy may never have loaded them', async () => {
+    const j = job({ command: count() });
+    await renderer().run([j], { v: 1 }); // then the process dies before the reload is confirmed
+    const restarted = renderer();
+    const first = await restarted.run([j], { v: 1 });
+    const second = await restarted.run([j], { v: 1 });
+    console.log(`PROBE restart with the rendered file already on disk: first run reloads ${first.reloads.length} (${first.unchanged.length} unchanged, ${first.written.length} written), second run reloads ${second.reloads.length}`);
+    expect(first).toMatchObject({ ok: true, written: [], unchanged: [join(dir, 'out.conf')], reloads: [{ ok: true }] });
+    expect(second).toMatchObject({ ok: true, written: [], reloads: [] });
+    expect(reloads()).toEqual(['x', 'x']);
+  });
+
+  it('a rollback that cannot write leaves a file the proxy refused: the next run reloads it again instead of calling it unchanged', async () => {
+    const sub = join(dir, 'conf');
+    mkdirSync(sub);
+    const flag = join(dir, 'refuse');
+    // The proxy refuses while the flag exists; refusing also makes the folder immutable, so the rollback cannot write.
+    const command = `if [ -e ${flag} ]; then chattr +i ${sub}; exit 1; fi; ${count()}`;
+    const j = job({ destination: join(sub, 'out.conf'), command });
+    const r = renderer();
+    try {
+      await r.run([j], { v: 1 });
+      writeFileSync(flag, '');
+      const refused = await r.run([j], { v: 2 });
+      execSync(`chattr -i ${sub}`);
+      rmSync(flag);
+      const next = await r.run([j], { v: 2 });
+      console.log(`PROBE rollback that cannot write: disk keeps "${readFileSync(join(sub, 'out.conf'), 'utf8').trim()}" (refused run ok=${refused.ok}); the next run with the same bytes reloads ${next.reloads.length} time(s), ok=${next.ok}`);
+      expect(refused).toMatchObject({ ok: false, retry: true });
+      expect(next).toMatchObject({ ok: true, unchanged: [join(sub, 'out.conf')], reloads: [{ ok: true }] });
+      expect(reloads()).toEqual(['x', 'x']);
+    } finally {
+      execSync(`chattr -i ${sub}`);
+    }
   });
 
   it('runs the check on the staged file in the destination folder; a failing check keeps the live file', async () => {
@@ -118,12 +156,13 @@ describe('renderer pipeline', () => {
     const a = job({ destination: join(dir, 'a.conf'), command: count('same') });
     const b = job({ destination: join(dir, 'b.conf'), command: count('same') });
     const c = job({ destination: join(dir, 'c.conf'), command: count('other') });
-    const r = await renderer().run([a, b, c], { v: 1 });
+    const rr = renderer();
+    const r = await rr.run([a, b, c], { v: 1 });
     expect(r.reloads.map((x) => x.command)).toEqual([count('same'), count('other')]);
     expect(reloads().sort()).toEqual(['other', 'same']);
     // only b changes: its command runs once, c's does not
     const b2 = job({ destination: join(dir, 'b.conf'), command: count('same') }, 'b={{v}}\n');
-    await renderer().run([a, b2, c], { v: 1 });
+    await rr.run([a, b2, c], { v: 1 });
     expect(reloads().sort()).toEqual(['other', 'same', 'same']);
   });
 
@@ -181,7 +220,7 @@ describe('renderer pipeline', () => {
   it('a failed reload of a new file while no proxy runs keeps the checked file and reloads it at the next run', async () => {
     const pid = join(dir, 'master.pid');
     // "reload" fails until the proxy may start; then it starts a master with a worker, as a first start does
-    const cmd = `${count()}; test -f ${join(dir, 'started')} || exit 1; sh -c 'sleep 3 & wait' & echo $! > ${pid}`;
+    const cmd = `${count()}; test -f ${join(dir, 'started')} || exit 1; bash -c 'exec -a "nginx: master process t" sh -c "sleep 3 & wait"' & echo $! > ${pid}`;
     const j = job({ command: cmd, verify: { kind: 'nginx', pidFile: pid } });
     const r1 = renderer([], false, 3000);
     const first = await r1.run([j], { v: 1 });
@@ -200,9 +239,16 @@ describe('renderer pipeline', () => {
     const j = job({ command: `${count()}; false`, verify: { kind: 'nginx', pidFile: pid } });
     const r = renderer([], false, 200);
     expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: false }]);
-    writeFileSync(pid, `${process.pid}\n`); // now a "master" runs (it started from out.conf)
-    expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: true }]);
-    expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+    // now a "master" runs (it started from out.conf), titled as nginx titles its master
+    const master = spawn('/bin/bash', ['-c', 'exec -a "nginx: master process t" sleep 5'], { stdio: 'ignore' });
+    try {
+      await new Promise((r) => setTimeout(r, 100));
+      writeFileSync(pid, `${master.pid}\n`);
+      expect((await r.run([j], { v: 1 })).reloads).toEqual([{ command: `${count()}; false`, ok: false, rolledBack: true }]);
+      expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('value=1\n');
+    } finally {
+      master.kill('SIGKILL');
+    }
   });
 
   it('--backup replaces a .bak symlink instead of writing through it', async () => {
@@ -249,5 +295,67 @@ describe('renderer pipeline', () => {
     const res = await renderer().run([job({ check: 'false' }, '{{#each services}}{{name}}{{/each}}\n')], input([inst('web', 'w1')]));
     expect(res).toMatchObject({ ok: false, retry: true, dropped: [] });
     expect(readFileSync(join(dir, 'out.conf'), 'utf8')).toBe('live\n');
+  });
+
+  it('a check that fails once and then passes drops nobody (8 instances, and a single one)', async () => {
+    const text = '{{#each services}}{{#each instances}}server {{id}};\n{{/each}}{{/each}}';
+    const calls = join(dir, 'calls');
+    // Fails on its first call only, as a check that hits a transient problem does.
+    const check = `n=$(($(cat ${calls} 2>/dev/null || echo 0)+1)); echo $n > ${calls}; [ $n -gt 1 ]`;
+    const { lines, log } = capture();
+    const eight = await renderer([], false, 5000, log).run([job({ check }, text)], input(Array.from({ length: 8 }, (_, i) => inst('web', `h:web-00${i}`))));
+    const written8 = readFileSync(join(dir, 'out.conf'), 'utf8').split('\n').filter(Boolean).length;
+    const checks8 = Number(readFileSync(calls, 'utf8'));
+    rmSync(calls);
+    rmSync(join(dir, 'out.conf'));
+    const one = await renderer([], false, 5000, log).run([job({ check }, text)], input([inst('web', 'h:web-000')]));
+    const written1 = readFileSync(join(dir, 'out.conf'), 'utf8').split('\n').filter(Boolean).length;
+    console.log(`PROBE flaky check (fails on its first call only): 8 instances → dropped ${eight.dropped.length}, written ${written8}/8 after ${checks8} checks; 1 instance → dropped ${one.dropped.length}, written ${written1}/1`);
+    expect(eight).toMatchObject({ ok: true, dropped: [] });
+    expect(written8).toBe(8);
+    expect(one).toMatchObject({ ok: true, dropped: [] });
+    expect(written1).toBe(1);
+    expect(lines.filter((l) => l.event === 'instance-rejected')).toEqual([]);
+    expect(leftovers()).toEqual([]);
+  });
+
+  it('a record rejected before is confirmed again before it is left out; a status flap is the same record', async () => {
+    const text = '{{#each services}}{{#each instances}}{{id}} {{meta.note}}\n{{/each}}{{/each}}';
+    const { lines, log } = capture();
+    const r = renderer([], false, 5000, log);
+    const list = [...Array.from({ length: 6 }, (_, i) => inst('web', `w${i}`)), inst('web', 'bad', { meta: { note: 'BAD' } })];
+    const first = await r.run([job({ check: '! grep -q BAD {{src}}' }, text)], input(list));
+    // The same record with another health status: left out again without a new line.
+    const flapped = list.map((i) => (i.id === 'bad' ? { ...i, status: 'warning' as const } : i));
+    const again = await r.run([job({ check: '! grep -q BAD {{src}}' }, text)], new CatalogInput(buildCatalog(flapped, ['passing', 'warning']), { statuses: ['passing', 'warning'], domain: 'localhost', env: {} }));
+    // The check changed: the remembered record now passes and another one fails: only that one is left out.
+    const later = await r.run([job({ check: '! grep -q w5 {{src}}' }, text)], input(list));
+    const rejected = lines.filter((l) => l.event === 'instance-rejected').map((l) => l.instance);
+    console.log(`PROBE remembered rejections: first run dropped ${first.dropped.map((d) => d.instance)}, status flap dropped ${again.dropped.map((d) => d.instance)}, after the check changed dropped ${later.dropped.map((d) => d.instance)}; lines for ${rejected}`);
+    expect(first.dropped.map((d) => d.instance)).toEqual(['bad']);
+    expect(again.dropped.map((d) => d.instance)).toEqual(['bad']);
+    expect(later.dropped.map((d) => d.instance)).toEqual(['w5']);
+    expect(rejected).toEqual(['bad', 'w5']);
+  });
+
+  it('many rejected records: the search budget is not spent on fields, and each retry goes on from the records it confirmed', async () => {
+    const text = '{{#each services}}{{#each instances}}{{id}} {{meta.note}}\n{{/each}}{{/each}}';
+    const check = '! grep -q BAD {{src}}';
+    const { log } = capture();
+    const r = renderer([], false, 5000, log);
+    const list = Array.from({ length: 1000 }, (_, i) => inst('web', `w${String(i).padStart(4, '0')}`, { meta: { note: i % 47 === 3 ? 'BAD' : 'ok' } }));
+    const bad = list.filter((i) => i.meta.note === 'BAD').length;
+    const runs: number[] = [];
+    let res;
+    const t0 = Date.now();
+    for (let k = 0; k < 4; k++) {
+      res = await r.run([job({ check }, text)], input(list));
+      runs.push(res.dropped.length);
+      if (res.ok) break;
+    }
+    console.log(`PROBE ${bad} rejected among 1000: dropped per try ${runs.join(' → ')}, ok=${res!.ok}, ${Date.now() - t0} ms`);
+    expect(res!.ok).toBe(true);
+    expect(res!.dropped).toHaveLength(bad);
+    expect(readFileSync(join(dir, 'out.conf'), 'utf8').split('\n').filter(Boolean)).toHaveLength(1000 - bad);
   });
 });

@@ -8,7 +8,7 @@ import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/metrics.js';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { runCommand, shellQuote, trimOutput } from './command-runner.js';
-import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile } from './atomic-file.js';
+import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile, sweepStaged } from './atomic-file.js';
 import { type ReloadVerifier, verifierFor } from './reload-verifier.js';
 import { CatalogInput, type InstanceRef } from './render-input.js';
 import type { CompiledTemplate } from './template-file.js';
@@ -45,10 +45,20 @@ interface Written {
   spec: TemplateSpec;
   /** What the proxy last loaded: restored when the reload fails. */
   previous: CurrentFile;
+  /** What the reload is to load. */
+  bytes: Buffer;
 }
 
-/** Checks one search for rejected instances may run before it gives up. */
+/** Checks one search for rejected instances may run before it stops (and goes on at the next try). */
 const MAX_SEARCH_CHECKS = 200;
+/** Checks confirming suspects and telling their fields: a budget of their own, so that the search keeps its. */
+const MAX_CONFIRM_CHECKS = 400;
+
+class OutOfChecks extends Error {
+  constructor(kind: string) {
+    super(`too many ${kind} checks`);
+  }
+}
 
 /** Fields to replace with a neutral value, one at a time, to tell which one the check rejects. */
 const SUSPECTS: Array<[string, (i: Readonly<ServiceInstance>) => Readonly<ServiceInstance> | undefined]> = [
@@ -74,6 +84,16 @@ export class Renderer {
   private readonly rejected = new Map<string, Map<string, string>>();
   /** Reloads that failed while no proxy was running: their files stay and the reload is retried. */
   private readonly pending = new Map<string, Written[]>();
+  /**
+   * Per destination with a reload command: the content its proxy confirmed loading. Equal bytes
+   * on disk are not enough to skip a reload: a crash between the write and the confirmation, or
+   * a rollback that could not write, leaves a file the proxy never loaded. Empty at start, so the
+   * first run reloads once even when the file already holds what it renders: one graceful reload
+   * per start is cheaper than any way of asking the proxy what it loaded.
+   */
+  private readonly loaded = new Map<string, Buffer | null>();
+  /** Destinations whose folder was swept of staged copies left by a crash. */
+  private readonly swept = new Set<string>();
 
   constructor(
     private readonly opts: RenderOptions,
@@ -148,7 +168,11 @@ export class Renderer {
       fail('write-failed', `cannot read ${dest}: ${(err as Error).message}`);
       return undefined;
     }
-    if (previous.content?.equals(bytes)) return this.unchanged(dest, result);
+    if (!this.swept.has(dest) && !this.opts.dry) {
+      this.swept.add(dest);
+      for (const f of await sweepStaged(dest)) this.log.warn({ event: 'render', destination: dest, file: f }, `removed ${f}, a staged copy left by an earlier run`);
+    }
+    if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
     if (this.opts.dry) {
       this.opts.out(several ? `==> ${dest} <==\n${text}${text.endsWith('\n') ? '' : '\n'}` : text);
       metrics.renders.inc({ template: dest, result: 'dry' });
@@ -164,7 +188,7 @@ export class Renderer {
         const reduced = await this.withoutRejected(job, template, input, previous, c.output, result);
         if (reduced) {
           bytes = reduced;
-          if (previous.content?.equals(bytes)) return this.unchanged(dest, result);
+          if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
           c = await this.stageAndCheck(spec, bytes, previous);
         }
       } else if (c.ok) this.rejected.delete(dest);
@@ -180,11 +204,12 @@ export class Renderer {
     }
     try {
       if (spec.backup && previous.content !== null) await backupFile(dest, previous);
-      const how = await replaceFile(staged, dest);
+      const { how, warning } = await replaceFile(staged, dest, previous.content);
+      if (warning) this.log.warn({ event: 'render', destination: dest, err: warning }, warning);
       metrics.renders.inc({ template: dest, result: 'written' });
       this.log.info({ event: 'render', result: 'written', destination: dest, bytes: bytes.length, how }, `wrote ${dest} (${bytes.length} bytes${how === 'in-place' ? ', in place' : ''})`);
       result.written.push(dest);
-      return { spec, previous };
+      return { spec, previous: this.loadedState(dest, previous), bytes };
     } catch (err) {
       await unlink(staged).catch(() => undefined);
       fail('write-failed', `cannot write ${dest}: ${(err as Error).message}`);
@@ -192,27 +217,44 @@ export class Renderer {
     }
   }
 
-  private unchanged(dest: string, result: RunResult): undefined {
+  /** What a failed reload puts back: what the proxy confirmed loading when known, else the file as it was. */
+  private loadedState(dest: string, previous: CurrentFile): CurrentFile {
+    const loaded = this.loaded.get(dest);
+    if (loaded === undefined || (loaded === null ? previous.content === null : previous.content?.equals(loaded))) return previous;
+    return { ...previous, content: loaded };
+  }
+
+  /** The file already holds these bytes: nothing to write; a reload only when the proxy has not confirmed them. */
+  private unchanged(spec: TemplateSpec, previous: CurrentFile, bytes: Buffer, result: RunResult): Written | undefined {
+    const dest = spec.destination;
     metrics.renders.inc({ template: dest, result: 'unchanged' });
-    this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
     result.unchanged.push(dest);
-    return undefined;
+    if (this.opts.dry || !spec.command || this.loaded.get(dest)?.equals(bytes)) {
+      this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
+      return undefined;
+    }
+    this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged, but its proxy has not confirmed loading it: reloading`);
+    return { spec, previous: this.loadedState(dest, previous), bytes };
   }
 
   /**
    * The check rejected the full rendering: find instances without which it passes (records
-   * rejected before first, then a bisection: k bad ones among n cost about 2·k·log2(n) checks),
-   * tell for each which field the check objects to, log one line each, and return the
-   * rendering without them. Undefined when the check fails without any instance too (the
-   * template or the environment is at fault) or the search runs out of checks.
+   * confirmed bad before are set aside first, then a bisection: k bad ones among n cost about
+   * 2·k·log2(n) checks), confirm each suspect by a failing check of the good set plus that record
+   * unchanged (nothing is ever inferred from other checks: a flaky check drops nobody), tell for
+   * each new one which field the check objects to, log one line each, and return the rendering
+   * without them. When the full rendering passes on a second check, the failure was transient:
+   * it is returned whole. Undefined when the check fails without any instance too (the template
+   * or the environment is at fault). A search that runs out of checks keeps the records it
+   * confirmed, so the retry goes on from there.
    */
   private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult): Promise<Buffer | undefined> {
     const { spec } = job;
     const dest = spec.destination;
-    let checks = 0;
+    const budget = { search: MAX_SEARCH_CHECKS, confirm: MAX_CONFIRM_CHECKS };
     const outputs = new Map<string, string>();
-    const passes = async (drop: ReadonlySet<string>, replace?: ReadonlyMap<string, Readonly<ServiceInstance>>): Promise<{ ok: boolean; output: string }> => {
-      if (++checks > MAX_SEARCH_CHECKS) throw new Error('too many checks');
+    const passes = async (kind: keyof typeof budget, drop: ReadonlySet<string>, replace?: ReadonlyMap<string, Readonly<ServiceInstance>>): Promise<{ ok: boolean; output: string }> => {
+      if (--budget[kind] < 0) throw new OutOfChecks(kind);
       let text: string;
       try {
         text = template.render(input.variant(drop, replace));
@@ -227,66 +269,98 @@ export class Renderer {
     };
     const all = input.instances;
     const keysOf = (refs: readonly InstanceRef[]) => new Set(refs.map((r) => r.key));
-    const without = (bad: readonly InstanceRef[]) => {
-      const b = keysOf(bad);
-      return new Set(all.filter((r) => b.has(r.key)).map((r) => r.key));
-    };
     const dropAllBut = (keep: readonly InstanceRef[]) => {
       const k = keysOf(keep);
       return new Set(all.filter((r) => !k.has(r.key)).map((r) => r.key));
     };
     const known = this.rejected.get(dest) ?? new Map<string, string>();
+    const fields = new Map<string, string>();
+    const bad: InstanceRef[] = [];
     try {
-      // Records rejected in an earlier run, if they explain it, need no new search or log line.
-      const before = all.filter((r) => known.has(r.fingerprint));
-      if (before.length > 0 && (await passes(without(before))).ok) {
-        this.rejected.set(dest, new Map(before.map((r) => [r.fingerprint, known.get(r.fingerprint)!])));
-        for (const r of before) result.dropped.push({ destination: dest, service: r.instance.name, instance: r.instance.id, field: known.get(r.fingerprint)! });
-        return Buffer.from(template.render(input.variant(without(before))));
+      if (!(await passes('search', keysOf(all))).ok) return undefined;
+      if ((await passes('search', new Set())).ok) {
+        this.log.warn({ event: 'check-flaky', destination: dest, check: spec.check }, `${dest}: the check failed once and then passed on the same rendering; nothing left out`);
+        this.rejected.delete(dest);
+        return Buffer.from(template.render(input.data));
       }
-      if (!(await passes(without(all))).ok) return undefined;
-      const search = async (base: InstanceRef[], cands: InstanceRef[], failing = false): Promise<InstanceRef[]> => {
-        if (cands.length === 0) return [];
-        if (!failing) {
-          const c = await passes(dropAllBut([...base, ...cands]));
-          if (c.ok) return [];
-          if (cands.length === 1) outputs.set(cands[0].key, c.output);
-        }
-        if (cands.length === 1) return cands;
-        const half = Math.ceil(cands.length / 2);
-        const a = cands.slice(0, half);
-        const badA = await search(base, a);
-        const goodA = a.filter((r) => !badA.includes(r));
-        return [...badA, ...(await search([...base, ...goodA], cands.slice(half), badA.length === 0))];
-      };
-      const bad = await search([], [...all], true);
-      if (bad.length === 0) return undefined;
-      const good = all.filter((r) => !bad.includes(r));
-      const fields = new Map<string, string>();
-      for (const r of bad) {
-        let field = 'the record as a whole';
-        for (const [name, neutral] of SUSPECTS) {
-          const changed = neutral(r.instance);
-          if (!changed) continue;
-          if ((await passes(dropAllBut([...good, r]), new Map([[r.key, changed]]))).ok) {
-            field = name;
-            break;
+      // Records confirmed bad in an earlier run are set aside, then the rest is searched.
+      const prior = all.filter((r) => known.has(r.fingerprint));
+      const suspects: InstanceRef[] = [...prior];
+      let complete = true;
+      /** The largest set of records a check passed with: the good set when the search stops early. */
+      let passed: InstanceRef[] = [];
+      try {
+        const found: InstanceRef[] = [];
+        const search = async (base: InstanceRef[], cands: InstanceRef[]): Promise<InstanceRef[]> => {
+          if (cands.length === 0) return [];
+          const c = await passes('search', dropAllBut([...base, ...cands]));
+          if (c.ok) {
+            if (base.length + cands.length > passed.length) passed = [...base, ...cands];
+            return [];
           }
+          if (cands.length === 1) {
+            outputs.set(cands[0].key, c.output);
+            found.push(cands[0]);
+            return cands;
+          }
+          const half = Math.ceil(cands.length / 2);
+          const a = cands.slice(0, half);
+          const badA = await search(base, a);
+          const goodA = a.filter((r) => !badA.includes(r));
+          return [...badA, ...(await search([...base, ...goodA], cands.slice(half)))];
+        };
+        try {
+          await search([], all.filter((r) => !known.has(r.fingerprint)));
+        } finally {
+          suspects.push(...found);
+        }
+      } catch (err) {
+        if (!(err instanceof OutOfChecks)) throw err;
+        complete = false;
+      }
+      // Each suspect must fail on its own among records that pass together.
+      let good = complete ? all.filter((r) => !suspects.includes(r)) : passed;
+      if (complete && !(await passes('confirm', dropAllBut(good))).ok) throw new Error('the check fails without the suspected instances too');
+      for (const r of suspects) {
+        const c = await passes('confirm', dropAllBut([...good, r]));
+        if (c.ok) {
+          good = [...good, r];
+          continue;
+        }
+        outputs.set(r.key, c.output);
+        bad.push(r);
+      }
+      for (const r of bad) {
+        let field = known.get(r.fingerprint);
+        if (field === undefined) {
+          field = 'the record as a whole';
+          for (const [name, neutral] of SUSPECTS) {
+            const changed = neutral(r.instance);
+            if (!changed) continue;
+            if ((await passes('confirm', dropAllBut([...good, r]), new Map([[r.key, changed]]))).ok) {
+              field = name;
+              break;
+            }
+          }
+          const why = checkLine(outputs.get(r.key) ?? firstOutput);
+          this.log.error(
+            { event: 'instance-rejected', destination: dest, service: r.instance.name, instance: r.instance.id, field, check: spec.check, output: why },
+            `${dest}: service ${r.instance.name} instance ${r.instance.id.slice(0, 120)}: ${field} rejected by the check (${why}); instance left out of ${dest}`,
+          );
         }
         fields.set(r.fingerprint, field);
         result.dropped.push({ destination: dest, service: r.instance.name, instance: r.instance.id, field });
-        if (known.has(r.fingerprint)) continue;
-        const why = checkLine(outputs.get(r.key) ?? firstOutput);
-        this.log.error(
-          { event: 'instance-rejected', destination: dest, service: r.instance.name, instance: r.instance.id, field, check: spec.check, output: why },
-          `${dest}: service ${r.instance.name} instance ${r.instance.id.slice(0, 120)}: ${field} rejected by the check (${why}); instance left out of ${dest}`,
-        );
       }
-      this.rejected.set(dest, fields);
-      return Buffer.from(template.render(input.variant(without(bad))));
+      if (!complete) this.log.error({ event: 'check-failed', destination: dest }, `${dest}: could not finish the search for the instances the check rejects within ${MAX_SEARCH_CHECKS} checks (${bad.length} found so far); going on at the next try`);
+      if (bad.length === 0) return undefined;
+      return Buffer.from(template.render(input.variant(keysOf(bad))));
     } catch (err) {
       this.log.error({ event: 'check-failed', destination: dest, err: (err as Error).message }, `${dest}: could not tell which instances the check rejects: ${(err as Error).message}`);
       return undefined;
+    } finally {
+      // Confirmed records are remembered (and reported once) across runs, also when the search stopped early.
+      for (const r of bad) if (!fields.has(r.fingerprint)) fields.set(r.fingerprint, known.get(r.fingerprint) ?? 'the record as a whole');
+      if (fields.size > 0) this.rejected.set(dest, fields);
     }
   }
 
@@ -320,24 +394,34 @@ export class Renderer {
   private async reload(command: string, group: Written[]): Promise<RunResult['reloads'][number]> {
     const verifiers = [...new Map(group.map((w) => [JSON.stringify(w.spec.verify), verifierFor(w.spec.verify)])).values()];
     const problem = await this.reloadOnce(command, verifiers);
-    if (!problem) return { command, ok: true, rolledBack: false };
+    if (!problem) {
+      for (const w of group) this.loaded.set(w.spec.destination, w.bytes);
+      return { command, ok: true, rolledBack: false };
+    }
     const files = group.map((w) => w.spec.destination);
     const running = await Promise.all(verifiers.map((v) => v.running().catch(() => undefined)));
     if (running.every((r) => r === false)) {
       // A proxy started from now on loads these files: they become what a later failure restores.
-      this.pending.set(command, await Promise.all(group.map(async (w) => ({ spec: w.spec, previous: await readCurrent(w.spec.destination).catch(() => w.previous) }))));
+      this.pending.set(command, await Promise.all(group.map(async (w) => ({ spec: w.spec, previous: await readCurrent(w.spec.destination).catch(() => w.previous), bytes: w.bytes }))));
       this.log.error({ event: 'rollback', result: 'skipped', files, command, err: problem }, `no proxy is running for ${files.join(', ')}: the checked files stay; the reload is tried again`);
       return { command, ok: false, rolledBack: false };
     }
+    const restored = new Set<string>();
     for (const w of group) {
       try {
         await restoreFile(w.spec.destination, w.previous);
+        restored.add(w.spec.destination);
       } catch (err) {
         this.log.error({ event: 'rollback', result: 'failed', destination: w.spec.destination, err: (err as Error).message }, `cannot restore ${w.spec.destination}: ${(err as Error).message}`);
       }
     }
     this.log.error({ event: 'rollback', files, command, err: problem }, `rolled back ${files.join(', ')} after the failed reload; reloading the previous configuration`);
     const again = await this.reloadOnce(command, verifiers);
+    // The proxy confirmed the previous files (unless one could not be put back: then it is unknown).
+    for (const w of group) {
+      if (!again && restored.has(w.spec.destination)) this.loaded.set(w.spec.destination, w.previous.content);
+      else this.loaded.delete(w.spec.destination);
+    }
     if (again) this.log.error({ event: 'rollback', result: 'failed', command, err: again }, `reload of the previous configuration failed too: ${again}`);
     return { command, ok: false, rolledBack: true };
   }

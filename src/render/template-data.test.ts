@@ -39,7 +39,7 @@ describe('templateData', () => {
     const web = d.services.find((s) => s.name === 'web')!;
     expect(web.instances.map((i) => i.id)).toEqual(['h1:web-1:80', 'h1:web-2:80']);
     expect(web.tags).toEqual(['blue', 'v1', 'v2']);
-    expect(web.instances[0]).toEqual({ id: 'h1:web-1:80', address: '127.0.0.1', port: 32001, protocol: 'tcp', tags: ['v1'], meta: {}, host: 'h1', status: 'passing', weight: 1 });
+    expect(web.instances[0]).toEqual({ id: 'h1:web-1:80', address: '127.0.0.1', port: 32001, protocol: 'tcp', tags: ['v1'], meta: {}, host: 'h1', status: 'passing', weight: 1, haproxyWeight: 1 });
     // a service whose instances all fail keeps its name (and hosts), with no instance
     expect(d.services.find((s) => s.name === 'gone')!.instances).toEqual([]);
     expect(d.domain).toBe('localhost');

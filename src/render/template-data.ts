@@ -6,7 +6,7 @@
 // shipped templates route exactly as the built-in proxy does.
 import type { Catalog } from '../catalog/catalog.js';
 import { REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
-import { buildRoutes, instanceWeight, matchPath, type VirtualHost } from '../catalog/routes.js';
+import { buildRoutes, HOST_HEADER_SOURCE, instanceWeight, matchPath, type VirtualHost } from '../catalog/routes.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 
 export interface InstanceData {
@@ -20,6 +20,12 @@ export interface InstanceData {
   status: HealthStatus;
   /** Load-balancing weight 0–1000 (meta `weight`, default 1); 0: no new requests. */
   weight: number;
+  /**
+   * The weight on HAProxy's 0–256 scale: when a service's largest weight is above 256, every
+   * weight of it is scaled by 256/largest (rounded up, so a weight above 0 stays above 0), which
+   * keeps the ratios that capping would flatten (300 vs 1000 would become 256 vs 256).
+   */
+  haproxyWeight: number;
 }
 
 export interface ServiceData {
@@ -82,6 +88,8 @@ export interface TemplateData {
   upstreams: UpstreamData[];
   /** The path rule as PCRE patterns: over the path (HAProxy `path`), over the whole target (nginx `$request_uri`). */
   pathRule: { refusedPath: string; refusedTarget: string };
+  /** The Host header grammar the built-in proxy accepts, as a PCRE pattern: any other Host is 400. */
+  hostRule: string;
   /** nginx's server_names_hash sized for the longest host name and the number of names. */
   serverNamesHash: { bucketSize: number; maxSize: number };
   domain: string;
@@ -94,7 +102,9 @@ export interface TemplateDataOptions {
   env: Record<string, string | undefined>;
 }
 
-const toData = (i: Readonly<ServiceInstance>): InstanceData => ({
+const haproxyScale = (w: number, max: number) => (max <= 256 ? w : w === 0 ? 0 : Math.max(1, Math.ceil((w * 256) / max)));
+
+const toData = (i: Readonly<ServiceInstance>, maxWeight = 1): InstanceData => ({
   id: i.id,
   address: i.address,
   port: i.port,
@@ -104,6 +114,7 @@ const toData = (i: Readonly<ServiceInstance>): InstanceData => ({
   host: i.host,
   status: i.status,
   weight: instanceWeight(i),
+  haproxyWeight: haproxyScale(instanceWeight(i), maxWeight),
 });
 
 const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
@@ -130,7 +141,8 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
   const routable = (i: Readonly<ServiceInstance>) => opts.statuses.includes(i.status);
   const live = (list: InstanceData[]) => list.some((i) => i.weight > 0);
   const services: ServiceData[] = catalog.services.map((s) => {
-    const instances = s.instances.filter(routable).map(toData);
+    const max = s.instances.reduce((m, i) => Math.max(m, instanceWeight(i)), 0);
+    const instances = s.instances.filter(routable).map((i) => toData(i, max));
     return { name: s.name, tags: [...new Set(instances.flatMap((i) => i.tags))].sort(), instances };
   });
 
@@ -163,7 +175,8 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
   const vhosts: VhostData[] = table.vhosts.map((v: VirtualHost) => {
     const paths = new Set(v.routes.map((r) => r.path));
     const routes: RouteData[] = v.routes.map((r) => {
-      const instances = r.instances.filter(routable).map(toData);
+      const max = r.instances.reduce((m, i) => Math.max(m, instanceWeight(i)), 0);
+      const instances = r.instances.filter(routable).map((i) => toData(i, max));
       const slash = r.path.endsWith('/');
       const prefix = slash ? r.path : `${r.path}/`;
       return {
@@ -194,6 +207,7 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
     vhosts,
     upstreams,
     pathRule: { refusedPath: REFUSED_PATH_SOURCE, refusedTarget: REFUSED_TARGET_SOURCE },
+    hostRule: HOST_HEADER_SOURCE,
     serverNamesHash: serverNamesHash(vhosts.map((v) => v.host)),
     domain: opts.domain,
     env: Object.freeze({ ...opts.env }),

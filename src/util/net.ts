@@ -18,6 +18,13 @@ export function isIpAddress(v: string): boolean {
 }
 
 const HOSTNAME = /^[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9_-]{0,62}))*$/;
+/** A last label of digits or 0x-hex makes a name an IPv4 address to inet_aton and URL parsers. */
+const NUMERIC_LABEL = /(?:^|\.)(?:[0-9]+|0x[0-9a-f]*)$/i;
+/**
+ * A DNS host name, not a number in disguise: `127.0.0.010`, `0127.0.0.1`, `0x7f.1` or
+ * `2130706433` are addresses that nginx (decimal), HAProxy and Node (octal, hex) read
+ * differently, so they are neither IP addresses (isIP refuses them) nor host names.
+ */
 export function isHostname(v: string): boolean {
-  return v.length <= 253 && HOSTNAME.test(v);
+  return v.length <= 253 && HOSTNAME.test(v) && !NUMERIC_LABEL.test(v);
 }
