@@ -29,10 +29,10 @@ let nextPort = 24700; // instance servers
 const DIR = tempDir('hm-rf-');
 const T = copyTemplates(DIR);
 const SHIPPED_NGINX = readFileSync(T.nginx, 'utf8');
-// Custom templates that also write each instance's id (in a comment): ids are free-form, so
+// Custom templates that also write a free-form meta value unquoted (as custom templates may), so
 // these templates can be broken by one record; the checks must find and leave out that record.
-const CUSTOM_NGINX = SHIPPED_NGINX.replace('{{/each}}\n    keepalive 16;', '    # instance {{id}}\n{{/each}}\n    keepalive 16;');
-const CUSTOM_HAPROXY = readFileSync(T.haproxy, 'utf8').replace(/( {4}server s\{\{@index\}\}[^\n]*\n)/, '$1    # instance {{id}}\n');
+const CUSTOM_NGINX = SHIPPED_NGINX.replace('{{/each}}\n    keepalive 16;', '{{#if meta.kr}}\n    keepalive_requests {{meta.kr}};\n{{/if}}\n{{/each}}\n    keepalive 16;');
+const CUSTOM_HAPROXY = readFileSync(T.haproxy, 'utf8').replace(/( {4}server s\{\{@index\}\}[^\n]*\n)/, '$1{{#if meta.kr}}\n    timeout server {{meta.kr}}\n{{/if}}\n');
 writeFileSync(T.nginx, CUSTOM_NGINX);
 writeFileSync(T.haproxy, CUSTOM_HAPROXY);
 const TENV = templateEnv(DIR, NGINX_PORT, HAPROXY_PORT);
@@ -134,7 +134,7 @@ describe('records the proxies would reject', () => {
     await register('long', { meta: { http_host: longHost } });
     await register('lost', { address: 'gone.hm-test' });
     await register('zone', { address: 'fe80::1%lo' });
-    await register('broken', { id: 'rf:broken\n}' });
+    await register('broken', { meta: { kr: 'x}' } });
     const t = Date.now();
     await register('two');
     await waitForBodies(NGINX_PORT, 'two.localhost', ['two'], 20_000);
@@ -149,20 +149,20 @@ describe('records the proxies would reject', () => {
     expect(skipped.map((l) => [l.instance, l.field]).sort()).toEqual([['rf:lost', 'address'], ['rf:zone', 'address']]);
     expect(skipped.find((l) => l.instance === 'rf:lost')!.msg).toBe('service lost instance rf:lost: address "gone.hm-test" does not resolve (ENOTFOUND); instance left out of the rendered configurations');
     // the broken id: found by re-checking, once for each template
-    expect(rejected.map((l) => [l.instance, l.field])).toEqual([['rf:broken\n}', 'id'], ['rf:broken\n}', 'id']]);
-    expect(rejected.map((l) => l.msg.split(': id rejected')[0]).sort()).toEqual([`${HAPROXY_CFG}: service broken instance rf:broken\n}`, `${NGINX_CONF}: service broken instance rf:broken\n}`]);
+    expect(rejected.map((l) => [l.instance, l.field])).toEqual([['rf:broken', 'meta'], ['rf:broken', 'meta']]);
+    expect(rejected.map((l) => l.msg.split(': meta rejected')[0]).sort()).toEqual([`${HAPROXY_CFG}: service broken instance rf:broken`, `${NGINX_CONF}: service broken instance rf:broken`]);
     expect(after(n, (l) => l.event === 'check-failed' || l.event === 'rollback' || (l.event === 'reload' && l.result === 'failed'))).toEqual([]);
     const ngx = readFileSync(NGINX_CONF, 'utf8');
     expect(ngx).toContain(`server_name ${longHost};`);
     expect(ngx).toMatch(/server_names_hash_bucket_size 1024;/);
     expect(ngx).not.toContain('gone.hm-test');
-    expect(ngx).not.toContain('rf:broken');
-    expect(readFileSync(HAPROXY_CFG, 'utf8')).not.toContain('rf:broken');
+    expect(ngx).not.toContain('keepalive_requests x');
+    expect(readFileSync(HAPROXY_CFG, 'utf8')).not.toContain('timeout server x');
     expect((await nginxTest(NGINX_CONF)).ok).toBe(true);
     expect((await haproxyCheck(HAPROXY_CFG)).ok).toBe(true);
     console.log(
       `PROBE render faults: 248-char host served by nginx and HAProxy; left out: ${skipped.map((l) => `${l.instance} (${l.field})`).join(', ')} before rendering, ` +
-        `${rejected.length} × rf:broken (id) by re-checking; service registered after them served by both in ${ms} ms`,
+        `${rejected.length} × rf:broken (meta) by re-checking; service registered after them served by both in ${ms} ms`,
     );
   });
 
