@@ -184,6 +184,7 @@ export class ProxyServer implements ProxyContext {
   }
 
   trackUpgrade(socket: Duplex): void {
+    if (this.upgraded.has(socket)) return;
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
   }
@@ -220,6 +221,8 @@ export class ProxyServer implements ProxyContext {
   private handleUpgrade(req: http.IncomingMessage, socket: Socket, head: Buffer): void {
     socket.on('error', () => socket.destroy());
     if (!isWebSocketUpgrade(req)) return this.replayWithoutUpgrade(req, socket, head);
+    // From here the HTTP server no longer owns the socket: shutdown must close it (answer, handshake or tunnel).
+    this.trackUpgrade(socket);
     if (this.draining) return rawReply(socket, 503, 'shutting down\n');
     const resolved = this.resolve(req);
     if ('status' in resolved) {
