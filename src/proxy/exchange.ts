@@ -172,7 +172,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
 
   /**
    * Every connection to the instance stayed busy for the whole response timeout. The request never
-   * left: another instance with a free connection gets it (with a fresh response timeout).
+   * left: another instance gets it (with a fresh response timeout), until each has been tried.
    */
   waitTimedOut(): void {
     const u = this.upstream!;
@@ -182,8 +182,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     if (!this.ctx.draining) {
       (this.tried ??= new Set()).add(u);
       const route = this.ctx.table().match(this.host, this.target.match);
-      const next = route?.balancer.pick(Date.now(), this.tried, this.ctx.pools.hasRoom);
-      if (route && next && this.ctx.pools.hasRoom(next)) {
+      if (route && route.balancer.upstreams.some((x) => !this.tried!.has(x))) {
         this.attempts--;
         return this.send(route);
       }
