@@ -11,6 +11,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { CatalogWatch } from '../src/catalog/watch.js';
 import { HEALTH_STATUSES, type ServiceInstance } from '../src/model/service-instance.js';
 import type { ProxyOptions } from '../src/proxy/context.js';
+import type { Upstream } from '../src/proxy/balancer.js';
+import { probe } from '../src/proxy/health-checker.js';
 import { ProxyServer } from '../src/proxy/proxy-server.js';
 import { createBackend } from '../src/registry/index.js';
 import { runCli } from './support/harbormaster.js';
@@ -270,6 +272,8 @@ describe('every instance ejected (panic)', () => {
     expect(backMs).toBeLessThan(2500);
     expect(ua.state.ejectedUntil).toBe(0);
     console.log(`PROBE instance ejected for 30 s comes back: a passing check (every 1000 ms) puts it back in rotation after ${backMs} ms`);
+    // Its checks would reach every instance the later tests register (the registry is shared).
+    await p.proxy.close(0);
   });
 });
 
@@ -761,7 +765,13 @@ describe('malformed answers', () => {
     const t = await timedGet(p.port, 'malformed.localhost', '/trailers');
     expect(t.chunks.map((c) => c.text).join('')).toBe('hello');
     expect(t.trailers).toEqual({ 'x-sum': '42' });
-    console.log(`PROBE 2 × GET answered 101, 2 × GET with 5 of 10 bytes → ${answers.map((a) => a.status).join(',')}, instance saw ${seen} requests, ejected: ${state.ejectedUntil !== 0}; trailers X-Sum, X-Hop (in Connection), Proxy-Authenticate → client got ${JSON.stringify(t.trailers)}`);
+    // An active check answered 101 settles at once (it used to wait forever and hold up shutdown).
+    const p0 = Date.now();
+    const checked = await probe({ address: '127.0.0.1', port: bad.port } as Upstream, '/upgrade', 2000);
+    const checkMs = Date.now() - p0;
+    expect(checked).toBe('GET /upgrade answered 101');
+    expect(checkMs).toBeLessThan(1000);
+    console.log(`PROBE 2 × GET answered 101, 2 × GET with 5 of 10 bytes → ${answers.map((a) => a.status).join(',')}, instance saw ${seen} requests, ejected: ${state.ejectedUntil !== 0}; trailers X-Sum, X-Hop (in Connection), Proxy-Authenticate → client got ${JSON.stringify(t.trailers)}; health check answered 101 → "${checked}" after ${checkMs} ms`);
   });
 });
 
