@@ -11,6 +11,8 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { CatalogWatch } from '../src/catalog/watch.js';
 import { HEALTH_STATUSES, type ServiceInstance } from '../src/model/service-instance.js';
 import type { ProxyOptions } from '../src/proxy/context.js';
+import type { Upstream } from '../src/proxy/balancer.js';
+import { probe } from '../src/proxy/health-checker.js';
 import { ProxyServer } from '../src/proxy/proxy-server.js';
 import { createBackend } from '../src/registry/index.js';
 import { runCli } from './support/harbormaster.js';
@@ -270,6 +272,8 @@ describe('every instance ejected (panic)', () => {
     expect(backMs).toBeLessThan(2500);
     expect(ua.state.ejectedUntil).toBe(0);
     console.log(`PROBE instance ejected for 30 s comes back: a passing check (every 1000 ms) puts it back in rotation after ${backMs} ms`);
+    // Its checks would reach every instance the later tests register (the registry is shared).
+    await p.proxy.close(0);
   });
 });
 
@@ -545,6 +549,229 @@ describe('weighted round robin across table swaps', () => {
     expect(swaps).toBeGreaterThanOrEqual(40);
     expect(counts).toEqual({ 'wrr-a': 90, 'wrr-b': 30 });
     console.log(`PROBE weights 3:1, 120 GETs with ${swaps} table swaps (one every 3 requests): wrr-a ${counts['wrr-a']}, wrr-b ${counts['wrr-b']}`);
+  });
+});
+
+/** A raw TCP instance: `answer` gets each connection and the bytes of its first request. */
+async function rawInstance(answer: (c: net.Socket, request: string) => void) {
+  const conns: net.Socket[] = [];
+  const server = net.createServer((c) => {
+    conns.push(c);
+    c.on('error', () => undefined);
+    c.once('data', (d: Buffer) => answer(c, d.toString('latin1')));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  cleanups.push(
+    () =>
+      new Promise<void>((r) => {
+        for (const c of conns) c.destroy();
+        server.close(() => r());
+      }),
+  );
+  return { port: (server.address() as AddressInfo).port, conns, open: () => conns.filter((c) => !c.destroyed && !c.closed).length };
+}
+
+/**
+ * A raw client that writes `payload` and then reads nothing (`read: false`) or everything. It
+ * never closes by itself: after the proxy's end it keeps sending a byte every 50 ms, so `closed`
+ * tells when the proxy really closed its socket (the next byte is refused).
+ */
+function rawClient(port: number, payload: string, read = true) {
+  const c = { socket: net.connect({ port, host: '127.0.0.1', allowHalfOpen: true }), data: '', closed: false, closedAt: 0, ended: false };
+  let poke: NodeJS.Timeout | undefined;
+  c.socket.on('data', (d: Buffer) => (c.data += d.toString('latin1')));
+  c.socket.on('end', () => {
+    c.ended = true;
+    poke = setInterval(() => c.socket.write('x'), 50);
+  });
+  c.socket.on('error', () => undefined);
+  c.socket.on('close', () => ((c.closed = true), (c.closedAt = Date.now()), clearInterval(poke)));
+  c.socket.write(payload);
+  if (!read) c.socket.pause();
+  cleanups.push(async () => void c.socket.destroy());
+  return c;
+}
+
+const UPGRADE = (host: string, path = '/') => `GET ${path} HTTP/1.1\r\nHost: ${host}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n`;
+
+describe('slow and stuck peers', () => {
+  it('cuts a client that stops reading after the body timeout, so its connection slot goes back', async () => {
+    const b = await startBackend('stall');
+    cleanups.push(() => b.close());
+    await register('stall', b.port, 't:stall-1');
+    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 4000, bodyTimeoutMs: 600 });
+    await routed(p, 'stall.localhost', 1);
+    const t0 = Date.now();
+    const stuck = rawClient(p.port, 'GET /big/200000000 HTTP/1.1\r\nHost: stall.localhost\r\n\r\n', false);
+    await waitFor('big response started', () => b.hits === 1, 5_000, 10);
+    const next = await get(p.port, 'stall.localhost', '/');
+    const nextMs = Date.now() - t0;
+    expect(next).toMatchObject({ status: 200, body: 'stall' });
+    expect(nextMs).toBeLessThan(3000);
+    await waitFor('slot back, nothing in flight', () => activeOf(p, 'stall.localhost')[0] === 0 && p.proxy.pending === 0, 2_000, 10);
+    // The paused client only notices once it reads: what it got is a cut response.
+    stuck.socket.resume();
+    await waitFor('stuck client closed', () => stuck.closed, 5_000, 10);
+    expect(stuck.data.length).toBeLessThan(200_000_000);
+    console.log(`PROBE limit 1, body timeout 600 ms, client requests 200 MB and reads nothing: cut after ${(stuck.data.length / 1e6).toFixed(1)} MB buffered; next GET → ${next.status} after ${nextMs} ms`);
+  });
+
+  it('closes raw answers on upgrade requests: a client that never closes, and a refused upgrade whose body stalls or whose client stops reading', async () => {
+    const up = await rawInstance((c, req) => {
+      // A 403 announcing 100 bytes, sending 10 and then nothing; /big sends a large body.
+      if (req.startsWith('GET /big')) {
+        c.write(`HTTP/1.1 403 Forbidden\r\nContent-Length: 20000000\r\n\r\n`);
+        const piece = Buffer.alloc(65_536, 120);
+        const pump = () => {
+          while (!c.destroyed && c.write(piece));
+          if (!c.destroyed) c.once('drain', pump);
+        };
+        return pump();
+      }
+      c.write('HTTP/1.1 403 Forbidden\r\nContent-Length: 100\r\n\r\n0123456789');
+    });
+    await register('rawup', up.port, 't:rawup-1');
+    const p = await startProxy({ bodyTimeoutMs: 600 });
+    await routed(p, 'rawup.localhost', 1);
+    const t0 = Date.now();
+    const unknown = rawClient(p.port, UPGRADE('nowhere.localhost'));
+    const stalled = rawClient(p.port, UPGRADE('rawup.localhost'));
+    const deaf = rawClient(p.port, UPGRADE('rawup.localhost', '/big'), false);
+    await waitFor('closed by the proxy', () => unknown.closed && stalled.closed && up.open() === 0, 5_000, 10);
+    const cutMs = Date.now() - t0;
+    deaf.socket.resume();
+    await waitFor('deaf client closed', () => deaf.closed, 5_000, 10);
+    expect(unknown.data).toMatch(/^HTTP\/1\.1 404 /);
+    expect(stalled.data).toMatch(/^HTTP\/1\.1 403 [^]*0123456789$/);
+    expect(unknown.closedAt - t0).toBeLessThan(3000);
+    expect(stalled.closedAt - t0).toBeLessThan(2000);
+    expect(cutMs).toBeLessThan(3000);
+    expect(deaf.data.length).toBeLessThan(20_000_000);
+    console.log(`PROBE upgrade to unknown host, client never closes → 404, closed after ${unknown.closedAt - t0} ms; refused upgrade (403, 10 of 100 bytes then silence) → closed after ${stalled.closedAt - t0} ms; refused upgrade with 20 MB body, client not reading → both sockets cut by ${cutMs} ms (client had ${(deaf.data.length / 1e6).toFixed(1)} MB); instance sockets open after: ${up.open()}`);
+  });
+
+  it('shuts down with upgrade answers, handshakes and tunnels open, and opens no tunnel after shutdown started', async () => {
+    const up = await rawInstance((c, req) => {
+      const answer = () => c.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      if (req.startsWith('GET /slow101')) setTimeout(answer, 800);
+      else answer();
+    });
+    await register('shut', up.port, 't:shut-1');
+    const p = await startProxy();
+    await routed(p, 'shut.localhost', 1);
+    const open = Array.from({ length: 5 }, () => rawClient(p.port, UPGRADE('nowhere.localhost')));
+    const tunnel = rawClient(p.port, UPGRADE('shut.localhost'));
+    const slow = rawClient(p.port, UPGRADE('shut.localhost', '/slow101'));
+    await waitFor('answers and handshake under way', () => open.every((c) => c.data.includes('404')) && tunnel.data.startsWith('HTTP/1.1 101') && up.conns.length === 2, 5_000, 10);
+    const t0 = Date.now();
+    const cut = await p.proxy.close(300);
+    const closeMs = Date.now() - t0;
+    await waitFor('every client closed', () => [...open, tunnel, slow].every((c) => c.closed), 2_000, 10);
+    await sleep(700);
+    expect(closeMs).toBeLessThan(1500);
+    expect(slow.data).not.toContain('101');
+    expect(up.open()).toBe(0);
+    console.log(`PROBE close(300) with 5 lingering 404 upgrade answers, 1 tunnel and 1 handshake whose 101 comes after 800 ms: resolved after ${closeMs} ms (cut ${cut}); slow handshake got ${JSON.stringify(slow.data.slice(0, 12))}; instance sockets open: ${up.open()}`);
+  });
+
+  it('holds a slow small request body before taking a connection, so other requests are not starved', async () => {
+    const inst = await instance(0, streams);
+    await register('slowbody', inst.port, 't:slowbody-1');
+    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 1000 });
+    await routed(p, 'slowbody.localhost', 1);
+    const slow = rawClient(p.port, 'POST /echo HTTP/1.1\r\nHost: slowbody.localhost\r\nContent-Length: 20\r\nConnection: close\r\n\r\n');
+    const tick = setInterval(() => slow.socket.write('x'), 100);
+    await sleep(200);
+    const t0 = Date.now();
+    const g = await get(p.port, 'slowbody.localhost', '/');
+    const gMs = Date.now() - t0;
+    await waitFor('slow body answered', () => slow.ended, 5_000, 10);
+    clearInterval(tick);
+    expect(g.status).toBe(200);
+    expect(gMs).toBeLessThan(500);
+    expect(slow.data).toMatch(/^HTTP\/1\.1 200 [^]*\r\n\r\n20 \{\}$/);
+    console.log(`PROBE limit 1, POST with Content-Length 20 sent 1 byte / 100 ms: a GET meanwhile → ${g.status} after ${gMs} ms; the POST → ${slow.data.split('\r\n')[0]}, instance got ${slow.data.slice(slow.data.lastIndexOf('\n') + 1)}`);
+  });
+});
+
+describe('waiting for a connection', () => {
+  it('sends a request to an instance with a free connection rather than queue it behind a busy one, and caps the queue', async () => {
+    const slowA = await instance(0, (_req, res) => void setTimeout(() => res.end('A'), 800));
+    const fastB = await instance(0, (_req, res) => void setTimeout(() => res.end('B'), 20));
+    await register('roomy', slowA.port, 't:roomy-a');
+    await register('roomy', fastB.port, 't:roomy-b');
+    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 1000 });
+    await routed(p, 'roomy.localhost', 2);
+    const t0 = Date.now();
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => sleep(i * 60).then(() => get(p.port, 'roomy.localhost', '/'))));
+    const ms = Date.now() - t0;
+    expect(slowA.hits).toBe(1);
+    expect(answers.map((a) => a.status)).toEqual(Array(6).fill(200));
+    // One instance, one connection: 1 running + 4 waiting; the sixth is answered 503 at once.
+    const lone = await instance(0, (_req, res) => void setTimeout(() => res.end('L'), 500));
+    await register('lone', lone.port, 't:lone-1');
+    const q = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 5000 });
+    await routed(q, 'lone.localhost', 1);
+    const loneAnswers = await Promise.all(Array.from({ length: 6 }, () => get(q.port, 'lone.localhost', '/')));
+    const statuses = loneAnswers.map((a) => a.status).sort();
+    expect(statuses).toEqual([200, 200, 200, 200, 200, 503]);
+    console.log(`PROBE limit 1, A answers in 800 ms, B in 20 ms, response timeout 1000 ms, 6 GETs 60 ms apart → ${answers.map((a) => a.status).join(',')} (A ${slowA.hits}, B ${fastB.hits}) in ${ms} ms; one instance, limit 1, 6 concurrent → ${statuses.join(',')}`);
+  });
+
+  it('sends a request waiting on an instance that left the table to the instances there now, at once', async () => {
+    const a = await startBackend('moved-a');
+    const b = await startBackend('moved-b');
+    cleanups.push(() => a.close(), () => b.close());
+    const ia = await register('moved', a.port, 't:moved-a');
+    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 5000 });
+    await routed(p, 'moved.localhost', 1);
+    const holder = get(p.port, 'moved.localhost', '/slow/2000');
+    await waitFor('holder on a', () => a.hits === 1, 5_000, 10);
+    const t0 = Date.now();
+    const waiting = get(p.port, 'moved.localhost', '/');
+    await sleep(100);
+    await register('moved', b.port, 't:moved-b');
+    await registry.deregister(ia);
+    registered.splice(registered.indexOf(ia), 1);
+    await waitFor('only b routed', () => p.proxy.table().match('moved.localhost', '/')?.balancer.upstreams.map((u) => u.id).join() === 't:moved-b', 5_000, 10);
+    const w = await waiting;
+    const wMs = Date.now() - t0;
+    expect(w).toMatchObject({ status: 200, body: 'moved-b' });
+    expect(wMs).toBeLessThan(1500);
+    expect((await holder).body).toBe('moved-a');
+    console.log(`PROBE limit 1, GET waiting behind a 2 s request on instance a; a leaves the table, b joins → ${w.status} from ${w.body} after ${wMs} ms (a hits ${a.hits})`);
+  });
+});
+
+describe('malformed answers', () => {
+  it('answers 502 without retrying or ejecting for a 101 to a plain request and a body shorter than its Content-Length; passes no Connection-listed trailers', async () => {
+    let hits = 0;
+    const bad = await rawInstance((c, req) => {
+      hits++;
+      if (req.startsWith('GET /upgrade')) return void c.write('HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n');
+      if (req.startsWith('GET /short')) return void c.end('HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello');
+      c.end('HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum, X-Hop\r\nConnection: x-hop, close\r\n\r\n5\r\nhello\r\n0\r\nX-Sum: 42\r\nX-Hop: 1\r\nProxy-Authenticate: Basic\r\n\r\n');
+    });
+    await register('malformed', bad.port, 't:malformed-1');
+    const p = await startProxy();
+    await routed(p, 'malformed.localhost', 1);
+    const answers = [];
+    for (const path of ['/upgrade', '/upgrade', '/short', '/short']) answers.push(await get(p.port, 'malformed.localhost', path));
+    const state = p.proxy.table().match('malformed.localhost', '/')!.balancer.upstreams[0].state;
+    expect(answers.map((a) => a.status)).toEqual([502, 502, 502, 502]);
+    expect(hits).toBe(4);
+    expect(state.ejectedUntil).toBe(0);
+    const seen = hits;
+    const t = await timedGet(p.port, 'malformed.localhost', '/trailers');
+    expect(t.chunks.map((c) => c.text).join('')).toBe('hello');
+    expect(t.trailers).toEqual({ 'x-sum': '42' });
+    // An active check answered 101 settles at once (it used to wait forever and hold up shutdown).
+    const p0 = Date.now();
+    const checked = await probe({ address: '127.0.0.1', port: bad.port } as Upstream, '/upgrade', 2000);
+    const checkMs = Date.now() - p0;
+    expect(checked).toBe('GET /upgrade answered 101');
+    expect(checkMs).toBeLessThan(1000);
+    console.log(`PROBE 2 × GET answered 101, 2 × GET with 5 of 10 bytes → ${answers.map((a) => a.status).join(',')}, instance saw ${seen} requests, ejected: ${state.ejectedUntil !== 0}; trailers X-Sum, X-Hop (in Connection), Proxy-Authenticate → client got ${JSON.stringify(t.trailers)}; health check answered 101 → "${checked}" after ${checkMs} ms`);
   });
 });
 

@@ -104,9 +104,10 @@ export interface Balancer {
   readonly upstreams: readonly Upstream[];
   /**
    * An available instance not in `exclude`; when none is, one that is only ejected or failing its
-   * check (panic); undefined when there is neither.
+   * check (panic); undefined when there is neither. With `hasRoom`, instances it approves come
+   * first at each step (one whose connections are all busy only when every candidate's are).
    */
-  pick(now: number, exclude?: ReadonlySet<Upstream>): Upstream | undefined;
+  pick(now: number, exclude?: ReadonlySet<Upstream>, hasRoom?: Filter): Upstream | undefined;
   /** What a balancer over the same route in the next table continues from. */
   carried(): CarriedState;
 }
@@ -130,11 +131,16 @@ export function createBalancer(mode: BalanceMode, upstreams: readonly Upstream[]
   return upstreams.every((u) => u.weight === w) ? new RoundRobin(upstreams, carried) : new SmoothWeightedRoundRobin(upstreams, carried);
 }
 
+type Filter = (u: Upstream) => boolean;
+
 /** Normal picks take available instances; panic picks any routable one with a weight. */
-function eligible(u: Upstream, now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean): boolean {
+function eligible(u: Upstream, now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean, room: Filter | undefined): boolean {
   if (exclude?.has(u)) return false;
+  if (room && !room(u)) return false;
   return panic ? u.routable && u.weight > 0 : available(u, now);
 }
+
+
 
 /** Where a rotation resumes: after the instance picked last, or where it would sort if it left. */
 function resumeIndex(upstreams: readonly Upstream[], last: string | undefined): number {
@@ -156,16 +162,18 @@ class RoundRobin implements Balancer {
     this.cursor = resumeIndex(upstreams, carried.last);
   }
 
-  pick(now: number, exclude?: ReadonlySet<Upstream>): Upstream | undefined {
-    return this.rotate(now, exclude, false) ?? this.rotate(now, exclude, true);
+  pick(now: number, exclude?: ReadonlySet<Upstream>, hasRoom?: Filter): Upstream | undefined {
+    // Available with room, available, panic with room, panic.
+    if (hasRoom) return this.rotate(now, exclude, false, hasRoom) ?? this.rotate(now, exclude, false, undefined) ?? this.rotate(now, exclude, true, hasRoom) ?? this.rotate(now, exclude, true, undefined);
+    return this.rotate(now, exclude, false, undefined) ?? this.rotate(now, exclude, true, undefined);
   }
 
-  private rotate(now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean): Upstream | undefined {
+  private rotate(now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean, room: Filter | undefined): Upstream | undefined {
     const n = this.upstreams.length;
     for (let i = 0; i < n; i++) {
       const idx = (this.cursor + i) % n;
       const u = this.upstreams[idx];
-      if (eligible(u, now, exclude, panic)) {
+      if (eligible(u, now, exclude, panic, room)) {
         this.cursor = (idx + 1) % n;
         return u;
       }
@@ -192,16 +200,18 @@ class SmoothWeightedRoundRobin implements Balancer {
     this.last = carried.last;
   }
 
-  pick(now: number, exclude?: ReadonlySet<Upstream>): Upstream | undefined {
-    return this.smooth(now, exclude, false) ?? this.smooth(now, exclude, true);
+  pick(now: number, exclude?: ReadonlySet<Upstream>, hasRoom?: Filter): Upstream | undefined {
+    // Available with room, available, panic with room, panic.
+    if (hasRoom) return this.smooth(now, exclude, false, hasRoom) ?? this.smooth(now, exclude, false, undefined) ?? this.smooth(now, exclude, true, hasRoom) ?? this.smooth(now, exclude, true, undefined);
+    return this.smooth(now, exclude, false, undefined) ?? this.smooth(now, exclude, true, undefined);
   }
 
-  private smooth(now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean): Upstream | undefined {
+  private smooth(now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean, room: Filter | undefined): Upstream | undefined {
     let total = 0;
     let best = -1;
     for (let i = 0; i < this.upstreams.length; i++) {
       const u = this.upstreams[i];
-      if (!eligible(u, now, exclude, panic)) continue;
+      if (!eligible(u, now, exclude, panic, room)) continue;
       this.current[i] += u.weight;
       total += u.weight;
       if (best < 0 || this.current[i] > this.current[best]) best = i;
@@ -229,18 +239,20 @@ class LeastConnections implements Balancer {
     this.cursor = resumeIndex(upstreams, carried.last);
   }
 
-  pick(now: number, exclude?: ReadonlySet<Upstream>): Upstream | undefined {
-    return this.least(now, exclude, false) ?? this.least(now, exclude, true);
+  pick(now: number, exclude?: ReadonlySet<Upstream>, hasRoom?: Filter): Upstream | undefined {
+    // Available with room, available, panic with room, panic.
+    if (hasRoom) return this.least(now, exclude, false, hasRoom) ?? this.least(now, exclude, false, undefined) ?? this.least(now, exclude, true, hasRoom) ?? this.least(now, exclude, true, undefined);
+    return this.least(now, exclude, false, undefined) ?? this.least(now, exclude, true, undefined);
   }
 
-  private least(now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean): Upstream | undefined {
+  private least(now: number, exclude: ReadonlySet<Upstream> | undefined, panic: boolean, room: Filter | undefined): Upstream | undefined {
     const n = this.upstreams.length;
     let best = -1;
     let bestLoad = Infinity;
     for (let i = 0; i < n; i++) {
       const idx = (this.cursor + i) % n;
       const u = this.upstreams[idx];
-      if (!eligible(u, now, exclude, panic)) continue;
+      if (!eligible(u, now, exclude, panic, room)) continue;
       const load = u.state.active / u.weight;
       if (load < bestLoad) {
         best = idx;

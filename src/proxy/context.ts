@@ -70,7 +70,22 @@ export function reply(res: http.ServerResponse, status: number, body: string, ct
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
+/** How long a client gets to read a closing answer on a raw socket and close its side. */
+export const LINGER_MS = 2_000;
+
 export function rawReply(socket: Duplex, status: number, body: string): void {
   if (!socket.writable) return void socket.destroy();
   socket.end(`HTTP/1.1 ${status} ${http.STATUS_CODES[status] ?? ''}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+  closeSoon(socket);
+}
+
+/**
+ * After the proxy ended its side of a raw socket: what the client still sends is read and
+ * dropped (so its end is seen), and a client that neither reads nor closes is cut after the
+ * linger time (a half-open socket would otherwise stay forever).
+ */
+export function closeSoon(socket: Duplex, ms = LINGER_MS): void {
+  socket.resume();
+  const timer = setTimeout(() => socket.destroy(), ms);
+  socket.once('close', () => clearTimeout(timer));
 }

@@ -7,13 +7,18 @@ import { reply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
 import { stripResponseHeaders } from './headers.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
-import { DEFAULT_MAX_CONNECTIONS_PER_INSTANCE, type InstancePool, type SlotUser } from './upstream-pools.js';
+import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_INSTANCE, type InstancePool, type SlotUser } from './upstream-pools.js';
 
 const EXCHANGE = Symbol('exchange');
 /** A response announced at most this long is held whole before anything reaches the client, so an instance dying mid-body can still be replaced. */
 const HOLD_BYTES = 64 * 1024;
-/** Trailer fields that never pass: framing and hop-by-hop fields (RFC 9110 §6.5.1). */
-const BLOCKED_TRAILERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'te', 'trailer', 'upgrade', 'host']);
+/**
+ * A request body announced at most this long is read whole before a connection to the instance
+ * is taken (nginx's proxy_request_buffering), so a slow client cannot hold the instance's slots.
+ */
+export const BUFFER_BODY_BYTES = 64 * 1024;
+/** Trailer fields that never pass: framing, hop-by-hop and proxy fields (RFC 9110 §6.5.1). */
+const BLOCKED_TRAILERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'host']);
 type TrackedResponse = http.ServerResponse & { [EXCHANGE]?: Exchange };
 type Head = { statusCode: number; statusMessage?: string; headers: Record<string, string | string[] | undefined> };
 
@@ -27,6 +32,19 @@ function flushHead(ex: Exchange): void {
   ex.flushHead();
 }
 
+/** The client's socket took the bytes written so far: the instance's response may flow again. */
+function onResponseDrain(this: TrackedResponse): void {
+  this[EXCHANGE]?.resume();
+}
+
+/** Field names a Connection header lists (they are hop-by-hop for this message). */
+function connectionTokens(v: string | string[] | undefined): Set<string> | undefined {
+  if (v === undefined) return undefined;
+  const out = new Set<string>();
+  for (const part of Array.isArray(v) ? v : [v]) for (const t of part.split(',')) if (t.trim()) out.add(t.trim().toLowerCase());
+  return out;
+}
+
 function codedError(code: string, message: string): Error {
   return Object.assign(new Error(message), { code });
 }
@@ -36,8 +54,9 @@ function codedError(code: string, message: string): Error {
  * attempt); a connection failure before any response byte moves it to another instance when safe.
  * The response head is passed on as soon as it arrives (as nginx does), except for a small
  * response with an announced length, which is held whole so a GET can still go elsewhere if the
- * instance dies inside it. The response timeout covers the wait for the head (and for a free
- * connection); the body timeout covers each silence inside the body.
+ * instance dies inside it. The response timeout covers the wait for a free connection and for the
+ * head together; the body timeout covers each silence inside the body, and also a client that
+ * stops reading (nginx's send_timeout): its connection slot is not held longer than that.
  */
 export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private upstream?: Upstream;
@@ -59,6 +78,18 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private committed = false;
   private wroteBody = false;
   private clientGone = false;
+  /** The current attempt's request was handed to a connection (it may have reached the instance). */
+  private requestStarted = false;
+  /** Epoch ms by which the head of the current attempt must arrive. */
+  private deadline = 0;
+  /** Sent again after its pool closed: it keeps the deadline it had. */
+  private rerouting = false;
+  /** Fires when the client has not taken the paused response for the body timeout. */
+  private stallTimer?: NodeJS.Timeout;
+  /** A small request body, read whole before a connection is taken. */
+  private body?: Buffer;
+  /** Names the response's Connection header listed: not passed on as trailers either. */
+  private hopNames?: Set<string>;
   private readonly hasBody: boolean;
   private readonly headers: Record<string, string | string[]>;
 
@@ -75,11 +106,16 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     this.headers = ctx.requestHeaders(req, target);
     (res as TrackedResponse)[EXCHANGE] = this;
     res.on('close', onResponseClose);
+    res.on('drain', onResponseDrain);
   }
 
   send(route: CompiledRoute): void {
+    if (this.attempts === 0 && this.body === undefined && this.bufferBody(route)) return;
     this.route = route;
-    const u = route.balancer.pick(Date.now(), this.tried);
+    const now = Date.now();
+    if (!this.rerouting) this.deadline = now + this.ctx.opts.responseTimeoutMs;
+    // An instance with a free connection first: one whose connections are all busy only when every one is.
+    const u = route.balancer.pick(now, this.tried, this.ctx.pools.hasRoom);
     if (!u) {
       if (this.attempts === 0) return this.fail(503, `no healthy instance of ${route.service}\n`);
       return this.fail(502, `bad gateway: no instance of ${route.service} could be reached\n`);
@@ -88,19 +124,44 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     this.attempts++;
     u.state.active++;
     this.attemptOpen = true;
+    this.requestStarted = false;
     this.pool = this.ctx.pools.get(u.origin);
-    this.pool.acquire(this);
+    if (this.pool.acquire(this, Math.max(1, this.deadline - now))) return;
+    // Its line is full (4 × its connections): the request never left.
+    this.endAttempt(false);
+    this.fail(503, `service unavailable: every connection to ${route.service} is busy and too many requests are waiting\n`);
+  }
+
+  /**
+   * A small announced body is read whole first (true while it is being read); send() resumes when it is in.
+   * The request never left, so a connection failure may move it elsewhere even after the body was read.
+   */
+  private bufferBody(route: CompiledRoute): boolean {
+    if (!this.hasBody || this.req.headers['transfer-encoding'] !== undefined) return false;
+    const len = Number(this.req.headers['content-length']);
+    if (!Number.isInteger(len) || len > BUFFER_BODY_BYTES || len < 0) return false;
+    const chunks: Buffer[] = [];
+    this.req.on('data', (d: Buffer) => chunks.push(d));
+    this.req.once('end', () => {
+      if (this.clientGone) return;
+      this.body = Buffer.concat(chunks);
+      this.send(route);
+    });
+    return true;
   }
 
   /** A connection slot of the instance is ours. */
   start(pool: Dispatcher): void {
     this.slot = true;
-    this.sentAt = Date.now();
+    const now = Date.now();
+    this.sentAt = now;
     const opts: Dispatcher.DispatchOptions = {
       path: this.target.forward,
       method: this.req.method as Dispatcher.HttpMethod,
       headers: this.headers,
-      body: this.hasBody ? this.req : null,
+      body: this.body ?? (this.hasBody ? this.req : null),
+      // One response timeout covers the wait for a connection and for the head together.
+      headersTimeout: Math.max(1, this.deadline - now),
     };
     try {
       pool.dispatch(opts, this);
@@ -109,17 +170,43 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     }
   }
 
-  /** Every connection to the instance stayed busy for the whole response timeout. */
+  /**
+   * Every connection to the instance stayed busy for the whole response timeout. The request never
+   * left: another instance gets it (with a fresh response timeout), until each has been tried.
+   */
   waitTimedOut(): void {
     const u = this.upstream!;
     this.endAttempt(false);
     const ms = this.ctx.opts.responseTimeoutMs;
     this.ctx.upstreamFailed(u, codedError('HM_QUEUE_TIMEOUT', `no free connection within ${ms} ms (all ${this.ctx.opts.maxConnectionsPerInstance ?? DEFAULT_MAX_CONNECTIONS_PER_INSTANCE} busy)`), 'timeout');
+    if (!this.ctx.draining) {
+      (this.tried ??= new Set()).add(u);
+      const route = this.ctx.table().match(this.host, this.target.match);
+      if (route && route.balancer.upstreams.some((x) => !this.tried!.has(x))) {
+        this.attempts--;
+        return this.send(route);
+      }
+    }
     this.fail(504, `gateway timeout: ${this.route.service} did not answer in time\n`);
+  }
+
+  /**
+   * The pool it waited on left the routing table (its instance is gone): the request never left,
+   * so it goes through the table now, whatever its method, keeping its response timeout.
+   */
+  poolClosed(): void {
+    this.endAttempt(false);
+    this.attempts--;
+    const route = this.ctx.draining ? undefined : this.ctx.table().match(this.host, this.target.match);
+    if (!route) return this.fail(503, `no healthy instance of ${this.route.service}\n`);
+    this.rerouting = true;
+    this.send(route);
+    this.rerouting = false;
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
+    this.requestStarted = true;
     if (this.clientGone) controller.abort(new Error('client closed the connection'));
   }
 
@@ -136,15 +223,31 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     process.nextTick(flushHead, this);
   }
 
+  /** The client took what was written: the instance's response flows again. */
+  resume(): void {
+    if (this.stallTimer === undefined) return;
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    this.controller?.resume();
+  }
+
+  /** The client did not read for the body timeout: its response is cut and the connection slot goes back. */
+  private stalled(): void {
+    this.stallTimer = undefined;
+    const ms = this.ctx.opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
+    this.ctx.opts.log.debug({ event: 'send-timeout', service: this.route.service, ms }, `client of ${this.route.service} read nothing for ${ms} ms: response cut`);
+    this.res.destroy();
+  }
+
   onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.head) {
       (this.held ??= []).push(chunk);
       return;
     }
     this.wroteBody = true;
-    if (!this.res.write(chunk)) {
+    if (!this.res.write(chunk) && this.stallTimer === undefined) {
       c.pause();
-      this.res.once('drain', () => c.resume());
+      this.stallTimer = setTimeout(() => this.stalled(), this.ctx.opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS);
     }
   }
 
@@ -174,6 +277,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private commit({ statusCode, statusMessage, headers }: Head): Error | undefined {
     // Trailer is end-to-end (RFC 9110 §6.6.2), but Node refuses it on a response it will not chunk.
     const trailer = headers.trailer;
+    this.hopNames = connectionTokens(headers.connection);
     stripResponseHeaders(headers);
     if (this.ctx.draining) headers.connection = 'close';
     try {
@@ -203,7 +307,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     let out: Record<string, string | string[]> | undefined;
     for (const name in trailers) {
       const v = trailers[name];
-      if (v !== undefined && !BLOCKED_TRAILERS.has(name)) (out ??= {})[name] = v;
+      if (v !== undefined && !BLOCKED_TRAILERS.has(name) && !this.hopNames?.has(name)) (out ??= {})[name] = v;
     }
     if (!out) return;
     try {
@@ -221,6 +325,9 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       return this.onResponseEnd(c as Dispatcher.DispatchController);
     }
     const u = this.upstream!;
+    // A failure on a connection that already carried the request (ETIMEDOUT, EHOSTUNREACH on an
+    // established connection) may have reached the instance: a reset, never a connection failure.
+    const started = this.requestStarted;
     this.endAttempt(false);
     if (this.clientGone) {
       this.ctx.count(this.route.service, 499);
@@ -235,13 +342,15 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       this.res.destroy();
       return;
     }
-    const kind = failureKind(err);
+    const code = (err as { code?: string }).code;
+    let kind = failureKind(err);
+    if (kind === 'connect' && started) kind = 'reset';
     const ejected = this.ctx.upstreamFailed(u, err, kind);
     if (kind === 'timeout') return this.fail(504, `gateway timeout: ${this.route.service} did not answer in time\n`);
-    if ((err as { code?: string }).code === 'HM_INVALID_RESPONSE' || err.name === 'HTTPParserError') {
+    if (kind === 'other' && code !== 'UND_ERR_ABORTED') {
       return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);
     }
-    const bodyRead = this.hasBody && this.req.readableDidRead;
+    const bodyRead = this.hasBody && this.body === undefined && this.req.readableDidRead;
     if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', bodyRead)) {
       // Resolve again against the table now: the route may have changed since the first attempt.
       const route = this.ctx.table().match(this.host, this.target.match);
@@ -260,6 +369,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     if (!this.attemptOpen) return;
     this.attemptOpen = false;
     this.controller = undefined;
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
     const u = this.upstream!;
     u.state.active--;
     if (this.slot) {

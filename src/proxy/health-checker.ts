@@ -15,9 +15,14 @@ export interface HealthCheckOptions {
 
 const CONCURRENCY = 32;
 
-/** One check: resolves with undefined when healthy, or the reason it is not. */
+/** One check: resolves with undefined when healthy, or the reason it is not; always within `timeoutMs`. */
 export function probe(u: Upstream, path: string, timeoutMs: number): Promise<string | undefined> {
   return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const done = (problem: string | undefined) => {
+      clearTimeout(timer);
+      resolve(problem);
+    };
     const req = http.get({
       host: u.address,
       port: u.port,
@@ -25,23 +30,25 @@ export function probe(u: Upstream, path: string, timeoutMs: number): Promise<str
       agent: false,
       headers: { host: u.address.includes(':') ? `[${u.address}]:${u.port}` : `${u.address}:${u.port}`, 'user-agent': 'harbormaster-health-check' },
     });
-    const timer = setTimeout(() => req.destroy(new Error(`no answer within ${timeoutMs} ms`)), timeoutMs);
+    // Settles the check even when no event follows (a socket left open after an odd answer).
+    timer = setTimeout(() => {
+      req.destroy();
+      resolve(`no answer within ${timeoutMs} ms`);
+    }, timeoutMs);
     req.once('response', (res) => {
       res.resume();
       res.once('end', () => {
-        clearTimeout(timer);
         const s = res.statusCode ?? 0;
-        resolve(s >= 200 && s < 400 ? undefined : `GET ${path} answered ${s}`);
+        done(s >= 200 && s < 400 ? undefined : `GET ${path} answered ${s}`);
       });
-      res.once('error', (err) => {
-        clearTimeout(timer);
-        resolve(err.message);
-      });
+      res.once('error', (err) => done(err.message));
     });
-    req.once('error', (err: Error & { code?: string }) => {
-      clearTimeout(timer);
-      resolve(err.code ?? err.message);
+    // A 101 to a plain GET: not a health answer.
+    req.once('upgrade', (_res, socket) => {
+      socket.destroy();
+      done(`GET ${path} answered 101`);
     });
+    req.once('error', (err: Error & { code?: string }) => done(err.code ?? err.message));
   });
 }
 

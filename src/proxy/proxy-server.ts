@@ -202,6 +202,7 @@ export class ProxyServer implements ProxyContext {
   }
 
   trackUpgrade(socket: Duplex): void {
+    if (this.upgraded.has(socket)) return;
     this.upgraded.add(socket);
     socket.once('close', () => this.upgraded.delete(socket));
   }
@@ -277,6 +278,8 @@ export class ProxyServer implements ProxyContext {
       if (cut?.status === 431) return this.refuseRaw(req, socket, cut.status, cut.message);
       return this.replayWithoutUpgrade(req, socket, head);
     }
+    // From here the HTTP server no longer owns the socket: shutdown must close it (answer, handshake or tunnel).
+    this.trackUpgrade(socket);
     if (this.draining) return rawReply(socket, 503, 'shutting down\n');
     const resolved = this.resolve(req);
     if ('status' in resolved) return this.refuseRaw(req, socket, resolved.status, resolved.message);

@@ -7,11 +7,12 @@
 // proxy_read_timeout on upgraded connections, HAProxy's `timeout tunnel`).
 import http from 'node:http';
 import type { Socket } from 'node:net';
-import type { Duplex } from 'node:stream';
+import { pipeline, type Duplex } from 'node:stream';
 import { recordSuccess, type Upstream } from './balancer.js';
-import { rawReply, type ProxyContext } from './context.js';
+import { closeSoon, rawReply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
+import { DEFAULT_BODY_TIMEOUT_MS } from './upstream-pools.js';
 
 /** HAProxy template's `timeout tunnel 1h`. */
 export const DEFAULT_TUNNEL_IDLE_MS = 3_600_000;
@@ -43,6 +44,10 @@ export class UpgradeExchange {
   }
 
   send(route: CompiledRoute): void {
+    if (this.ctx.draining) {
+      this.ctx.count(route.service, 503);
+      return rawReply(this.socket, 503, 'shutting down\n');
+    }
     const u = route.balancer.pick(Date.now(), this.tried);
     if (!u) {
       const status = this.attempts === 0 ? 503 : 502;
@@ -91,8 +96,18 @@ export class UpgradeExchange {
         const lower = name.toLowerCase();
         if (!HOP.has(lower) && !(lower === 'content-length' && ures.headers['transfer-encoding'])) head += `${name}: ${ures.rawHeaders[i + 1]}\r\n`;
       }
-      this.socket.write(`${head}connection: close\r\n\r\n`);
-      ures.pipe(this.socket);
+      const client = this.socket as Socket;
+      client.write(`${head}connection: close\r\n\r\n`);
+      // A client that stops reading, or an instance that stops sending, is cut after the body
+      // timeout; an error or close on either side destroys both; a finished answer lingers briefly.
+      const bodyMs = this.ctx.opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
+      const destroyBoth = () => {
+        ures.destroy();
+        client.destroy();
+      };
+      client.setTimeout?.(bodyMs, destroyBoth);
+      ures.socket.setTimeout(bodyMs, destroyBoth);
+      pipeline(ures, client, (err) => (err ? destroyBoth() : closeSoon(client)));
     });
     up.on('error', (err: Error) => {
       clearTimeout(timer);
@@ -119,9 +134,14 @@ export class UpgradeExchange {
 
   private tunnel(route: CompiledRoute, u: Upstream, ures: http.IncomingMessage, usock: Socket, uhead: Buffer): void {
     const client = this.socket as Socket;
-    if (this.clientClosed || client.destroyed) {
+    if (this.clientClosed || client.destroyed || this.ctx.draining) {
+      // The proxy started shutting down while the instance was answering: no tunnel opens now.
       u.state.active--;
       usock.destroy();
+      if (!client.destroyed) {
+        this.ctx.count(route.service, 503);
+        rawReply(client, 503, 'shutting down\n');
+      }
       return;
     }
     // The instance's half-close must not end our writing to it (net's default for client sockets).

@@ -3,7 +3,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { InstancePool, type SlotUser } from './upstream-pools.js';
 
 function user(log: string[], name: string): SlotUser {
-  return { start: () => void log.push(`start ${name}`), waitTimedOut: () => void log.push(`timeout ${name}`) };
+  return { start: () => void log.push(`start ${name}`), waitTimedOut: () => void log.push(`timeout ${name}`), poolClosed: () => void log.push(`back ${name}`) };
 }
 
 const fakePool = { close: () => Promise.resolve() } as unknown as Pool;
@@ -45,13 +45,26 @@ describe('InstancePool', () => {
     expect([p.busy, p.queued]).toEqual([0, 0]);
   });
 
-  it('hands everyone still waiting on when it closes (undici keeps the connection limit)', async () => {
+  it('keeps at most 4 waiting requests per connection and takes a shorter wait when asked', () => {
+    vi.useFakeTimers();
+    const log: string[] = [];
+    const p = new InstancePool(fakePool, 2, 1000);
+    const results = Array.from({ length: 11 }, (_, i) => p.acquire(user(log, `u${i}`), i === 2 ? 100 : undefined));
+    expect(results).toEqual([...Array(10).fill(true), false]);
+    expect([p.busy, p.queued]).toEqual([2, 8]);
+    vi.advanceTimersByTime(100);
+    expect(log.at(-1)).toBe('timeout u2');
+    expect(p.hasRoom).toBe(false);
+  });
+
+  it('hands everyone still waiting back when it closes (they are routed again), and starts later ones at once', async () => {
     const log: string[] = [];
     const p = new InstancePool(fakePool, 1, 1000);
     p.acquire(user(log, 'a'));
     p.acquire(user(log, 'b'));
     await p.close();
-    expect(log).toEqual(['start a', 'start b']);
+    expect(log).toEqual(['start a', 'back b']);
+    expect(p.queued).toBe(0);
     p.acquire(user(log, 'c'));
     expect(log.at(-1)).toBe('start c');
   });

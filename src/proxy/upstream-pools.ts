@@ -1,9 +1,10 @@
 // Keep-alive connection pools, one per instance origin (undici Pool: measured faster than
 // node:http's Agent for this, see bench/proxy.mjs). Each pool opens at most
 // `maxConnectionsPerInstance` connections; a request beyond that waits for a free one, in order,
-// for at most the response timeout (then 504), so slow clients holding responses cannot make the
-// proxy open ever more connections to an instance. A pool whose origin left the routing table is
-// closed gracefully: requests already on it (or waiting for it) finish, then its connections go.
+// for at most the response timeout, so slow clients holding responses cannot make the proxy open
+// ever more connections to an instance; at most 4 × the limit wait (more get 503 at once). A pool
+// whose origin left the routing table is closed gracefully: requests already on it finish, then
+// its connections go; requests still waiting for it are handed back to be routed again.
 import { Pool, type Dispatcher } from 'undici';
 
 export interface PoolTimeouts {
@@ -20,6 +21,8 @@ export interface PoolTimeouts {
 
 export const DEFAULT_MAX_CONNECTIONS_PER_INSTANCE = 256;
 export const DEFAULT_BODY_TIMEOUT_MS = 60_000;
+/** Requests waiting for an instance's connections, per connection. */
+export const QUEUE_PER_CONNECTION = 4;
 
 /** A request that needs a connection slot of an instance. */
 export interface SlotUser {
@@ -27,6 +30,8 @@ export interface SlotUser {
   start(pool: Dispatcher): void;
   /** No slot came free within the response timeout; the request never left. */
   waitTimedOut(): void;
+  /** The pool closed (its instance left the routing table) while the request waited; it never left. */
+  poolClosed(): void;
 }
 
 /** One instance's pool and the requests waiting for one of its connections. */
@@ -52,16 +57,25 @@ export class InstancePool {
     return this.waiting.size;
   }
 
-  acquire(user: SlotUser): void {
+  /** Whether a request would get a connection at once. */
+  get hasRoom(): boolean {
+    return this.running < this.max;
+  }
+
+  /** Start `user` now or queue it for up to `waitMs`; false when the queue is full (nothing happened). */
+  acquire(user: SlotUser, waitMs = this.waitMs): boolean {
     if (this.running < this.max || this.closed) {
       this.running++;
-      return user.start(this.pool);
+      user.start(this.pool);
+      return true;
     }
+    if (this.waiting.size >= this.max * QUEUE_PER_CONNECTION) return false;
     const timer = setTimeout(() => {
       this.waiting.delete(user);
       user.waitTimedOut();
-    }, this.waitMs);
+    }, waitMs);
     this.waiting.set(user, timer);
+    return true;
   }
 
   release(): void {
@@ -78,10 +92,15 @@ export class InstancePool {
     return true;
   }
 
-  /** Hand everyone still waiting to undici (its own queue keeps the connection limit), then close. */
+  /** Hand everyone still waiting back (to be routed again, with their time limits), then close. */
   close(): Promise<void> {
     this.closed = true;
-    while (this.waiting.size > 0) this.startNext();
+    const waiting = [...this.waiting];
+    this.waiting.clear();
+    for (const [user, timer] of waiting) {
+      clearTimeout(timer);
+      user.poolClosed();
+    }
     return this.pool.close();
   }
 
@@ -123,6 +142,9 @@ export class UpstreamPools {
   get size(): number {
     return this.pools.size;
   }
+
+  /** Whether a request to `u` would get a connection at once (a pool not opened yet has room). */
+  readonly hasRoom = (u: { origin: string }): boolean => this.pools.get(u.origin)?.hasRoom ?? true;
 
   /** Drain and drop the pools of origins not in `keep`. */
   retain(keep: ReadonlySet<string>): void {
