@@ -73,7 +73,7 @@ export function parseVerify(value: string, where = `--verify ${printable(value, 
   return m[1] === 'nginx' ? { kind: 'nginx', pidFile: path } : { kind: 'haproxy', masterSocket: path };
 }
 
-function parseDuration(where: string, value: string, min: number, max: number): number {
+export function parseDuration(where: string, value: string, min: number, max: number): number {
   const ms = value === '0' ? 0 : durationMs(value);
   if (ms === undefined) throw new UsageError(`${where}: "${printable(value)}" is not a duration like 500ms, 3s or 1m`);
   if (ms < min || ms > max) throw new UsageError(`${where}: must be between ${min} ms and ${max / 1000} s`);
