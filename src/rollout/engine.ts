@@ -70,7 +70,11 @@ export class Rollout {
     const previous = Journal.load(cfg.stateDir, cfg.service, cfg.composeService);
     if (previous?.ownedByLiveProcess()) throw new UsageError(`a rollout of ${cfg.service} is running (pid ${previous.data.pid}, since ${previous.data.startedAt})`);
     const unfinished = previous?.unfinished() ? previous : undefined;
-    if (unfinished && cfg.rollback) return this.finishResult(t0, await this.undoJournal(unfinished));
+    if (unfinished && cfg.rollback) {
+      await this.undoJournal(unfinished);
+      this.say('done', `done: the unfinished rollout of ${cfg.service} (started ${unfinished.data.startedAt}) is rolled back`);
+      return this.finishResult(t0, 'done');
+    }
     if (cfg.rollback) return this.finishResult(t0, await this.restorePrevious(all));
 
     const targets = running(all).filter((c) => !unfinished?.data.pairs.some((p) => p.new?.id === c.Id || (p.old.id === c.Id && p.phase !== 'rolled-back' && p.phase !== 'planned')));
@@ -125,7 +129,16 @@ export class Rollout {
       for (let i = 0; i < batches.length; i++) {
         if (i > 0 && cfg.pauseMs > 0) await sleep(cfg.pauseMs, d.signal);
         d.reporter.batch(i + 1, batches.length, batches[i].length * 5);
-        const pairs = batches[i].map((c) => this.journal!.pair(c.Id) ?? this.journal!.add({ old: { id: c.Id, name: nameOf(c) }, phase: 'planned' }));
+        const pairs = batches[i].map((c) => {
+          const known = this.journal!.pair(c.Id);
+          if (!known) return this.journal!.add({ old: { id: c.Id, name: nameOf(c) }, phase: 'planned' });
+          // Undone by an earlier run that paused: this one tries again.
+          if (known.phase === 'rolled-back') {
+            delete known.new;
+            this.journal!.set(known, 'planned');
+          }
+          return known;
+        });
         this.say('batch', `batch ${i + 1}/${batches.length}: ${pairs.map((p) => p.old.name).join(', ')}`, { batch: i + 1, batches: batches.length });
         if (order === 'start-first') await this.startFirst(pairs, batches[i], imageRef);
         else await this.stopFirst(pairs, batches[i], imageRef);
@@ -141,7 +154,10 @@ export class Rollout {
       const failure = err.message;
       this.say('fail', `failed: ${failure}`, { reason: failure });
       if (cfg.failureAction === 'pause') {
-        this.journal.finish('paused');
+        const j = this.journal;
+        const open = j.data.pairs.filter((p) => p.phase !== 'stopped' && p.phase !== 'rolled-back').reverse();
+        await this.withSignal(new AbortController().signal, () => this.undoPairs(j, open));
+        j.finish('paused');
         this.say('paused', `paused: batches already replaced stay; the failed replacement was removed and its old container serves again. Run again to go on, or with --rollback to undo`);
         return { ...this.result(t0), status: 'paused', failure };
       }
