@@ -95,6 +95,14 @@ export function describeRefusal(container: Docker.ContainerInspectInfo): string 
 /** Creates (does not start) the replacement and connects its extra networks; returns its id. */
 export async function createClone(docker: Docker, plan: ClonePlan): Promise<string> {
   const name = plan.create.name ?? '(unnamed)';
+  // Docker accepts a connect to an unknown network while the container is not running and fails
+  // only at start: look first, before anything is made.
+  for (const n of plan.extraNetworks) {
+    await docker.getNetwork(n.name).inspect().catch((err: unknown) => {
+      const r = reason(err);
+      throw new Error(`creating container ${name}: ${r.includes(n.name) ? r : `network ${n.name}: ${r}`}`);
+    });
+  }
   let made: Docker.Container;
   try {
     // A copy: dockerode deletes keys from the options it is given.
