@@ -89,7 +89,8 @@ export class Rollout {
       void want;
     }
 
-    const plans = targets.map((c) => ({ c, clone: cloneSpec({ container: c, newImage: this.imageCache.get(imageRef(c))!, newImageRef: imageRef(c), name: 'planned', dropLabelPrefixes: [LABEL_PREFIX] }) }));
+    const plans = [];
+    for (const c of targets) plans.push({ c, clone: cloneSpec({ container: c, oldImage: await this.imageById(c.Image), newImage: this.imageCache.get(imageRef(c))!, newImageRef: imageRef(c), name: 'planned', dropLabelPrefixes: [LABEL_PREFIX] }) });
     const fixed = plans.filter((p) => p.clone.fixedHostPorts.length > 0 || p.clone.staticAddresses.length > 0);
     let order: Order = cfg.order ?? unfinished?.data.order ?? 'start-first';
     if (fixed.length > 0 && order === 'start-first') {
