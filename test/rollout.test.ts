@@ -25,7 +25,7 @@ async function startService(svc: string, names: string[], extra: string[] = [], 
   await Promise.all(
     names.map((n) =>
       docker(
-        'run', '-d', '--name', `${P}${n}`, '-e', `SERVICE_NAME=${svc}`, '-e', `NAME=${n}`, '-l', 'app.kept=yes', '-p', publish,
+        'run', '-d', '--name', `${P}${n}`, '-e', `SERVICE_NAME=${svc}`, '-e', `NAME=${n}`, '-l', `app.svc=${svc}`, '-p', publish,
         '--health-cmd', '[ "$BROKEN" != "$NAME" ] && wget -q -O /dev/null http://127.0.0.1/', '--health-interval', '500ms', '--health-retries', '2',
         ...extra, IMAGE,
       ),
@@ -49,9 +49,8 @@ async function finished(hm: Hm, timeoutMs = 90_000): Promise<number | null> {
 const events = (hm: Hm, e: string) => hm.logs.filter((l: LogLine) => l.event === e);
 
 async function names(svc: string, all = false): Promise<string[]> {
-  const out = await docker('ps', ...(all ? ['-a'] : []), '--filter', `name=${P}`, '--filter', `label=app.kept=yes`, '--format', '{{.Names}} {{.Label "io.harbormaster.rollout.base"}}');
-  void svc;
-  return out.split('\n').filter(Boolean).map((l) => l.split(' ')[0]).sort();
+  const out = await docker('ps', ...(all ? ['-a'] : []), '--filter', `name=${P}`, '--filter', `label=app.svc=${svc}`, '--format', '{{.Names}}');
+  return out.split('\n').filter(Boolean).sort();
 }
 
 async function envOf(name: string): Promise<string[]> {

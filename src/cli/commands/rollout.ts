@@ -38,7 +38,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     if (cfg.json) reporter.emit({ event: 'result', message: r.status, ...r });
     if (r.status === 'interrupted') return 130;
     if (r.status === 'rolled-back' || r.status === 'paused') {
-      if (!cfg.json) process.stderr.write(`harbormaster: rollout of ${cfg.service} ${r.status === 'paused' ? 'paused' : 'rolled back'}: ${r.failure}\n`);
+      process.stderr.write(`harbormaster: rollout of ${cfg.service} ${r.status === 'paused' ? 'paused' : 'rolled back'}: ${r.failure}\n`);
       return 1;
     }
     return 0;
