@@ -133,7 +133,7 @@ export class StatusServer {
     }
     try {
       const q = query(req.url ?? '', method === 'POST' ? ['container', 'for'] : ['container']);
-      if (q.container === undefined) throw new WithdrawalError(400, 'container: missing (give ?container=<id, id prefix or name>)');
+      if (!q.container) throw new WithdrawalError(400, 'container: missing (give ?container=<id, id prefix or name>)');
       if (method === 'POST') return json(200, await control.withdraw(q.container, parseWithdrawFor(q.for)));
       return json(200, await control.readmit(q.container));
     } catch (err) {
