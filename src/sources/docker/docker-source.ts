@@ -504,15 +504,19 @@ export class DockerSource {
 
   /** Lift a withdrawal now; the container is inspected again and registered if it still serves. */
   async readmitContainer(ref: string): Promise<{ container: ContainerRef; readmitted: boolean }> {
-    let refs: ContainerRef[];
+    let c: ContainerRef;
     try {
-      refs = await this.containerRefs();
+      c = findContainer(ref, await this.containerRefs());
     } catch (err) {
+      if (err instanceof WithdrawalError) throw err;
       // Docker unreachable: a withdrawal can still be lifted by what this process knows of it.
-      refs = this.withdrawn.list().map((w) => ({ id: w.id, name: w.name }));
-      if (refs.length === 0) throw new WithdrawalError(503, `cannot list Docker's containers: ${errText(err)}`);
+      try {
+        c = findContainer(ref, this.withdrawn.list());
+      } catch (e) {
+        if (e instanceof WithdrawalError && e.status === 404) throw new WithdrawalError(503, `cannot list Docker's containers: ${errText(err)}; no withdrawal matches "${ref}"`);
+        throw e;
+      }
     }
-    const c = findContainer(ref, refs);
     const w = this.withdrawn.remove(c.id);
     if (!w) return { container: c, readmitted: false };
     this.opts.log.info({ event: 'readmitted', container: w.name, id: c.id }, `re-admitted ${w.name}`);
