@@ -3,6 +3,7 @@
 import type { CatalogWatch } from '../catalog/watch.js';
 import type { RegistrarStatus } from '../registrar/registrar.js';
 import type { DockerSourceStatus } from '../sources/docker/docker-source.js';
+import { viewOf, type Withdrawal } from '../sources/docker/withdrawals.js';
 import type { ComponentHealth } from './status-server.js';
 
 export function watchProbe(watch: CatalogWatch, registry: string): () => ComponentHealth {
@@ -43,6 +44,14 @@ export function registrarProbe(registrar: { readonly status: RegistrarStatus }, 
   };
 }
 
-export function dockerProbe(status: DockerSourceStatus, endpoint: string): () => ComponentHealth {
-  return () => ({ ok: status.connected, endpoint, connected: status.connected, lastSync: status.lastSync, lastError: status.lastError });
+/** With `withdrawals`, the containers taken out of rotation on request are listed too (they do not make it unhealthy). */
+export function dockerProbe(status: DockerSourceStatus, endpoint: string, withdrawals?: () => Withdrawal[]): () => ComponentHealth {
+  return () => ({
+    ok: status.connected,
+    endpoint,
+    connected: status.connected,
+    ...(withdrawals ? { withdrawn: withdrawals().map(viewOf) } : {}),
+    lastSync: status.lastSync,
+    lastError: status.lastError,
+  });
 }

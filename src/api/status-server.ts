@@ -1,12 +1,16 @@
 // The status API every long-running command serves (loopback by default): the catalog it works
-// from, the connectivity of its parts, and the Prometheus metrics of the process.
+// from, the connectivity of its parts, and the Prometheus metrics of the process. A sidecar's
+// API also takes containers out of rotation and back (/v1/withdraw, POST and DELETE), the only
+// requests that change anything: a web page's request to them is refused.
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { type AddressInfo, isIP } from 'node:net';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Logger } from '../log/logger.js';
 import { registry } from '../metrics/metrics.js';
 import { formatAddress, type ListenAddress } from './listen-address.js';
 import type { CatalogWatch } from '../catalog/watch.js';
+import { printable } from '../model/validate.js';
+import { parseWithdrawFor, type WithdrawalControl, WithdrawalError } from '../sources/docker/withdrawals.js';
 
 /** One part's view of its own health: `ok` plus whatever it can tell (lastSync, lastError…). */
 export interface ComponentHealth {
@@ -21,7 +25,13 @@ export interface StatusSources {
   catalog(): Catalog | undefined;
   /** Named probes, e.g. docker, registry, catalog, proxy. */
   components: Record<string, () => ComponentHealth>;
+  /** The sidecar's withdrawals; without it there is no /v1/withdraw. */
+  withdrawals?: WithdrawalControl;
 }
+
+/** A POST body is not read: this much is thrown away, then the client is held off and the connection closed after the answer. */
+const MAX_IGNORED_BODY = 64 * 1024;
+const WITHDRAW_METHODS = 'GET, HEAD, POST, DELETE';
 
 export interface HealthReport {
   ok: boolean;
@@ -47,6 +57,8 @@ export function healthReport(sources: StatusSources): HealthReport {
 
 export class StatusServer {
   private readonly server: http.Server;
+  /** Listening on loopback only: a request that changes something must name the host by address or as localhost. */
+  private loopback = true;
 
   constructor(
     private readonly sources: StatusSources,
@@ -67,7 +79,9 @@ export class StatusServer {
     });
     const a = this.server.address() as AddressInfo;
     const bound = { host: addr.host, port: a.port };
-    this.log.info({ event: 'listen', component: 'api', addr: formatAddress(bound) }, `status API on http://${formatAddress(bound)} (/v1/services, /v1/health, /metrics)`);
+    this.loopback = isLoopback(a.address);
+    const paths = `/v1/services, /v1/health, /metrics${this.sources.withdrawals ? ', /v1/withdraw' : ''}`;
+    this.log.info({ event: 'listen', component: 'api', addr: formatAddress(bound) }, `status API on http://${formatAddress(bound)} (${paths})`);
     return bound;
   }
 
@@ -78,8 +92,10 @@ export class StatusServer {
   }
 
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
-    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain; charset=utf-8', 'only GET and HEAD\n', { allow: 'GET, HEAD' });
     const path = (req.url ?? '/').split('?')[0];
+    const withdrawals = this.sources.withdrawals;
+    if (path === '/v1/withdraw' && withdrawals) return this.withdraw(req, res, withdrawals);
+    if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain; charset=utf-8', 'only GET and HEAD\n', { allow: 'GET, HEAD' });
     try {
       switch (path) {
         case '/v1/services': {
@@ -101,10 +117,105 @@ export class StatusServer {
       else res.destroy();
     }
   }
+
+  /** GET lists the withdrawals, POST withdraws a container, DELETE re-admits it. */
+  private async withdraw(req: http.IncomingMessage, res: http.ServerResponse, control: WithdrawalControl): Promise<void> {
+    const text = 'text/plain; charset=utf-8';
+    const json = (status: number, body: unknown) => send(res, status, 'application/json', `${JSON.stringify(body, null, 2)}\n`);
+    const method = req.method ?? '';
+    if (method === 'GET' || method === 'HEAD') return json(200, { withdrawals: control.list() });
+    if (method !== 'POST' && method !== 'DELETE') return send(res, 405, text, `only ${WITHDRAW_METHODS} on /v1/withdraw\n`, { allow: WITHDRAW_METHODS });
+    ignoreBody(req);
+    const refused = browserRequest(req, this.loopback);
+    if (refused) {
+      this.log.warn({ event: 'refused', component: 'api', method, reason: refused }, `status API: ${method} /v1/withdraw refused: ${refused}`);
+      return send(res, 403, text, `${refused}\n`);
+    }
+    try {
+      const q = query(req.url ?? '', method === 'POST' ? ['container', 'for'] : ['container']);
+      if (!q.container) throw new WithdrawalError(400, 'container: missing (give ?container=<id, id prefix or name>)');
+      if (method === 'POST') return json(200, await control.withdraw(q.container, parseWithdrawFor(q.for)));
+      return json(200, await control.readmit(q.container));
+    } catch (err) {
+      if (err instanceof WithdrawalError) return send(res, err.status, text, `${err.message}\n`);
+      this.log.error({ event: 'error', component: 'api', err: (err as Error).message }, `status API ${method} /v1/withdraw: ${(err as Error).message}`);
+      if (!res.headersSent) send(res, 500, text, 'internal error\n');
+      else res.destroy();
+    }
+  }
+}
+
+/** The query's parameters; an unknown, repeated or undecodable one is a 400 naming it. */
+function query(target: string, allowed: readonly string[]): Record<string, string | undefined> {
+  const q = target.includes('?') ? target.slice(target.indexOf('?') + 1) : '';
+  const out: Record<string, string | undefined> = {};
+  for (const part of q.split('&')) {
+    if (part === '') continue;
+    const eq = part.indexOf('=');
+    let key: string;
+    let value: string;
+    try {
+      key = decodeURIComponent((eq < 0 ? part : part.slice(0, eq)).replace(/\+/g, ' '));
+      value = eq < 0 ? '' : decodeURIComponent(part.slice(eq + 1).replace(/\+/g, ' '));
+    } catch {
+      throw new WithdrawalError(400, `query "${printable(part)}": malformed percent-encoding`);
+    }
+    if (!allowed.includes(key)) throw new WithdrawalError(400, `${printable(key)}: unknown parameter (expected ${allowed.join(', ')})`);
+    if (out[key] !== undefined) throw new WithdrawalError(400, `${key}: given more than once`);
+    out[key] = value;
+  }
+  return out;
+}
+
+/**
+ * Why a request that changes something looks like a web page's (cross-site request forgery,
+ * DNS rebinding), or undefined. Browsers send Origin with every POST and DELETE; other
+ * clients (curl, scripts, rollout) do not.
+ */
+function browserRequest(req: http.IncomingMessage, loopback: boolean): string | undefined {
+  if (req.headers.origin !== undefined) return `a request with an Origin header (${printable(req.headers.origin)}) may not change withdrawals`;
+  const site = req.headers['sec-fetch-site'];
+  if (site !== undefined && site !== 'none') return `a browser's request (Sec-Fetch-Site ${printable(String(site))}) may not change withdrawals`;
+  const host = hostOf(req.headers.host);
+  if (loopback && host !== undefined && host !== 'localhost' && isIP(host) === 0) {
+    return `Host ${printable(host)}: on a loopback API only an IP address or localhost may be named (a DNS name here is how a web page reaches it)`;
+  }
+  return undefined;
+}
+
+/** The host part of a Host header, without port or IPv6 brackets. */
+function hostOf(header: string | undefined): string | undefined {
+  if (header === undefined || header === '') return undefined;
+  const m = /^\[([^\]]*)\](?::\d*)?$/.exec(header);
+  if (m) return m[1];
+  return header.replace(/:\d*$/, '').toLowerCase();
+}
+
+function isLoopback(address: string): boolean {
+  return /^127\./.test(address) || address === '::1' || /^::ffff:127\./i.test(address);
+}
+
+/** Requests whose body has not all arrived yet. */
+const unread = new WeakSet<http.IncomingMessage>();
+
+/** The body is not used: drained up to a bound, never waited for. */
+function ignoreBody(req: http.IncomingMessage): void {
+  if (req.headers['transfer-encoding'] === undefined && !(Number(req.headers['content-length']) > 0)) return;
+  unread.add(req);
+  req.on('end', () => unread.delete(req));
+  let seen = 0;
+  req.on('data', (chunk: Buffer) => {
+    seen += chunk.length;
+    if (seen > MAX_IGNORED_BODY) req.pause();
+  });
+  req.on('error', () => undefined);
+  req.resume();
 }
 
 function send(res: http.ServerResponse, status: number, type: string, body: string, extra: http.OutgoingHttpHeaders = {}): void {
-  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...extra });
+  // A request body still arriving is not read to its end: the connection closes after the answer.
+  const close = unread.has(res.req) ? { connection: 'close' } : {};
+  res.writeHead(status, { 'content-type': type, 'content-length': Buffer.byteLength(body), 'cache-control': 'no-store', ...close, ...extra });
   res.end(res.req.method === 'HEAD' ? undefined : body);
 }
 
@@ -114,9 +225,10 @@ export async function startCatalogApi(
   watch: CatalogWatch,
   components: Record<string, () => ComponentHealth>,
   log: Logger,
+  withdrawals?: WithdrawalControl,
 ): Promise<StatusServer | undefined> {
   if (!addr) return undefined;
-  const api = new StatusServer({ catalog: () => watch.catalog, components }, log);
+  const api = new StatusServer({ catalog: () => watch.catalog, components, withdrawals }, log);
   await api.listen(addr);
   return api;
 }

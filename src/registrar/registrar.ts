@@ -224,6 +224,18 @@ export class Registrar implements DesiredSink {
     return out;
   }
 
+  /**
+   * Of these ids, those the registry may still hold as far as this process knows: registered,
+   * a write or withdrawal under way, or a write whose answer never came. Unlike settled(), it
+   * does not wait for unrelated work elsewhere on the host.
+   */
+  holding(ids: readonly string[]): string[] {
+    return ids.filter((id) => {
+      const s = this.slots.get(id);
+      return s !== undefined && (s.have !== undefined || s.pending !== undefined || s.busy);
+    });
+  }
+
   /** Resolves once nothing is queued, in flight, waiting for a retry or for a resync. */
   settled(): Promise<void> {
     return new Promise((resolve) => {

@@ -16,6 +16,7 @@ import { parseRegistryUri } from '../../registry/uri.js';
 import { defaultDockerEndpoint, dockerClient } from '../../sources/docker/docker-endpoint.js';
 import { DockerSource } from '../../sources/docker/docker-source.js';
 import { splitTags } from '../../sources/docker/service-model.js';
+import { withdrawalControl } from '../../sources/docker/withdrawals.js';
 import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
 import { sleep } from '../../util/time.js';
 import { parseTimeout } from '../../render/template-spec.js';
@@ -51,7 +52,8 @@ Options:
   --docker-timeout <duration>  longest wait for one Docker API answer (default 10s)
   --no-health-gate           register containers with a HEALTHCHECK at start, not once healthy
   --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
-  --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
+  --api <host:port|off>      status API: /v1/services, /v1/health, /metrics, and
+                             POST/DELETE /v1/withdraw to take a container out of rotation (default off)
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
   -h, --help                 this help
@@ -234,7 +236,11 @@ async function startRegisterApi(cfg: RegisterConfig, addr: ListenAddress, handle
   const api = new StatusServer(
     {
       catalog: () => buildCatalog(handle.registrar.current(), [...HEALTH_STATUSES]),
-      components: { docker: dockerProbe(handle.source.status, cfg.docker), registry: registrarProbe(handle.registrar, handle.backend.description) },
+      components: {
+        docker: dockerProbe(handle.source.status, cfg.docker, () => handle.source.withdrawals()),
+        registry: registrarProbe(handle.registrar, handle.backend.description),
+      },
+      withdrawals: withdrawalControl(handle.source, handle.registrar),
     },
     log,
   );

@@ -13,6 +13,7 @@ import { PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startProxy, type ProxyH
 import { parseRegisterArgs, startRegister, type RegisterConfig, type RegisterHandle } from './register.js';
 import { nextSignal, onHangup } from '../signals.js';
 import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
+import { withdrawalControl } from '../../sources/docker/withdrawals.js';
 
 export const RUN_HELP = `Usage: harbormaster run [options]
 
@@ -131,13 +132,14 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
       cfg.proxy.api,
       watch,
       {
-        docker: dockerProbe(source.status, cfg.register.docker),
+        docker: dockerProbe(source.status, cfg.register.docker, () => source.withdrawals()),
         registry: registrarProbe(registrar, registry),
         catalog: watchProbe(watch, registry),
         proxy: () => p.health(),
         ...(r ? { render: () => ({ ok: r.last?.ok ?? true, runs: r.runs, written: r.last?.written.length ?? 0 }) } : {}),
       },
       log,
+      withdrawalControl(source, registrar),
     );
   } catch (err) {
     proxy?.freeze();

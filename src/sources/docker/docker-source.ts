@@ -3,7 +3,8 @@
 // Every inspection of a container runs in that container's own queue and is thrown away if a
 // newer lifecycle event arrived meanwhile, so a resync can never undo a `stop` it did not see.
 // A failed inspection is retried; every Docker call has a timeout; a broken event stream or a
-// failed listing reconnects with backoff and lists everything again.
+// failed listing reconnects with backoff and lists everything again. A container withdrawn on
+// request (withdrawals.ts) serves nothing, whatever Docker says, until its withdrawal ends.
 import { constants } from 'node:os';
 import { StringDecoder } from 'node:string_decoder';
 import type Docker from 'dockerode';
@@ -13,6 +14,7 @@ import type { DesiredSink } from '../../registrar/registrar.js';
 import { backoffMs, sleep, withTimeout } from '../../util/time.js';
 import { type ContainerDetails, containerName } from './container.js';
 import { containerServices, type ModelOptions } from './service-model.js';
+import { type ContainerRef, findContainer, type Withdrawal, WithdrawalError, Withdrawals } from './withdrawals.js';
 
 export interface DockerSourceOptions {
   docker: Docker;
@@ -139,6 +141,7 @@ export class DockerSource {
   private resyncAgain = false;
   private running?: Promise<void>;
   private wake?: () => void;
+  private readonly withdrawn = new Withdrawals((w) => this.withdrawalExpired(w));
 
   constructor(private readonly opts: DockerSourceOptions) {
     this.callTimeoutMs = opts.callTimeoutMs ?? CALL_TIMEOUT_MS;
@@ -152,6 +155,7 @@ export class DockerSource {
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.resyncTimer);
+    this.withdrawn.clear();
     for (const st of this.states.values()) clearTimeout(st.retryTimer);
     for (const c of this.inflight) c.abort();
     this.streamAbort?.abort();
@@ -336,8 +340,7 @@ export class DockerSource {
       }
       case 'destroy':
         this.put(id, st, [], `${this.label(id, st)}: destroy`);
-        clearTimeout(st.retryTimer);
-        this.states.delete(id);
+        this.forget(id, st);
         break;
     }
   }
@@ -354,6 +357,8 @@ export class DockerSource {
   }
 
   private put(id: string, st: ContainerState, instances: ServiceInstance[], reason?: string): void {
+    // The one gate every path goes through (refresh, resync, a crash kept as critical…).
+    if (instances.length > 0 && this.withdrawn.has(id)) instances = [];
     if (instances.length === 0 && st.desired.length === 0) return;
     st.desired = instances;
     this.opts.sink.set(id, instances, reason);
@@ -385,7 +390,7 @@ export class DockerSource {
       if (this.stopped || this.states.get(id) !== st || st.epoch !== epoch) return 'superseded';
       if (!details) {
         this.put(id, st, [], `${this.label(id, st)}: gone`);
-        this.states.delete(id);
+        this.forget(id, st);
         return 'done';
       }
       try {
@@ -430,6 +435,8 @@ export class DockerSource {
   private servicesOf(c: ContainerDetails, st: ContainerState): ServiceInstance[] {
     const name = containerName(c);
     st.name = name;
+    const w = this.withdrawn.get(c.Id);
+    if (w) w.name = name; // renamed while withdrawn
     // Started again since the stop or failure we saw (its start event may have been missed
     // while Docker was unreachable): that mark no longer applies. A container still draining
     // after a stop keeps its StartedAt, however long it drains.
@@ -454,6 +461,77 @@ export class DockerSource {
     st.gateLogged = false;
     st.last = instances;
     return instances;
+  }
+
+  /** The container is gone: its state goes, and so does a withdrawal of it (a new container of that name is not withdrawn). */
+  private forget(id: string, st: ContainerState): void {
+    clearTimeout(st.retryTimer);
+    this.states.delete(id);
+    const w = this.withdrawn.remove(id);
+    if (w) this.opts.log.info({ event: 'withdrawal-forgotten', container: w.name, id }, `withdrawal of ${w.name} forgotten: the container is gone`);
+  }
+
+  /** Every container Docker knows, by full id and name. */
+  private async containerRefs(): Promise<ContainerRef[]> {
+    const list = await this.call('listing containers', (abortSignal) => this.opts.docker.listContainers({ all: true, abortSignal }));
+    return list.map((c) => ({ id: c.Id, name: (c.Names ?? []).map((n) => n.replace(/^\//, '')).find((n) => !n.includes('/')) ?? c.Id.slice(0, 12) }));
+  }
+
+  /**
+   * Take a container out of rotation for `forMs`: its instances are withdrawn now and stay out
+   * through refreshes, resyncs and registry outages until the withdrawal expires, is lifted, or
+   * the container is gone. A repeated request moves the end. Throws WithdrawalError (400/404/503).
+   */
+  async withdrawContainer(ref: string, forMs: number): Promise<Withdrawal> {
+    let refs: ContainerRef[];
+    try {
+      refs = await this.containerRefs();
+    } catch (err) {
+      throw new WithdrawalError(503, `cannot list Docker's containers: ${errText(err)}`);
+    }
+    if (this.stopped) throw new WithdrawalError(503, 'shutting down');
+    const c = findContainer(ref, refs);
+    const st = this.state(c.id);
+    st.name = c.name;
+    // An inspection already under way (an event's refresh, a resync) started before this: its answer is dropped.
+    st.epoch++;
+    const w = this.withdrawn.add(c.id, c.name, st.desired.map((s) => s.id), forMs);
+    this.put(c.id, st, [], `${c.name}: withdrawn`);
+    const until = new Date(w.until).toISOString();
+    this.opts.log.info({ event: 'withdrawn', container: c.name, id: c.id, instances: w.instances, until }, `withdrew ${c.name} (${w.instances.length} instances) until ${until}`);
+    return w;
+  }
+
+  /** Lift a withdrawal now; the container is inspected again and registered if it still serves. */
+  async readmitContainer(ref: string): Promise<{ container: ContainerRef; readmitted: boolean }> {
+    let c: ContainerRef;
+    try {
+      c = findContainer(ref, await this.containerRefs());
+    } catch (err) {
+      if (err instanceof WithdrawalError) throw err;
+      // Docker unreachable: a withdrawal can still be lifted by what this process knows of it.
+      try {
+        c = findContainer(ref, this.withdrawn.list());
+      } catch (e) {
+        if (e instanceof WithdrawalError && e.status === 404) throw new WithdrawalError(503, `cannot list Docker's containers: ${errText(err)}; no withdrawal matches "${ref}"`);
+        throw e;
+      }
+    }
+    const w = this.withdrawn.remove(c.id);
+    if (!w) return { container: c, readmitted: false };
+    this.opts.log.info({ event: 'readmitted', container: w.name, id: c.id }, `re-admitted ${w.name}`);
+    if (!this.stopped) void this.refresh(c.id);
+    return { container: { id: c.id, name: w.name }, readmitted: true };
+  }
+
+  /** Current withdrawals, by name. */
+  withdrawals(): Withdrawal[] {
+    return this.withdrawn.list();
+  }
+
+  private withdrawalExpired(w: Withdrawal): void {
+    this.opts.log.info({ event: 'withdrawal-expired', container: w.name, id: w.id }, `withdrawal of ${w.name} expired`);
+    if (!this.stopped) void this.refresh(w.id);
   }
 
   /** The timer's resync: a failed listing means Docker is in trouble, so the stream starts over. */
@@ -503,8 +581,7 @@ export class DockerSource {
       // Gone while we were not looking (its destroy event missed), and no event since the listing began.
       if (!present.has(id) && before.get(id) === st.epoch) {
         this.put(id, st, [], `${this.label(id, st)}: gone`);
-        clearTimeout(st.retryTimer);
-        this.states.delete(id);
+        this.forget(id, st);
       }
     }
     const outcomes = await Promise.all(jobs);
