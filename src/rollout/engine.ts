@@ -70,17 +70,22 @@ export class Rollout {
     const previous = Journal.load(cfg.stateDir, cfg.service, cfg.composeService);
     if (previous?.ownedByLiveProcess()) throw new UsageError(`a rollout of ${cfg.service} is running (pid ${previous.data.pid}, since ${previous.data.startedAt})`);
     const unfinished = previous?.unfinished() ? previous : undefined;
-    if (unfinished && cfg.rollback) {
+    if (unfinished && cfg.rollback && !unfinished.data.restore) {
       await this.undoJournal(unfinished);
       this.say('done', `done: the unfinished rollout of ${cfg.service} (started ${unfinished.data.startedAt}) is rolled back`);
       return this.finishResult(t0, 'done');
     }
-    if (cfg.rollback) return this.finishResult(t0, await this.restorePrevious(all));
-
+    // --rollback after a finished rollout: the same machinery, with each replica's kept previous
+    // container (started again) as the replacement of the current one.
+    if (unfinished && !!unfinished.data.restore !== cfg.rollback) {
+      throw new UsageError(`an unfinished ${unfinished.data.restore ? 'rollback' : 'rollout'} of ${cfg.service} (started ${unfinished.data.startedAt}): run it again ${unfinished.data.restore ? 'with' : 'without'} --rollback to finish it${unfinished.data.restore ? '' : ', or with --rollback to undo it'}`);
+    }
     const targets = running(all).filter((c) => !unfinished?.data.pairs.some((p) => p.new?.id === c.Id || (p.old.id === c.Id && p.phase !== 'rolled-back' && p.phase !== 'planned')));
     if (running(all).length === 0) throw new UsageError(`no running container of ${cfg.composeService ? 'compose service' : 'service'} ${cfg.service} on this host`);
-    const imageRef = (c: Docker.ContainerInspectInfo) => cfg.image ?? c.Config.Image;
-    for (const ref of new Set(targets.map(imageRef))) this.imageCache.set(ref, await resolveImage(d.docker, ref, cfg.pull, (m) => this.say('note', m)));
+    const previousOf = cfg.rollback ? (targets.length > 0 || !unfinished ? await this.previousContainers(targets) : new Map<string, { id: string; name: string }>()) : undefined;
+    this.restoring = cfg.rollback;
+    const imageRef = (c: Docker.ContainerInspectInfo) => (this.restoring ? c.Image : (cfg.image ?? c.Config.Image));
+    for (const ref of new Set(targets.map(imageRef))) this.imageCache.set(ref, await resolveImage(d.docker, ref, this.restoring ? 'never' : cfg.pull, (m) => this.say('note', m)));
     if (unfinished) {
       const want = this.imageCache.get(cfg.image ?? unfinished.data.image);
       if (cfg.image !== undefined && cfg.image !== unfinished.data.image) {
@@ -110,12 +115,14 @@ export class Rollout {
     for (let i = 0; i < targets.length; i += size) batches.push(targets.slice(i, i + size));
 
     const firstRef = targets[0] ? imageRef(targets[0]) : unfinished?.data.image ?? '';
-    this.say(
+    if (previousOf) {
+      this.say('plan', `${cfg.dryRun ? 'would put' : 'putting'} back the previous containers of ${cfg.service} in ${batches.length} batch(es) of ${size}, ${order}: ${targets.map((c) => `${previousOf.get(c.Id)!.name} instead of ${nameOf(c)}`).join(', ')}`, { order, batches: batches.length, batchSize: size });
+    } else this.say(
       'plan',
       `${cfg.dryRun ? 'would roll' : 'rolling'} ${cfg.service}: ${targets.length} container(s) in ${batches.length} batch(es) of ${size}, ${order}, image ${firstRef}${this.imageCache.get(firstRef) ? ` (${shortId(this.imageCache.get(firstRef)!.Id)})` : ''}${unfinished ? `; resuming the rollout started ${unfinished.data.startedAt}` : ''}`,
       { containers: targets.map(nameOf), batches: batches.length, batchSize: size, order, image: firstRef },
     );
-    batches.forEach((b, i) => this.say('plan', `  batch ${i + 1}: ${b.map((c) => `${nameOf(c)} (${shortId(c.Image)} → ${shortId(this.imageCache.get(imageRef(c))!.Id)})`).join(', ')}`, { batch: i + 1, containers: b.map(nameOf) }));
+    if (!previousOf) batches.forEach((b, i) => this.say('plan', `  batch ${i + 1}: ${b.map((c) => `${nameOf(c)} (${shortId(c.Image)} → ${shortId(this.imageCache.get(imageRef(c))!.Id)})`).join(', ')}`, { batch: i + 1, containers: b.map(nameOf) }));
     const ready = ['Docker running and healthy (if it has a HEALTHCHECK)', `passing in ${cfg.registry}`];
     if (cfg.via) ready.push(`${cfg.via.url.href} answers${cfg.via.host ? ` for Host ${cfg.via.host}` : ''}`);
     this.say('plan', `  ready = ${ready.join(' + ')}, within ${cfg.healthTimeoutMs / 1000} s, then watched ${cfg.monitorMs / 1000} s; old: withdrawn, drained ${cfg.drainMs / 1000} s, stopped (${cfg.stopTimeoutS} s grace), ${cfg.keep > 0 ? `last ${cfg.keep} kept stopped` : 'removed'}`);
@@ -123,7 +130,7 @@ export class Rollout {
     if (cfg.dryRun) return { status: 'nothing', replaced: 0, totalMs: Date.now() - t0, readyWaitMs: 0, drainMs: 0 };
 
     this.sidecarOk = await this.checkSidecar();
-    this.journal = unfinished ?? Journal.create(cfg.stateDir, { service: cfg.service, composeService: cfg.composeService, image: firstRef, imageId: this.imageCache.get(firstRef)?.Id ?? '', order, pairs: [] });
+    this.journal = unfinished ?? Journal.create(cfg.stateDir, { service: cfg.service, composeService: cfg.composeService, image: previousOf ? 'previous containers' : firstRef, imageId: this.imageCache.get(firstRef)?.Id ?? '', order, restore: !!previousOf, pairs: [] });
     this.journal.take();
     try {
       if (unfinished) await this.resumePairs(unfinished, order);
@@ -132,7 +139,7 @@ export class Rollout {
         d.reporter.batch(i + 1, batches.length, batches[i].length * 5);
         const pairs = batches[i].map((c) => {
           const known = this.journal!.pair(c.Id);
-          if (!known) return this.journal!.add({ old: { id: c.Id, name: nameOf(c) }, phase: 'planned' });
+          if (!known) return this.journal!.add({ old: { id: c.Id, name: nameOf(c) }, new: previousOf?.get(c.Id), phase: 'planned' });
           // Undone by an earlier run that paused: this one tries again.
           if (known.phase === 'rolled-back') {
             delete known.new;
@@ -167,7 +174,8 @@ export class Rollout {
     }
     await this.cleanup(this.journal);
     this.journal.finish('done');
-    this.say('done', `done: ${this.replaced} container(s) of ${cfg.service} replaced in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(this.readyWaitMs / 1000).toFixed(1)} s waiting for readiness)`, { replaced: this.replaced, ms: Date.now() - t0, readyWaitMs: this.readyWaitMs });
+    if (this.restoring) this.say('done', `done: ${this.replaced} previous container(s) of ${cfg.service} serve again`);
+    else this.say('done', `done: ${this.replaced} container(s) of ${cfg.service} replaced in ${((Date.now() - t0) / 1000).toFixed(1)} s (${(this.readyWaitMs / 1000).toFixed(1)} s waiting for readiness)`, { replaced: this.replaced, ms: Date.now() - t0, readyWaitMs: this.readyWaitMs });
     return { ...this.result(t0), status: 'done' };
   }
 
@@ -209,6 +217,19 @@ export class Rollout {
   /** Create the replacement from the old container's configuration and start it. */
   private async createAndStart(p: Pair, old: Docker.ContainerInspectInfo, ref: string): Promise<void> {
     const { docker } = this.d;
+    if (this.restoring) {
+      this.journal!.set(p, 'created');
+      try {
+        await docker.getContainer(p.new!.id).start();
+      } catch (err) {
+        if ((err as { statusCode?: number }).statusCode !== 304) throw new BatchFailed(`${p.new!.name} does not start again: ${dockerMessage(err)}`);
+      }
+      // Withdrawn when it was replaced: back in rotation once it is ready.
+      await this.readmit(p.new!);
+      this.say('start', `started ${p.new!.name} again (instead of ${p.old.name})`, { container: p.new!.name, replaces: p.old.name });
+      this.d.reporter.step();
+      return;
+    }
     const taken = new Set(this.journal!.data.pairs.flatMap((x) => (x.new ? [x.new.name] : [])));
     const n = await replacementName(docker, old, taken);
     const plan = cloneSpec({
@@ -223,12 +244,21 @@ export class Rollout {
     // Recorded before the create, so that a kill in between leaves a name the next run can find.
     p.new = { id: '', name: n.name };
     this.journal!.save();
-    const id = await createClone(docker, plan);
+    let id: string;
+    try {
+      id = await createClone(docker, plan);
+    } catch (err) {
+      throw new BatchFailed((err as Error).message);
+    }
     p.new = { id, name: n.name };
     this.journal!.set(p, 'created');
     this.say('create', `created ${n.name} (replaces ${p.old.name})`, { container: n.name, replaces: p.old.name });
     this.d.reporter.step();
-    await docker.getContainer(id).start();
+    try {
+      await docker.getContainer(id).start();
+    } catch (err) {
+      throw new BatchFailed(`${n.name} does not start: ${dockerMessage(err)}`);
+    }
     this.say('start', `started ${n.name}`, { container: n.name });
   }
 
@@ -487,70 +517,28 @@ export class Rollout {
     }
   }
 
-  /** --rollback after a finished rollout: the kept previous container of each replica comes back. */
-  private async restorePrevious(all: Docker.ContainerInspectInfo[]): Promise<RolloutResult['status']> {
-    const { cfg, d } = this;
-    const current = running(all);
-    if (current.length === 0) throw new UsageError(`no running container of ${cfg.service} to roll back`);
-    const byId = new Map(all.map((c) => [c.Id, c]));
-    const missing = current.filter((c) => !byId.has(c.Config.Labels?.[LABELS.replaces] ?? ''));
-    if (missing.length > 0) throw new UsageError(`--rollback: no kept previous container for ${missing.map(nameOf).join(', ')} (roll out with --keep 1 or more to keep them)`);
-    this.restoring = true;
-    this.sidecarOk = await this.checkSidecar();
-    this.say('plan', `${cfg.dryRun ? 'would put' : 'putting'} back ${current.map((c) => `${byId.get(c.Config.Labels![LABELS.replaces])!.Name.slice(1)} (instead of ${nameOf(c)})`).join(', ')}`);
-    if (cfg.dryRun) return 'nothing';
-    // The journal's pairs run backwards: "old" is the current container, "new" the previous one started again.
-    const j = Journal.create(cfg.stateDir, { service: cfg.service, composeService: cfg.composeService, image: 'previous', imageId: '', order: 'start-first', pairs: [] });
-    this.journal = j;
-    const size = batchSize(cfg.batch, current.length);
-    try {
-      for (let i = 0; i < current.length; i += size) {
-        const batch = current.slice(i, i + size);
-        d.reporter.batch(i / size + 1, Math.ceil(current.length / size), batch.length * 5);
-        const pairs = batch.map((c) => {
-          const prev = byId.get(c.Config.Labels![LABELS.replaces])!;
-          return j.add({ old: { id: c.Id, name: nameOf(c) }, new: { id: prev.Id, name: nameOf(prev) }, phase: 'created' });
-        });
-        for (const p of pairs) {
-          await d.docker.getContainer(p.new!.id).start().catch((err: { statusCode?: number }) => {
-            if (err.statusCode !== 304) throw err;
-          });
-          await this.readmit(p.new!);
-          this.say('start', `started ${p.new!.name} again (instead of ${p.old.name})`, { container: p.new!.name, replaces: p.old.name });
-        }
-        await this.readyAll(pairs);
-        await this.withdrawAndDrain(pairs);
-        for (const p of pairs) {
-          await this.stop(p.old);
-          await this.remove(p.old);
-          j.set(p, 'stopped');
-          this.replaced++;
-        }
-      }
-    } catch (err) {
-      if (err instanceof Interrupted || err instanceof BatchFailed) {
-        const reason = err.message;
-        // The current containers stay: the previous ones that did not come back are stopped again.
-        for (const p of j.data.pairs.filter((x) => x.phase !== 'stopped')) {
-          await this.readmit(p.old);
-          await this.discardNew(p, p.phase === 'ready');
-          j.set(p, 'rolled-back');
-        }
-        j.finish(err instanceof Interrupted ? 'interrupted' : 'failed');
-        if (err instanceof Interrupted) return 'interrupted';
-        this.say('fail', `rollback failed: ${reason}`, { reason });
-        throw new RolloutFailed(reason);
-      }
-      throw err;
+  /** --rollback: the kept previous container of each current one (exit 2 when one has none). */
+  private async previousContainers(current: Docker.ContainerInspectInfo[]): Promise<Map<string, { id: string; name: string }>> {
+    if (current.length === 0) throw new UsageError(`no running container of ${this.cfg.service} to roll back`);
+    const out = new Map<string, { id: string; name: string }>();
+    for (const c of current) {
+      const id = c.Config.Labels?.[LABELS.replaces];
+      // A stopped container publishes no port, so the service model no longer counts it in: look it up.
+      const prev = id ? await this.inspectOrUndefined(id) : undefined;
+      if (prev && !prev.State.Running) out.set(c.Id, { id: prev.Id, name: nameOf(prev) });
     }
-    j.finish('done');
-    this.say('done', `done: ${this.replaced} previous container(s) of ${cfg.service} serve again`);
-    return 'done';
+    const missing = current.filter((c) => !out.has(c.Id));
+    if (missing.length > 0) throw new UsageError(`--rollback: no kept previous container for ${missing.map(nameOf).join(', ')} (roll out with --keep 1 or more to keep them)`);
+    return out;
   }
 
   /** After a successful rollout: old containers removed, except the last --keep of each replica. */
   private async cleanup(j: Journal): Promise<void> {
     for (const p of j.data.pairs.filter((x) => x.phase === 'stopped')) {
+      if (this.restoring) {
+        await this.remove(p.old);
+        continue;
+      }
       // The chain of predecessors of this replica, newest first.
       const chain: { id: string; name: string }[] = [p.old];
       let next = (await this.inspectOrUndefined(p.old.id))?.Config.Labels?.[LABELS.replaces];
@@ -577,6 +565,13 @@ export class Rollout {
 }
 
 export class RolloutFailed extends Error {}
+
+function dockerMessage(err: unknown): string {
+  return String((err as Error).message ?? err)
+    .replace(/^\(HTTP code \d+\) [a-z ]+ - /, '')
+    .split('\n')[0]
+    .trim();
+}
 
 function shortId(id: string): string {
   return id.replace(/^sha256:/, '').slice(0, 12);

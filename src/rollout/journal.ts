@@ -24,6 +24,8 @@ export interface JournalData {
   image: string;
   imageId: string;
   order: 'start-first' | 'stop-first';
+  /** --rollback after a finished rollout: the "new" container of each pair is the kept previous one. */
+  restore?: boolean;
   startedAt: string;
   pid: number;
   host: string;
