@@ -133,16 +133,20 @@ describe('fast test app', () => {
     expect(r.keepalive.failuresOnReused).toBe(0);
   });
 
-  it('TERM_MODE=immediate: docker stop cuts a request in flight and the app exits 0 at once', async () => {
+  it('TERM_MODE=immediate: docker stop cuts requests in flight (the load generator counts them as lost on reused connections) and the app exits 0 at once', async () => {
+    // 4 keep-alive connections each always waiting on a 200 ms answer: 4 requests in flight at the stop.
+    const lg = load('i', { url: `http://127.0.0.1:${ports.i}/slow?ms=200`, keepalive: { connections: 4 }, fresh: false });
     const slow = get('i', '/slow?ms=3000');
-    await sleep(300);
+    await sleep(500);
     const t = Date.now();
     const stopMs = await stopTimed('i');
     const answer = await slow;
     const cutAfter = Date.now() - t;
+    const r = await lg.stop();
     const exit = await docker('inspect', '-f', '{{.State.ExitCode}}', `${prefix}-i`);
-    console.log(`PROBE immediate: /slow?ms=3000 in flight at docker stop → status ${answer.status} (${answer.end}) ${cutAfter} ms after the stop; docker stop took ${stopMs} ms, exit ${exit}`);
+    console.log(`PROBE immediate: /slow?ms=3000 in flight at docker stop → status ${answer.status} (${answer.end}) ${cutAfter} ms after the stop; docker stop took ${stopMs} ms, exit ${exit}; load of /slow?ms=200: ${summary(r)}`);
     expect([answer.status, answer.end]).toEqual([0, 'closed']);
+    expect(r.keepalive.failuresOnReused).toBeGreaterThanOrEqual(1);
     expect(cutAfter).toBeLessThan(2_000);
     expect(stopMs).toBeLessThan(2_000);
     expect(exit).toBe('0');

@@ -187,15 +187,57 @@ function bump(m: Map<string, number>, key: string, max: number): void {
 
 const round = (ms: number) => Math.round(ms * 100) / 100;
 
-/** Spaces requests `interval` ms apart over all slots of a kind, with at most 20 ms of catch-up. */
+const TICK_MS = 4;
+
+/**
+ * A token bucket per kind (at most 20 ms of burst). Waiting slots are released together on a
+ * coarse tick: one wake-up sends a batch, far cheaper than a timer per request.
+ */
 class Pacer {
-  private next = 0;
-  constructor(private readonly interval: number) {}
-  reserve(now: number): number {
-    if (this.interval === 0) return 0;
-    const slot = Math.max(this.next, now - 20);
-    this.next = slot + this.interval;
-    return slot - now;
+  private tokens = 0;
+  private last = performance.now();
+  private readonly queue: (() => void)[] = [];
+  private ticker?: NodeJS.Timeout;
+  private readonly burst: number;
+
+  constructor(private readonly rate: number) {
+    this.burst = Math.max(1, rate * 0.02);
+  }
+
+  /** Runs `go` now when a token is there (or there is no cap), else on a later tick. */
+  take(go: () => void): void {
+    if (!(this.rate > 0 && Number.isFinite(this.rate))) return go();
+    this.refill();
+    if (this.queue.length === 0 && this.tokens >= 1) {
+      this.tokens--;
+      return go();
+    }
+    this.queue.push(go);
+    this.ticker ??= setInterval(() => this.tick(), TICK_MS);
+  }
+
+  close(): void {
+    clearInterval(this.ticker);
+    this.ticker = undefined;
+    this.queue.length = 0;
+  }
+
+  private refill(): void {
+    const now = performance.now();
+    this.tokens = Math.min(this.burst, this.tokens + ((now - this.last) * this.rate) / 1000);
+    this.last = now;
+  }
+
+  private tick(): void {
+    this.refill();
+    while (this.queue.length > 0 && this.tokens >= 1) {
+      this.tokens--;
+      this.queue.shift()!();
+    }
+    if (this.queue.length === 0) {
+      clearInterval(this.ticker);
+      this.ticker = undefined;
+    }
   }
 }
 
@@ -310,8 +352,8 @@ export function startLoad(o: LoadOptions): LoadGen {
   loopDelay.enable();
   const stats: Record<Kind, Stats> = { keepalive: new Stats(t0), fresh: new Stats(t0) };
   const pacers: Record<Kind, Pacer> = {
-    keepalive: new Pacer(Number.isFinite(ka.rate) && ka.rate > 0 ? 1000 / ka.rate : 0),
-    fresh: new Pacer(Number.isFinite(fr.rate) && fr.rate > 0 ? 1000 / fr.rate : 0),
+    keepalive: new Pacer(ka.rate),
+    fresh: new Pacer(fr.rate),
   };
   const slots: Slot[] = [];
   for (let i = 0; i < ka.connections; i++) slots.push({ kind: 'keepalive', reused: false });
@@ -331,15 +373,14 @@ export function startLoad(o: LoadOptions): LoadGen {
     c?.socket.destroy();
   };
 
-  const schedule = (slot: Slot, minDelay = 0) => {
+  const schedule = (slot: Slot, backoff = 0) => {
     if (stopping) return;
-    const wait = Math.max(pacers[slot.kind].reserve(performance.now()), minDelay);
-    if (wait >= 1) {
+    if (backoff > 0) {
       slot.timer = setTimeout(() => {
         slot.timer = undefined;
-        fire(slot);
-      }, wait);
-    } else fire(slot);
+        schedule(slot);
+      }, backoff);
+    } else pacers[slot.kind].take(() => fire(slot));
   };
 
   const fire = (slot: Slot) => {
@@ -354,8 +395,7 @@ export function startLoad(o: LoadOptions): LoadGen {
     if (slot.kind === 'fresh' || !slot.conn || slot.conn.ended) {
       drop(slot);
       connect(slot);
-    }
-    else slot.reused = slot.conn.answered > 0;
+    } else slot.reused = slot.conn.answered > 0;
     slot.conn!.chunks = [];
     slot.conn!.socket.write(requests[slot.kind]);
   };
@@ -446,6 +486,8 @@ export function startLoad(o: LoadOptions): LoadGen {
         if (s.timer) clearTimeout(s.timer);
         s.timer = undefined;
       }
+      pacers.keepalive.close();
+      pacers.fresh.close();
       const busy = () => slots.some((s) => s.t0 !== undefined);
       if (busy()) {
         await new Promise<void>((resolve) => {
