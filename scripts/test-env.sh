@@ -103,4 +103,31 @@ SH
   tar -C "$ROOTFS" -c . | docker import -c 'CMD ["/bin/serve"]' - "$IMAGE" >/dev/null || die "docker import of the test image failed"
   rm -rf "$ROOTFS"
 fi
-say "ready: docker, consul 127.0.0.1:8500, etcd 127.0.0.1:2379, image $IMAGE"
+
+# The fast test app (test/fixtures/fastapp.c, static) on the same busybox root filesystem. The
+# image carries the source's hash: an edited fastapp.c rebuilds it, an unchanged one never does.
+FAST_IMAGE=hm-fast:1
+FAST_SRC="$(cd "$(dirname "$0")/.." && pwd)/test/fixtures/fastapp.c"
+FAST_SUM="$(sha256sum "$FAST_SRC" | cut -d' ' -f1)"
+if [ "$(docker image inspect -f '{{index .Config.Labels "hm.source-sha256"}}' "$FAST_IMAGE" 2>/dev/null)" != "$FAST_SUM" ]; then
+  say "building $FAST_IMAGE from busybox-static and $FAST_SRC"
+  static_cc() { echo 'int main(void){return 0;}' | gcc -static -pthread -x c - -o /dev/null >/dev/null 2>&1; }
+  if ! command -v gcc >/dev/null || ! static_cc; then
+    is_root_debian || die "missing components: gcc with a static C library (install the Debian packages gcc libc6-dev, or run as root on Debian)"
+    say "installing gcc libc6-dev"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >"$STATE/apt.log" 2>&1 || die "apt-get update failed (see $STATE/apt.log)"
+    apt-get install -y -q --no-install-recommends gcc libc6-dev >>"$STATE/apt.log" 2>&1 || die "apt-get install gcc libc6-dev failed (see $STATE/apt.log)"
+    static_cc || die "gcc cannot link a static program after installing gcc libc6-dev"
+  fi
+  ROOTFS="$(mktemp -d)"
+  mkdir -p "$ROOTFS"/{bin,tmp,etc}
+  BB="$(command -v busybox)"; [ -x /bin/busybox ] && BB=/bin/busybox
+  cp "$BB" "$ROOTFS/bin/busybox"
+  for a in $("$ROOTFS/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOTFS/bin/$a"; done
+  gcc -O2 -static -pthread -Wall -o "$ROOTFS/bin/fastapp" "$FAST_SRC" || die "compiling $FAST_SRC failed"
+  echo "root:x:0:0:root:/:/bin/sh" >"$ROOTFS/etc/passwd"
+  tar -C "$ROOTFS" -c . | docker import -c 'CMD ["/bin/fastapp"]' -c "LABEL hm.source-sha256=$FAST_SUM" - "$FAST_IMAGE" >/dev/null || die "docker import of $FAST_IMAGE failed"
+  rm -rf "$ROOTFS"
+fi
+say "ready: docker, consul 127.0.0.1:8500, etcd 127.0.0.1:2379, images $IMAGE $FAST_IMAGE"
