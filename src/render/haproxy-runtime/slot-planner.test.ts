@@ -96,7 +96,7 @@ describe('planSlots', () => {
 describe('withSlots', () => {
   it('gives every upstream its slots, free ones as null', () => {
     const d = data(inst('web', 1001));
-    const t = withSlots(d, planSlots(undefined, d).table);
+    const t = withSlots(d, planSlots(undefined, d).table, '/tmp/state');
     expect(t.upstreams[0].slots[0]).toMatchObject({ name: 's0', instance: { port: 1001 } });
     expect(t.upstreams[0].slots[7]).toEqual({ name: 's7', instance: null });
   });

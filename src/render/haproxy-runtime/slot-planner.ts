@@ -144,9 +144,16 @@ export function planSlots(prev: SlotTable | undefined, data: TemplateData): Slot
 }
 
 /** The template data with `slots` on every upstream, for a template that writes slots. */
-export function withSlots(data: TemplateData, table: SlotTable): TemplateData & { upstreams: (UpstreamData & { slots: SlotData[] })[] } {
+export interface RuntimeTemplateData extends TemplateData {
+  upstreams: (UpstreamData & { slots: SlotData[] })[];
+  /** Set in runtime mode only: the template writes slots and the server-state file. */
+  haproxyRuntime: { stateFile: string };
+}
+
+export function withSlots(data: TemplateData, table: SlotTable, stateFile: string): RuntimeTemplateData {
   return {
     ...data,
+    haproxyRuntime: { stateFile },
     upstreams: data.upstreams.map((u) => ({
       ...u,
       slots: (table.backends.get(u.name) ?? []).map((instance, n) => ({ name: `s${n}`, instance })),

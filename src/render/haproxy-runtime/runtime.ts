@@ -1,0 +1,77 @@
+// Keeps a running HAProxy in step with the catalog through its admin socket: instance changes
+// become runtime API commands, and only a structural change (or a backend out of slots, or a
+// socket that fails) asks the caller for a render and reload. Before such a reload the servers'
+// state is dumped to the server-state file, so that health, drain and maintenance survive it.
+import { rm, writeFile } from 'node:fs/promises';
+import type { TemplateData } from '../template-data.js';
+import { AdminSocket } from './admin-socket.js';
+import { keepUnchangedState, planSlots, type RuntimeTemplateData, type SlotTable, withSlots } from './slot-planner.js';
+
+export type RuntimeOutcome =
+  /** Applied at runtime: write the rendered file (for the next start), do not reload. */
+  | { reload: false; data: RuntimeTemplateData; commands: number }
+  /** Render and reload; `reason` says why (for the log). */
+  | { reload: true; data: RuntimeTemplateData; reason: string };
+
+export interface HaproxyRuntimeOptions {
+  /** The admin-level stats socket. */
+  socket: string;
+  /** Written before every reload; the template names it as `server-state-file`. */
+  stateFile: string;
+  timeoutMs?: number;
+}
+
+export class HaproxyRuntime {
+  private readonly admin: AdminSocket;
+  /** What the running HAProxy holds; undefined when unknown (then the next change reloads). */
+  private table: SlotTable | undefined;
+
+  constructor(readonly opts: HaproxyRuntimeOptions) {
+    this.admin = new AdminSocket(opts.socket, { timeoutMs: opts.timeoutMs });
+  }
+
+  async apply(data: TemplateData): Promise<RuntimeOutcome> {
+    const plan = planSlots(this.table, data);
+    const next = withSlots(data, plan.table, this.opts.stateFile);
+    if (!plan.reload) {
+      try {
+        await this.admin.runSequences(plan.sequences);
+        this.table = plan.table;
+        return { reload: false, data: next, commands: plan.sequences.reduce((n, s) => n + s.length, 0) };
+      } catch (err) {
+        // Part of the commands may have run: the reload makes the config the truth again.
+        await this.saveState(undefined);
+        this.table = plan.table;
+        return { reload: true, data: next, reason: `runtime API failed, falling back to a reload: ${(err as Error).message}` };
+      }
+    }
+    await this.saveState(plan.table);
+    this.table = plan.table;
+    return { reload: true, data: next, reason: plan.reason };
+  }
+
+  /** The reload did not take: HAProxy runs an older config, so the next change reloads too. */
+  reloadFailed(): void {
+    this.table = undefined;
+  }
+
+  /**
+   * Dumps `show servers state` into the state file, keeping only servers that hold the same
+   * instance in `next`; with no `next` (or no dump), removes the file so that the config rules.
+   */
+  private async saveState(next: SlotTable | undefined): Promise<void> {
+    const prev = this.table;
+    if (prev && next) {
+      try {
+        const dump = await this.admin.raw('show servers state');
+        if (/^\d+\n/.test(dump)) {
+          await writeFile(this.opts.stateFile, keepUnchangedState(dump, prev, next));
+          return;
+        }
+      } catch {
+        // The socket is down: the reload starts from the config alone.
+      }
+    }
+    await rm(this.opts.stateFile, { force: true });
+  }
+}
