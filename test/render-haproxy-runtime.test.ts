@@ -1,0 +1,156 @@
+// --haproxy-runtime against a real HAProxy 2.6 (master-worker, admin socket, loopback backends):
+// instance changes are applied through the runtime API with no reload, a structural change or a
+// full backend reloads with the servers' state carried over, and a dead socket falls back to a
+// reload.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Catalog } from '../src/catalog/catalog.js';
+import type { ServiceInstance } from '../src/model/service-instance.js';
+import { AdminSocket } from '../src/render/haproxy-runtime/admin-socket.js';
+import { HaproxyRuntime, type RuntimeOutcome } from '../src/render/haproxy-runtime/runtime.js';
+import { templateData } from '../src/render/template-data.js';
+import { compileTemplate } from '../src/render/template-file.js';
+import { get, Haproxy, haproxyCheck, TEMPLATES, tempDir, templateEnv, waitForBodies } from './support/render.js';
+
+const HAPROXY_PORT = 28000;
+const BACKEND_PORTS = Array.from({ length: 24 }, (_, n) => 28010 + n);
+const DIR = tempDir('hm-hrt-');
+const ENV = templateEnv(DIR, 0, HAPROXY_PORT);
+const CFG = join(DIR, 'haproxy.cfg');
+const STATE = join(DIR, 'server-state');
+const template = compileTemplate('haproxy.cfg.hbs', readFileSync(join(TEMPLATES, 'haproxy.cfg.hbs'), 'utf8'));
+const servers: http.Server[] = [];
+let haproxy: Haproxy;
+let runtime: HaproxyRuntime;
+let reloads = 0;
+
+const inst = (name: string, port: number, id = `h:${name}:${port}`, meta: Record<string, string> = {}): ServiceInstance => ({
+  id, name, address: '127.0.0.1', port, protocol: 'tcp', tags: [], meta, host: 'h', status: 'passing',
+});
+
+const dataOf = (instances: ServiceInstance[]) => {
+  const names = [...new Set(instances.map((i) => i.name))].sort();
+  const catalog: Catalog = {
+    services: names.map((name) => ({ name, tags: [], instances: instances.filter((i) => i.name === name) })),
+    fingerprint: JSON.stringify(instances),
+  };
+  return templateData(catalog, { statuses: ['passing'], domain: 'localhost', env: ENV });
+};
+
+/** What `render` does with an outcome: always write the file, reload only when asked. */
+async function apply(rt: HaproxyRuntime, instances: ServiceInstance[]): Promise<RuntimeOutcome> {
+  const out = await rt.apply(dataOf(instances));
+  writeFileSync(CFG, template.render(out.data));
+  if (out.reload && haproxy) {
+    reloads++;
+    process.kill(Number(readFileSync(ENV.HM_HAPROXY_PIDFILE, 'utf8').trim()), 'SIGUSR2');
+  }
+  return out;
+}
+
+const adminState = async (server: string): Promise<number> => {
+  const [backend, name] = server.split('/');
+  const dump = await new AdminSocket(ENV.HM_HAPROXY_SOCKET).raw(`show servers state ${backend}`);
+  const line = dump.split('\n').find((l) => l.split(' ')[3] === name);
+  return Number(line?.split(' ')[6]);
+};
+
+beforeAll(async () => {
+  for (const port of BACKEND_PORTS) {
+    const s = http.createServer((_req, res) => res.end(`b${port}`));
+    await new Promise<void>((r) => s.listen(port, '127.0.0.1', r));
+    servers.push(s);
+  }
+  runtime = new HaproxyRuntime({ socket: ENV.HM_HAPROXY_SOCKET, stateFile: STATE });
+  const first = await apply(runtime, [inst('web', BACKEND_PORTS[0])]);
+  expect(first).toMatchObject({ reload: true, reason: 'first load' });
+  const check = await haproxyCheck(CFG);
+  expect(check.ok, check.output).toBe(true);
+  haproxy = new Haproxy(CFG, DIR);
+  await haproxy.start();
+  await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`], 10_000);
+});
+
+afterAll(async () => {
+  await haproxy?.stop();
+  await Promise.all(servers.map((s) => new Promise((r) => s.close(r))));
+});
+
+describe('HAProxy runtime API', () => {
+  it('serves each of 200 replaced instances without a reload', async () => {
+    const before = reloads;
+    const ms: number[] = [];
+    let commands = 0;
+    for (let n = 1; n <= 200; n++) {
+      const port = BACKEND_PORTS[n % 20];
+      const t0 = performance.now();
+      const out = await apply(runtime, [inst('web', port, `web-${n}`)]);
+      expect(out.reload, out.reload ? out.reason : '').toBe(false);
+      if (!out.reload) commands += out.commands;
+      // Every new connection must reach the new instance: the old one is in maintenance.
+      for (;;) {
+        const r = await get(HAPROXY_PORT, 'web.localhost');
+        if (r.status === 200 && r.body === `b${port}`) break;
+        if (performance.now() - t0 > 5000) throw new Error(`change ${n}: still ${r.status} ${r.body}`);
+      }
+      ms.push(performance.now() - t0);
+      // The next request too: not one lucky answer from a server on its way out.
+      expect((await get(HAPROXY_PORT, 'web.localhost')).body).toBe(`b${port}`);
+    }
+    ms.sort((a, b) => a - b);
+    const p = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))].toFixed(1);
+    console.log(`PROBE haproxy runtime: 200 instance replacements (${commands} runtime commands), change → HAProxy serving the new instance p50 ${p(0.5)} ms, p99 ${p(0.99)} ms, max ${p(1)} ms; reloads ${reloads - before}`);
+    expect(reloads - before).toBe(0);
+    expect(Number(p(0.99))).toBeLessThan(100);
+  });
+
+  it('drains an instance with weight 0 and brings it back, without a reload', async () => {
+    const [a, b] = [BACKEND_PORTS[20], BACKEND_PORTS[21]];
+    expect((await apply(runtime, [inst('web', a), inst('web', b)])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${a}`, `b${b}`], 5000);
+    expect((await apply(runtime, [inst('web', a, undefined, { weight: '0' }), inst('web', b)])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${b}`], 5000);
+    expect((await apply(runtime, [inst('web', a), inst('web', b)])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${a}`, `b${b}`], 5000);
+  });
+
+  it('reloads for a new backend and keeps the servers state across the reload', async () => {
+    const [a, b, c] = [BACKEND_PORTS[20], BACKEND_PORTS[21], BACKEND_PORTS[22]];
+    // Drained by an operator: only the state file can carry that over.
+    const slot = dataOf([inst('web', a), inst('web', b)]);
+    expect(slot.upstreams[0].instances).toHaveLength(2);
+    await new AdminSocket(ENV.HM_HAPROXY_SOCKET).run('set server web/s1 state drain');
+    expect((await adminState('web/s1')) & 8).toBe(8);
+    const before = reloads;
+    const out = await apply(runtime, [inst('web', a), inst('web', b), inst('api', c)]);
+    expect(out).toMatchObject({ reload: true, reason: 'backends or routes changed' });
+    await waitForBodies(HAPROXY_PORT, 'api.localhost', [`b${c}`], 10_000);
+    expect(reloads - before).toBe(1);
+    expect((await adminState('web/s1')) & 8).toBe(8);
+    await new AdminSocket(ENV.HM_HAPROXY_SOCKET).run('set server web/s1 state ready');
+  });
+
+  it('reloads with twice the slots when a backend runs out, then goes on at runtime', async () => {
+    const api = inst('api', BACKEND_PORTS[22]);
+    const many = BACKEND_PORTS.slice(0, 9).map((p) => inst('web', p));
+    const out = await apply(runtime, [...many, api]);
+    expect(out).toMatchObject({ reload: true, reason: 'backend web has no free slot' });
+    expect(out.data.upstreams.find((u) => u.name === 'web')!.slots).toHaveLength(18);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', many.map((i) => `b${i.port}`), 10_000);
+    const more = [...many, inst('web', BACKEND_PORTS[9])];
+    expect((await apply(runtime, [...more, api])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', more.map((i) => `b${i.port}`), 5000);
+  });
+
+  it('falls back to a reload when the admin socket fails, and says why', async () => {
+    const dead = new HaproxyRuntime({ socket: join(DIR, 'no-such.sock'), stateFile: join(DIR, 'dead-state') });
+    await dead.apply(dataOf([inst('web', BACKEND_PORTS[0])]));
+    const out = await dead.apply(dataOf([inst('web', BACKEND_PORTS[1])]));
+    expect(out).toMatchObject({ reload: true });
+    expect(out.reload && out.reason).toMatch(/^runtime API failed, falling back to a reload: haproxy admin socket .*no-such\.sock: set server web\/s0: ENOENT$/);
+    expect(existsSync(join(DIR, 'dead-state'))).toBe(false);
+    expect(out.data.upstreams[0].slots[0].instance).toMatchObject({ port: BACKEND_PORTS[1] });
+  });
+});
