@@ -1,7 +1,10 @@
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { Catalog } from '../../catalog/catalog.js';
 import type { ServiceInstance } from '../../model/service-instance.js';
 import { templateData } from '../template-data.js';
+import { compileTemplate } from '../template-file.js';
 import { assignSlots, keepUnchangedState, MIN_SLOTS, planSlots, type SlotTable, withSlots } from './slot-planner.js';
 
 const inst = (name: string, port: number, over: Partial<ServiceInstance> = {}): ServiceInstance => ({
@@ -108,5 +111,24 @@ describe('keepUnchangedState', () => {
     const next = planSlots(prev, data(inst('web', 1001), inst('api', 3001))).table;
     const dump = ['1', '# be_id be_name srv_id srv_name srv_addr', '3 web 1 s0 127.0.0.1 2', '3 web 2 s1 127.0.0.1 2', '3 web 3 s2 127.0.0.1 0', ''].join('\n');
     expect(keepUnchangedState(dump, prev, next)).toBe(['1', '# be_id be_name srv_id srv_name srv_addr', '3 web 1 s0 127.0.0.1 2', '3 web 3 s2 127.0.0.1 0', ''].join('\n'));
+  });
+});
+
+describe('the shipped HAProxy template', () => {
+  const template = compileTemplate('haproxy.cfg.hbs', readFileSync(fileURLToPath(new URL('../../../templates/haproxy.cfg.hbs', import.meta.url)), 'utf8'));
+
+  it('writes slots, free ones disabled, and the server-state file in runtime mode', () => {
+    const d = data(inst('web', 1001), inst('web', 1002, { address: '::1', meta: { weight: '0' } }));
+    const text = template.render(withSlots(d, planSlots(undefined, d).table, '/run/hm-state'));
+    expect(text).toContain('    server-state-file /run/hm-state\n');
+    expect(text).toContain('    load-server-state-from-file global\n');
+    expect(text).toContain('    server s0 127.0.0.1:1001 check weight 1\n    server s1 [::1]:1002 check weight 0\n    server s2 127.0.0.1:1 check disabled\n');
+    expect(text).toContain('    server s7 127.0.0.1:1 check disabled\n');
+  });
+
+  it('writes neither without runtime mode', () => {
+    const text = template.render(data(inst('web', 1001)));
+    expect(text).not.toMatch(/server-state|disabled/);
+    expect(text).toContain('    server s0 127.0.0.1:1001 check\n');
   });
 });
