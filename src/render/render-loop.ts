@@ -11,6 +11,7 @@ import { UsageError } from '../registry/types.js';
 import { backoffMs } from '../util/time.js';
 import { AddressGuard, type Resolver } from './address-guard.js';
 import { createHandlebars } from './helpers.js';
+import { HaproxyRuntime } from './haproxy-runtime/runtime.js';
 import { Quiescence } from './quiescence.js';
 import { Renderer, type RunResult, type TemplateJob } from './renderer.js';
 import { CatalogInput } from './render-input.js';
@@ -46,7 +47,8 @@ async function loadJobs(cfg: RenderConfig, hb = createHandlebars()): Promise<Tem
   return Promise.all(
     cfg.templates.map(async (spec) => {
       try {
-        return { spec, template: await loadTemplate(spec.source, hb) };
+        const runtime = spec.haproxyRuntime ? new HaproxyRuntime({ ...spec.haproxyRuntime, timeoutMs: Math.min(cfg.timeoutMs, 2000) }) : undefined;
+        return { spec, template: await loadTemplate(spec.source, hb), runtime };
       } catch (err) {
         throw new UsageError((err as Error).message);
       }

@@ -11,6 +11,8 @@ import { runCommand, shellQuote, trimOutput } from './command-runner.js';
 import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile, sweepStaged } from './atomic-file.js';
 import { type ReloadVerifier, verifierFor } from './reload-verifier.js';
 import { CatalogInput, type InstanceRef } from './render-input.js';
+import type { HaproxyRuntime, RuntimeStep } from './haproxy-runtime/runtime.js';
+import type { TemplateData } from './template-data.js';
 import type { CompiledTemplate } from './template-file.js';
 import type { TemplateSpec } from './types.js';
 
@@ -18,6 +20,8 @@ export interface TemplateJob {
   spec: TemplateSpec;
   /** Undefined while the template file does not compile: its destination is left alone. */
   template?: CompiledTemplate;
+  /** --haproxy-runtime: the template gets server slots; instance changes skip the reload. */
+  runtime?: HaproxyRuntime;
 }
 
 export interface RenderOptions {
@@ -37,6 +41,8 @@ export interface RunResult {
   unchanged: string[];
   /** Reload commands run (after deduplication), with their outcome. */
   reloads: Array<{ command: string; ok: boolean; rolledBack: boolean }>;
+  /** Runtime API commands applied instead of reloads (runtime mode only). */
+  runtime?: number;
   /** Instances left out of a destination because its check rejected them. */
   dropped: Array<{ destination: string; service: string; instance: string; field: string }>;
 }
@@ -47,6 +53,8 @@ interface Written {
   previous: CurrentFile;
   /** What the reload is to load. */
   bytes: Buffer;
+  /** Runtime mode: the plan these bytes were rendered from, committed once they are written. */
+  runtime?: { to: HaproxyRuntime; step: RuntimeStep };
 }
 
 /** Checks one search for rejected instances may run before it stops (and goes on at the next try). */
@@ -114,6 +122,7 @@ export class Renderer {
     for (const [command, group] of this.pending) groups.set(command, [...group]);
     this.pending.clear();
     for (const w of written) {
+      if (w.runtime && !this.opts.dry && !(await this.commitRuntime(w, result))) continue;
       if (!w.spec.command) continue;
       const g = groups.get(w.spec.command);
       // A destination already waiting keeps the state the proxy last loaded as its rollback target.
@@ -127,6 +136,32 @@ export class Renderer {
       result.retry = true;
     }
     return result;
+  }
+
+  /**
+   * Runtime mode: apply the written file's plan through HAProxy's runtime API; false when that
+   * took (HAProxy runs the file now: no reload), true when the file must be reloaded.
+   */
+  private async commitRuntime(w: Written, result: RunResult): Promise<boolean> {
+    const dest = w.spec.destination;
+    const c = await w.runtime!.to.commit(w.runtime!.step);
+    if (!c.reload) {
+      this.loaded.set(dest, w.bytes);
+      result.runtime = (result.runtime ?? 0) + c.commands;
+      this.log.info({ event: 'runtime', destination: dest, commands: c.commands }, `${dest}: applied through the HAProxy runtime API (${c.commands} commands), no reload`);
+      return false;
+    }
+    const fallback = c.reason.startsWith('runtime API failed');
+    (fallback ? this.log.warn : this.log.info).call(this.log, { event: 'runtime', destination: dest, reload: true, reason: c.reason }, `${dest}: reloading: ${c.reason}`);
+    return true;
+  }
+
+  /** The data a job renders: in runtime mode with slots (`record`: the plan of the file to be written). */
+  private shape(job: TemplateJob, data: unknown, record?: { step?: RuntimeStep }): unknown {
+    if (!job.runtime) return data;
+    const step = job.runtime.prepare(data as TemplateData);
+    if (record) record.step = step;
+    return step.data;
   }
 
   /** Stage `text` next to the destination and run the check on it; the staged file is kept only when it passes. */
@@ -153,9 +188,11 @@ export class Renderer {
       return undefined;
     }
     const template = job.template;
+    const planned: { step?: RuntimeStep } = {};
+    const runtimeOf = () => (job.runtime && planned.step ? { to: job.runtime, step: planned.step } : undefined);
     let text: string;
     try {
-      text = template.render(data);
+      text = template.render(this.shape(job, data, planned));
     } catch (err) {
       fail('template-error', `${(err as Error).message}; ${dest} left as it is`);
       return undefined;
@@ -172,7 +209,7 @@ export class Renderer {
       this.swept.add(dest);
       for (const f of await sweepStaged(dest)) this.log.warn({ event: 'render', destination: dest, file: f }, `removed ${f}, a staged copy left by an earlier run`);
     }
-    if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
+    if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result, runtimeOf());
     if (this.opts.dry) {
       this.opts.out(several ? `==> ${dest} <==\n${text}${text.endsWith('\n') ? '' : '\n'}` : text);
       metrics.renders.inc({ template: dest, result: 'dry' });
@@ -185,10 +222,10 @@ export class Renderer {
       let c = await this.stageAndCheck(spec, bytes, previous);
       if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
         // One record the proxy rejects must not freeze the configuration for every other one.
-        const reduced = await this.withoutRejected(job, template, input, previous, c.output, result);
+        const reduced = await this.withoutRejected(job, template, input, previous, c.output, result, planned);
         if (reduced) {
           bytes = reduced;
-          if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
+          if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result, runtimeOf());
           c = await this.stageAndCheck(spec, bytes, previous);
         }
       } else if (c.ok) this.rejected.delete(dest);
@@ -209,7 +246,7 @@ export class Renderer {
       metrics.renders.inc({ template: dest, result: 'written' });
       this.log.info({ event: 'render', result: 'written', destination: dest, bytes: bytes.length, how }, `wrote ${dest} (${bytes.length} bytes${how === 'in-place' ? ', in place' : ''})`);
       result.written.push(dest);
-      return { spec, previous: this.loadedState(dest, previous), bytes };
+      return { spec, previous: this.loadedState(dest, previous), bytes, runtime: runtimeOf() };
     } catch (err) {
       await unlink(staged).catch(() => undefined);
       fail('write-failed', `cannot write ${dest}: ${(err as Error).message}`);
@@ -225,7 +262,7 @@ export class Renderer {
   }
 
   /** The file already holds these bytes: nothing to write; a reload only when the proxy has not confirmed them. */
-  private unchanged(spec: TemplateSpec, previous: CurrentFile, bytes: Buffer, result: RunResult): Written | undefined {
+  private unchanged(spec: TemplateSpec, previous: CurrentFile, bytes: Buffer, result: RunResult, runtime?: Written['runtime']): Written | undefined {
     const dest = spec.destination;
     metrics.renders.inc({ template: dest, result: 'unchanged' });
     result.unchanged.push(dest);
@@ -234,7 +271,7 @@ export class Renderer {
       return undefined;
     }
     this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged, but its proxy has not confirmed loading it: reloading`);
-    return { spec, previous: this.loadedState(dest, previous), bytes };
+    return { spec, previous: this.loadedState(dest, previous), bytes, runtime };
   }
 
   /**
@@ -248,7 +285,7 @@ export class Renderer {
    * or the environment is at fault). A search that runs out of checks keeps the records it
    * confirmed, so the retry goes on from there.
    */
-  private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult): Promise<Buffer | undefined> {
+  private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult, planned: { step?: RuntimeStep }): Promise<Buffer | undefined> {
     const { spec } = job;
     const dest = spec.destination;
     const budget = { search: MAX_SEARCH_CHECKS, confirm: MAX_CONFIRM_CHECKS };
@@ -257,7 +294,7 @@ export class Renderer {
       if (--budget[kind] < 0) throw new OutOfChecks(kind);
       let text: string;
       try {
-        text = template.render(input.variant(drop, replace));
+        text = template.render(this.shape(job, input.variant(drop, replace)));
       } catch {
         return { ok: false, output: '' };
       }
@@ -281,7 +318,7 @@ export class Renderer {
       if ((await passes('search', new Set())).ok) {
         this.log.warn({ event: 'check-flaky', destination: dest, check: spec.check }, `${dest}: the check failed once and then passed on the same rendering; nothing left out`);
         this.rejected.delete(dest);
-        return Buffer.from(template.render(input.data));
+        return Buffer.from(template.render(this.shape(job, input.data, planned)));
       }
       // Records confirmed bad in an earlier run are set aside, then the rest is searched.
       const prior = all.filter((r) => known.has(r.fingerprint));
@@ -353,7 +390,7 @@ export class Renderer {
       }
       if (!complete) this.log.error({ event: 'check-failed', destination: dest }, `${dest}: could not finish the search for the instances the check rejects within ${MAX_SEARCH_CHECKS} checks (${bad.length} found so far); going on at the next try`);
       if (bad.length === 0) return undefined;
-      return Buffer.from(template.render(input.variant(keysOf(bad))));
+      return Buffer.from(template.render(this.shape(job, input.variant(keysOf(bad)), planned)));
     } catch (err) {
       this.log.error({ event: 'check-failed', destination: dest, err: (err as Error).message }, `${dest}: could not tell which instances the check rejects: ${(err as Error).message}`);
       return undefined;
@@ -398,6 +435,8 @@ export class Renderer {
       for (const w of group) this.loaded.set(w.spec.destination, w.bytes);
       return { command, ok: true, rolledBack: false };
     }
+    // HAProxy runs an older file than the runtime plans assumed: its next change reloads.
+    for (const w of group) w.runtime?.to.reloadFailed();
     const files = group.map((w) => w.spec.destination);
     const running = await Promise.all(verifiers.map((v) => v.running().catch(() => undefined)));
     if (running.every((r) => r === false)) {

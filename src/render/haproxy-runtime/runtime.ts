@@ -5,13 +5,21 @@
 import { rm, writeFile } from 'node:fs/promises';
 import type { TemplateData } from '../template-data.js';
 import { AdminSocket } from './admin-socket.js';
-import { keepUnchangedState, planSlots, type RuntimeTemplateData, type SlotTable, withSlots } from './slot-planner.js';
+import { keepUnchangedState, planSlots, type RuntimeTemplateData, type SlotPlan, type SlotTable, withSlots } from './slot-planner.js';
 
-export type RuntimeOutcome =
-  /** Applied at runtime: write the rendered file (for the next start), do not reload. */
-  | { reload: false; data: RuntimeTemplateData; commands: number }
-  /** Render and reload; `reason` says why (for the log). */
-  | { reload: true; data: RuntimeTemplateData; reason: string };
+/** A planned move to a catalog: the data to render, then commit() once that file is written. */
+export interface RuntimeStep {
+  readonly plan: SlotPlan;
+  readonly data: RuntimeTemplateData;
+}
+
+export type RuntimeCommit =
+  /** Applied at runtime: the written file is what HAProxy now runs; no reload. */
+  | { reload: false; commands: number }
+  /** Reload; `reason` says why (for the log). */
+  | { reload: true; reason: string };
+
+export type RuntimeOutcome = RuntimeCommit & { data: RuntimeTemplateData };
 
 export interface HaproxyRuntimeOptions {
   /** The admin-level stats socket. */
@@ -30,24 +38,39 @@ export class HaproxyRuntime {
     this.admin = new AdminSocket(opts.socket, { timeoutMs: opts.timeoutMs });
   }
 
-  async apply(data: TemplateData): Promise<RuntimeOutcome> {
+  /** The data to render for `data`, planned against what HAProxy runs now; changes nothing. */
+  prepare(data: TemplateData): RuntimeStep {
     const plan = planSlots(this.table, data);
-    const next = withSlots(data, plan.table, this.opts.stateFile);
+    return { plan, data: withSlots(data, plan.table, this.opts.stateFile) };
+  }
+
+  /**
+   * After the file of `step` is written: apply it through the runtime API, or get HAProxy ready
+   * for a reload (its servers' state in the state file) and say why one is needed.
+   */
+  async commit(step: RuntimeStep): Promise<RuntimeCommit> {
+    const { plan } = step;
     if (!plan.reload) {
       try {
         await this.admin.runSequences(plan.sequences);
         this.table = plan.table;
-        return { reload: false, data: next, commands: plan.sequences.reduce((n, s) => n + s.length, 0) };
+        return { reload: false, commands: plan.sequences.reduce((n, s) => n + s.length, 0) };
       } catch (err) {
         // Part of the commands may have run: the reload makes the config the truth again.
         await this.saveState(undefined);
         this.table = plan.table;
-        return { reload: true, data: next, reason: `runtime API failed, falling back to a reload: ${(err as Error).message}` };
+        return { reload: true, reason: `runtime API failed, falling back to a reload: ${(err as Error).message}` };
       }
     }
     await this.saveState(plan.table);
     this.table = plan.table;
-    return { reload: true, data: next, reason: plan.reason };
+    return { reload: true, reason: plan.reason };
+  }
+
+  /** prepare() and commit() in one, for a caller that writes the file itself. */
+  async apply(data: TemplateData): Promise<RuntimeOutcome> {
+    const step = this.prepare(data);
+    return { ...(await this.commit(step)), data: step.data };
   }
 
   /** The reload did not take: HAProxy runs an older config, so the next change reloads too. */
