@@ -12,7 +12,11 @@ import { AdminSocket } from '../src/render/haproxy-runtime/admin-socket.js';
 import { HaproxyRuntime, type RuntimeOutcome } from '../src/render/haproxy-runtime/runtime.js';
 import { templateData } from '../src/render/template-data.js';
 import { compileTemplate } from '../src/render/template-file.js';
-import { get, Haproxy, haproxyCheck, TEMPLATES, tempDir, templateEnv, waitForBodies } from './support/render.js';
+import { createBackend } from '../src/registry/index.js';
+import { Hm, runCli } from './support/harbormaster.js';
+import { ETCD_ENDPOINT } from './support/registries.js';
+import { countLines, get, Haproxy, haproxyCheck, TEMPLATES, tempDir, templateEnv, waitForBodies } from './support/render.js';
+import { uniq, waitFor } from './support/wait.js';
 
 const HAPROXY_PORT = 28000;
 const BACKEND_PORTS = Array.from({ length: 24 }, (_, n) => 28010 + n);
@@ -152,5 +156,69 @@ describe('HAProxy runtime API', () => {
     expect(out.reload && out.reason).toMatch(/^runtime API failed, falling back to a reload: haproxy admin socket .*no-such\.sock: set server web\/s0: ENOENT$/);
     expect(existsSync(join(DIR, 'dead-state'))).toBe(false);
     expect(out.data.upstreams[0].slots[0].instance).toMatchObject({ port: BACKEND_PORTS[1] });
+  });
+});
+
+describe('harbormaster render --haproxy-runtime', () => {
+  const DIR2 = tempDir('hm-hrt-cli-');
+  const ENV2 = templateEnv(DIR2, 0, HAPROXY_PORT + 1);
+  const CFG2 = join(DIR2, 'haproxy.cfg');
+  const RELOADS = join(DIR2, 'reloads');
+  const URI = `etcd://${ETCD_ENDPOINT}/${uniq('hmhrt')}`;
+  const SVC = uniq('web');
+  const HOST = `${SVC}.localhost`;
+  const registry = createBackend(URI, { ttl: 0 });
+  let proxy: Haproxy;
+  let render: Hm;
+
+  afterAll(async () => {
+    await render?.stop();
+    await proxy?.stop();
+    await registry.close();
+  });
+
+  it('applies instance changes from the registry without reloading, after one reload into slots', async () => {
+    let current = inst(SVC, BACKEND_PORTS[0], `${SVC}-0`);
+    await registry.register(current);
+    const once = await runCli(['render', URI, '--once', '--template', `${join(TEMPLATES, 'haproxy.cfg.hbs')}:${CFG2}`], ENV2);
+    expect(once.code, once.stdout + once.stderr).toBe(0);
+    proxy = new Haproxy(CFG2, DIR2);
+    await proxy.start();
+    render = new Hm(
+      [
+        'render', URI,
+        '--template', `${join(TEMPLATES, 'haproxy.cfg.hbs')}:${CFG2}:echo r >> ${RELOADS}; kill -USR2 $(cat ${ENV2.HM_HAPROXY_PIDFILE})`,
+        '--check', 'haproxy -q -c -f {{src}}',
+        '--verify', `haproxy:${proxy.masterSocket}`,
+        '--haproxy-runtime', ENV2.HM_HAPROXY_SOCKET,
+        '--wait', '0ms:0ms',
+      ],
+      ENV2,
+    );
+    // The first run reloads into the slot layout (the running config has none).
+    await render.waitForLog('first reload', (l) => l.event === 'reload' && l.result === 'ok', 20_000);
+    expect(readFileSync(CFG2, 'utf8')).toContain('server s7 127.0.0.1:1 check disabled');
+    expect(countLines(RELOADS)).toBe(1);
+    await waitForBodies(HAPROXY_PORT + 1, HOST, [`b${BACKEND_PORTS[0]}`], 10_000);
+
+    const ms: number[] = [];
+    for (let n = 1; n <= 20; n++) {
+      const next = inst(SVC, BACKEND_PORTS[n % 20], `${SVC}-${n}`);
+      const t0 = performance.now();
+      await registry.register(next);
+      await registry.deregister(current);
+      current = next;
+      await waitFor(`change ${n} served`, async () => (await get(HAPROXY_PORT + 1, HOST).catch(() => undefined))?.body === `b${next.port}`, 5000, 2);
+      ms.push(performance.now() - t0);
+    }
+    ms.sort((a, b) => a - b);
+    const runtimeLines = render.logs.filter((l) => l.event === 'runtime' && !l.reload).length;
+    console.log(
+      `PROBE haproxy runtime (render CLI, etcd): 20 instance replacements, registry write → HAProxy serving the new instance p50 ${ms[10].toFixed(0)} ms, max ${ms[19].toFixed(0)} ms; ` +
+        `reloads after the first ${countLines(RELOADS) - 1}; runtime applications ${runtimeLines}`,
+    );
+    expect(countLines(RELOADS), render.dump()).toBe(1);
+    expect(runtimeLines).toBeGreaterThan(0);
+    expect(readFileSync(CFG2, 'utf8')).toContain(`127.0.0.1:${current.port} check weight 1`);
   });
 });
