@@ -170,7 +170,7 @@ export interface RenderFile {
 }
 
 const FILE_KEYS = ['registry', 'templates', 'wait', 'timeout', 'status', 'domain'];
-const TEMPLATE_KEYS = ['source', 'destination', 'command', 'check', 'verify', 'perms', 'backup'];
+const TEMPLATE_KEYS = ['source', 'destination', 'command', 'check', 'verify', 'perms', 'backup', 'haproxyRuntime'];
 
 /** Read and validate a JSON or YAML --config file; errors name the file and the field. */
 export function loadRenderFile(file: string): RenderFile {
@@ -224,6 +224,7 @@ export function renderFileFrom(file: string, doc: unknown): RenderFile {
     const command = text(`${at}.command`, tt.command);
     const check = text(`${at}.check`, tt.check);
     const verify = text(`${at}.verify`, tt.verify);
+    const runtime = text(`${at}.haproxyRuntime`, tt.haproxyRuntime);
     if (tt.backup !== undefined && typeof tt.backup !== 'boolean') fail(`${at}.backup`, 'expected true or false');
     if (tt.perms !== undefined && typeof tt.perms !== 'string' && typeof tt.perms !== 'number') fail(`${at}.perms`, 'expected a file mode like "0644"');
     out.templates.push({
@@ -234,6 +235,9 @@ export function renderFileFrom(file: string, doc: unknown): RenderFile {
       verify: verify === undefined ? { kind: 'plain' } : field(`${at}.verify`, () => parseVerify(verify, 'verify')),
       perms: tt.perms === undefined ? undefined : field(`${at}.perms`, () => parsePerms(tt.perms as string | number, 'perms')),
       backup: tt.backup === true,
+      ...(runtime === undefined
+        ? {}
+        : { haproxyRuntime: { socket: field(`${at}.haproxyRuntime`, () => checkPath('haproxyRuntime', runtime)), stateFile: `${resolve(destination)}.state` } }),
     });
   });
   const wait = text('wait', doc.wait);
