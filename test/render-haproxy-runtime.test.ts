@@ -191,7 +191,8 @@ describe('harbormaster render --haproxy-runtime', () => {
         '--check', 'haproxy -q -c -f {{src}}',
         '--verify', `haproxy:${proxy.masterSocket}`,
         '--haproxy-runtime', ENV2.HM_HAPROXY_SOCKET,
-        '--wait', '0ms:0ms',
+        // The default quiet time: changes taken at runtime do not wait for it.
+        '--wait', '500ms:3s',
       ],
       ENV2,
     );
@@ -219,6 +220,7 @@ describe('harbormaster render --haproxy-runtime', () => {
     );
     expect(countLines(RELOADS), render.dump()).toBe(1);
     expect(runtimeLines).toBeGreaterThan(0);
+    expect(ms[19]).toBeLessThan(500);
     expect(readFileSync(CFG2, 'utf8')).toContain(`127.0.0.1:${current.port} check weight 1`);
   });
 });

@@ -164,6 +164,15 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
     `harbormaster render${cfg.registry ? ` ${cfg.registry}` : ''}: ${pairs.join(', ')} (wait ${cfg.wait.minMs}ms:${cfg.wait.maxMs}ms)`,
   );
 
+  // --haproxy-runtime on every template: the quiet time spaces reloads, and a change that HAProxy
+  // takes through its runtime API reloads nothing, so it runs at once. Planning changes nothing.
+  const allRuntime = jobs.length > 0 && jobs.every((j) => j.runtime);
+  const atRuntime = async (c: Catalog): Promise<boolean> => {
+    if (!allRuntime || jobs.some((j) => !j.template)) return false;
+    const input = await inputFor(cfg, c, guard, io);
+    return jobs.every((j) => !j.runtime!.prepare(input.data).plan.reload);
+  };
+
   let first = true;
   const off = watch.subscribe((c) => {
     latest = c;
@@ -171,6 +180,16 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
     if (first) {
       first = false;
       kick();
+    } else if (allRuntime) {
+      void atRuntime(c).then(
+        (now) => {
+          // A later snapshot decides for itself.
+          if (latest !== c) return;
+          if (now) kick();
+          else quiet.notify();
+        },
+        () => quiet.notify(),
+      );
     } else quiet.notify();
   });
 
