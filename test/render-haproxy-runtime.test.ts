@@ -110,6 +110,52 @@ describe('HAProxy runtime API', () => {
     expect(Number(p(0.99))).toBeLessThan(100);
   });
 
+  it('takes 300 mixed changes (add, remove, weight, drain, health) without a reload', async () => {
+    // A fixed pseudo-random sequence, so that a failure can be replayed.
+    let seed = 12345;
+    const rnd = (n: number) => ((seed = (seed * 1103515245 + 12345) % 2 ** 31), Math.floor(seed / 65536) % n);
+    type Live = { port: number; id: string; weight: number; status: ServiceInstance['status'] };
+    let pool: Live[] = [{ port: BACKEND_PORTS[0], id: 'mix-0', weight: 1, status: 'passing' }];
+    const catalog = () => pool.map((l) => ({ ...inst('web', l.port, l.id, l.weight === 1 ? {} : { weight: String(l.weight) }), status: l.status }));
+    const expected = () => [...new Set(pool.filter((l) => l.status === 'passing' && l.weight > 0).map((l) => `b${l.port}`))].sort();
+    const before = reloads;
+    const ms: number[] = [];
+    const kinds: Record<string, number> = {};
+    for (let n = 1; n <= 300; n++) {
+      const free = BACKEND_PORTS.slice(0, 20).filter((p) => !pool.some((l) => l.port === p));
+      const op = ['add', 'remove', 'weight', 'drain', 'fail', 'recover'][rnd(6)];
+      const pick = pool[rnd(pool.length)];
+      if (op === 'add' && pool.length < 6) pool.push({ port: free[rnd(free.length)], id: `mix-${n}`, weight: 1, status: 'passing' });
+      else if (op === 'remove' && pool.length > 1) pool = pool.filter((l) => l !== pick);
+      else if (op === 'weight') pick.weight = 1 + rnd(2);
+      else if (op === 'drain') pick.weight = 0;
+      else if (op === 'fail') pick.status = 'critical';
+      else pick.status = 'passing';
+      // Something must stay reachable to tell "serving" from "nothing to serve".
+      if (expected().length === 0) Object.assign(pool[0], { weight: 1, status: 'passing' });
+      kinds[op] = (kinds[op] ?? 0) + 1;
+      const want = expected().join(',');
+      const t0 = performance.now();
+      const out = await apply(runtime, catalog());
+      expect(out.reload, out.reload ? out.reason : '').toBe(false);
+      // Weights are at most 2 and there are at most 6 instances: 13 requests visit every live one.
+      let seen = '';
+      while (seen !== want) {
+        if (performance.now() - t0 > 3000) throw new Error(`change ${n} (${op}): serving ${seen}, expected ${want}`);
+        const got = new Set<string>();
+        for (let i = 0; i < 13; i++) got.add((await get(HAPROXY_PORT, 'web.localhost')).body);
+        seen = [...got].sort().join(',');
+      }
+      ms.push(performance.now() - t0);
+    }
+    ms.sort((a, b) => a - b);
+    const p = (q: number) => ms[Math.min(ms.length - 1, Math.floor(q * ms.length))].toFixed(1);
+    console.log(`PROBE haproxy runtime: 300 mixed changes ${JSON.stringify(kinds)}, change → every live instance served and no other p50 ${p(0.5)} ms, p99 ${p(0.99)} ms (13 requests per round); reloads ${reloads - before}`);
+    expect(reloads - before).toBe(0);
+    // Back to one instance for the tests below.
+    expect((await apply(runtime, [inst('web', BACKEND_PORTS[0])])).reload).toBe(false);
+  });
+
   it('drains an instance with weight 0 and brings it back, without a reload', async () => {
     const [a, b] = [BACKEND_PORTS[20], BACKEND_PORTS[21]];
     expect((await apply(runtime, [inst('web', a), inst('web', b)])).reload).toBe(false);
