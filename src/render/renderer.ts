@@ -144,7 +144,7 @@ export class Renderer {
    */
   private async commitRuntime(w: Written, result: RunResult): Promise<boolean> {
     const dest = w.spec.destination;
-    const c = await w.runtime!.to.commit(w.runtime!.step);
+    const c = await w.runtime!.to.commit(w.runtime!.step, w.bytes.toString('utf8'));
     if (!c.reload) {
       this.loaded.set(dest, w.bytes);
       result.runtime = (result.runtime ?? 0) + c.commands;

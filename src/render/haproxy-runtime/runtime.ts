@@ -33,6 +33,8 @@ export class HaproxyRuntime {
   private readonly admin: AdminSocket;
   /** What the running HAProxy holds; undefined when unknown (then the next change reloads). */
   private table: SlotTable | undefined;
+  /** The running file without its slot server lines, when known. */
+  private skeleton: string | undefined;
 
   constructor(readonly opts: HaproxyRuntimeOptions) {
     this.admin = new AdminSocket(opts.socket, { timeoutMs: opts.timeoutMs });
@@ -48,8 +50,18 @@ export class HaproxyRuntime {
    * After the file of `step` is written: apply it through the runtime API, or get HAProxy ready
    * for a reload (its servers' state in the state file) and say why one is needed.
    */
-  async commit(step: RuntimeStep): Promise<RuntimeCommit> {
+  async commit(step: RuntimeStep, rendered?: string): Promise<RuntimeCommit> {
     const { plan } = step;
+    const skeleton = rendered === undefined ? undefined : withoutSlotLines(rendered);
+    // The plan knows what the shipped template writes; a template may write more from the
+    // catalog, and anything that changed outside the server lines needs a reload.
+    if (!plan.reload && skeleton !== undefined && this.skeleton !== undefined && skeleton !== this.skeleton) {
+      await this.saveState(plan.table);
+      this.table = plan.table;
+      this.skeleton = skeleton;
+      return { reload: true, reason: 'the file changed outside its server lines' };
+    }
+    this.skeleton = skeleton;
     if (!plan.reload) {
       try {
         await this.admin.runSequences(plan.sequences);
@@ -76,6 +88,7 @@ export class HaproxyRuntime {
   /** The reload did not take: HAProxy runs an older config, so the next change reloads too. */
   reloadFailed(): void {
     this.table = undefined;
+    this.skeleton = undefined;
   }
 
   /**
@@ -97,4 +110,9 @@ export class HaproxyRuntime {
     }
     await rm(this.opts.stateFile, { force: true });
   }
+}
+
+/** A rendered file without the slot server lines (`server s<n> …`), which the runtime API sets. */
+export function withoutSlotLines(text: string): string {
+  return text.replace(/^[ \t]*server s\d+ .*\n?/gm, '');
 }
