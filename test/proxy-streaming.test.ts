@@ -775,6 +775,36 @@ describe('malformed answers', () => {
   });
 });
 
+describe('an instance dying mid-answer', () => {
+  it('sends a GET whose held answer stopped short of its Content-Length to another instance, without ejecting the first; a POST gets the 502', async () => {
+    let cutHits = 0;
+    let goodHits = 0;
+    // What busybox httpd killed with SIGKILL after its head leaves behind: half a body, then close.
+    const cut = await rawInstance((c) => {
+      cutHits++;
+      c.end('HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\nhello');
+    });
+    const good = await rawInstance((c) => {
+      goodHits++;
+      c.end('HTTP/1.1 200 OK\r\nContent-Length: 4\r\nConnection: close\r\n\r\ngood');
+    });
+    await register('dying', cut.port, 't:dying-1');
+    await register('dying', good.port, 't:dying-2');
+    const p = await startProxy();
+    await routed(p, 'dying.localhost', 2);
+    const gets = [];
+    for (let i = 0; i < 6; i++) gets.push(await get(p.port, 'dying.localhost', '/'));
+    expect(gets.map((a) => `${a.status} ${a.body}`)).toEqual(Array(6).fill('200 good'));
+    expect(cutHits).toBeGreaterThanOrEqual(3);
+    const state = p.proxy.table().match('dying.localhost', '/')!.balancer.upstreams.find((u) => u.port === cut.port)!.state;
+    expect(state.ejectedUntil).toBe(0);
+    const posts = [];
+    for (let i = 0; i < 2; i++) posts.push(await get(p.port, 'dying.localhost', '/', { method: 'POST' }));
+    expect(posts.map((a) => a.status).sort()).toEqual([200, 502]);
+    console.log(`PROBE 6 GETs over an instance answering 5 of 10 bytes then closing and a good one → ${gets.map((a) => a.status).join(',')} (cut instance saw ${cutHits}, good ${goodHits}, ejected: ${state.ejectedUntil !== 0}); 2 POSTs → ${posts.map((a) => a.status).join(',')}`);
+  });
+});
+
 /** Send raw bytes, resolve with everything the proxy sent until it closed. */
 function rawExchange(port: number, payload: string): Promise<string> {
   return new Promise((resolve, reject) => {

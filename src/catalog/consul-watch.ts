@@ -18,10 +18,10 @@
 // 0 (a full read), one below 1 is taken as 1, and a loop never runs more often than every
 // MIN_LOOP_INTERVAL_MS. After an error the next query is a full read (an agent that restarted has
 // a lower index: a blocking query with the old one would hang for the whole wait).
-import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { type ConsulTarget, type HealthEntry, instanceFromConsul, isHeartbeatService, worstStatus } from '../registry/consul-backend.js';
+import { consulConnection } from '../registry/consul-http.js';
 import { backoffMs } from '../util/time.js';
 import { deadline } from './deadline.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
@@ -76,24 +76,15 @@ class ConsulReader {
   private readonly token?: string;
 
   constructor(target: ConsulTarget, connections: number, env: Env = process.env) {
-    const host = target.host.includes(':') && !target.host.startsWith('[') ? `[${target.host}]` : target.host;
-    this.base = `${target.secure ? 'https' : 'http'}://${host}:${target.port}`;
-    this.token = env.CONSUL_HTTP_TOKEN || undefined;
-    const read = (name: string) => {
-      const file = env[name];
-      if (!file) return undefined;
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new Error(`${name}=${file}: ${(err as Error).message}`);
-      }
-    };
+    const conn = consulConnection(target, env);
+    this.base = conn.origin;
+    this.token = conn.token;
     this.dispatcher = new Agent({
       connections,
       headersTimeout: BLOCKING_TIMEOUT_MS,
       bodyTimeout: BLOCKING_TIMEOUT_MS,
       connectTimeout: 5_000,
-      ...(target.secure ? { connect: { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } } : {}),
+      ...(conn.tls ? { connect: conn.tls } : {}),
     });
   }
 

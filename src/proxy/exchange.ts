@@ -333,6 +333,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       this.ctx.count(this.route.service, 499);
       return;
     }
+    const heldHead = this.head;
+    const heldBytes = (this.held ?? []).reduce((n, b) => n + b.length, 0);
     this.head = undefined;
     this.held = undefined;
     if (this.committed) {
@@ -345,7 +347,15 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     const code = (err as { code?: string }).code;
     let kind = failureKind(err);
     if (kind === 'connect' && started) kind = 'reset';
-    const ejected = this.ctx.upstreamFailed(u, err, kind);
+    // A held answer whose body stopped short of its Content-Length when the connection closed is an
+    // instance that died mid-answer (busybox httpd killed after its head): retried like a reset,
+    // on another instance, but not counted towards ejection (a buggy endpoint could do the same).
+    const truncated = code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH' && heldHead !== undefined && heldBytes < Number(heldHead.headers['content-length']);
+    const ejected = this.ctx.upstreamFailed(u, err, truncated ? 'other' : kind);
+    if (truncated) {
+      const tried = (this.tried ??= new Set()).add(u);
+      if (this.ctx.table().match(this.host, this.target.match)?.balancer.upstreams.some((x) => !tried.has(x))) kind = 'reset';
+    }
     if (kind === 'timeout') return this.fail(504, `gateway timeout: ${this.route.service} did not answer in time\n`);
     if (kind === 'other' && code !== 'UND_ERR_ABORTED') {
       return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);

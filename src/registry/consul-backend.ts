@@ -7,13 +7,12 @@
 // under --deregister on-success) lives in a separate status check that is never reaped, so a
 // failed container stays listed as critical for as long as its host is alive.
 // The read side (catalog watches) uses the `consul` package's blocking-query helper.
-import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import Consul from 'consul';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 import { compareInstances, OWN_META_KEYS } from '../model/service-instance.js';
 import { type ConsulCheckBody, consulCheck } from './consul-check.js';
-import { ConsulHttp, ConsulHttpError } from './consul-http.js';
+import { ConsulHttp, ConsulHttpError, consulConnection } from './consul-http.js';
 import { instanceDigest } from './digest.js';
 import { eachLimited } from './each.js';
 import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
@@ -73,20 +72,8 @@ export function consulDescription(t: ConsulTarget): string {
 
 /** A client for the agent at `target`, with ACL token and TLS material from the CONSUL_* env. */
 export function consulClient(target: ConsulTarget, env: Env = process.env): Consul {
-  const token = env.CONSUL_HTTP_TOKEN;
-  let agent: https.Agent | undefined;
-  if (target.secure) {
-    const read = (name: string) => {
-      const file = env[name];
-      if (!file) return undefined;
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new Error(`${name}=${file}: ${(err as Error).message}`);
-      }
-    };
-    agent = new https.Agent({ keepAlive: true, ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') });
-  }
+  const { token, tls } = consulConnection(target, env);
+  const agent = tls ? new https.Agent({ keepAlive: true, ...tls }) : undefined;
   return new Consul({
     host: target.host.replace(/^\[|\]$/g, ''),
     port: target.port,

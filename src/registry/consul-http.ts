@@ -19,30 +19,48 @@ export class ConsulHttpError extends RefusedError {
   override name = 'ConsulHttpError';
 }
 
+/** Where and how to reach a Consul agent, from its target and Consul's own environment variables. */
+export interface ConsulConnection {
+  /** `http(s)://host:port`, IPv6 hosts bracketed. */
+  origin: string;
+  token?: string;
+  /** Client TLS material (CONSUL_CACERT, CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY) for https targets. */
+  tls?: { ca?: Buffer; cert?: Buffer; key?: Buffer };
+}
+
+export function consulConnection(target: ConsulHttpTarget, env: Env): ConsulConnection {
+  const host = target.host.includes(':') && !target.host.startsWith('[') ? `[${target.host}]` : target.host;
+  const read = (name: string) => {
+    const file = env[name];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`${name}=${file}: ${(err as Error).message}`);
+    }
+  };
+  return {
+    origin: `${target.secure ? 'https' : 'http'}://${host}:${target.port}`,
+    token: env.CONSUL_HTTP_TOKEN || undefined,
+    tls: target.secure ? { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } : undefined,
+  };
+}
+
 export class ConsulHttp {
   private readonly dispatcher: Agent;
   private readonly base: string;
   private readonly token?: string;
 
   constructor(target: ConsulHttpTarget, env: Env, private readonly timeoutMs: number) {
-    const host = target.host.includes(':') && !target.host.startsWith('[') ? `[${target.host}]` : target.host;
-    this.base = `${target.secure ? 'https' : 'http'}://${host}:${target.port}/v1`;
-    this.token = env.CONSUL_HTTP_TOKEN || undefined;
-    const read = (name: string) => {
-      const file = env[name];
-      if (!file) return undefined;
-      try {
-        return readFileSync(file);
-      } catch (err) {
-        throw new Error(`${name}=${file}: ${(err as Error).message}`);
-      }
-    };
+    const conn = consulConnection(target, env);
+    this.base = `${conn.origin}/v1`;
+    this.token = conn.token;
     this.dispatcher = new Agent({
       connections: 32,
       headersTimeout: timeoutMs,
       bodyTimeout: timeoutMs,
       connectTimeout: Math.min(timeoutMs, 5_000),
-      ...(target.secure ? { connect: { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } } : {}),
+      ...(conn.tls ? { connect: conn.tls } : {}),
     });
   }
 
