@@ -267,6 +267,7 @@ describe('harbormaster render --haproxy-runtime', () => {
     expect(countLines(RELOADS), render.dump()).toBe(1);
     expect(runtimeLines).toBeGreaterThan(0);
     expect(ms[19]).toBeLessThan(500);
-    expect(readFileSync(CFG2, 'utf8')).toContain(`127.0.0.1:${current.port} check weight 1`);
+    // The file follows the runtime commands.
+    await waitFor('the file to follow', () => readFileSync(CFG2, 'utf8').includes(`127.0.0.1:${current.port} check weight 1`), 5000);
   });
 });

@@ -89,6 +89,8 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
   let runs = 0;
   let last: RunResult | undefined;
   let idleWaiters: Array<() => void> = [];
+  /** The input of a catalog already read by the quiet-time bypass: the run takes it as it is. */
+  let ready: { catalog: Catalog; input: CatalogInput } | undefined;
 
   const settle = () => {
     if (running || quiet.pending) return;
@@ -109,7 +111,8 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
       do {
         again = false;
         try {
-          last = await renderer.run(jobs, await inputFor(cfg, latest!, guard, io));
+          const c = latest!;
+          last = await renderer.run(jobs, ready?.catalog === c ? ready.input : await inputFor(cfg, c, guard, io));
           retry = last.retry;
         } catch (err) {
           retry = true;
@@ -170,6 +173,7 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
   const atRuntime = async (c: Catalog): Promise<boolean> => {
     if (!allRuntime || jobs.some((j) => !j.template)) return false;
     const input = await inputFor(cfg, c, guard, io);
+    ready = { catalog: c, input };
     return jobs.every((j) => !j.runtime!.prepare(input.data).plan.reload);
   };
 

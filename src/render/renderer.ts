@@ -11,7 +11,7 @@ import { runCommand, shellQuote, trimOutput } from './command-runner.js';
 import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile, sweepStaged } from './atomic-file.js';
 import { type ReloadVerifier, verifierFor } from './reload-verifier.js';
 import { CatalogInput, type InstanceRef } from './render-input.js';
-import type { HaproxyRuntime, RuntimeStep } from './haproxy-runtime/runtime.js';
+import type { HaproxyRuntime, RuntimeCommit, RuntimeStep } from './haproxy-runtime/runtime.js';
 import type { TemplateData } from './template-data.js';
 import type { CompiledTemplate } from './template-file.js';
 import type { TemplateSpec } from './types.js';
@@ -53,8 +53,11 @@ interface Written {
   previous: CurrentFile;
   /** What the reload is to load. */
   bytes: Buffer;
-  /** Runtime mode: the plan these bytes were rendered from, committed once they are written. */
-  runtime?: { to: HaproxyRuntime; step: RuntimeStep };
+  /**
+   * Runtime mode: the plan these bytes were rendered from, committed once they are written;
+   * `done` when it was committed before the write (a change the runtime API takes).
+   */
+  runtime?: { to: HaproxyRuntime; step: RuntimeStep; done?: RuntimeCommit };
 }
 
 /** Checks one search for rejected instances may run before it stops (and goes on at the next try). */
@@ -122,7 +125,10 @@ export class Renderer {
     for (const [command, group] of this.pending) groups.set(command, [...group]);
     this.pending.clear();
     for (const w of written) {
-      if (w.runtime && !this.opts.dry && !(await this.commitRuntime(w, result))) continue;
+      if (w.runtime && !this.opts.dry) {
+        const c = w.runtime.done ?? (await this.commitRuntime(w.spec.destination, w.runtime.to, w.runtime.step, w.bytes, result));
+        if (!c.reload) continue;
+      }
       if (!w.spec.command) continue;
       const g = groups.get(w.spec.command);
       // A destination already waiting keeps the state the proxy last loaded as its rollback target.
@@ -139,21 +145,19 @@ export class Renderer {
   }
 
   /**
-   * Runtime mode: apply the written file's plan through HAProxy's runtime API; false when that
-   * took (HAProxy runs the file now: no reload), true when the file must be reloaded.
+   * Runtime mode: apply the plan of `bytes` through HAProxy's runtime API. Not a reload: HAProxy
+   * runs those bytes now. A reload: the file must be reloaded (the reason is logged).
    */
-  private async commitRuntime(w: Written, result: RunResult): Promise<boolean> {
-    const dest = w.spec.destination;
-    const c = await w.runtime!.to.commit(w.runtime!.step, w.bytes.toString('utf8'));
+  private async commitRuntime(dest: string, runtime: HaproxyRuntime, step: RuntimeStep, bytes: Buffer, result: RunResult): Promise<RuntimeCommit> {
+    const c = await runtime.commit(step, bytes.toString('utf8'));
     if (!c.reload) {
-      this.loaded.set(dest, w.bytes);
+      this.loaded.set(dest, bytes);
       result.runtime = (result.runtime ?? 0) + c.commands;
       this.log.info({ event: 'runtime', destination: dest, commands: c.commands }, `${dest}: applied through the HAProxy runtime API (${c.commands} commands), no reload`);
-      return false;
+      return c;
     }
-    const fallback = c.reason.startsWith('runtime API failed');
-    (fallback ? this.log.warn : this.log.info).call(this.log, { event: 'runtime', destination: dest, reload: true, reason: c.reason }, `${dest}: reloading: ${c.reason}`);
-    return true;
+    (c.fallback ? this.log.warn : this.log.info).call(this.log, { event: 'runtime', destination: dest, reload: true, reason: c.reason }, `${dest}: reloading: ${c.reason}`);
+    return c;
   }
 
   /** The data a job renders: in runtime mode with slots (`record`: the plan of the file to be written). */
@@ -164,10 +168,10 @@ export class Renderer {
     return step.data;
   }
 
-  /** Stage `text` next to the destination and run the check on it; the staged file is kept only when it passes. */
-  private async stageAndCheck(spec: TemplateSpec, bytes: Buffer, previous: CurrentFile): Promise<{ staged?: string; ok: boolean; output: string; timedOut: boolean; code: number | null }> {
+  /** Stage `text` next to the destination and run the check on it (unless `check` is false); the staged file is kept only when it passes. */
+  private async stageAndCheck(spec: TemplateSpec, bytes: Buffer, previous: CurrentFile, check = true): Promise<{ staged?: string; ok: boolean; output: string; timedOut: boolean; code: number | null }> {
     const staged = await stageFile(spec.destination, bytes, spec.perms ?? previous.mode ?? 0o644, previous);
-    if (!spec.check) return { staged, ok: true, output: '', timedOut: false, code: 0 };
+    if (!spec.check || !check) return { staged, ok: true, output: '', timedOut: false, code: 0 };
     const r = await runCommand(spec.check.replaceAll('{{src}}', shellQuote(staged)), this.opts.timeoutMs, this.opts.env);
     if (r.ok) return { staged, ok: true, output: r.output, timedOut: false, code: 0 };
     await unlink(staged).catch(() => undefined);
@@ -189,7 +193,8 @@ export class Renderer {
     }
     const template = job.template;
     const planned: { step?: RuntimeStep } = {};
-    const runtimeOf = () => (job.runtime && planned.step ? { to: job.runtime, step: planned.step } : undefined);
+    let done: RuntimeCommit | undefined;
+    const runtimeOf = () => (job.runtime && planned.step ? { to: job.runtime, step: planned.step, done } : undefined);
     let text: string;
     try {
       text = template.render(this.shape(job, data, planned));
@@ -198,10 +203,22 @@ export class Renderer {
       return undefined;
     }
     let bytes: Buffer = Buffer.from(text);
+    // A change the runtime API takes goes to HAProxy first, and its file follows: the runtime
+    // commands are checked by HAProxy itself (a refusal falls back to a reload of a checked
+    // file), and the check of the file, a process of its own (~25 ms for haproxy -c), would
+    // otherwise hold up every change. The file is still checked unless needsCheck() says
+    // that it holds nothing a check has not passed already.
+    let check = true;
+    const rt = job.runtime;
+    if (rt && planned.step && !this.opts.dry && rt.takes(planned.step, text)) {
+      done = await this.commitRuntime(dest, rt, planned.step, bytes, result);
+      check = done.reload || rt.needsCheck(planned.step, text);
+    }
     let previous: CurrentFile;
     try {
       previous = await readCurrent(dest);
     } catch (err) {
+      if (done?.reload) rt!.reloadFailed();
       fail('write-failed', `cannot read ${dest}: ${(err as Error).message}`);
       return undefined;
     }
@@ -219,8 +236,14 @@ export class Renderer {
 
     let staged: string;
     try {
-      let c = await this.stageAndCheck(spec, bytes, previous);
-      if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
+      let c = await this.stageAndCheck(spec, bytes, previous, check);
+      if (!c.ok && done) {
+        // HAProxy already runs what the check refused: the next run reloads from a checked file
+        // (leaving out the instances the check rejects); after a failed runtime API the state
+        // of its servers is unknown, and none is carried over.
+        if (done.reload) rt!.reloadFailed();
+        else rt!.mustReload('the check refused a file already applied through the runtime API');
+      } else if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
         // One record the proxy rejects must not freeze the configuration for every other one.
         const reduced = await this.withoutRejected(job, template, input, previous, c.output, result, planned);
         if (reduced) {
@@ -228,14 +251,16 @@ export class Renderer {
           if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result, runtimeOf());
           c = await this.stageAndCheck(spec, bytes, previous);
         }
-      } else if (c.ok) this.rejected.delete(dest);
+      } else if (c.ok && check) this.rejected.delete(dest);
       if (!c.ok) {
         const why = c.timedOut ? `timed out after ${this.opts.timeoutMs} ms` : `exit ${c.code}`;
         fail('check-failed', `check failed for ${dest} (${why}): ${trimOutput(c.output)}; live file kept`, { check: spec.check, output: trimOutput(c.output, 4000) });
         return undefined;
       }
       staged = c.staged!;
+      if (spec.check && check) rt?.passedCheck(planned.step!, bytes.toString('utf8'));
     } catch (err) {
+      if (done?.reload) rt!.reloadFailed();
       fail('write-failed', `cannot stage ${dest}: ${(err as Error).message}`);
       return undefined;
     }
@@ -249,6 +274,8 @@ export class Renderer {
       return { spec, previous: this.loadedState(dest, previous), bytes, runtime: runtimeOf() };
     } catch (err) {
       await unlink(staged).catch(() => undefined);
+      // The reload after a failed runtime API will not happen: HAProxy's servers are in an unknown state.
+      if (done?.reload) rt!.reloadFailed();
       fail('write-failed', `cannot write ${dest}: ${(err as Error).message}`);
       return undefined;
     }
@@ -266,7 +293,8 @@ export class Renderer {
     const dest = spec.destination;
     metrics.renders.inc({ template: dest, result: 'unchanged' });
     result.unchanged.push(dest);
-    if (this.opts.dry || !spec.command || this.loaded.get(dest)?.equals(bytes)) {
+    // After a failed runtime API call the running servers may hold part of the change: reload.
+    if (this.opts.dry || !spec.command || (this.loaded.get(dest)?.equals(bytes) && !runtime?.done?.reload)) {
       this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
       return undefined;
     }

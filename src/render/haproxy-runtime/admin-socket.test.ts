@@ -16,12 +16,20 @@ let server: net.Server;
 beforeAll(async () => {
   server = net.createServer((c) => {
     c.on('data', (d) => {
-      const cmd = d.toString().trim();
-      seen.push(cmd);
-      if (cmd === 'hang') return;
-      if (cmd.startsWith('set server nope/')) c.end('No such backend.\n\n');
-      else if (cmd.startsWith('set server')) c.end('IP changed from \'127.0.0.1\' to \'127.0.0.2\' by \'stats socket command\'\n\n');
-      else c.end('\n');
+      // A line may hold several commands (`a; b`): one answer each, as HAProxy does.
+      const answers = d
+        .toString()
+        .trim()
+        .split(/;\s*/)
+        .map((cmd) => {
+          seen.push(cmd);
+          if (cmd.startsWith('set server nope/')) return 'No such backend.\n\n';
+          if (cmd.startsWith('set weight')) return Number(cmd.split(' ')[3]) > 256 ? 'Absolute weight can only be between 0 and 256 inclusive.\n\n' : '\n';
+          if (cmd.startsWith('set server')) return 'IP changed from \'127.0.0.1\' to \'127.0.0.2\' by \'stats socket command\'\n\n';
+          return '\n';
+        });
+      if (seen[seen.length - 1] === 'hang') return;
+      c.end(answers.join(''));
     });
   });
   await new Promise<void>((r) => server.listen(path, r));
@@ -52,9 +60,16 @@ describe('AdminSocket', () => {
     expect(seen.some((c) => c.includes('shutdown'))).toBe(false);
   });
 
-  it('runs the commands of one server in order', async () => {
+  it('runs the batches of one server in order, a batch only after the one before took', async () => {
     seen.length = 0;
-    await new AdminSocket(path).runSequences([['set server a/s0 state maint', 'set server a/s0 addr 127.0.0.1 port 1', 'set server a/s0 state ready']]);
+    await new AdminSocket(path).runSequences([[['set server a/s0 state maint', 'set server a/s0 addr 127.0.0.1 port 1'], ['set server a/s0 state ready']]]);
     expect(seen).toEqual(['set server a/s0 state maint', 'set server a/s0 addr 127.0.0.1 port 1', 'set server a/s0 state ready']);
+    seen.length = 0;
+    const err = await new AdminSocket(path).runSequences([[['set server a/s0 state maint', 'set weight a/s0 300', 'set server a/s0 addr 127.0.0.1 port 2'], ['set server a/s0 state ready']]]).catch((e: Error) => e);
+    expect((err as Error).message).toBe(
+      `haproxy admin socket ${path}: set server a/s0 state maint; set weight a/s0 300; set server a/s0 addr 127.0.0.1 port 2: Absolute weight can only be between 0 and 256 inclusive.`,
+    );
+    expect(seen).not.toContain('set server a/s0 state ready');
+    await expect(new AdminSocket(path).runBatch(['set weight a/s0 1', 'set weight a/s0 1; shutdown sessions server a/s0'])).rejects.toThrow(/one line without ';'/);
   });
 });

@@ -6,7 +6,7 @@ import net from 'node:net';
 export class AdminSocketError extends Error {}
 
 /** Answers that mean the command was refused (HAProxy answers success with text too). */
-const REFUSED = /^(No such|Require|Unknown command|Permission denied|Invalid|Can't|Cannot|Backend is using|Server is not|Unexpected|Missing|'[^']*' (?:expects|requires))/im;
+const REFUSED = /^(No such|Require|Unknown command|Permission denied|Invalid|Can't|Cannot|Backend is using|Server is not|Unexpected|Missing|(?:Absolute|Relative) weight|'[^']*' (?:expects|requires))/im;
 
 export interface AdminSocketOptions {
   /** Per command, from connect to the last byte. */
@@ -26,6 +26,11 @@ export class AdminSocket {
   /** The raw answer of one command; rejects with a one-line AdminSocketError on socket failure. */
   raw(command: string): Promise<string> {
     if (/[\n;]/.test(command)) return Promise.reject(new AdminSocketError(`haproxy admin socket ${this.path}: command must be one line without ';'`));
+    return this.send(command);
+  }
+
+  /** One line (commands separated by `; `), its whole answer. */
+  private send(command: string): Promise<string> {
     return new Promise((resolve, reject) => {
       const chunks: Buffer[] = [];
       const sock = net.createConnection(this.path);
@@ -51,21 +56,34 @@ export class AdminSocket {
 
   /** Runs a command that changes state; an answer HAProxy uses for refusals becomes an error. */
   async run(command: string): Promise<string> {
-    const answer = await this.raw(command);
-    if (REFUSED.test(answer)) {
-      throw new AdminSocketError(`haproxy admin socket ${this.path}: ${command}: ${answer.trim().split('\n')[0].slice(0, 200)}`);
+    return this.runBatch([command]);
+  }
+
+  /**
+   * Runs commands on one connection (`a; b; c`: one round trip), each checked like run(); HAProxy
+   * runs all of them even when one is refused, which then rejects the whole batch.
+   */
+  async runBatch(commands: readonly string[]): Promise<string> {
+    const bad = commands.find((c) => /[\n;]/.test(c));
+    if (bad !== undefined) throw new AdminSocketError(`haproxy admin socket ${this.path}: command must be one line without ';'`);
+    const line = commands.join('; ');
+    const answer = await this.send(line);
+    const refused = REFUSED.exec(answer);
+    if (refused) {
+      const why = answer.slice(refused.index).split('\n')[0].slice(0, 200);
+      throw new AdminSocketError(`haproxy admin socket ${this.path}: ${line.length > 200 ? `${line.slice(0, 199)}…` : line}: ${why}`);
     }
     return answer;
   }
 
   /**
-   * Runs each sequence in order (one sequence per server, whose commands depend on each other)
-   * and the sequences concurrently; the first refusal or socket failure rejects.
+   * Runs each sequence's batches in order (one sequence per server; a batch only after the one
+   * before took) and the sequences concurrently; the first refusal or socket failure rejects.
    */
-  async runSequences(sequences: readonly (readonly string[])[]): Promise<void> {
+  async runSequences(sequences: readonly (readonly (readonly string[])[])[]): Promise<void> {
     await Promise.all(
       sequences.map(async (seq) => {
-        for (const c of seq) await this.run(c);
+        for (const batch of seq) await this.runBatch(batch);
       }),
     );
   }

@@ -3,6 +3,7 @@
 // socket that fails) asks the caller for a render and reload. Before such a reload the servers'
 // state is dumped to the server-state file, so that health, drain and maintenance survive it.
 import { rm, writeFile } from 'node:fs/promises';
+import { isIP } from 'node:net';
 import type { TemplateData } from '../template-data.js';
 import { AdminSocket } from './admin-socket.js';
 import { keepUnchangedState, planSlots, type RuntimeTemplateData, type SlotPlan, type SlotTable, withSlots } from './slot-planner.js';
@@ -16,8 +17,8 @@ export interface RuntimeStep {
 export type RuntimeCommit =
   /** Applied at runtime: the written file is what HAProxy now runs; no reload. */
   | { reload: false; commands: number }
-  /** Reload; `reason` says why (for the log). */
-  | { reload: true; reason: string };
+  /** Reload; `reason` says why (for the log); `fallback` when the runtime API failed. */
+  | { reload: true; reason: string; fallback?: true };
 
 export type RuntimeOutcome = RuntimeCommit & { data: RuntimeTemplateData };
 
@@ -35,6 +36,10 @@ export class HaproxyRuntime {
   private table: SlotTable | undefined;
   /** The running file without its slot server lines, when known. */
   private skeleton: string | undefined;
+  /** Set when the next change must reload whatever changed; the reason. */
+  private forced: string | undefined;
+  /** The last file that passed the check: without its slot lines, and the shapes of those lines. */
+  private checked: { skeleton: string; shapes: Set<string> } | undefined;
 
   constructor(readonly opts: HaproxyRuntimeOptions) {
     this.admin = new AdminSocket(opts.socket, { timeoutMs: opts.timeoutMs });
@@ -42,8 +47,43 @@ export class HaproxyRuntime {
 
   /** The data to render for `data`, planned against what HAProxy runs now; changes nothing. */
   prepare(data: TemplateData): RuntimeStep {
-    const plan = planSlots(this.table, data);
+    const plan = planSlots(this.table, data, this.forced);
     return { plan, data: withSlots(data, plan.table, this.opts.stateFile) };
+  }
+
+  /**
+   * True when `step`, rendered as `text`, can go to HAProxy before its file is written: it needs
+   * only runtime commands, and the file differs from the running one in slot server lines only.
+   */
+  takes(step: RuntimeStep, text: string): boolean {
+    return !step.plan.reload && this.skeleton !== undefined && withoutSlotLines(text) === this.skeleton;
+  }
+
+  /**
+   * Whether the file `text` of `step` must still go through the check. Not when the last file
+   * that passed it had the same lines outside the slots and every slot line of `text` has the
+   * shape of a slot line of that file, its instance's address, port and weight aside: those are
+   * an IP address (the plan reloads for anything else), a port and a weight validated on the way
+   * in, that HAProxy has just taken through its runtime API, and that its parser reads the same
+   * way in any slot line of that shape. A custom template that writes other catalog data into a
+   * slot line makes new shapes, and is checked.
+   */
+  needsCheck(step: RuntimeStep, text: string): boolean {
+    const c = this.checked;
+    if (!c || withoutSlotLines(text) !== c.skeleton) return true;
+    return slotLineShapes(text, step.plan.table).some((s) => !c.shapes.has(s));
+  }
+
+  /** The file `text` of `step` passed the check: its skeleton and slot line shapes are known good. */
+  passedCheck(step: RuntimeStep, text: string): void {
+    const skeleton = withoutSlotLines(text);
+    if (this.checked?.skeleton !== skeleton) this.checked = { skeleton, shapes: new Set() };
+    for (const s of slotLineShapes(text, step.plan.table)) if (this.checked.shapes.size < MAX_SHAPES) this.checked.shapes.add(s);
+  }
+
+  /** The next change reloads, whatever it is (`reason` for the log). */
+  mustReload(reason: string): void {
+    this.forced = reason;
   }
 
   /**
@@ -66,16 +106,17 @@ export class HaproxyRuntime {
       try {
         await this.admin.runSequences(plan.sequences);
         this.table = plan.table;
-        return { reload: false, commands: plan.sequences.reduce((n, s) => n + s.length, 0) };
+        return { reload: false, commands: plan.sequences.flat(2).length };
       } catch (err) {
         // Part of the commands may have run: the reload makes the config the truth again.
         await this.saveState(undefined);
         this.table = plan.table;
-        return { reload: true, reason: `runtime API failed, falling back to a reload: ${(err as Error).message}` };
+        return { reload: true, fallback: true, reason: `runtime API failed, falling back to a reload: ${(err as Error).message}` };
       }
     }
     await this.saveState(plan.table);
     this.table = plan.table;
+    this.forced = undefined;
     return { reload: true, reason: plan.reason };
   }
 
@@ -112,7 +153,42 @@ export class HaproxyRuntime {
   }
 }
 
+/** Distinct slot line shapes remembered: a few for any sane template. */
+const MAX_SHAPES = 256;
+
 /** A rendered file without the slot server lines (`server s<n> …`), which the runtime API sets. */
 export function withoutSlotLines(text: string): string {
   return text.replace(/^[ \t]*server s\d+ .*\n?/gm, '');
+}
+
+/**
+ * The slot server lines of `text` with the values the runtime API sets (the instance's
+ * `address:port` and `weight <n>`, as whole words) replaced by placeholders. The backend of a
+ * line is its section's (`backend` or `listen`); a line that holds no instance stays as it is.
+ */
+export function slotLineShapes(text: string, table: SlotTable): string[] {
+  const shapes = new Set<string>();
+  let backend: string | undefined;
+  for (const line of text.split('\n')) {
+    const section = /^[ \t]*(backend|listen|frontend|defaults|global|peers|resolvers|userlist|cache|program|http-errors|ring|mailers)\b[ \t]*(\S*)/.exec(line);
+    if (section) {
+      backend = section[1] === 'backend' || section[1] === 'listen' ? section[2] : undefined;
+      continue;
+    }
+    const m = /^([ \t]*)server s(\d+) (.*)$/.exec(line);
+    if (!m) continue;
+    const slot = backend === undefined ? undefined : table.backends.get(backend)?.[Number(m[2])];
+    if (!slot) {
+      shapes.add(slot === null ? `${m[1]}server s<n> ${m[3]}` : line);
+      continue;
+    }
+    const at = isIP(slot.address) === 6 ? `[${slot.address}]:${slot.port}` : `${slot.address}:${slot.port}`;
+    const words = m[3].split(/([ \t]+)/);
+    const a = words.indexOf(at);
+    if (a >= 0) words[a] = '<address>';
+    const w = words.findIndex((x, n) => x === 'weight' && words[n + 2] === String(slot.weight));
+    if (w >= 0) words[w + 2] = '<weight>';
+    shapes.add(`${m[1]}server s<n> ${words.join('')}`);
+  }
+  return [...shapes];
 }

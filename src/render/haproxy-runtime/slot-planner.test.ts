@@ -47,24 +47,29 @@ describe('planSlots', () => {
     expect(p.reload).toBe(false);
     if (p.reload) return;
     expect(p.sequences).toEqual([
-      ['set server web/s1 addr 127.0.0.1 port 1002', 'set weight web/s1 1', 'set server web/s1 health up', 'enable health web/s1', 'set server web/s1 state ready'],
+      [
+        ['set server web/s1 addr 127.0.0.1 port 1002', 'set weight web/s1 1'],
+        ['set server web/s1 health up', 'enable health web/s1', 'set server web/s1 state ready'],
+      ],
     ]);
   });
 
   it('puts a removed instance in maintenance and moves a changed port', () => {
     const prev = first(inst('web', 1001), inst('web', 1002));
     const p = planSlots(prev, data(inst('web', 1002)));
-    expect(p).toMatchObject({ reload: false, sequences: [['set server web/s0 state maint']] });
+    expect(p).toMatchObject({ reload: false, sequences: [[['set server web/s0 state maint']]] });
     const moved = planSlots(prev, data(inst('web', 1001), inst('web', 1002, { id: 'h:web:1001-b', port: 1003 })));
     expect(moved.reload).toBe(false);
     if (moved.reload) return;
-    expect(moved.sequences[0]).toEqual(expect.arrayContaining(['set server web/s1 state maint', 'set server web/s1 addr 127.0.0.1 port 1003']));
+    // Out of service before the new address is set; back in service only once it took.
+    expect(moved.sequences[0][0]).toEqual(['set server web/s1 state maint', 'set server web/s1 addr 127.0.0.1 port 1003', 'set weight web/s1 1']);
+    expect(moved.sequences[0][1]).toContain('set server web/s1 state ready');
   });
 
   it('drains with weight 0 and changes only the weight', () => {
     const prev = first(inst('web', 1001), inst('web', 1002));
     const p = planSlots(prev, data(inst('web', 1001, { meta: { weight: '0' } }), inst('web', 1002)));
-    expect(p).toMatchObject({ reload: false, sequences: [['set weight web/s0 0']] });
+    expect(p).toMatchObject({ reload: false, sequences: [[['set weight web/s0 0']]] });
   });
 
   it('changes nothing for an equal catalog', () => {

@@ -28,9 +28,15 @@ export interface SlotTable {
   backends: ReadonlyMap<string, readonly Slot[]>;
 }
 
+/**
+ * Commands sent on one connection (HAProxy runs every command of a batch, whatever the answer
+ * of the one before): one batch leaves its server in a safe state if any of its commands fails.
+ */
+export type Batch = string[];
+
 export type SlotPlan =
-  /** Per server, commands to run in order; servers are independent of each other. */
-  | { reload: false; table: SlotTable; sequences: string[][] }
+  /** Per server, batches to run in order, each after the one before succeeded; servers are independent of each other. */
+  | { reload: false; table: SlotTable; sequences: Batch[][] }
   | { reload: true; table: SlotTable; reason: string };
 
 /** What a template sees per slot (`upstreams[].slots`). */
@@ -101,34 +107,36 @@ function reloadTable(prev: SlotTable | undefined, data: TemplateData, structure:
 
 const q = (backend: string, slot: number) => `${backend}/s${slot}`;
 
-/** Commands that turn slot `a` into slot `b`; null when the runtime API cannot do it. */
-function slotCommands(server: string, a: Slot, b: Slot): string[] | null {
+/**
+ * Batches that turn slot `a` into slot `b`; null when the runtime API cannot do it. A slot put
+ * in service gets its address and weight in a first batch (out of service: a free slot is, and a
+ * slot changing instance goes into maintenance first), and is put in service only once they took.
+ */
+function slotCommands(server: string, a: Slot, b: Slot): Batch[] | null {
   if (a === null && b === null) return [];
-  if (b === null) return [`set server ${server} state maint`];
+  if (b === null) return [[`set server ${server} state maint`]];
   // HAProxy 2.6 takes only IP addresses at runtime (a host name needs resolvers).
   if (!isIpAddress(b.address)) return null;
   const moved = a === null || a.id !== b.id || a.address !== b.address || a.port !== b.port;
-  if (!moved) return a.weight === b.weight ? [] : [`set weight ${server} ${b.weight}`];
+  if (!moved) return a.weight === b.weight ? [] : [[`set weight ${server} ${b.weight}`]];
   return [
-    ...(a === null ? [] : [`set server ${server} state maint`]),
-    `set server ${server} addr ${b.address} port ${b.port}`,
-    `set weight ${server} ${b.weight}`,
+    [...(a === null ? [] : [`set server ${server} state maint`]), `set server ${server} addr ${b.address} port ${b.port}`, `set weight ${server} ${b.weight}`],
     // The catalog already says the instance is healthy: serve at once, checks take over.
-    `set server ${server} health up`,
-    `enable health ${server}`,
-    `set server ${server} state ready`,
+    [`set server ${server} health up`, `enable health ${server}`, `set server ${server} state ready`],
   ];
 }
 
 /**
- * The way from `prev` (what HAProxy runs, or undefined before the first load) to `data`.
+ * The way from `prev` (what HAProxy runs, or undefined before the first load) to `data`; `force`
+ * asks for a reload (with that reason) whatever changed.
  */
-export function planSlots(prev: SlotTable | undefined, data: TemplateData): SlotPlan {
+export function planSlots(prev: SlotTable | undefined, data: TemplateData, force?: string): SlotPlan {
   const structure = structureKey(data);
-  if (!prev) return { reload: true, reason: 'first load', table: reloadTable(prev, data, structure) };
+  if (!prev) return { reload: true, reason: force ?? 'first load', table: reloadTable(prev, data, structure) };
+  if (force) return { reload: true, reason: force, table: reloadTable(prev, data, structure) };
   if (prev.structure !== structure) return { reload: true, reason: 'backends or routes changed', table: reloadTable(prev, data, structure) };
   const backends = new Map<string, Slot[]>();
-  const sequences: string[][] = [];
+  const sequences: Batch[][] = [];
   for (const u of data.upstreams) {
     const old = prev.backends.get(u.name) ?? [];
     const slots = assignSlots(old, toSlot(u), old.length);
