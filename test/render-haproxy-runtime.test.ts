@@ -225,8 +225,17 @@ describe('harbormaster render --haproxy-runtime', () => {
   const SVC = uniq('web');
   const HOST = `${SVC}.localhost`;
   const registry = createBackend(URI, { ttl: 0 });
+  const API = `127.0.0.1:${HAPROXY_PORT + 2}`;
   let proxy: Haproxy;
   let render: Hm;
+  /** What HAProxy serves after the first test. */
+  let live: string[] = [];
+  /** A sample of the render process's /metrics, 0 when absent. */
+  const metric = async (name: string): Promise<number> => {
+    const text = await (await fetch(`http://${API}/metrics`)).text();
+    const line = text.split('\n').find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+    return line ? Number(line.split(' ').pop()) : 0;
+  };
 
   afterAll(async () => {
     await render?.stop();
@@ -253,6 +262,7 @@ describe('harbormaster render --haproxy-runtime', () => {
         '--haproxy-runtime', ENV2.HM_HAPROXY_SOCKET,
         // The default quiet time: changes taken at runtime do not wait for it.
         '--wait', '500ms:3s',
+        '--api', API,
       ],
       ENV2,
     );
@@ -362,11 +372,50 @@ describe('harbormaster render --haproxy-runtime', () => {
     expect(runtimeLines).toBeGreaterThan(500);
     // Only the first run reloaded (into the slot layout).
     expect(render.logs.filter((l) => l.event === 'runtime' && l.reload).map((l) => l.reason)).toEqual(['first load']);
+    expect(await metric('harbormaster_haproxy_runtime_applied_total')).toBe(runtimeLines);
+    expect(await metric('harbormaster_haproxy_runtime_commands_total')).toBeGreaterThan(runtimeLines);
+    expect(await metric('harbormaster_haproxy_runtime_fallbacks_total')).toBe(0);
+    expect(await metric('harbormaster_reloads_total')).toBe(1);
     // Generous: the shared test machine may be busy; the numbers above are the measurement.
     expect(Number(pct(fromWrite, 0.5))).toBeLessThan(100);
     expect(Number(pct(mixed, 0.5))).toBeLessThan(100);
+    live = serving(pool).map((l) => `b${l.port}`);
     // The file follows the runtime commands.
     const last = serving(pool)[0];
     await waitFor('the file to follow', () => readFileSync(CFG2, 'utf8').includes(`127.0.0.1:${last.port} check weight`), 5000);
   }, 120_000);
+
+  it('falls back to a checked render and reload when the admin socket fails, and says so', async () => {
+    await render.stop();
+    const reloadsBefore = countLines(RELOADS);
+    render = new Hm(
+      [
+        'render', URI,
+        '--template', `${join(TEMPLATES, 'haproxy.cfg.hbs')}:${CFG2}:echo r >> ${RELOADS}; kill -USR2 $(cat ${ENV2.HM_HAPROXY_PIDFILE})`,
+        '--check', 'haproxy -q -c -f {{src}}',
+        '--verify', `haproxy:${proxy.masterSocket}`,
+        '--haproxy-runtime', join(DIR2, 'no-such-admin.sock'),
+        '--wait', '0ms:0ms',
+        '--api', API,
+      ],
+      ENV2,
+    );
+    // A new process knows no slot table: its first run reloads once.
+    await render.waitForLog('first reload', (l) => l.event === 'reload' && l.result === 'ok', 20_000);
+    const next = inst(SVC, BACKEND_PORTS[23], `${SVC}-fallback`);
+    const t0 = performance.now();
+    await registry.register(next);
+    while ((await get(HAPROXY_PORT + 1, HOST).catch(() => undefined))?.body !== `b${next.port}`) {
+      if (performance.now() - t0 > 10_000) throw new Error(`the new instance is not served\n${render.dump().slice(-2000)}`);
+    }
+    const ms = performance.now() - t0;
+    const warn = await render.waitForLog('fallback', (l) => l.event === 'runtime' && typeof l.reason === 'string' && l.reason.startsWith('runtime API failed'), 10_000);
+    expect(warn.msg).toMatch(/reloading: runtime API failed, falling back to a reload: haproxy admin socket .*no-such-admin\.sock: set server \S+: ENOENT$/);
+    expect(warn.level).toBe(40);
+    await waitForBodies(HAPROXY_PORT + 1, HOST, [...live, `b${next.port}`], 10_000);
+    await waitFor('the fallback reload', () => countLines(RELOADS) === reloadsBefore + 2, 10_000);
+    expect(await metric('harbormaster_haproxy_runtime_fallbacks_total')).toBe(1);
+    expect(await metric('harbormaster_haproxy_runtime_applied_total')).toBe(0);
+    console.log(`PROBE haproxy runtime (render CLI), admin socket missing: a new instance served ${ms.toFixed(0)} ms after the registry write, through a checked render and reload; log: ${warn.msg}`);
+  });
 });

@@ -153,9 +153,12 @@ export class Renderer {
     if (!c.reload) {
       this.loaded.set(dest, bytes);
       result.runtime = (result.runtime ?? 0) + c.commands;
+      metrics.runtimeApplied.inc({ template: dest });
+      metrics.runtimeCommands.inc({ template: dest }, c.commands);
       this.log.info({ event: 'runtime', destination: dest, commands: c.commands }, `${dest}: applied through the HAProxy runtime API (${c.commands} commands), no reload`);
       return c;
     }
+    if (c.fallback) metrics.runtimeFallbacks.inc({ template: dest });
     (c.fallback ? this.log.warn : this.log.info).call(this.log, { event: 'runtime', destination: dest, reload: true, reason: c.reason }, `${dest}: reloading: ${c.reason}`);
     return c;
   }

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildCatalog } from '../../catalog/catalog.js';
 import { silentLogger } from '../../log/logger.js';
+import { metrics } from '../../metrics/metrics.js';
 import type { ServiceInstance } from '../../model/service-instance.js';
 import { CatalogInput } from '../render-input.js';
 import { Renderer, type TemplateJob } from '../renderer.js';
@@ -164,5 +165,26 @@ describe('the renderer in runtime mode', () => {
     expect(again.dropped).toMatchObject([{ instance: 'bad' }]);
     expect(t.reloads()).toBe(2);
     expect(readFileSync(t.out, 'utf8')).not.toContain('# bad');
+  });
+
+  it('counts the changes applied at runtime, and the fallbacks to a reload', async () => {
+    const value = async (m: { get(): Promise<{ values: { value: number; labels: Record<string, unknown> }[] }> }, dest: string) =>
+      (await m.get()).values.find((v) => v.labels.template === dest)?.value ?? 0;
+    const ok = setup(SLOTS);
+    await ok.r.run([ok.job], ok.input(inst(1)));
+    await ok.r.run([ok.job], ok.input(inst(1), inst(2)));
+    await ok.r.run([ok.job], ok.input(inst(2)));
+    expect(await value(metrics.runtimeApplied, ok.out)).toBe(2);
+    expect(await value(metrics.runtimeCommands, ok.out)).toBe(6);
+    expect(await value(metrics.runtimeFallbacks, ok.out)).toBe(0);
+    const dead = setup(SLOTS, join(dir, 'missing.sock'));
+    await dead.r.run([dead.job], dead.input(inst(1)));
+    const r = await dead.r.run([dead.job], dead.input(inst(1), inst(2)));
+    // Checked (a fallback never skips the check), written and reloaded.
+    expect(r).toMatchObject({ ok: true, reloads: [{ ok: true }] });
+    expect([dead.checks(), dead.reloads()]).toEqual([2, 2]);
+    expect(readFileSync(dead.out, 'utf8')).toContain('server s1 127.0.0.1:2 check weight 1');
+    expect(await value(metrics.runtimeApplied, dead.out)).toBe(0);
+    expect(await value(metrics.runtimeFallbacks, dead.out)).toBe(1);
   });
 });
