@@ -20,6 +20,8 @@ import { uniq, waitFor } from './support/wait.js';
 
 const HAPROXY_PORT = 28000;
 const BACKEND_PORTS = Array.from({ length: 24 }, (_, n) => 28010 + n);
+/** A backend on the IPv6 loopback. */
+const V6_PORT = 28034;
 const DIR = tempDir('hm-hrt-');
 const ENV = templateEnv(DIR, 0, HAPROXY_PORT);
 const CFG = join(DIR, 'haproxy.cfg');
@@ -78,6 +80,9 @@ beforeAll(async () => {
     await new Promise<void>((r) => s.listen(port, '127.0.0.1', r));
     servers.push(s);
   }
+  const v6 = http.createServer((_req, res) => res.end(`v6-${V6_PORT}`));
+  await new Promise<void>((r) => v6.listen(V6_PORT, '::1', r));
+  servers.push(v6);
   runtime = new HaproxyRuntime({ socket: ENV.HM_HAPROXY_SOCKET, stateFile: STATE });
   const first = await apply(runtime, [inst('web', BACKEND_PORTS[0])]);
   expect(first).toMatchObject({ reload: true, reason: 'first load' });
@@ -203,6 +208,29 @@ describe('HAProxy runtime API', () => {
     const more = [...many, inst('web', BACKEND_PORTS[9])];
     expect((await apply(runtime, [...more, api])).reload).toBe(false);
     await waitForBodies(HAPROXY_PORT, 'web.localhost', more.map((i) => `b${i.port}`), 5000);
+  });
+
+  it('moves a slot to an IPv6 address (::1) and back at runtime, without a reload', async () => {
+    const before = reloads;
+    const keep = [inst('web', BACKEND_PORTS[0]), inst('api', BACKEND_PORTS[22])];
+    const v6 = { ...inst('web', V6_PORT, 'web-v6'), address: '::1' };
+    const t0 = performance.now();
+    expect((await apply(runtime, [...keep, v6])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`, `v6-${V6_PORT}`], 5000);
+    const ms = performance.now() - t0;
+    const line = (await new AdminSocket(ENV.HM_HAPROXY_SOCKET).raw('show servers state web')).split('\n').find((l) => l.split(' ')[4] === '::1');
+    expect(line?.split(' ')[18]).toBe(String(V6_PORT));
+    // The file holds the same, and HAProxy loads it.
+    expect(readFileSync(CFG, 'utf8')).toContain(`[::1]:${V6_PORT} check weight 1`);
+    const check = await haproxyCheck(CFG);
+    expect(check.ok, check.output).toBe(true);
+    // The same instance moves to IPv4 and back.
+    expect((await apply(runtime, [...keep, { ...v6, address: '127.0.0.1', port: BACKEND_PORTS[1] }])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`, `b${BACKEND_PORTS[1]}`], 5000);
+    expect((await apply(runtime, [...keep, v6])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`, `v6-${V6_PORT}`], 5000);
+    expect(reloads - before).toBe(0);
+    console.log(`PROBE haproxy runtime: instance at [::1]:${V6_PORT} set at runtime (set server … addr ::1), served with the IPv4 one in ${ms.toFixed(1)} ms (both seen); IPv6 → IPv4 → IPv6 for the same instance; reloads 0`);
   });
 
   it('falls back to a reload when the admin socket fails, and says why', async () => {
@@ -384,6 +412,23 @@ describe('harbormaster render --haproxy-runtime', () => {
     const last = serving(pool)[0];
     await waitFor('the file to follow', () => readFileSync(CFG2, 'utf8').includes(`127.0.0.1:${last.port} check weight`), 5000);
   }, 120_000);
+
+  it('applies an instance registered with an IPv6 address at runtime', async () => {
+    const reloadsBefore = countLines(RELOADS);
+    const v6 = { ...inst(SVC, V6_PORT, `${SVC}-v6`), address: '::1' };
+    const t0 = performance.now();
+    await registry.register(v6);
+    while ((await get(HAPROXY_PORT + 1, HOST).catch(() => undefined))?.body !== `v6-${V6_PORT}`) {
+      if (performance.now() - t0 > 5000) throw new Error(`[::1]:${V6_PORT} is not served\n${render.dump().slice(-2000)}`);
+    }
+    const ms = performance.now() - t0;
+    await waitForBodies(HAPROXY_PORT + 1, HOST, [...live, `v6-${V6_PORT}`], 5000);
+    await waitFor('the file to follow', () => readFileSync(CFG2, 'utf8').includes(`[::1]:${V6_PORT} check weight 1`), 5000);
+    expect(countLines(RELOADS)).toBe(reloadsBefore);
+    await registry.deregister(v6);
+    await waitForBodies(HAPROXY_PORT + 1, HOST, live, 5000);
+    console.log(`PROBE haproxy runtime (render CLI): instance registered at [::1]:${V6_PORT}, served ${ms.toFixed(1)} ms after the registry write; reloads 0`);
+  });
 
   it('falls back to a checked render and reload when the admin socket fails, and says so', async () => {
     await render.stop();
