@@ -2,7 +2,8 @@
 // instances the check rejects and leave them out) → equal bytes stop here (no write, no reload)
 // → backup → atomic rename → reload (each distinct command once) → confirm the proxy took it →
 // on failure put the files of that reload back and reload again. The live file is only
-// replaced by a file that passed its check.
+// replaced by a file that passed its check (in HAProxy runtime mode, or one that differs from
+// such a file only in slot server values HAProxy has just taken: see needsCheck).
 import { unlink } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/metrics.js';
@@ -243,7 +244,9 @@ export class Renderer {
       if (!c.ok && done) {
         // HAProxy already runs what the check refused: the next run reloads from a checked file
         // (leaving out the instances the check rejects); after a failed runtime API the state
-        // of its servers is unknown, and none is carried over.
+        // of its servers is unknown, and none is carried over. A failed reload must not put the
+        // refused file back: what HAProxy loaded is no longer known.
+        this.loaded.delete(dest);
         if (done.reload) rt!.reloadFailed();
         else rt!.mustReload('the check refused a file already applied through the runtime API');
       } else if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
