@@ -11,6 +11,7 @@ import { UsageError } from '../registry/types.js';
 import { backoffMs } from '../util/time.js';
 import { AddressGuard, type Resolver } from './address-guard.js';
 import { createHandlebars } from './helpers.js';
+import { HaproxyRuntime } from './haproxy-runtime/runtime.js';
 import { Quiescence } from './quiescence.js';
 import { Renderer, type RunResult, type TemplateJob } from './renderer.js';
 import { CatalogInput } from './render-input.js';
@@ -46,7 +47,8 @@ async function loadJobs(cfg: RenderConfig, hb = createHandlebars()): Promise<Tem
   return Promise.all(
     cfg.templates.map(async (spec) => {
       try {
-        return { spec, template: await loadTemplate(spec.source, hb) };
+        const runtime = spec.haproxyRuntime ? new HaproxyRuntime({ ...spec.haproxyRuntime, timeoutMs: Math.min(cfg.timeoutMs, 2000) }) : undefined;
+        return { spec, template: await loadTemplate(spec.source, hb), runtime };
       } catch (err) {
         throw new UsageError((err as Error).message);
       }
@@ -87,6 +89,8 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
   let runs = 0;
   let last: RunResult | undefined;
   let idleWaiters: Array<() => void> = [];
+  /** The input of a catalog already read by the quiet-time bypass: the run takes it as it is. */
+  let ready: { catalog: Catalog; input: CatalogInput } | undefined;
 
   const settle = () => {
     if (running || quiet.pending) return;
@@ -107,7 +111,8 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
       do {
         again = false;
         try {
-          last = await renderer.run(jobs, await inputFor(cfg, latest!, guard, io));
+          const c = latest!;
+          last = await renderer.run(jobs, ready?.catalog === c ? ready.input : await inputFor(cfg, c, guard, io));
           retry = last.retry;
         } catch (err) {
           retry = true;
@@ -162,6 +167,16 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
     `harbormaster render${cfg.registry ? ` ${cfg.registry}` : ''}: ${pairs.join(', ')} (wait ${cfg.wait.minMs}ms:${cfg.wait.maxMs}ms)`,
   );
 
+  // --haproxy-runtime on every template: the quiet time spaces reloads, and a change that HAProxy
+  // takes through its runtime API reloads nothing, so it runs at once. Planning changes nothing.
+  const allRuntime = jobs.length > 0 && jobs.every((j) => j.runtime);
+  const atRuntime = async (c: Catalog): Promise<boolean> => {
+    if (!allRuntime || jobs.some((j) => !j.template)) return false;
+    const input = await inputFor(cfg, c, guard, io);
+    ready = { catalog: c, input };
+    return jobs.every((j) => !j.runtime!.prepare(input.data).plan.reload);
+  };
+
   let first = true;
   const off = watch.subscribe((c) => {
     latest = c;
@@ -169,6 +184,16 @@ export async function startRender(cfg: RenderConfig, watch: CatalogWatch, log: L
     if (first) {
       first = false;
       kick();
+    } else if (allRuntime) {
+      void atRuntime(c).then(
+        (now) => {
+          // A later snapshot decides for itself.
+          if (latest !== c) return;
+          if (now) kick();
+          else quiet.notify();
+        },
+        () => quiet.notify(),
+      );
     } else quiet.notify();
   });
 

@@ -2,7 +2,8 @@
 // instances the check rejects and leave them out) → equal bytes stop here (no write, no reload)
 // → backup → atomic rename → reload (each distinct command once) → confirm the proxy took it →
 // on failure put the files of that reload back and reload again. The live file is only
-// replaced by a file that passed its check.
+// replaced by a file that passed its check (in HAProxy runtime mode, or one that differs from
+// such a file only in slot server values HAProxy has just taken: see needsCheck).
 import { unlink } from 'node:fs/promises';
 import type { Logger } from '../log/logger.js';
 import { metrics } from '../metrics/metrics.js';
@@ -11,6 +12,8 @@ import { runCommand, shellQuote, trimOutput } from './command-runner.js';
 import { backupFile, type CurrentFile, readCurrent, replaceFile, restoreFile, stageFile, sweepStaged } from './atomic-file.js';
 import { type ReloadVerifier, verifierFor } from './reload-verifier.js';
 import { CatalogInput, type InstanceRef } from './render-input.js';
+import type { HaproxyRuntime, RuntimeCommit, RuntimeStep } from './haproxy-runtime/runtime.js';
+import type { TemplateData } from './template-data.js';
 import type { CompiledTemplate } from './template-file.js';
 import type { TemplateSpec } from './types.js';
 
@@ -18,6 +21,8 @@ export interface TemplateJob {
   spec: TemplateSpec;
   /** Undefined while the template file does not compile: its destination is left alone. */
   template?: CompiledTemplate;
+  /** --haproxy-runtime: the template gets server slots; instance changes skip the reload. */
+  runtime?: HaproxyRuntime;
 }
 
 export interface RenderOptions {
@@ -37,6 +42,8 @@ export interface RunResult {
   unchanged: string[];
   /** Reload commands run (after deduplication), with their outcome. */
   reloads: Array<{ command: string; ok: boolean; rolledBack: boolean }>;
+  /** Runtime API commands applied instead of reloads (runtime mode only). */
+  runtime?: number;
   /** Instances left out of a destination because its check rejected them. */
   dropped: Array<{ destination: string; service: string; instance: string; field: string }>;
 }
@@ -47,6 +54,11 @@ interface Written {
   previous: CurrentFile;
   /** What the reload is to load. */
   bytes: Buffer;
+  /**
+   * Runtime mode: the plan these bytes were rendered from, committed once they are written;
+   * `done` when it was committed before the write (a change the runtime API takes).
+   */
+  runtime?: { to: HaproxyRuntime; step: RuntimeStep; done?: RuntimeCommit };
 }
 
 /** Checks one search for rejected instances may run before it stops (and goes on at the next try). */
@@ -114,6 +126,10 @@ export class Renderer {
     for (const [command, group] of this.pending) groups.set(command, [...group]);
     this.pending.clear();
     for (const w of written) {
+      if (w.runtime && !this.opts.dry) {
+        const c = w.runtime.done ?? (await this.commitRuntime(w.spec.destination, w.runtime.to, w.runtime.step, w.bytes, result));
+        if (!c.reload) continue;
+      }
       if (!w.spec.command) continue;
       const g = groups.get(w.spec.command);
       // A destination already waiting keeps the state the proxy last loaded as its rollback target.
@@ -129,10 +145,37 @@ export class Renderer {
     return result;
   }
 
-  /** Stage `text` next to the destination and run the check on it; the staged file is kept only when it passes. */
-  private async stageAndCheck(spec: TemplateSpec, bytes: Buffer, previous: CurrentFile): Promise<{ staged?: string; ok: boolean; output: string; timedOut: boolean; code: number | null }> {
+  /**
+   * Runtime mode: apply the plan of `bytes` through HAProxy's runtime API. Not a reload: HAProxy
+   * runs those bytes now. A reload: the file must be reloaded (the reason is logged).
+   */
+  private async commitRuntime(dest: string, runtime: HaproxyRuntime, step: RuntimeStep, bytes: Buffer, result: RunResult): Promise<RuntimeCommit> {
+    const c = await runtime.commit(step, bytes.toString('utf8'));
+    if (!c.reload) {
+      this.loaded.set(dest, bytes);
+      result.runtime = (result.runtime ?? 0) + c.commands;
+      metrics.runtimeApplied.inc({ template: dest });
+      metrics.runtimeCommands.inc({ template: dest }, c.commands);
+      this.log.info({ event: 'runtime', destination: dest, commands: c.commands }, `${dest}: applied through the HAProxy runtime API (${c.commands} commands), no reload`);
+      return c;
+    }
+    if (c.fallback) metrics.runtimeFallbacks.inc({ template: dest });
+    (c.fallback ? this.log.warn : this.log.info).call(this.log, { event: 'runtime', destination: dest, reload: true, reason: c.reason }, `${dest}: reloading: ${c.reason}`);
+    return c;
+  }
+
+  /** The data a job renders: in runtime mode with slots (`record`: the plan of the file to be written). */
+  private shape(job: TemplateJob, data: unknown, record?: { step?: RuntimeStep }): unknown {
+    if (!job.runtime) return data;
+    const step = job.runtime.prepare(data as TemplateData);
+    if (record) record.step = step;
+    return step.data;
+  }
+
+  /** Stage `text` next to the destination and run the check on it (unless `check` is false); the staged file is kept only when it passes. */
+  private async stageAndCheck(spec: TemplateSpec, bytes: Buffer, previous: CurrentFile, check = true): Promise<{ staged?: string; ok: boolean; output: string; timedOut: boolean; code: number | null }> {
     const staged = await stageFile(spec.destination, bytes, spec.perms ?? previous.mode ?? 0o644, previous);
-    if (!spec.check) return { staged, ok: true, output: '', timedOut: false, code: 0 };
+    if (!spec.check || !check) return { staged, ok: true, output: '', timedOut: false, code: 0 };
     const r = await runCommand(spec.check.replaceAll('{{src}}', shellQuote(staged)), this.opts.timeoutMs, this.opts.env);
     if (r.ok) return { staged, ok: true, output: r.output, timedOut: false, code: 0 };
     await unlink(staged).catch(() => undefined);
@@ -153,18 +196,33 @@ export class Renderer {
       return undefined;
     }
     const template = job.template;
+    const planned: { step?: RuntimeStep } = {};
+    let done: RuntimeCommit | undefined;
+    const runtimeOf = () => (job.runtime && planned.step ? { to: job.runtime, step: planned.step, done } : undefined);
     let text: string;
     try {
-      text = template.render(data);
+      text = template.render(this.shape(job, data, planned));
     } catch (err) {
       fail('template-error', `${(err as Error).message}; ${dest} left as it is`);
       return undefined;
     }
     let bytes: Buffer = Buffer.from(text);
+    // A change the runtime API takes goes to HAProxy first, and its file follows: the runtime
+    // commands are checked by HAProxy itself (a refusal falls back to a reload of a checked
+    // file), and the check of the file, a process of its own (~25 ms for haproxy -c), would
+    // otherwise hold up every change. The file is still checked unless needsCheck() says
+    // that it holds nothing a check has not passed already.
+    let check = true;
+    const rt = job.runtime;
+    if (rt && planned.step && !this.opts.dry && rt.takes(planned.step, text)) {
+      done = await this.commitRuntime(dest, rt, planned.step, bytes, result);
+      check = done.reload || rt.needsCheck(planned.step, text);
+    }
     let previous: CurrentFile;
     try {
       previous = await readCurrent(dest);
     } catch (err) {
+      if (done?.reload) rt!.reloadFailed();
       fail('write-failed', `cannot read ${dest}: ${(err as Error).message}`);
       return undefined;
     }
@@ -172,7 +230,7 @@ export class Renderer {
       this.swept.add(dest);
       for (const f of await sweepStaged(dest)) this.log.warn({ event: 'render', destination: dest, file: f }, `removed ${f}, a staged copy left by an earlier run`);
     }
-    if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
+    if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result, runtimeOf());
     if (this.opts.dry) {
       this.opts.out(several ? `==> ${dest} <==\n${text}${text.endsWith('\n') ? '' : '\n'}` : text);
       metrics.renders.inc({ template: dest, result: 'dry' });
@@ -182,23 +240,33 @@ export class Renderer {
 
     let staged: string;
     try {
-      let c = await this.stageAndCheck(spec, bytes, previous);
-      if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
+      let c = await this.stageAndCheck(spec, bytes, previous, check);
+      if (!c.ok && done) {
+        // HAProxy already runs what the check refused: the next run reloads from a checked file
+        // (leaving out the instances the check rejects); after a failed runtime API the state
+        // of its servers is unknown, and none is carried over. A failed reload must not put the
+        // refused file back: what HAProxy loaded is no longer known.
+        this.loaded.delete(dest);
+        if (done.reload) rt!.reloadFailed();
+        else rt!.mustReload('the check refused a file already applied through the runtime API');
+      } else if (!c.ok && !c.timedOut && input && input.instances.length > 0) {
         // One record the proxy rejects must not freeze the configuration for every other one.
-        const reduced = await this.withoutRejected(job, template, input, previous, c.output, result);
+        const reduced = await this.withoutRejected(job, template, input, previous, c.output, result, planned);
         if (reduced) {
           bytes = reduced;
-          if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result);
+          if (previous.content?.equals(bytes)) return this.unchanged(spec, previous, bytes, result, runtimeOf());
           c = await this.stageAndCheck(spec, bytes, previous);
         }
-      } else if (c.ok) this.rejected.delete(dest);
+      } else if (c.ok && check) this.rejected.delete(dest);
       if (!c.ok) {
         const why = c.timedOut ? `timed out after ${this.opts.timeoutMs} ms` : `exit ${c.code}`;
         fail('check-failed', `check failed for ${dest} (${why}): ${trimOutput(c.output)}; live file kept`, { check: spec.check, output: trimOutput(c.output, 4000) });
         return undefined;
       }
       staged = c.staged!;
+      if (spec.check && check) rt?.passedCheck(planned.step!, bytes.toString('utf8'));
     } catch (err) {
+      if (done?.reload) rt!.reloadFailed();
       fail('write-failed', `cannot stage ${dest}: ${(err as Error).message}`);
       return undefined;
     }
@@ -209,9 +277,11 @@ export class Renderer {
       metrics.renders.inc({ template: dest, result: 'written' });
       this.log.info({ event: 'render', result: 'written', destination: dest, bytes: bytes.length, how }, `wrote ${dest} (${bytes.length} bytes${how === 'in-place' ? ', in place' : ''})`);
       result.written.push(dest);
-      return { spec, previous: this.loadedState(dest, previous), bytes };
+      return { spec, previous: this.loadedState(dest, previous), bytes, runtime: runtimeOf() };
     } catch (err) {
       await unlink(staged).catch(() => undefined);
+      // The reload after a failed runtime API will not happen: HAProxy's servers are in an unknown state.
+      if (done?.reload) rt!.reloadFailed();
       fail('write-failed', `cannot write ${dest}: ${(err as Error).message}`);
       return undefined;
     }
@@ -225,16 +295,17 @@ export class Renderer {
   }
 
   /** The file already holds these bytes: nothing to write; a reload only when the proxy has not confirmed them. */
-  private unchanged(spec: TemplateSpec, previous: CurrentFile, bytes: Buffer, result: RunResult): Written | undefined {
+  private unchanged(spec: TemplateSpec, previous: CurrentFile, bytes: Buffer, result: RunResult, runtime?: Written['runtime']): Written | undefined {
     const dest = spec.destination;
     metrics.renders.inc({ template: dest, result: 'unchanged' });
     result.unchanged.push(dest);
-    if (this.opts.dry || !spec.command || this.loaded.get(dest)?.equals(bytes)) {
+    // After a failed runtime API call the running servers may hold part of the change: reload.
+    if (this.opts.dry || !spec.command || (this.loaded.get(dest)?.equals(bytes) && !runtime?.done?.reload)) {
       this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged`);
       return undefined;
     }
     this.log.info({ event: 'render', result: 'unchanged', destination: dest }, `${dest} unchanged, but its proxy has not confirmed loading it: reloading`);
-    return { spec, previous: this.loadedState(dest, previous), bytes };
+    return { spec, previous: this.loadedState(dest, previous), bytes, runtime };
   }
 
   /**
@@ -248,7 +319,7 @@ export class Renderer {
    * or the environment is at fault). A search that runs out of checks keeps the records it
    * confirmed, so the retry goes on from there.
    */
-  private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult): Promise<Buffer | undefined> {
+  private async withoutRejected(job: TemplateJob, template: CompiledTemplate, input: CatalogInput, previous: CurrentFile, firstOutput: string, result: RunResult, planned: { step?: RuntimeStep }): Promise<Buffer | undefined> {
     const { spec } = job;
     const dest = spec.destination;
     const budget = { search: MAX_SEARCH_CHECKS, confirm: MAX_CONFIRM_CHECKS };
@@ -257,7 +328,7 @@ export class Renderer {
       if (--budget[kind] < 0) throw new OutOfChecks(kind);
       let text: string;
       try {
-        text = template.render(input.variant(drop, replace));
+        text = template.render(this.shape(job, input.variant(drop, replace)));
       } catch {
         return { ok: false, output: '' };
       }
@@ -281,7 +352,7 @@ export class Renderer {
       if ((await passes('search', new Set())).ok) {
         this.log.warn({ event: 'check-flaky', destination: dest, check: spec.check }, `${dest}: the check failed once and then passed on the same rendering; nothing left out`);
         this.rejected.delete(dest);
-        return Buffer.from(template.render(input.data));
+        return Buffer.from(template.render(this.shape(job, input.data, planned)));
       }
       // Records confirmed bad in an earlier run are set aside, then the rest is searched.
       const prior = all.filter((r) => known.has(r.fingerprint));
@@ -353,7 +424,7 @@ export class Renderer {
       }
       if (!complete) this.log.error({ event: 'check-failed', destination: dest }, `${dest}: could not finish the search for the instances the check rejects within ${MAX_SEARCH_CHECKS} checks (${bad.length} found so far); going on at the next try`);
       if (bad.length === 0) return undefined;
-      return Buffer.from(template.render(input.variant(keysOf(bad))));
+      return Buffer.from(template.render(this.shape(job, input.variant(keysOf(bad)), planned)));
     } catch (err) {
       this.log.error({ event: 'check-failed', destination: dest, err: (err as Error).message }, `${dest}: could not tell which instances the check rejects: ${(err as Error).message}`);
       return undefined;
@@ -398,6 +469,8 @@ export class Renderer {
       for (const w of group) this.loaded.set(w.spec.destination, w.bytes);
       return { command, ok: true, rolledBack: false };
     }
+    // HAProxy runs an older file than the runtime plans assumed: its next change reloads.
+    for (const w of group) w.runtime?.to.reloadFailed();
     const files = group.map((w) => w.spec.destination);
     const running = await Promise.all(verifiers.map((v) => v.running().catch(() => undefined)));
     if (running.every((r) => r === false)) {

@@ -104,6 +104,16 @@ describe('template flags', () => {
     ]);
   });
 
+  it('attaches --haproxy-runtime to the --template before it, with the state file beside the destination', () => {
+    const f = flags(['--template', '/t/h.hbs:/etc/h.cfg', '--haproxy-runtime', '/run/haproxy/admin.sock', '--template', '/t/n.hbs:/etc/n.conf']);
+    expect(f.templates[0].haproxyRuntime).toEqual({ socket: '/run/haproxy/admin.sock', stateFile: '/etc/h.cfg.state' });
+    expect(f.templates[1].haproxyRuntime).toBeUndefined();
+    expect(usageError(() => flags(['--haproxy-runtime', '/s']))).toBe('--haproxy-runtime /s: must follow the --template it applies to');
+    expect(usageError(() => flags(['--template', '/a:/b', '--haproxy-runtime', '/s', '--haproxy-runtime', '/t']))).toContain('already has a --haproxy-runtime');
+    expect(renderFileFrom('f.yaml', { templates: [{ source: '/a', destination: '/b', haproxyRuntime: '/s' }] }).templates[0].haproxyRuntime).toEqual({ socket: '/s', stateFile: '/b.state' });
+    expect(usageError(() => renderFileFrom('f.yaml', { templates: [{ source: '/a', destination: '/b', haproxyRuntime: 5 }] }))).toBe('f.yaml: templates[0].haproxyRuntime: expected a non-empty string');
+  });
+
   it('refuses --check or --verify before any --template, and two for one template', () => {
     expect(usageError(() => flags(['--check', 'true', '--template', '/a:/b']))).toBe('--check true: must follow the --template it applies to');
     expect(usageError(() => flags(['--verify', 'plain']))).toContain('must follow the --template');

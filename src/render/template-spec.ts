@@ -1,5 +1,5 @@
-// Template jobs from flags (`--template src:dest[:reload-cmd]`, with `--check` / `--verify`
-// attached to the --template before them) and from a JSON or YAML --config file. Everything is
+// Template jobs from flags (`--template src:dest[:reload-cmd]`, with `--check` / `--verify` /
+// `--haproxy-runtime` attached to the --template before them) and from a JSON or YAML --config file. Everything is
 // validated here; each problem is one line naming the flag or the file and field.
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
@@ -17,6 +17,7 @@ export const TEMPLATE_OPTIONS = {
   template: { type: 'string', multiple: true },
   check: { type: 'string', multiple: true },
   verify: { type: 'string', multiple: true },
+  'haproxy-runtime': { type: 'string', multiple: true },
   wait: { type: 'string' },
   timeout: { type: 'string' },
   perms: { type: 'string' },
@@ -128,7 +129,7 @@ export interface TemplateFlags {
 }
 
 /**
- * The template flags from parseWithTokens' result. --check and --verify attach to the
+ * The template flags from parseWithTokens' result. --check, --verify and --haproxy-runtime attach to the
  * --template before them; --perms and --backup apply to every template given by flags.
  */
 export function templateFlags(tokens: readonly Token[], values: { wait?: string; timeout?: string; perms?: string; backup?: boolean }): TemplateFlags {
@@ -141,13 +142,14 @@ export function templateFlags(tokens: readonly Token[], values: { wait?: string;
     if (t.name === 'template') {
       templates.push({ ...parseTemplateValue(t.value), verify: { kind: 'plain' }, perms, backup: !!values.backup });
       attached.clear();
-    } else if (t.name === 'check' || t.name === 'verify') {
+    } else if (t.name === 'check' || t.name === 'verify' || t.name === 'haproxy-runtime') {
       const where = `--${t.name} ${printable(t.value, 120)}`;
       if (!last) throw new UsageError(`${where}: must follow the --template it applies to`);
       if (attached.has(t.name)) throw new UsageError(`${where}: the --template before it already has a --${t.name}`);
       attached.add(t.name);
       if (t.name === 'check') last.check = checkCommand(where, t.value);
-      else last.verify = parseVerify(t.value);
+      else if (t.name === 'verify') last.verify = parseVerify(t.value);
+      else last.haproxyRuntime = { socket: checkPath(where, t.value), stateFile: `${last.destination}.state` };
     }
   }
   return {
@@ -168,7 +170,7 @@ export interface RenderFile {
 }
 
 const FILE_KEYS = ['registry', 'templates', 'wait', 'timeout', 'status', 'domain'];
-const TEMPLATE_KEYS = ['source', 'destination', 'command', 'check', 'verify', 'perms', 'backup'];
+const TEMPLATE_KEYS = ['source', 'destination', 'command', 'check', 'verify', 'perms', 'backup', 'haproxyRuntime'];
 
 /** Read and validate a JSON or YAML --config file; errors name the file and the field. */
 export function loadRenderFile(file: string): RenderFile {
@@ -222,6 +224,7 @@ export function renderFileFrom(file: string, doc: unknown): RenderFile {
     const command = text(`${at}.command`, tt.command);
     const check = text(`${at}.check`, tt.check);
     const verify = text(`${at}.verify`, tt.verify);
+    const runtime = text(`${at}.haproxyRuntime`, tt.haproxyRuntime);
     if (tt.backup !== undefined && typeof tt.backup !== 'boolean') fail(`${at}.backup`, 'expected true or false');
     if (tt.perms !== undefined && typeof tt.perms !== 'string' && typeof tt.perms !== 'number') fail(`${at}.perms`, 'expected a file mode like "0644"');
     out.templates.push({
@@ -232,6 +235,9 @@ export function renderFileFrom(file: string, doc: unknown): RenderFile {
       verify: verify === undefined ? { kind: 'plain' } : field(`${at}.verify`, () => parseVerify(verify, 'verify')),
       perms: tt.perms === undefined ? undefined : field(`${at}.perms`, () => parsePerms(tt.perms as string | number, 'perms')),
       backup: tt.backup === true,
+      ...(runtime === undefined
+        ? {}
+        : { haproxyRuntime: { socket: field(`${at}.haproxyRuntime`, () => checkPath('haproxyRuntime', runtime)), stateFile: `${resolve(destination)}.state` } }),
     });
   });
   const wait = text('wait', doc.wait);

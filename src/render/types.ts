@@ -23,6 +23,11 @@ export interface TemplateSpec {
   perms?: number;
   /** Keep the previous destination as `<destination>.bak`. */
   backup: boolean;
+  /**
+   * --haproxy-runtime: instance changes go through this admin socket instead of a reload;
+   * server state is kept across reloads in `stateFile` (`<destination>.state`).
+   */
+  haproxyRuntime?: { socket: string; stateFile: string };
 }
 
 export interface WaitSpec {

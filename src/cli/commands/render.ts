@@ -41,6 +41,11 @@ Options:
   --verify <kind>:<path>     confirm the reload: nginx:<pid-file> (a new worker generation),
                              haproxy:<master-socket> (master CLI shows a new worker), or plain
                              (exit status only, the default); applies to the --template before it
+  --haproxy-runtime <sock>   HAProxy admin socket, e.g. /run/haproxy/admin.sock (applies to the
+                             --template before it): the template gets server slots, instance
+                             changes go through the runtime API without a reload; backend/route
+                             changes and full backends reload (server state kept in <dest>.state);
+                             a failing socket falls back to a reload
   --wait <min>[:<max>]       quiescence: render once changes stopped for min, at the latest max
                              after the first one, and at most once per max (default 500ms:3s)
   --timeout <duration>       limit for every check and reload command and its confirmation (default 30s)

@@ -27,7 +27,7 @@ ${PROXY_FLAGS_HELP}
 
 Templates (as for 'render', from the same catalog; --status and --domain apply to them too):
   --template <src>:<dest>[:<cmd>]  --check <cmd>  --verify <kind>:<path>  --wait <min>[:<max>]
-  --timeout <duration>  --perms <mode>  --backup
+  --timeout <duration>  --perms <mode>  --backup  --haproxy-runtime <sock>
 
 Registrator options (as for 'register'):
   --hostname <name>  --ip <addr>  --internal  --explicit  --tags <a,b>  --ttl <s>  --ttl-refresh <s>
