@@ -79,6 +79,7 @@ describe('fast test app', () => {
   });
 
   it('takes at least 2,000 keep-alive and 300 fresh-connection requests/s together with no failure, GET and POST', async () => {
+    // The default caps are 3,000 and 450/s: what is asked for, with room for a busy machine.
     const lg = load('a');
     await sleep(3_000);
     const r = await lg.stop();
@@ -105,7 +106,7 @@ describe('fast test app', () => {
     const bb = await load('bb', unthrottled).done;
     console.log(`PROBE unthrottled 2 s: fast app ${fast.keepalive.rate + fast.fresh.rate} req/s (${summary(fast)}) || busybox httpd ${bb.keepalive.rate + bb.fresh.rate} req/s (${summary(bb)})`);
     expect([fast.keepalive.failures, fast.fresh.failures]).toEqual([0, 0]);
-    expect(fast.keepalive.connections).toBe(8); // kept alive, where busybox closes after every answer
+    expect(fast.keepalive.connections).toBe(16); // kept alive, where busybox closes after every answer
     expect(bb.keepalive.connections).toBeGreaterThan(100);
     expect(fast.keepalive.okRate + fast.fresh.okRate).toBeGreaterThan(bb.keepalive.okRate + bb.fresh.okRate);
   });
@@ -122,11 +123,15 @@ describe('fast test app', () => {
     const stopMs = await stopping;
     const r = await lg.stop();
     const exit = await docker('inspect', '-f', '{{.State.ExitCode}}', `${prefix}-g`);
-    const log = (await docker('logs', `${prefix}-g`)).split('\n').slice(-2).join('; ');
-    console.log(`PROBE graceful: /slow?ms=1000 sent 300 ms before docker stop → ${answer.status} ${JSON.stringify(answer.body)} connection: ${answer.headers.connection} ${answeredAfter} ms after the stop; docker stop took ${stopMs} ms, exit ${exit} (${log}); load: ${summary(r)}`);
+    // The app's own drain, from its log: SIGTERM received → exit (docker's teardown is not in it).
+    const log = (await docker('logs', '-t', `${prefix}-g`)).split('\n');
+    const at = (what: string) => Date.parse(log.find((l) => l.includes(what))?.split(' ', 1)[0] ?? '');
+    const drainMs = at('fastapp: exiting') - at('draining');
+    console.log(`PROBE graceful: /slow?ms=1000 sent 300 ms before docker stop → ${answer.status} ${JSON.stringify(answer.body)} connection: ${answer.headers.connection} ${answeredAfter} ms after the stop; the app drained in ${drainMs} ms (${log.slice(-2).map((l) => l.replace(/^\S+ /, '')).join('; ')}), exit ${exit}, docker stop took ${stopMs} ms; load: ${summary(r)}`);
     expect([answer.status, answer.body, answer.headers.connection]).toEqual([200, 'g\n', 'close']);
     expect(answeredAfter).toBeGreaterThan(500);
-    expect(stopMs).toBeLessThan(3_000);
+    expect(drainMs).toBeGreaterThan(400);
+    expect(drainMs).toBeLessThan(2_500);
     expect(exit).toBe('0');
     expect(r.keepalive.ok).toBeGreaterThan(1_000);
     // After TERM new connections fail (nothing listens); a request on a connection in use never does.
