@@ -9,6 +9,7 @@ import { parseProxyArgs } from './commands/proxy.js';
 import { parseRegisterArgs } from './commands/register.js';
 import { parseRenderArgs } from './commands/render.js';
 import { parseRunArgs } from './commands/run.js';
+import { parseRolloutArgs } from '../rollout/options.js';
 import { servicesCommand } from './commands/services.js';
 
 const CONSUL = 'consul://127.0.0.1:8500';
@@ -58,7 +59,7 @@ function documentedValues(f: Flag): string[] {
   for (const m of d.matchAll(/(?:^|\s)(-?\d+) = \w/g)) out.add(m[1]);
   for (const m of d.matchAll(/e\.g\. (?:'([^']+)'|([^\s,;)]+))/g)) out.add(m[1] ?? m[2]);
   for (const m of d.matchAll(/(?:^|\s)([a-z][a-z-]*(?: \| [a-z][a-z-]*)+)/g)) for (const v of m[1].split(' | ')) out.add(v);
-  for (const m of d.matchAll(/[a-z][a-z0-9+.-]*:\/\/[^\s),]*/g)) out.add(m[0]);
+  for (const m of d.matchAll(/[a-z][a-z0-9+.-]*:\/\/[^\s),]*/g)) out.add(m[0].replace(/[:.;]$/, ''));
   const words = /^([a-z]+(?:, [a-z]+)+) \(default/.exec(d);
   if (words) for (const v of words[1].split(', ')) out.add(v);
   // Alternatives in the placeholder: <json|pretty>, <host:port|off>.
@@ -70,7 +71,7 @@ function documentedValues(f: Flag): string[] {
 }
 
 /** Defaults that name another flag rather than a value. */
-const NOT_A_VALUE = ['ttl/3'];
+const NOT_A_VALUE = ['ttl/3', 'n'];
 
 /** Example values for flags whose help text gives none (or too few), by flag name. */
 const EXAMPLES: Record<string, string[]> = {
@@ -90,11 +91,18 @@ const EXAMPLES: Record<string, string[]> = {
   verify: ['plain', 'nginx:/run/nginx.pid', 'haproxy:/run/haproxy-master.sock'],
   perms: ['0644'],
   config: [CONFIG],
+  batch: ['2', '50%'],
+  image: ['hm-test:2'],
+  via: ['http://127.0.0.1:8080/healthz'],
+  'via-host': ['web.example.test'],
+  'state-dir': [dir],
+  docker: ['unix:///var/run/docker.sock', 'tcp://127.0.0.1:2375'],
 };
 
 /** Flags that are only meaningful with another one. */
 const COMPANIONS: Record<string, string[]> = {
   'health-interval': ['--health-check', '/healthz'],
+  'via-host': ['--via', 'http://127.0.0.1:8080/healthz'],
 };
 
 type Parser = (args: string[]) => Promise<unknown> | unknown;
@@ -104,6 +112,7 @@ const PARSERS: Record<string, Parser> = {
   proxy: (args) => parseProxyArgs([...args, CONSUL]),
   render: (args) => parseRenderArgs([CONSUL, '--template', `${SRC}:${DEST}`, ...args]),
   run: (args) => parseRunArgs(['--template', `${SRC}:${DEST}`, ...args], {}),
+  rollout: (args) => parseRolloutArgs(['web', ...args], {}),
   // `services` has no parser of its own: with --help it parses its flags and stops before the registry.
   services: async (args) => {
     const code = await servicesCommand([...args, '--help'], () => undefined);
@@ -121,12 +130,12 @@ async function helpOf(command: string): Promise<string> {
 }
 
 const helps = Object.fromEntries(await Promise.all(commandNames.map(async (c) => [c, await helpOf(c)] as const)));
-/** Descriptions of a flag across all commands: `run` lists register's flags without repeating them. */
-const everywhere = new Map<string, Flag[]>();
-for (const h of Object.values(helps)) for (const f of flagsOf(h).values()) everywhere.set(f.name, [...(everywhere.get(f.name) ?? []), f]);
+/** Help texts whose flags a command takes too: `run` lists register's and render's flags without repeating them. */
+const BORROWS: Record<string, string[]> = { run: ['register', 'render'] };
 
-function valuesFor(f: Flag): string[] {
-  const documented = (everywhere.get(f.name) ?? [f]).flatMap((g) => documentedValues({ ...g, placeholder: g.placeholder ?? f.placeholder }));
+function valuesFor(command: string, f: Flag): string[] {
+  const described = [command, ...(BORROWS[command] ?? [])].map((c) => flagsOf(helps[c]).get(f.name)).filter((g): g is Flag => g !== undefined);
+  const documented = described.flatMap((g) => documentedValues({ ...g, placeholder: g.placeholder ?? f.placeholder }));
   return [...new Set([...documented, ...(EXAMPLES[f.name] ?? [])])];
 }
 
@@ -153,14 +162,14 @@ for (const command of commandNames) {
     const cases: Array<[string, string[]]> = flags.flatMap((f): Array<[string, string[]]> => {
       const companion = COMPANIONS[f.name] ?? [];
       if (!f.placeholder) return [[`--${f.name}`, [...companion, `--${f.name}`]]];
-      return valuesFor(f).flatMap((v): Array<[string, string[]]> => [
+      return valuesFor(command, f).flatMap((v): Array<[string, string[]]> => [
         [`--${f.name} ${v}`, [...companion, `--${f.name}`, v]],
         [`--${f.name}=${v}`, [...companion, `--${f.name}=${v}`]],
       ]);
     });
 
     it('documents a value or has an example for every flag that takes one', () => {
-      for (const f of flags) if (f.placeholder) expect(valuesFor(f), `--${f.name} ${f.placeholder}`).not.toEqual([]);
+      for (const f of flags) if (f.placeholder) expect(valuesFor(command, f), `--${f.name} ${f.placeholder}`).not.toEqual([]);
     });
 
     it.each(cases)('%s', async (_label, args) => {

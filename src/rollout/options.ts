@@ -101,9 +101,11 @@ How:
   --monitor <duration>       keep watching a ready replacement before the old one goes (default 5s)
   --via <url>                ready also means: this URL answers (status < 500) through the proxy
   --via-host <host>          Host header for --via (default the URL's host)
-  --drain-timeout <duration> time an old container keeps running after its withdrawal (default 10s, 0 = none)
+  --drain-timeout <duration>  time an old container keeps running after its withdrawal
+                             (default 10s, 0 = none)
   --stop-timeout <seconds>   SIGTERM → SIGKILL grace when stopping an old container (default 10)
-  --keep <n>                 keep the n last replaced containers of each replica, stopped, for --rollback (default 0)
+  --keep <n>                 keep the n last replaced containers of each replica, stopped, so
+                             that --rollback can put them back (default 0)
   --failure-action <rollback|pause>  on a replacement that does not become ready: roll back the
                              batches already replaced (default), or stop where it is
   --rollback                 put back the kept previous containers the same way (needs --keep
@@ -114,7 +116,7 @@ How:
 Where readiness is read:
   --registry <uri>           registry the sidecar writes to (default memory://: the catalog of
                              the 'run' whose status API is --api)
-  --api <url>                the sidecar's status API, for withdrawals (default http://127.0.0.1:8081)
+  --api <url|host:port>      the sidecar's status API, for withdrawals (default http://127.0.0.1:8081)
   --docker <uri>             Docker endpoint (default DOCKER_HOST or the local socket)
   --hostname <name>  --ip <addr>  --internal  --explicit   as given to the sidecar ('register')
   --state-dir <dir>          where an unfinished rollout is recorded so that a second run resumes it
@@ -138,7 +140,9 @@ export function parseRolloutArgs(argv: string[], env: Record<string, string | un
   if (image !== undefined && !/^[A-Za-z0-9][A-Za-z0-9._/:@+-]{0,511}$/.test(image)) throw new UsageError(`--image ${printable(image)}: not an image reference`);
   const registry = v.registry ?? 'memory://';
   parseRegistryUri(registry);
-  const api = parseHttpUrl('api', v.api ?? 'http://127.0.0.1:8081');
+  // The sidecar's --api takes host:port: the same form is accepted here.
+  const apiRaw = v.api ?? 'http://127.0.0.1:8081';
+  const api = parseHttpUrl('api', apiRaw.includes('://') ? apiRaw : `http://${apiRaw}`, apiRaw);
   let via: RolloutConfig['via'];
   if (v.via !== undefined) via = { url: parseHttpUrl('via', v.via), host: v['via-host'] };
   else if (v['via-host'] !== undefined) throw new UsageError('--via-host: needs --via');
@@ -185,10 +189,10 @@ function parseBatch(raw: string | undefined): RolloutConfig['batch'] {
   return { count: n, percent: m[2] === '%' };
 }
 
-function parseHttpUrl(flag: string, raw: string): URL {
+function parseHttpUrl(flag: string, url: string, raw = url): URL {
   let u: URL;
   try {
-    u = new URL(raw);
+    u = new URL(url);
   } catch {
     throw new UsageError(`--${flag} ${printable(raw)}: not a URL`);
   }

@@ -7,6 +7,8 @@ import { createReporter } from '../../rollout/reporter.js';
 import { dockerClient } from '../../sources/docker/docker-endpoint.js';
 import { hostAddress } from '../../util/net.js';
 
+export { ROLLOUT_HELP };
+
 export async function rolloutCommand(argv: string[], out: (s: string) => void): Promise<number> {
   const cfg = parseRolloutArgs(argv);
   if (!cfg) {
