@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Brings up what the integration tests need, on loopback: a Docker engine (dockerd --ip
+# Brings up what the integration tests need, on loopback: two Docker engines (dockerd --ip
 # 127.0.0.1), a Consul dev agent, etcd with the v2 API, the nginx/HAProxy/dig/wrk binaries and
 # the local test image (built from busybox-static, no registry pull). Whatever already answers
 # is used as it is. As root on Debian, missing packages are installed with apt; elsewhere the
@@ -8,9 +8,9 @@ set -euo pipefail
 
 STATE="${HM_TEST_STATE:-/tmp/harbormaster-test}"
 mkdir -p "$STATE"
-PKGS=(docker.io docker-compose etcd-server nginx-light haproxy bind9-dnsutils busybox-static wrk)
+PKGS=(docker.io docker-compose etcd-server nginx-light haproxy bind9-dnsutils busybox-static wrk iproute2)
 # binary that proves each package is there
-declare -A BIN=([docker.io]=dockerd [docker-compose]=docker-compose [etcd-server]=etcd [nginx-light]=nginx [haproxy]=haproxy [bind9-dnsutils]=dig [busybox-static]=busybox [wrk]=wrk)
+declare -A BIN=([docker.io]=dockerd [docker-compose]=docker-compose [etcd-server]=etcd [nginx-light]=nginx [haproxy]=haproxy [bind9-dnsutils]=dig [busybox-static]=busybox [wrk]=wrk [iproute2]=ip)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 say() { printf 'test-env: %s\n' "$*" >&2; }
@@ -57,11 +57,43 @@ wait_for() { # wait_for <what> <seconds> <command...>
   die "$what did not come up within ${secs}s"
 }
 
-if ! docker info >/dev/null 2>&1; then
-  say "starting dockerd --ip 127.0.0.1"
-  setsid nohup dockerd --ip 127.0.0.1 >"$STATE/dockerd.log" 2>&1 </dev/null &
-  wait_for dockerd 60 docker info
+# Two Docker engines, so that two lanes of integration tests can run at once without one lane's
+# registrators seeing the other's containers (or a dockerd restart in one lane hitting the other):
+# "a" is the host's default engine; "b" has its own socket, data and exec roots, pid file, bridge
+# and address pool, and no iptables rules (published ports go through docker-proxy on 127.0.0.1).
+# Each engine's command line is recorded in $STATE/dockerds.json for tests that restart it.
+DOCKER_B="$STATE/docker-b"
+DOCKER_B_SOCK="$DOCKER_B/docker.sock"
+BRIDGE_B=hmbr1
+DOCKERD_A=(dockerd --ip 127.0.0.1)
+DOCKERD_B=(dockerd --host "unix://$DOCKER_B_SOCK" --data-root "$DOCKER_B/data" --exec-root "$DOCKER_B/exec"
+  --pidfile "$DOCKER_B/docker.pid" --bridge "$BRIDGE_B" --ip 127.0.0.1 --iptables=false
+  --default-address-pool base=10.213.0.0/16,size=24)
+
+start_dockerd() { # start_dockerd <lane> <socket> <log> <command...>
+  local lane=$1 sock=$2 log=$3; shift 3
+  if DOCKER_HOST="unix://$sock" docker info >/dev/null 2>&1; then return 0; fi
+  say "starting docker engine $lane: $*"
+  setsid nohup "$@" >"$log" 2>&1 </dev/null &
+  wait_for "dockerd ($lane, see $log)" 60 env DOCKER_HOST="unix://$sock" docker info
+}
+
+start_dockerd a /var/run/docker.sock "$STATE/dockerd.log" "${DOCKERD_A[@]}"
+mkdir -p "$DOCKER_B"
+if ! ip link show "$BRIDGE_B" >/dev/null 2>&1; then
+  ip link add "$BRIDGE_B" type bridge || die "cannot create the bridge $BRIDGE_B for the second docker engine"
+  ip addr add 10.212.99.1/24 dev "$BRIDGE_B" || die "cannot address the bridge $BRIDGE_B"
 fi
+ip link set "$BRIDGE_B" up || die "cannot bring the bridge $BRIDGE_B up"
+start_dockerd b "$DOCKER_B_SOCK" "$DOCKER_B/dockerd.log" "${DOCKERD_B[@]}"
+json_args() { local out="" a; for a in "$@"; do out+="${out:+, }\"$a\""; done; printf '[%s]' "$out"; }
+cat >"$STATE/dockerds.json" <<JSON
+{
+  "a": { "socket": "/var/run/docker.sock", "pidfile": "/var/run/docker.pid", "log": "$STATE/dockerd.log", "args": $(json_args "${DOCKERD_A[@]}") },
+  "b": { "socket": "$DOCKER_B_SOCK", "pidfile": "$DOCKER_B/docker.pid", "log": "$DOCKER_B/dockerd.log", "args": $(json_args "${DOCKERD_B[@]}") }
+}
+JSON
+ENGINES=("unix:///var/run/docker.sock" "unix://$DOCKER_B_SOCK")
 
 if ! curl -sf http://127.0.0.1:8500/v1/status/leader >/dev/null 2>&1; then
   say "starting consul dev agent on 127.0.0.1:8500"
@@ -82,13 +114,18 @@ curl -sf http://127.0.0.1:2379/v2/keys >/dev/null || die "etcd on 127.0.0.1:2379
 
 # The test image: a root filesystem of busybox-static, imported without any registry.
 IMAGE=hm-test:2
-if ! docker image inspect "$IMAGE" >/dev/null 2>&1; then
-  say "building $IMAGE from busybox-static"
+make_busybox_rootfs() { # make_busybox_rootfs <dir>
+  mkdir -p "$1"/{bin,www,tmp,etc}
+  local bb; bb="$(command -v busybox)"; [ -x /bin/busybox ] && bb=/bin/busybox
+  cp "$bb" "$1/bin/busybox"
+  for a in $("$1/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$1/bin/$a"; done
+  echo "root:x:0:0:root:/:/bin/sh" >"$1/etc/passwd"
+}
+for engine in "${ENGINES[@]}"; do
+  DOCKER_HOST="$engine" docker image inspect "$IMAGE" >/dev/null 2>&1 && continue
+  say "building $IMAGE from busybox-static ($engine)"
   ROOTFS="$(mktemp -d)"
-  mkdir -p "$ROOTFS"/{bin,www,tmp,etc}
-  BB="$(command -v busybox)"; [ -x /bin/busybox ] && BB=/bin/busybox
-  cp "$BB" "$ROOTFS/bin/busybox"
-  for a in $("$ROOTFS/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOTFS/bin/$a"; done
+  make_busybox_rootfs "$ROOTFS"
   cat >"$ROOTFS/bin/serve" <<'SH'
 #!/bin/sh
 # Serves its identity on $PORT (default 80); exits on TERM after $STOP_DELAY seconds.
@@ -99,18 +136,18 @@ trap 'sleep "${STOP_DELAY:-0}"; kill $pid; exit 0' TERM INT
 wait $pid
 SH
   chmod +x "$ROOTFS/bin/serve"
-  echo "root:x:0:0:root:/:/bin/sh" >"$ROOTFS/etc/passwd"
-  tar -C "$ROOTFS" -c . | docker import -c 'CMD ["/bin/serve"]' - "$IMAGE" >/dev/null || die "docker import of the test image failed"
+  tar -C "$ROOTFS" -c . | DOCKER_HOST="$engine" docker import -c 'CMD ["/bin/serve"]' - "$IMAGE" >/dev/null || die "docker import of the test image failed ($engine)"
   rm -rf "$ROOTFS"
-fi
+done
 
 # The fast test app (test/fixtures/fastapp.c, static) on the same busybox root filesystem. The
 # image carries the source's hash: an edited fastapp.c rebuilds it, an unchanged one never does.
 FAST_IMAGE=hm-fast:1
 FAST_SRC="$(cd "$(dirname "$0")/.." && pwd)/test/fixtures/fastapp.c"
 FAST_SUM="$(sha256sum "$FAST_SRC" | cut -d' ' -f1)"
-if [ "$(docker image inspect -f '{{index .Config.Labels "hm.source-sha256"}}' "$FAST_IMAGE" 2>/dev/null)" != "$FAST_SUM" ]; then
-  say "building $FAST_IMAGE from busybox-static and $FAST_SRC"
+for engine in "${ENGINES[@]}"; do
+  [ "$(DOCKER_HOST="$engine" docker image inspect -f '{{index .Config.Labels "hm.source-sha256"}}' "$FAST_IMAGE" 2>/dev/null)" = "$FAST_SUM" ] && continue
+  say "building $FAST_IMAGE from busybox-static and $FAST_SRC ($engine)"
   static_cc() { echo 'int main(void){return 0;}' | gcc -static -pthread -x c - -o /dev/null >/dev/null 2>&1; }
   if ! command -v gcc >/dev/null || ! static_cc; then
     is_root_debian || die "missing components: gcc with a static C library (install the Debian packages gcc libc6-dev, or run as root on Debian)"
@@ -121,13 +158,9 @@ if [ "$(docker image inspect -f '{{index .Config.Labels "hm.source-sha256"}}' "$
     static_cc || die "gcc cannot link a static program after installing gcc libc6-dev"
   fi
   ROOTFS="$(mktemp -d)"
-  mkdir -p "$ROOTFS"/{bin,tmp,etc}
-  BB="$(command -v busybox)"; [ -x /bin/busybox ] && BB=/bin/busybox
-  cp "$BB" "$ROOTFS/bin/busybox"
-  for a in $("$ROOTFS/bin/busybox" --list); do [ "$a" = busybox ] || ln -sf busybox "$ROOTFS/bin/$a"; done
+  make_busybox_rootfs "$ROOTFS"
   gcc -O2 -static -pthread -Wall -o "$ROOTFS/bin/fastapp" "$FAST_SRC" || die "compiling $FAST_SRC failed"
-  echo "root:x:0:0:root:/:/bin/sh" >"$ROOTFS/etc/passwd"
-  tar -C "$ROOTFS" -c . | docker import -c 'CMD ["/bin/fastapp"]' -c "LABEL hm.source-sha256=$FAST_SUM" - "$FAST_IMAGE" >/dev/null || die "docker import of $FAST_IMAGE failed"
+  tar -C "$ROOTFS" -c . | DOCKER_HOST="$engine" docker import -c 'CMD ["/bin/fastapp"]' -c "LABEL hm.source-sha256=$FAST_SUM" - "$FAST_IMAGE" >/dev/null || die "docker import of $FAST_IMAGE failed ($engine)"
   rm -rf "$ROOTFS"
-fi
-say "ready: docker, consul 127.0.0.1:8500, etcd 127.0.0.1:2379, images $IMAGE $FAST_IMAGE"
+done
+say "ready: docker engines ${ENGINES[*]}, consul 127.0.0.1:8500, etcd 127.0.0.1:2379, images $IMAGE $FAST_IMAGE"

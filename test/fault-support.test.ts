@@ -9,7 +9,7 @@ import Docker from 'dockerode';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop } from 'cockatiel';
 import { Etcd3, type IOptions, isRecoverableError } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
-import { docker, removeContainers, run } from './support/docker.js';
+import { docker, DOCKER_SOCKET, removeContainers, run } from './support/docker.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { HttpFaultProxy } from './support/http-fault-proxy.js';
 import { measure, observeConsul, observeConsulHealth, observeEtcd, observeEtcd2, reportFault } from './support/observer.js';
@@ -165,7 +165,7 @@ describe('FaultProxy', () => {
     expect(await client.get(`${prefix}/d`).string()).toBe('v');
   });
   it('carries HTTP and a long-lived Docker event stream to a unix socket; reset breaks the stream', async () => {
-    const proxy = await FaultProxy.start({ socketPath: '/var/run/docker.sock' });
+    const proxy = await FaultProxy.start({ socketPath: DOCKER_SOCKET });
     onTestFinished(() => proxy.close());
     expect(await (await fetch(`http://${proxy.address}/_ping`)).text()).toBe('OK');
     const api = new Docker({ host: '127.0.0.1', port: proxy.port, protocol: 'http' });
@@ -189,7 +189,7 @@ describe('FaultProxy', () => {
 
 describe('HttpFaultProxy', () => {
   it('sits in front of the Docker socket: lists, streams events, injects raw lines, hangs, answers 429, cuts streams', async () => {
-    const proxy = await HttpFaultProxy.start({ socketPath: '/var/run/docker.sock' });
+    const proxy = await HttpFaultProxy.start({ socketPath: DOCKER_SOCKET });
     onTestFinished(() => proxy.close());
     const api = new Docker({ host: '127.0.0.1', port: proxy.port, protocol: 'http' });
     expect(Array.isArray(await api.listContainers())).toBe(true);

@@ -3,7 +3,7 @@
 // API unreachable while healthchecked containers start, a shutdown while every call hangs,
 // HEALTHCHECK exec events during resyncs, and a container restarting in a loop.
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
-import { docker, IMAGE, removeContainers, run } from './support/docker.js';
+import { docker, DOCKER_SOCKET, IMAGE, removeContainers, run } from './support/docker.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { spawnHm } from './support/harbormaster.js';
 import { HttpFaultProxy } from './support/http-fault-proxy.js';
@@ -11,7 +11,7 @@ import { reportFault } from './support/observer.js';
 import { converge, idsOf, reader } from './support/scenario.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
-const SOCKET = '/var/run/docker.sock';
+const SOCKET = DOCKER_SOCKET;
 const EVENTS = { path: /^\/events/ };
 
 afterAll(() => removeContainers('fd'));

@@ -1,7 +1,7 @@
 // harbormaster register against the real dockerd and Consul agent: lifecycle, checks, TTL
 // heartbeats, health gating and withdrawal on the way down.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { docker, hostPort, isRunning, removeContainers, run } from './support/docker.js';
+import { docker, DOCKER_HOST, hostPort, isRunning, removeContainers, run } from './support/docker.js';
 import { Hm, runCli, spawnHm } from './support/harbormaster.js';
 import { CONSUL, consulChecks, consulServices } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
@@ -40,7 +40,7 @@ describe('register → consul', () => {
     expect(check.Status).toBe('passing');
     // The startup line names both ends.
     const start = hm.logs.find((l) => l.event === 'start')!;
-    expect(start.msg).toContain('unix:///var/run/docker.sock');
+    expect(start.msg).toContain(DOCKER_HOST);
     expect(start.msg).toContain('consul://127.0.0.1:8500');
     const line = await hm.waitForLog('registered line', (l) => l.event === 'registered' && l.id === id);
     expect(line.msg).toContain(`127.0.0.1:${s.Port}`);

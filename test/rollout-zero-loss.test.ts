@@ -6,7 +6,7 @@
 // at once on SIGTERM, and a replacement that never becomes healthy. Everything on loopback.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { docker, removeContainers } from './support/docker.js';
 import { Hm, runCli } from './support/harbormaster.js';
 import { startLoad, summary, type LoadResult } from './support/load-gen.js';
@@ -115,6 +115,20 @@ beforeAll(async () => {
   await Promise.all(procs.map((p) => p.waitForLog('start', (l) => l.event === 'ready' || l.event === 'start', 30_000)));
 });
 
+// What one test started goes with it: replicas left running (each probed by its HEALTHCHECK every
+// 500 ms) and consumers left reloading would slow the next test's load below its rates.
+let shared = 0;
+beforeEach(() => {
+  shared = procs.length;
+});
+afterEach(async () => {
+  await Promise.all(procs.splice(shared).map((p) => p.stop('SIGKILL')));
+  await nginx?.stop();
+  nginx = undefined;
+  await Promise.all(haproxies.splice(0).map((h) => h.stop()));
+  await removeContainers(P);
+});
+
 afterAll(async () => {
   await Promise.all(procs.map((p) => p.stop('SIGKILL')));
   await nginx?.stop();
@@ -214,6 +228,10 @@ describe('rollout loses no request', () => {
       expectNoLoss(o);
       if (runtime) expect(reloads).toBe(0);
       await rolled(svc);
+      // The next mode starts on a quiet machine.
+      await render.stop('SIGKILL');
+      await haproxy.stop();
+      await removeContainers(`${P}${svc}-`);
     }
   });
 
@@ -233,6 +251,7 @@ describe('rollout loses no request', () => {
     });
     report('run, replaced by hand with docker run / docker stop (graceful app)', byHand);
     expectNoLoss(byHand);
+    await removeContainers(`${P}${svc}-`);
 
     const quick = uniq('zquick');
     await replicas(quick, 3, { TERM_MODE: 'immediate' });

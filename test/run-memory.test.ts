@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
-import { docker, removeContainers } from './support/docker.js';
+import { docker, DOCKER_HOST, removeContainers } from './support/docker.js';
 import { Hm, spawnHm } from './support/harbormaster.js';
 import { uniq, waitFor } from './support/wait.js';
 import { afterRequests, get, Load } from './support/proxy.js';
@@ -124,7 +124,7 @@ describe('harbormaster run (embedded registry)', () => {
     const h = (await health.json()) as { ok: boolean; lastSync: string; components: Record<string, { ok: boolean; connected?: boolean; [k: string]: unknown }> };
     expect(h.ok).toBe(true);
     expect(Date.parse(h.lastSync)).toBeGreaterThan(Date.now() - 120_000);
-    expect(h.components.docker).toMatchObject({ ok: true, connected: true, endpoint: 'unix:///var/run/docker.sock' });
+    expect(h.components.docker).toMatchObject({ ok: true, connected: true, endpoint: DOCKER_HOST });
     expect(h.components.registry).toMatchObject({ ok: true, registry: 'memory://' });
     expect(h.components.catalog).toMatchObject({ ok: true, complete: true });
     expect(h.components.proxy).toMatchObject({ ok: true, listen: `127.0.0.1:${PROXY}` });

@@ -1,5 +1,6 @@
 // The real Docker engine through its CLI, as an operator would drive it.
 import { execFile, spawn } from 'node:child_process';
+import { openSync, readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 
 const exec = promisify(execFile);
@@ -43,9 +44,25 @@ export async function isRunning(name: string): Promise<boolean> {
   return (await docker('inspect', '-f', '{{.State.Running}}', name).catch(() => 'false')) === 'true';
 }
 
-/** Restart the shared dockerd the way the test environment started it. */
+/** The engine this test lane talks to (DOCKER_HOST, set per lane by vitest.config.ts). */
+export const DOCKER_HOST = process.env.DOCKER_HOST || 'unix:///var/run/docker.sock';
+/** Its socket path, for fault proxies placed in front of it. */
+export const DOCKER_SOCKET = DOCKER_HOST.replace(/^unix:\/\//, '');
+
+interface Engine {
+  socket: string;
+  pidfile: string;
+  log: string;
+  args: string[];
+}
+
+/** Restart this lane's dockerd the way the test environment started it (scripts/test-env.sh). */
 export async function restartDockerd(): Promise<void> {
-  const pid = Number((await exec('cat', ['/var/run/docker.pid'])).stdout.trim());
+  const state = process.env.HM_TEST_STATE ?? '/tmp/harbormaster-test';
+  const engines = JSON.parse(readFileSync(`${state}/dockerds.json`, 'utf8')) as Record<string, Engine>;
+  const engine = Object.values(engines).find((e) => e.socket === DOCKER_SOCKET);
+  if (!engine) throw new Error(`no engine in ${state}/dockerds.json serves ${DOCKER_HOST}`);
+  const pid = Number(readFileSync(engine.pidfile, 'utf8').trim());
   process.kill(pid, 'SIGTERM');
   const alive = () => {
     try {
@@ -57,11 +74,12 @@ export async function restartDockerd(): Promise<void> {
   };
   for (let i = 0; i < 240 && alive(); i++) await new Promise((r) => setTimeout(r, 250));
   if (alive()) throw new Error(`dockerd ${pid} did not exit within 60s`);
-  const child = spawn('sh', ['-c', 'exec setsid dockerd --ip 127.0.0.1 >>"${HM_TEST_STATE:-/tmp/harbormaster-test}/dockerd.log" 2>&1'], { detached: true, stdio: 'ignore' });
+  const [cmd, ...args] = engine.args;
+  const child = spawn('setsid', [cmd, ...args], { detached: true, stdio: ['ignore', openSync(engine.log, 'a'), openSync(engine.log, 'a')] });
   child.unref();
   for (let i = 0; i < 240; i++) {
     if (await exec('docker', ['info']).then(() => true, () => false)) return;
     await new Promise((r) => setTimeout(r, 250));
   }
-  throw new Error('dockerd did not come back within 60s');
+  throw new Error(`dockerd (${DOCKER_HOST}) did not come back within 60s`);
 }
