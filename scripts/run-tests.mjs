@@ -13,7 +13,7 @@ const CONCURRENT = ['local', 'docker-a', 'docker-b'];
 const AFTER = ['exclusive'];
 
 function vitest(args, stdio) {
-  return spawn(process.execPath, [VITEST, 'run', ...args], { stdio, env: { ...process.env, FORCE_COLOR: '0' } });
+  return spawn(process.execPath, [VITEST, 'run', ...args], { stdio, env: { ...process.env, FORCE_COLOR: '0', NO_COLOR: '1' } });
 }
 
 if (process.argv.length > 2) {
@@ -37,7 +37,8 @@ if (process.argv.length > 2) {
           const text = readFileSync(file, 'utf8');
           const seconds = Math.round((Date.now() - started) / 1000);
           console.log(`\n======== lane ${name}: exit ${code ?? signal} after ${seconds}s ========\n${text}\n======== end of lane ${name} ========\n`);
-          const failed = [...new Set(text.split('\n').filter((l) => /^\s*(FAIL|×) /.test(l)).map((l) => l.trim()))];
+          // eslint-disable-next-line no-control-regex
+          const failed = [...new Set(text.replace(/\x1b\[[0-9;]*m/g, '').split('\n').filter((l) => /^\s*(FAIL|×) /.test(l)).map((l) => l.trim()))];
           results.push({ name, code: code ?? 1, seconds, failed });
           resolve();
         });

@@ -59,16 +59,17 @@ wait_for() { # wait_for <what> <seconds> <command...>
 
 # Two Docker engines, so that two lanes of integration tests can run at once without one lane's
 # registrators seeing the other's containers (or a dockerd restart in one lane hitting the other):
-# "a" is the host's default engine; "b" has its own socket, data and exec roots, pid file, bridge
-# and address pool, and no iptables rules (published ports go through docker-proxy on 127.0.0.1).
+# "a" is the host's default engine; "b" has its own socket, data and exec roots, pid file and
+# bridge, and no iptables rules (published ports go through docker-proxy on 127.0.0.1).
 # Each engine's command line is recorded in $STATE/dockerds.json for tests that restart it.
 DOCKER_B="$STATE/docker-b"
 DOCKER_B_SOCK="$DOCKER_B/docker.sock"
 BRIDGE_B=hmbr1
 DOCKERD_A=(dockerd --ip 127.0.0.1)
 DOCKERD_B=(dockerd --host "unix://$DOCKER_B_SOCK" --data-root "$DOCKER_B/data" --exec-root "$DOCKER_B/exec"
-  --pidfile "$DOCKER_B/docker.pid" --bridge "$BRIDGE_B" --ip 127.0.0.1 --iptables=false
-  --default-address-pool base=10.213.0.0/16,size=24)
+  --pidfile "$DOCKER_B/docker.pid" --bridge "$BRIDGE_B" --ip 127.0.0.1 --iptables=false)
+# No --default-address-pool on "b": a dockerd restarted with one deletes the host's docker0 (it
+# takes the stale default bridge for its own), which is engine "a"'s bridge.
 
 start_dockerd() { # start_dockerd <lane> <socket> <log> <command...>
   local lane=$1 sock=$2 log=$3; shift 3
