@@ -63,10 +63,21 @@ wait_for() { # wait_for <what> <seconds> <command...>
 # bridge, and no iptables rules (published ports go through docker-proxy on 127.0.0.1).
 # Each engine's command line is recorded in $STATE/dockerds.json for tests that restart it.
 DOCKER_B="$STATE/docker-b"
+mkdir -p "$DOCKER_B"
 DOCKER_B_SOCK="$DOCKER_B/docker.sock"
 BRIDGE_B=hmbr1
 DOCKERD_A=(dockerd --ip 127.0.0.1)
-DOCKERD_B=(dockerd --host "unix://$DOCKER_B_SOCK" --data-root "$DOCKER_B/data" --exec-root "$DOCKER_B/exec"
+# Engine "b" picks the host ports it publishes from 61000-64999 (it reads its range from the file the
+# kernel's ephemeral range is in: a file mounted over it, in a mount namespace of its own), so that
+# the two engines never hand out the same port, nor one the kernel gives a test's own sockets.
+cat >"$DOCKER_B/dockerd" <<'SH'
+#!/bin/sh
+range="$(dirname "$0")/port-range"
+printf '61000\t64999\n' >"$range"
+exec unshare -m --propagation private sh -c 'mount --bind "$0" /proc/sys/net/ipv4/ip_local_port_range && exec dockerd "$@"' "$range" "$@"
+SH
+chmod +x "$DOCKER_B/dockerd"
+DOCKERD_B=("$DOCKER_B/dockerd" --host "unix://$DOCKER_B_SOCK" --data-root "$DOCKER_B/data" --exec-root "$DOCKER_B/exec"
   --pidfile "$DOCKER_B/docker.pid" --bridge "$BRIDGE_B" --ip 127.0.0.1 --iptables=false)
 # No --default-address-pool on "b": a dockerd restarted with one deletes the host's docker0 (it
 # takes the stale default bridge for its own), which is engine "a"'s bridge.
@@ -80,7 +91,6 @@ start_dockerd() { # start_dockerd <lane> <socket> <log> <command...>
 }
 
 start_dockerd a /var/run/docker.sock "$STATE/dockerd.log" "${DOCKERD_A[@]}"
-mkdir -p "$DOCKER_B"
 if ! ip link show "$BRIDGE_B" >/dev/null 2>&1; then
   ip link add "$BRIDGE_B" type bridge || die "cannot create the bridge $BRIDGE_B for the second docker engine"
   ip addr add 10.212.99.1/24 dev "$BRIDGE_B" || die "cannot address the bridge $BRIDGE_B"
