@@ -6,6 +6,9 @@
 import { defineConfig } from 'vitest/config';
 
 const STATE = process.env.HM_TEST_STATE ?? '/tmp/harbormaster-test';
+/** HM_TEST_DOCKER_HOST puts every docker lane on one engine (to work on a few files beside another run). */
+const ENGINE_A = process.env.HM_TEST_DOCKER_HOST ?? 'unix:///var/run/docker.sock';
+const ENGINE_B = process.env.HM_TEST_DOCKER_HOST ?? `unix://${STATE}/docker-b/docker.sock`;
 
 /** Integration tests on engine "a" (the host's default engine). */
 const DOCKER_A = [
@@ -56,9 +59,9 @@ export default defineConfig({
           env: { DOCKER_HOST: `unix://${STATE}/no-docker-in-the-local-lane.sock` },
         },
       },
-      { test: { ...shared, name: 'docker-a', include: DOCKER_A, env: { DOCKER_HOST: 'unix:///var/run/docker.sock' } } },
-      { test: { ...shared, name: 'docker-b', include: DOCKER_B, env: { DOCKER_HOST: `unix://${STATE}/docker-b/docker.sock` } } },
-      { test: { ...shared, name: 'exclusive', include: EXCLUSIVE, env: { DOCKER_HOST: 'unix:///var/run/docker.sock' } } },
+      { test: { ...shared, name: 'docker-a', include: DOCKER_A, env: { DOCKER_HOST: ENGINE_A } } },
+      { test: { ...shared, name: 'docker-b', include: DOCKER_B, env: { DOCKER_HOST: ENGINE_B } } },
+      { test: { ...shared, name: 'exclusive', include: EXCLUSIVE, env: { DOCKER_HOST: ENGINE_A } } },
     ],
   },
 });
