@@ -34,6 +34,14 @@ export const MAX_USER_META_KEYS = MAX_META_KEYS - OWN_META_KEYS.length;
 export const MAX_META_KEY_LENGTH = 128;
 export const MAX_META_VALUE_LENGTH = 512;
 
+/**
+ * Service IDs of the form `harbormaster:<host>` name a host's own heartbeat service in Consul
+ * (one per host, never an instance): no container may take one, whatever the backend.
+ */
+export function isReservedId(id: string): boolean {
+  return /^harbormaster:[^:]*$/.test(id);
+}
+
 export interface ServiceInstance {
   /** `<hostname>:<container-name>:<exposed-port>[:udp]` unless SERVICE_ID overrides it. */
   id: string;

@@ -222,6 +222,30 @@ describe('containerServices: worked examples', () => {
     expect(only({ env: { SERVICE_ID: 'custom-id' } }).id).toBe('custom-id');
   });
 
+  it('a generic SERVICE_ID on several ports gets the port, like the name: every port registers', () => {
+    const r = services({ ports: { ...TWO_PORTS, '53/udp': published('32770') }, labels: { SERVICE_ID: 'api' } });
+    expect(r.errors).toEqual([]);
+    expect(r.instances.map((i) => i.id)).toEqual(['api-53:udp', 'api-80', 'api-443']);
+  });
+
+  it('a port-specific SERVICE_<port>_ID is kept as written in a group', () => {
+    const r = services({ ports: TWO_PORTS, env: { SERVICE_ID: 'api', SERVICE_443_ID: 'tls' } });
+    expect(r.instances.map((i) => i.id)).toEqual(['api-80', 'tls']);
+  });
+
+  it.each(['harbormaster:docker-host-1', 'harbormaster:other-host', 'harbormaster:'])('SERVICE_ID=%s (a host heartbeat service) skips that port with one line', (id) => {
+    const r = services({ ports: TWO_PORTS, labels: { SERVICE_80_ID: id } });
+    expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:443']);
+    expect(r.errors).toHaveLength(1);
+    expect(r.errors[0]).toContain('container web1: label SERVICE_80_ID:');
+    expect(r.errors[0]).toContain('is reserved');
+    expect(r.errors[0]).toContain('service on port 80/tcp skipped');
+  });
+
+  it('an ID that only starts like a heartbeat ID is allowed', () => {
+    expect(only({ env: { SERVICE_ID: 'harbormaster:web:80' } }).id).toBe('harbormaster:web:80');
+  });
+
   it('SERVICE_<port>_ID overrides the id of that port only', () => {
     const r = services({ ports: TWO_PORTS, env: { SERVICE_443_ID: 'tls' } });
     expect(r.instances.map((i) => i.id)).toEqual(['docker-host-1:web1:80', 'tls']);

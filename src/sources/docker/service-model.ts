@@ -12,6 +12,7 @@ import {
   type CheckDefinition,
   type HealthStatus,
   HEALTH_STATUSES,
+  isReservedId,
   MAX_META_KEYS,
   MAX_USER_META_KEYS,
   OWN_META_KEYS,
@@ -420,9 +421,26 @@ export function containerServices(c: ContainerDetails, opts: ModelOptions): Mode
     if (!address || (!isIpAddress(address) && !isHostname(address))) fail('address', `"${printable(String(address))}" is not an IP address or host name`);
 
     const idSetting = get('id');
-    const id = idSetting ? idSetting.value : `${opts.hostname}:${name}:${p.exposed}${p.protocol === 'udp' ? ':udp' : ''}`;
+    const udp = p.protocol === 'udp' ? ':udp' : '';
+    // A generic SERVICE_ID on a container with several ports would give every port one ID (and
+    // all but the first would be dropped): like the name, it gets the port, `<id>-<port>[:udp]`.
+    const id = !idSetting
+      ? `${opts.hostname}:${name}:${p.exposed}${udp}`
+      : isGroup && idSetting.port === undefined
+        ? `${idSetting.value}-${p.exposed}${udp}`
+        : idSetting.value;
     // '.' and '..' would be path segments to Consul's and etcd v2's HTTP APIs, not names.
-    const idErr = checkText(id, MAX_ID) ?? (id.includes('/') ? 'may not contain "/"' : id === '.' || id === '..' ? 'may not be "." or ".."' : id.startsWith('_') ? 'may not start with "_" (etcd hides such keys)' : undefined);
+    const idErr =
+      checkText(id, MAX_ID) ??
+      (id.includes('/')
+        ? 'may not contain "/"'
+        : id === '.' || id === '..'
+          ? 'may not be "." or ".."'
+          : id.startsWith('_')
+            ? 'may not start with "_" (etcd hides such keys)'
+            : isReservedId(id)
+              ? `"${printable(id)}" is reserved (harbormaster:<host> is a host's own heartbeat service)`
+              : undefined);
     if (idErr) fail(idSetting?.source ?? `service id "${printable(id)}"`, idErr);
 
     const tagsSetting = get('tags');
