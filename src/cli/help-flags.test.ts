@@ -10,6 +10,7 @@ import { parseRegisterArgs } from './commands/register.js';
 import { parseRenderArgs } from './commands/render.js';
 import { parseRunArgs } from './commands/run.js';
 import { parseRolloutArgs } from '../rollout/options.js';
+import { parseDnsArgs } from './commands/dns.js';
 import { servicesCommand } from './commands/services.js';
 
 const CONSUL = 'consul://127.0.0.1:8500';
@@ -92,6 +93,11 @@ const EXAMPLES: Record<string, string[]> = {
   perms: ['0644'],
   config: [CONFIG],
   batch: ['2', '50%'],
+  dns: ['127.0.0.1:0', '[::1]:5300'],
+  'dns-domain': ['consul', 'service.internal'],
+  'dns-ttl': ['0', '5'],
+  datacenter: ['dc1', 'eu-west-1'],
+  recursor: ['127.0.0.1:5353'],
   image: ['hm-test:2'],
   via: ['http://127.0.0.1:8080/healthz'],
   'via-host': ['web.example.test'],
@@ -113,6 +119,7 @@ const PARSERS: Record<string, Parser> = {
   render: (args) => parseRenderArgs([CONSUL, '--template', `${SRC}:${DEST}`, ...args]),
   run: (args) => parseRunArgs(['--template', `${SRC}:${DEST}`, ...args], {}),
   rollout: (args) => parseRolloutArgs(['web', ...args], {}),
+  dns: (args) => parseDnsArgs([...args, CONSUL]),
   // `services` has no parser of its own: with --help it parses its flags and stops before the registry.
   services: async (args) => {
     const code = await servicesCommand([...args, '--help'], () => undefined);

@@ -10,6 +10,7 @@ const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }
   services: { load: async () => (await import('./commands/services.js')).servicesCommand, summary: 'list what a registry holds' },
   render: { load: async () => (await import('./commands/render.js')).renderCommand, summary: 'keep nginx / HAProxy configs rendered from the registry, checked and reloaded' },
   proxy: { load: async () => (await import('./commands/proxy.js')).proxyCommand, summary: 'route HTTP by Host and path to what a registry holds (built-in proxy)' },
+  dns: { load: async () => (await import('./commands/dns.js')).dnsCommand, summary: 'answer DNS questions about what a registry holds, with Consul\'s names' },
   rollout: { load: async () => (await import('./commands/rollout.js')).rolloutCommand, summary: 'replace the containers of a service on this host, batch by batch, losing no request' },
   run: { load: async () => (await import('./commands/run.js')).runCommand, summary: 'everything on one host: register Docker containers, proxy to them, status API' },
 };

@@ -14,6 +14,24 @@ import { parseRegisterArgs, startRegister, type RegisterConfig, type RegisterHan
 import { nextSignal, onHangup } from '../signals.js';
 import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
 import { withdrawalControl } from '../../sources/docker/withdrawals.js';
+import type { Logger } from '../../log/logger.js';
+import { DNS_FLAGS_HELP, DNS_OPTIONS, dnsSettings, startDns, type DnsSettings } from './dns.js';
+
+type DnsHandle = Awaited<ReturnType<typeof startDns>>;
+
+/**
+ * DNS beside the proxy. Its default address is Consul's own DNS port: when that is taken (a Consul
+ * agent on this host) and --dns was not given, run goes on without DNS and says so once.
+ */
+async function startRunDns(s: DnsSettings & { explicit: boolean }, watch: CatalogWatch, log: Logger): Promise<DnsHandle | undefined> {
+  try {
+    return await startDns(s, watch, log);
+  } catch (err) {
+    if (s.explicit || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+    log.warn({ event: 'dns-off', address: formatAddress(s.listen) }, `DNS not started: ${formatAddress(s.listen)} is in use (a Consul agent?); give --dns <host:port>, or --dns off`);
+    return undefined;
+  }
+}
 
 export const RUN_HELP = `Usage: harbormaster run [options]
 
@@ -24,6 +42,12 @@ serves the status API. Without a reachable Docker it still starts and keeps retr
 Options:
   --registry <uri>           registry to use instead of the embedded one (default memory://)
 ${PROXY_FLAGS_HELP}
+
+DNS (as 'dns' does, from the same catalog; --status applies to it too):
+  --dns <host:port|off>      DNS address, UDP and TCP (default 127.0.0.1:8600; when that default is
+                             taken, by a Consul agent say, run goes on without DNS and says so)
+  --dns-domain <domain>      domain answered (default consul)
+${DNS_FLAGS_HELP}
 
 Templates (as for 'render', from the same catalog; --status and --domain apply to them too):
   --template <src>:<dest>[:<cmd>]  --check <cmd>  --verify <kind>:<path>  --wait <min>[:<max>]
@@ -39,11 +63,21 @@ Registrator options (as for 'register'):
   -h, --help                 this help
 `;
 
-const RUN_OPTIONS = { registry: { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...PROXY_OPTIONS, ...TEMPLATE_OPTIONS } as const satisfies Options;
+const RUN_DNS_OPTIONS = {
+  dns: { type: 'string' },
+  'dns-domain': { type: 'string' },
+  datacenter: DNS_OPTIONS.datacenter,
+  'dns-ttl': DNS_OPTIONS['dns-ttl'],
+  recursor: DNS_OPTIONS.recursor,
+} as const satisfies Options;
+
+const RUN_OPTIONS = { registry: { type: 'string' }, help: { type: 'boolean', short: 'h' }, ...PROXY_OPTIONS, ...RUN_DNS_OPTIONS, ...TEMPLATE_OPTIONS } as const satisfies Options;
 
 export interface RunConfig {
   register: RegisterConfig;
   proxy: ProxySettings;
+  /** undefined: --dns off. */
+  dns?: DnsSettings & { explicit: boolean };
   /** Templates kept rendered from the same catalog, as `render` does. */
   render?: RenderConfig;
 }
@@ -88,10 +122,17 @@ export function parseRunArgs(argv: string[], env: Record<string, string | undefi
   }
   if (!register) return undefined;
   const proxy = proxySettings(v);
+  let dns: RunConfig['dns'];
+  if (v.dns === 'off') {
+    for (const name of ['dns-domain', 'datacenter', 'dns-ttl', 'recursor'] as const) if (v[name] !== undefined) throw new UsageError(`--${name}: only meaningful without --dns off`);
+  } else {
+    const s = dnsSettings({ listen: v.dns, domain: v['dns-domain'], datacenter: v.datacenter, 'dns-ttl': v['dns-ttl'], recursor: v.recursor, status: v.status }, { listen: 'dns', domain: 'dns-domain' });
+    dns = { ...s, explicit: v.dns !== undefined };
+  }
   const flags = templateFlags(tokens, v);
   if (flags.templates.length === 0) {
     for (const name of ['wait', 'timeout', 'perms', 'backup'] as const) if (v[name] !== undefined) throw new UsageError(`--${name}: only meaningful with --template`);
-    return { register, proxy };
+    return { register, proxy, dns };
   }
   checkTemplateFiles(flags.templates);
   const render: RenderConfig = {
@@ -103,7 +144,7 @@ export function parseRunArgs(argv: string[], env: Record<string, string | undefi
     once: false,
     dry: false,
   };
-  return { register, proxy, render };
+  return { register, proxy, dns, render };
 }
 
 export async function runCommand(argv: string[], out: (s: string) => void): Promise<number> {
@@ -120,9 +161,11 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
   let api: StatusServer | undefined;
   let reg: RegisterHandle | undefined;
   let render: RenderHandle | undefined;
+  let dns: DnsHandle | undefined;
   try {
     // Listeners first: a port in use is a reason not to start at all.
     proxy = await startProxy(cfg.proxy, watch, log);
+    if (cfg.dns) dns = await startRunDns(cfg.dns, watch, log);
     if (cfg.render) render = await startRender(cfg.render, watch, log);
     reg = await startRegister(cfg.register, log);
     const { source, registrar } = reg;
@@ -136,6 +179,7 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
         registry: registrarProbe(registrar, registry),
         catalog: watchProbe(watch, registry),
         proxy: () => p.health(),
+        ...(dns ? { dns: () => dns!.server.health() } : {}),
         ...(r ? { render: () => ({ ok: r.last?.ok ?? true, runs: r.runs, written: r.last?.written.length ?? 0 }) } : {}),
       },
       log,
@@ -144,15 +188,17 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
   } catch (err) {
     proxy?.freeze();
     await proxy?.proxy.close(0);
+    await dns?.stop();
     await render?.stop();
     await reg?.stop(false);
     await watch.stop();
     throw err;
   }
   const listen = proxy.proxy.health().listen ?? formatAddress(cfg.proxy.listen);
+  const dnsAt = dns ? formatAddress(dns.address) : null;
   log.info(
-    { event: 'ready', registry, proxy: listen, api: cfg.proxy.api ? formatAddress(cfg.proxy.api) : null },
-    `harbormaster run: Docker ${cfg.register.docker} → ${registry} → proxy http://${listen}${cfg.proxy.api ? `, status http://${formatAddress(cfg.proxy.api)}` : ''}`,
+    { event: 'ready', registry, proxy: listen, dns: dnsAt, api: cfg.proxy.api ? formatAddress(cfg.proxy.api) : null },
+    `harbormaster run: Docker ${cfg.register.docker} → ${registry} → proxy http://${listen}${dnsAt ? `, DNS ${dnsAt}` : ''}${cfg.proxy.api ? `, status http://${formatAddress(cfg.proxy.api)}` : ''}`,
   );
   const r2 = reg;
   onHangup(log, 'listing Docker and comparing with the registry again', () => void r2.source.resync().catch(() => undefined));
@@ -163,7 +209,7 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
   );
   // The table in place keeps serving the requests still arriving on open connections while they drain.
   proxy.freeze();
-  await Promise.all([proxy.proxy.close(cfg.proxy.drainTimeoutMs), reg.stop(!cfg.register.keepOnExit), render?.stop()]);
+  await Promise.all([proxy.proxy.close(cfg.proxy.drainTimeoutMs), reg.stop(!cfg.register.keepOnExit), render?.stop(), dns?.stop()]);
   await api?.close();
   await watch.stop();
   return 0;

@@ -1,0 +1,167 @@
+// `harbormaster dns <registry-uri>`: Consul's DNS interface over any registry, answered from the
+// catalog snapshot (also started by `run`).
+import { parseListenAddress, formatAddress, type ListenAddress } from '../../api/listen-address.js';
+import { watchProbe } from '../../api/probes.js';
+import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
+import { CatalogWatch } from '../../catalog/watch.js';
+import { DnsServer } from '../../dns/server.js';
+import { createLogger, LOG_LEVELS, type Logger } from '../../log/logger.js';
+import { HEALTH_STATUSES, type HealthStatus } from '../../model/service-instance.js';
+import { UsageError } from '../../registry/types.js';
+import { parseRegistryUri } from '../../registry/uri.js';
+import { isIpAddress } from '../../util/net.js';
+import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
+import { nextSignal, onHangup } from '../signals.js';
+
+export const DNS_FLAGS_HELP = `  --datacenter <name>        datacenter name accepted in names, <service>.service.<dc>.<domain> (default dc1)
+  --dns-ttl <s>              TTL of answers and of negative answers (default 0, as Consul; 5 is a sensible choice)
+  --recursor <ip:port>       forward names outside the domain there (default: refuse them)`;
+
+export const DNS_HELP = `Usage: harbormaster dns <registry-uri> [options]
+
+Answers DNS questions about the services the registry holds, with Consul's names, over UDP and TCP:
+  <service>.service.<domain>              A / AAAA of the instances, SRV (targets in the additional
+                                          section), TXT (meta as key=value)
+  <tag>.[<tag>.]<service>.service.<domain>  only instances with every tag named
+  _<service>._<tag|tcp|udp>.service.<domain>  RFC 2782 SRV form
+  <host>.node.<domain>                    addresses of a registering host
+Unknown names: NXDOMAIN; a known service with no instance to answer: NOERROR with no record;
+names outside the domain: REFUSED (or forwarded with --recursor).
+
+Options:
+  --listen <host:port>       DNS address, UDP and TCP (default 127.0.0.1:8600)
+  --domain <domain>          domain answered (default consul)
+${DNS_FLAGS_HELP}
+  --status <list>            instance statuses answered (default passing; Consul's own default, with
+                             only_passing off, is passing,warning)
+  --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
+  --log-format <json|pretty> (default json)
+  --log-level <level>        fatal, error, warn, info, debug, trace (default info)
+  -h, --help                 this help
+`;
+
+export const DNS_OPTIONS = {
+  listen: { type: 'string' },
+  domain: { type: 'string' },
+  datacenter: { type: 'string' },
+  'dns-ttl': { type: 'string' },
+  recursor: { type: 'string' },
+  status: { type: 'string' },
+  api: { type: 'string' },
+} as const;
+
+export interface DnsSettings {
+  listen: ListenAddress;
+  domain: string;
+  datacenter: string;
+  ttl: number;
+  statuses: HealthStatus[];
+  recursor?: ListenAddress;
+}
+
+const DNS_NAME = /^(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*$/;
+const LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+/** Values of the DNS flags → settings; `names` maps each setting to its flag (they differ in `run`). */
+export function dnsSettings(
+  v: { listen?: string; domain?: string; datacenter?: string; 'dns-ttl'?: string; recursor?: string; status?: string },
+  names: { listen: string; domain: string } = { listen: 'listen', domain: 'domain' },
+): DnsSettings {
+  const domain = (v.domain ?? 'consul').toLowerCase().replace(/\.$/, '');
+  if (!DNS_NAME.test(domain)) throw new UsageError(`--${names.domain} ${v.domain}: not a DNS name`);
+  const datacenter = (v.datacenter ?? 'dc1').toLowerCase();
+  if (!LABEL.test(datacenter)) throw new UsageError(`--datacenter ${v.datacenter}: not a DNS label (letters, digits, -)`);
+  let recursor: ListenAddress | undefined;
+  if (v.recursor !== undefined) {
+    recursor = parseListenAddress('recursor', v.recursor);
+    if (!isIpAddress(recursor.host) || recursor.port === 0) throw new UsageError(`--recursor ${v.recursor}: expected ip:port of a DNS server, e.g. 127.0.0.53:53`);
+  }
+  return {
+    listen: parseListenAddress(names.listen, v.listen ?? '127.0.0.1:8600'),
+    domain,
+    datacenter,
+    ttl: intFlag('dns-ttl', v['dns-ttl'], 0, 0, 86_400),
+    statuses: statusesFlag(v.status),
+    recursor,
+  };
+}
+
+function statusesFlag(raw: string | undefined): HealthStatus[] {
+  const list = (raw ?? 'passing').split(',').map((s) => s.trim()).filter(Boolean);
+  if (list.length === 0) throw new UsageError('--status: expected a comma list of passing, warning, critical');
+  for (const s of list) if (!(HEALTH_STATUSES as readonly string[]).includes(s)) throw new UsageError(`--status ${raw}: "${s}" is not one of ${HEALTH_STATUSES.join(', ')}`);
+  return [...new Set(list)] as HealthStatus[];
+}
+
+export interface DnsConfig extends DnsSettings {
+  registry: string;
+  api?: ListenAddress;
+  logFormat: 'json' | 'pretty';
+  logLevel: (typeof LOG_LEVELS)[number];
+}
+
+/** Flags → validated config; throws UsageError naming the flag. Returns undefined for --help. */
+export function parseDnsArgs(argv: string[]): DnsConfig | undefined {
+  const { values: v, positionals } = parse(argv, { ...COMMON_OPTIONS, ...DNS_OPTIONS });
+  if (v.help) return undefined;
+  if (positionals.length !== 1) throw new UsageError(`dns takes one registry URI, got ${positionals.length === 0 ? 'none' : positionals.join(' ')}`);
+  parseRegistryUri(positionals[0]);
+  const s = dnsSettings(v);
+  const api = v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api);
+  return {
+    registry: positionals[0],
+    ...s,
+    api,
+    logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
+    logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
+  };
+}
+
+/** A DNS server answering from a catalog watch; the watch must carry every status (known vs. unhealthy). */
+export async function startDns(s: DnsSettings, watch: CatalogWatch, log: Logger): Promise<{ server: DnsServer; address: ListenAddress; stop(): Promise<void> }> {
+  const server = new DnsServer({ domain: s.domain, datacenter: s.datacenter, ttl: s.ttl, statuses: s.statuses, recursor: s.recursor, log });
+  const address = await server.listen(s.listen);
+  const off = watch.subscribe((c) => server.setCatalog(c));
+  return {
+    server,
+    address,
+    stop: async () => {
+      off();
+      await server.close();
+    },
+  };
+}
+
+export async function dnsCommand(argv: string[], out: (s: string) => void): Promise<number> {
+  const cfg = parseDnsArgs(argv);
+  if (!cfg) {
+    out(DNS_HELP);
+    return 0;
+  }
+  const log = createLogger(cfg.logFormat, cfg.logLevel);
+  // Every status is watched: a service whose instances are all unhealthy is known (NOERROR), not unknown (NXDOMAIN).
+  const watch = CatalogWatch.forUri(cfg.registry, { statuses: [...HEALTH_STATUSES], log });
+  const signal = nextSignal();
+  onHangup(log, 'nothing to reload (answers follow the registry); send SIGTERM to stop');
+  let dns: Awaited<ReturnType<typeof startDns>> | undefined;
+  let api: StatusServer | undefined;
+  try {
+    dns = await startDns(cfg, watch, log);
+    const server = dns.server;
+    api = await startCatalogApi(cfg.api, watch, { registry: watchProbe(watch, cfg.registry), dns: () => server.health() }, log);
+  } catch (err) {
+    await dns?.stop();
+    await watch.stop();
+    throw err;
+  }
+  log.info(
+    { event: 'ready', registry: cfg.registry, dns: formatAddress(dns.address), domain: cfg.domain },
+    `harbormaster dns: ${cfg.registry} → ${cfg.domain} on ${formatAddress(dns.address)} (UDP and TCP)`,
+  );
+  const sig = await signal;
+  log.info({ event: 'stop', signal: sig }, `${sig}: stopping`);
+  await dns.stop();
+  await api?.close();
+  await watch.stop();
+  return 0;
+}
