@@ -11,6 +11,7 @@ import type { ListenAddress } from '../api/listen-address.js';
 import type { Logger } from '../log/logger.js';
 import { Counter, Histogram } from 'prom-client';
 import { registry } from '../metrics/metrics.js';
+import { encodeMessage } from './wire.js';
 import { RCODE, Zone, type ZoneOptions } from './zone.js';
 
 const FLAG_QR = 0x8000;
@@ -214,7 +215,7 @@ export class DnsServer {
       authorities: body.authorities ?? [],
       additionals: [...(body.additionals ?? []), ...ednsOut],
     };
-    let out = dnsPacket.encode(packet);
+    let out = encodeMessage(packet);
     if (transport === 'udp') {
       const limit = opt ? Math.min(UDP_MAX, Math.max(UDP_DEFAULT, opt.udpPayloadSize ?? UDP_DEFAULT)) : UDP_DEFAULT;
       if (out.length > limit) out = this.truncate(packet, ednsOut, limit);
@@ -227,10 +228,10 @@ export class DnsServer {
     dnsMetrics.truncated.inc();
     const answers = [...(packet.answers ?? [])];
     const cut: Packet = { ...packet, flags: (packet.flags ?? 0) | FLAG_TC, additionals: ednsOut, authorities: [] };
-    let out = dnsPacket.encode({ ...cut, answers });
+    let out = encodeMessage({ ...cut, answers });
     while (out.length > limit && answers.length > 0) {
       answers.pop();
-      out = dnsPacket.encode({ ...cut, answers });
+      out = encodeMessage({ ...cut, answers });
     }
     return out;
   }
