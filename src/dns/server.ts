@@ -29,6 +29,8 @@ const TCP_MAX_CONNECTIONS = 512;
 const TCP_MAX_PENDING = 64;
 const TCP_MAX_BUFFERED = 256 * 1024;
 const RECURSOR_TIMEOUT_MS = 2_000;
+/** A question name we answer: printable ASCII, at most 253 characters, no empty label. */
+const QUESTION_NAME = /^(?:\.|(?=[\x21-\x7e]{1,254}$)[^.]+(?:\.[^.]+)*\.?)$/;
 const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
 const dnsMetrics = {
@@ -188,6 +190,11 @@ export class DnsServer {
     const opcode = ((query.flags ?? 0) >> 11) & 0xf;
     if (opcode !== 0) return this.encode(query, RCODE.NOTIMP, transport, opt);
     if (!q || (query.questions?.length ?? 0) !== 1) return this.encode(query, RCODE.FORMERR, transport, opt);
+    // Only names of printable ASCII are echoed back: other bytes do not survive a decode and encode.
+    if (!QUESTION_NAME.test(q.name)) {
+      dnsMetrics.malformed.inc({ transport });
+      return this.encodeHeaderOnly(query.id ?? 0, query.flags ?? 0, RCODE.FORMERR, transport);
+    }
     if (opt && (opt.ednsVersion ?? 0) !== 0) return this.encode(query, 0, transport, opt, { badVersion: true });
     if (q.class !== undefined && q.class !== 'IN' && q.class !== 'ANY') return this.encode(query, RCODE.NOTIMP, transport, opt);
     if (!this.zone.owns(q.name) && this.opts.recursor) return this.forward(msg, query, transport, opt);
