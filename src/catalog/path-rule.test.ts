@@ -9,8 +9,10 @@ const refused = [
   '/api/.;x/y',
   '/admin;x/users', '/api;v=1/x', '/admin%3bx/users', '/admin%3Bx', '/api/..%3b/admin', '/api/%c0%ae%c0%ae/admin', '/api/%C0%AF', '/api/%e0%80%ae',
   '/api/%f0%80%80%ae', '/api/..%20/admin', '/api/.%09', '/x;',
+  '/api/..%0d/admin', '/api/.%0a/admin', '/api/%20../admin', '/api/%09%20./x', '/api/..%7f', '/api/%c2%a0../x', '/api/..%C2%85/x',
+  '/api/%252e%252e/admin', '/api/%252F', '/api/%255c', '/api/%2500', '/api/%253b', '/api/%25c0%25ae', '/api/%2525252e',
 ];
-const allowed = ['/', '/api', '/api/', '/api/x', '/api/.well-known', '/api/..x', '/api/x..', '/api/a.b/c', '/caf%C3%A9', '/%61pi/x', '/a/...', '/api/..%20x', '/caf%E0%A4%A4', '/%C3%A9t%C3%A9'];
+const allowed = ['/', '/api', '/api/', '/api/x', '/api/.well-known', '/api/..x', '/api/x..', '/api/a.b/c', '/caf%C3%A9', '/%61pi/x', '/a/...', '/api/..%20x', '/caf%E0%A4%A4', '/%C3%A9t%C3%A9', '/api/%2541', '/api/%25', '/a%20b/c', '/api/%20x', '/api/x%0d', '/api/%c2%a0'];
 
 describe('the path rule', () => {
   it.each(refused)('refuses %s', (p) => {
@@ -28,6 +30,8 @@ describe('the path rule', () => {
     expect(refusedPath('/api/%c0%ae')).toBe('has an overlong UTF-8 encoding');
     expect(refusedPath('/api/%E0%80%AE')).toBe('has an overlong UTF-8 encoding');
     expect(refusedPath('/api/..%20/x')).toBe('has a dot segment');
+    expect(refusedPath('/api/%20../x')).toBe('has a dot segment');
+    expect(refusedPath('/api/%252e%252e/x')).toBe('has a double percent-encoding');
   });
 
   it('decodes a path byte by byte for routing', () => {
@@ -39,7 +43,7 @@ describe('the path rule', () => {
     const seg = fc.stringMatching(/^[a-zA-Z0-9._~%;:@\\-]{0,6}$/);
     let accepted = 0;
     fc.assert(
-      fc.property(fc.array(fc.oneof(seg, fc.constantFrom('..', '.', '%2e', '%2F', '%5c', '', '%41', '..;x', '%3b', ';', '%c0%ae', '..%20', '%e0%80%af', '%E0%A0%80')), { maxLength: 6 }), (segs) => {
+      fc.property(fc.array(fc.oneof(seg, fc.constantFrom('..', '.', '%2e', '%2F', '%5c', '', '%41', '..;x', '%3b', ';', '%c0%ae', '..%20', '%e0%80%af', '%E0%A0%80', '%20..', '..%0d', '.%0a', '%252e', '%2525', '%2541', '%c2%a0.')), { maxLength: 6 }), (segs) => {
         const path = `/${segs.join('/')}`;
         const why = refusedPath(path);
         // The target pattern (nginx) and the path pattern (HAProxy, proxy) decide alike.
@@ -49,7 +53,9 @@ describe('the path rule', () => {
         const decoded = routingPath(path).split('/');
         expect(decoded.length).toBe(path.split('/').length);
         for (const s of decoded.slice(1, -1)) expect(s === '' || s === '.' || s === '..').toBe(false);
-        for (const s of decoded) expect(s.includes(';') || s.trimEnd() === '.' || s.trimEnd() === '..').toBe(false);
+        // Trimmed of blanks and control bytes (Java's trim, Python's strip), or decoded a second time, still no dot segment.
+        for (const s of decoded) expect(s.includes(';') || /^[\x00-\x20\x7f\u0085\u00a0\u00c2]*\.\.?[\x00-\x20\x7f\u0085\u00a0\u00c2]*$/.test(s)).toBe(false);
+        for (const s of routingPath(routingPath(path)).split('/').slice(1, -1)) expect(s === '.' || s === '..' || s === '').toBe(false);
       }),
       { numRuns: 2000 },
     );

@@ -4,23 +4,34 @@
 //
 // Refused (in the path, i.e. the request target before `?`, as received):
 //   - an empty segment (`//`);
-//   - a dot segment, `.` or `..`, also followed by encoded blanks (`..%20`, which some backends trim);
+//   - a dot segment, `.` or `..`, also with encoded blanks or control bytes before or after it
+//     (`..%20`, `%20..`, `..%0d`, `.%0a`: %00-%20, %7f, and UTF-8 NEL/NBSP %c2%85 and %c2%a0),
+//     which trimming backends (Java's trim, Python's strip) turn into a dot segment;
 //   - a `;` or an encoded one (`%3b`): servlet containers and others strip `;params` from each
 //     segment, so `/admin;x/users` would be routed as one path and served as another (nginx and
 //     HAProxy match locations with the `;` in place, so stripping it cannot be made to agree);
 //   - an encoded dot, slash, backslash or NUL (`%2e`, `%2f`, `%5c`, `%00`, any case), a literal
 //     backslash, or a `%` not followed by two hex digits;
+//   - a double encoding of any of these (`%252e`, `%252f`, `%255c`, `%2500`, `%253b`, `%25c0`,
+//     `%25c1`) or of `%` itself (`%2525`), which a backend that decodes twice turns into them;
 //   - an overlong UTF-8 encoding (`%c0`/`%c1` lead bytes such as `%c0%ae`, and `%e0%80`-`%e0%9f`,
 //     `%f0%80`-`%f0%8f`), which lenient decoders turn into `.` or `/`.
 // Everything else routes on its percent-decoded form (nginx matches locations on the decoded
 // URI, HAProxy through `path,url_dec`) and is forwarded exactly as received: after the refusals,
 // decoding cannot change where one segment ends and the next begins.
 
+/** An encoded blank or control byte a backend may trim from a segment (%00-%20, %7f, UTF-8 NEL and NBSP). */
+const BLANK = String.raw`%(?:[01][0-9A-Fa-f]|20|7[fF]|[cC]2%(?:85|[aA]0))`;
+/** Encodings that are refused: dot, slash, backslash, NUL, `;`, overlong UTF-8 leads. */
+const ENCODED = String.raw`2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8`;
+/** A `%25` (encoded `%`) in front of a refused encoding, or of another `%25`. */
+const DOUBLE = String.raw`%25(?:25|2[eEfF]|5[cC]|00|3[bB]|[cC][01])`;
+
 /** The refusal as one PCRE/JS pattern over the path alone (HAProxy's `path`). */
-export const REFUSED_PATH_SOURCE = String.raw`#|//|/\.\.?(?:%(?:20|09))*(?:/|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2})`;
+export const REFUSED_PATH_SOURCE = String.raw`#|//|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:/|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2})`;
 
 /** The same over a whole request target with its query (nginx's `$request_uri`). */
-export const REFUSED_TARGET_SOURCE = String.raw`#|^[^?]*?(?://|/\.\.?(?:%(?:20|09))*(?:[/?]|$)|;|%(?:2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8)|\\|%(?![0-9A-Fa-f]{2}))`;
+export const REFUSED_TARGET_SOURCE = String.raw`#|^[^?]*?(?://|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:[/?]|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2}))`;
 
 const REFUSED_PATH = new RegExp(REFUSED_PATH_SOURCE);
 
@@ -32,10 +43,11 @@ export function refusedPath(path: string): string | undefined {
   const hit = m[0];
   if (hit === '#') return 'has a fragment (#), which nginx would cut the path at';
   if (hit === '//') return 'has an empty segment (//)';
-  if (hit.startsWith('/.')) return 'has a dot segment';
+  if (hit.charCodeAt(0) === 47 /* / */) return 'has a dot segment';
   if (hit === '\\') return 'has a backslash';
   if (hit === '%') return 'has a malformed percent-encoding';
   if (hit === ';' || hit.toLowerCase() === '%3b') return 'has a ; (path parameters are not routed)';
+  if (hit.startsWith('%25')) return 'has a double percent-encoding';
   if (hit.length > 3 || /^%[cC][01]$/.test(hit)) return 'has an overlong UTF-8 encoding';
   return `has an encoded ${hit.toLowerCase() === '%2f' ? 'slash' : hit.toLowerCase() === '%2e' ? 'dot' : hit.toLowerCase() === '%5c' ? 'backslash' : 'NUL'}`;
 }
