@@ -104,10 +104,22 @@ export function matchRoute(table: RouteTable, host: string, path: string): Route
 
 /**
  * The Host header the built-in proxy routes (its requestHost): a host name of letters, digits,
- * `.`, `_`, `-` (a trailing dot allowed) or a bracketed IPv6 address, an optional port of 1–5
- * digits, 300 characters at most. Anything else (none, empty, a comma list, `host:abc`) is
- * answered 400; the shipped templates apply the same pattern (nginx over `$http_host`, HAProxy
- * over `req.fhdr(host)`), so that no proxy routes a Host another one refuses.
+ * `_`, `-` in dot-separated labels, none of them empty (`q..w`, `.example.com` are refused, as
+ * nginx refuses the first), one trailing dot allowed; or a bracketed IPv6 address; an optional
+ * port 1–65535 (at most 5 digits); 300 characters at most. Anything else (none, empty, a comma
+ * list, `host:abc`, `host:0`, `host:99999`) is answered 400; the shipped templates apply the same
+ * pattern (nginx over `$http_host`, HAProxy over `req.fhdr(host)`), so that no proxy routes a
+ * Host another one refuses.
  */
-export const HOST_HEADER_SOURCE = '^(?=[^\\s]{1,300}$)([A-Za-z0-9._-]+|\\[[0-9A-Fa-f:.]+\\])(:[0-9]{1,5})?$';
+export const HOST_HEADER_SOURCE =
+  '^(?=[^\\s]{1,300}$)([A-Za-z0-9_-]+(?:\\.[A-Za-z0-9_-]+)*\\.?|\\[[0-9A-Fa-f:.]+\\])' +
+  '(:(?=[0-9]{1,5}$)0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$';
 
+/**
+ * An absolute-form request target must name the Host header's host and port, compared without
+ * regard to case and with a default `:80` dropped on either side (HAProxy's own check, which
+ * answers 400 otherwise; the built-in proxy does the same). nginx would route by the target:
+ * its template matches this pattern over `$request|$http_host` (the request line, `|`, the Host
+ * header; neither holds a `|` or a blank in a request that gets this far) and answers 400.
+ */
+export const NGINX_OTHER_AUTHORITY_SOURCE = String.raw`^(?!\S+ https?://([^/?#\s]*?)(?::80)?(?:[/?#]\S*)? HTTP/[0-9.]+\|\1(?::80)?$)\S+ [A-Za-z][A-Za-z0-9+.-]*://`;

@@ -335,13 +335,26 @@ export class ProxyServer implements ProxyContext {
     if (refused) return refused;
     const target = requestTarget(req.url);
     if ('refused' in target) return { status: 400, message: `bad request: ${target.refused}` };
-    // An absolute-form target names the host itself; Host is then ignored (RFC 9112 §3.2.2).
-    const host = requestHost(target.authority ?? req.headers.host);
+    // Host is required (RFC 9112 §3.2), also beside an absolute-form target, whose authority must
+    // then name the same host and port (HAProxy refuses any other; nginx is made to by the template).
+    const host = requestHost(req.headers.host);
     if (host === undefined) return { status: 400, message: 'bad request: missing or malformed Host header' };
+    if (target.authority !== undefined && !sameAuthority(target.authority, req.headers.host!)) return { status: 400, message: 'bad request: the request target names another host than Host' };
     const route = this.current.match(host, target.match);
     if (route) return { host, target, route };
     // The path as the client wrote it: the decoded one may hold control characters.
     const q = target.forward.indexOf('?');
     return { status: 404, message: `no route for ${`${host}${q < 0 ? target.forward : target.forward.slice(0, q)}`.slice(0, 200)}` };
   }
+}
+
+/** An authority without the default port 80, lowercase: `X.test:80` and `x.test` are one. */
+function authorityKey(a: string): string {
+  const lower = a.toLowerCase();
+  return lower.endsWith(':80') ? lower.slice(0, -3) : lower;
+}
+
+/** An absolute-form target's authority and the Host header name the same host and port (case and a default :80 aside, as HAProxy compares them). */
+export function sameAuthority(authority: string, host: string): boolean {
+  return authorityKey(authority) === authorityKey(host);
 }

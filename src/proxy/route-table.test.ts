@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { buildCatalog } from '../catalog/catalog.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 import { InstanceState } from './balancer.js';
+import fc from 'fast-check';
+import { HOST_HEADER_SOURCE } from '../catalog/routes.js';
 import { compileTable, prefixMatches, requestHost, requestTarget, RoutingTable, type TableOptions } from './route-table.js';
 
 function inst(name: string, port: number, meta: Record<string, string> = {}, status: HealthStatus = 'passing', id = `h:${name}-${port}:80`): ServiceInstance {
@@ -34,6 +36,20 @@ describe('requestHost', () => {
     for (const bad of ['web:99999', 'web:65536', 'web:0', '[::1]:70000', '[::1]x80', 'web:']) expect(requestHost(bad), bad).toBeUndefined();
     expect([requestHost('web:65535'), requestHost('web:1'), requestHost('[::1]:443')]).toEqual(['web', 'web', '[::1]']);
     expect(requestHost('x'.repeat(400))).toBeUndefined();
+  });
+  it('rejects empty labels (nginx refuses q..w)', () => {
+    for (const bad of ['q..w.localhost', '.localhost', 'x.localhost..', '.', '..']) expect(requestHost(bad), bad).toBeUndefined();
+  });
+  it('accepts exactly what the templates\' Host pattern accepts', () => {
+    const rule = new RegExp(HOST_HEADER_SOURCE);
+    const part = fc.constantFrom('a', 'B', '0', '_', '-', '.', '..', ':', ':0', ':80', ':080', ':00080', ':65535', ':65536', ':99999', ':123456', '[::1]', '[', ']', 'x y', ',');
+    fc.assert(
+      fc.property(fc.array(part, { minLength: 0, maxLength: 6 }), (parts) => {
+        const h = parts.join('');
+        expect(requestHost(h) !== undefined, h).toBe(rule.test(h));
+      }),
+      { numRuns: 3000 },
+    );
   });
 });
 

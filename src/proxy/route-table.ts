@@ -127,7 +127,7 @@ const IPV6 = /^\[[0-9a-f:.]+\]$/;
 
 const validPort = (p: string): boolean => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
 
-/** The Host header as a routing key: lowercase, without port or trailing dot; undefined if absent or malformed. */
+/** The Host header as a routing key: lowercase, without port or trailing dot; undefined if absent or malformed (HOST_HEADER_SOURCE). */
 export function requestHost(raw: string | undefined): string | undefined {
   if (!raw || raw.length > 300) return undefined;
   let h = raw.toLowerCase();
@@ -145,7 +145,9 @@ export function requestHost(raw: string | undefined): string | undefined {
     h = h.slice(0, colon);
   }
   if (h.endsWith('.')) h = h.slice(0, -1);
-  return h && HOST_CHARS.test(h) ? h : undefined;
+  // No empty label (`q..w`, `.example.com`, `x..`): nginx refuses the first, and none names a host.
+  if (!h || !HOST_CHARS.test(h) || h.charCodeAt(0) === 46 /* . */ || h.endsWith('.') || h.includes('..')) return undefined;
+  return h;
 }
 
 export interface RequestTarget {
