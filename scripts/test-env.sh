@@ -8,9 +8,9 @@ set -euo pipefail
 
 STATE="${HM_TEST_STATE:-/tmp/harbormaster-test}"
 mkdir -p "$STATE"
-PKGS=(docker.io docker-compose etcd-server nginx-light haproxy bind9-dnsutils busybox-static wrk iproute2)
+PKGS=(docker.io docker-compose etcd-server nginx-light haproxy bind9-dnsutils busybox-static wrk iproute2 dnsperf)
 # binary that proves each package is there
-declare -A BIN=([docker.io]=dockerd [docker-compose]=docker-compose [etcd-server]=etcd [nginx-light]=nginx [haproxy]=haproxy [bind9-dnsutils]=dig [busybox-static]=busybox [wrk]=wrk [iproute2]=ip)
+declare -A BIN=([docker.io]=dockerd [docker-compose]=docker-compose [etcd-server]=etcd [nginx-light]=nginx [haproxy]=haproxy [bind9-dnsutils]=dig [busybox-static]=busybox [wrk]=wrk [iproute2]=ip [dnsperf]=dnsperf)
 export PATH="$PATH:/usr/sbin:/sbin"
 
 say() { printf 'test-env: %s\n' "$*" >&2; }

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { docker, DOCKER_HOST, removeContainers } from './support/docker.js';
 import { Hm, spawnHm } from './support/harbormaster.js';
+import { dig } from './support/dig.js';
 import { uniq, waitFor } from './support/wait.js';
 import { afterRequests, get, Load } from './support/proxy.js';
 import { connectRefused, httpdScript, killableScript, metricValue, reachesAll, routingChecks, sigkillUnderLoad, startContainer, websocketCheck } from './support/run.js';
@@ -16,6 +17,7 @@ const TAG = HOST.slice(5);
 const P = `${HOST}-`;
 const PROXY = 19710;
 const API = 19711;
+const DNS = 19714;
 const DIR = mkdtempSync(join(tmpdir(), 'hm-run-'));
 let hm: Hm;
 
@@ -24,7 +26,7 @@ const api = async (path: string) => fetch(`http://127.0.0.1:${API}${path}`);
 beforeAll(async () => {
   writeFileSync(join(DIR, 'services.hbs'), '{{#each services}}{{name}} {{instances.length}}\n{{/each}}');
   hm = new Hm([
-    'run', '--listen', `127.0.0.1:${PROXY}`, '--api', `127.0.0.1:${API}`, '--hostname', HOST, '--deregister', 'on-success', '--resync', '10', '--drain-timeout', '15000',
+    'run', '--listen', `127.0.0.1:${PROXY}`, '--api', `127.0.0.1:${API}`, '--dns', `127.0.0.1:${DNS}`, '--dns-ttl', '5', '--hostname', HOST, '--deregister', 'on-success', '--resync', '10', '--drain-timeout', '15000',
     '--template', `${join(DIR, 'services.hbs')}:${join(DIR, 'services.txt')}`, '--wait', '50ms:500ms',
   ]);
   await hm.waitForLog('ready line', (l) => l.event === 'ready').catch((err: Error) => {
@@ -145,6 +147,41 @@ describe('harbormaster run (embedded registry)', () => {
     expect((await fetch(`http://127.0.0.1:${API}/v1/services`, { method: 'POST' })).status).toBe(405);
   });
 
+  it('answers DNS from the embedded registry: containers appear and disappear in the next answers', async () => {
+    const svc = `dns-${TAG}`;
+    await Promise.all([
+      startContainer(`${P}d1`, { SERVICE_NAME: svc, SERVICE_TAGS: 'blue,v1' }),
+      startContainer(`${P}d2`, { SERVICE_NAME: svc, SERVICE_TAGS: 'green' }),
+    ]);
+    const name = `${svc}.service.consul`;
+    const srv = await waitFor('both containers in SRV', async () => {
+      const r = await dig(DNS, name, 'SRV');
+      return r.answer.length === 2 ? r : undefined;
+    }, 30_000, 200);
+    const ports = srv.data.map((d) => Number(d.split(' ')[2])).sort();
+    const published = (await Promise.all([`${P}d1`, `${P}d2`].map(async (c) => Number((await docker('port', c, '80/tcp')).split(':').pop())))).sort();
+    expect(ports).toEqual(published);
+    expect(srv.additional).toEqual(['7f000001.addr.dc1.consul. 5 IN A 127.0.0.1']);
+    expect((await dig(DNS, name)).data).toEqual(['127.0.0.1']);
+    expect((await dig(DNS, `v1.blue.${name}`, 'SRV')).answer).toHaveLength(1);
+    expect((await dig(DNS, `_${svc}._green.service.consul`, 'SRV')).data).toEqual([`1 1 ${(await docker('port', `${P}d2`, '80/tcp')).split(':').pop()} 7f000001.addr.dc1.consul.`]);
+    expect((await dig(DNS, `${HOST}.node.consul`)).data).toEqual(['127.0.0.1']);
+    const t0 = Date.now();
+    await docker('stop', '-t', '1', `${P}d1`);
+    await waitFor('d1 gone from SRV', async () => (await dig(DNS, name, 'SRV')).answer.length === 1, 20_000, 50);
+    const gone = Date.now() - t0;
+    await docker('stop', '-t', '1', `${P}d2`);
+    const empty = await waitFor('no instance left', async () => {
+      const r = await dig(DNS, name);
+      return r.answer.length === 0 ? r : undefined;
+    }, 20_000, 50);
+    expect(empty.status).toBe('NOERROR');
+    expect((await dig(DNS, `nosuch-${TAG}.service.consul`)).status).toBe('NXDOMAIN');
+    const health = (await (await api('/v1/health')).json()) as { components: Record<string, { ok: boolean }> };
+    expect(health.components.dns).toMatchObject({ ok: true, listening: true });
+    console.log(`PROBE run DNS (memory://): SRV ${srv.data.join(' | ')}; docker stop → gone from SRV in ${gone} ms; last one stopped → ${empty.status} with no answer`);
+  });
+
   it('on SIGTERM stops accepting, finishes the request in flight, and exits 0', async () => {
     const svc = `slow-${TAG}`;
     await startContainer(`${P}slow`, { SERVICE_NAME: svc }, httpdScript('slow', 3));
@@ -170,6 +207,11 @@ describe('harbormaster run without a reachable Docker', () => {
     const health = await answerForHealth(19713);
     expect(health.components.docker).toMatchObject({ ok: false, connected: false });
     expect(String(health.components.docker.lastError)).toContain('hm-no-docker-here.sock');
+    // DNS on its default address, 127.0.0.1:8600, which the test environment's Consul agent holds:
+    // run goes on without DNS and says so in one line.
+    const dnsOff = await nd.waitForLog('dns-off line', (l) => l.event === 'dns-off');
+    expect(dnsOff).toMatchObject({ level: 40, address: '127.0.0.1:8600' });
+    expect(health.components.dns).toBeUndefined();
     // Retries go on quietly (debug level): still one line after a few seconds.
     await new Promise((r) => setTimeout(r, 4000));
     expect(nd.logs.filter((l) => l.event === 'docker-down')).toHaveLength(1);
