@@ -32,7 +32,21 @@ interface Side {
 }
 const SIDES: Side[] = [
   { name: 'untrusted', trusted: undefined, ports: { nginx: 26000, haproxy: 26001, proxy: 26002 } },
-  { name: 'trusted', trusted: '127.0.0.1', ports: { nginx: 26010, haproxy: 26011, proxy: 26012 } },
+  // 100 entries: more than HAProxy reads on one line (64 words), so the template splits its acl.
+  { name: 'trusted', trusted: [...Array.from({ length: 99 }, (_, i) => `10.${i}.0.0/16`), '127.0.0.1'].join(','), ports: { nginx: 26010, haproxy: 26011, proxy: 26012 } },
+];
+
+/** Client claims only a trusted peer may pass on, and underscore spellings nobody passes on. */
+const CLAIMS = ['True-Client-IP: 203.0.113.11', 'X-Forwarded-Prefix: /evil', 'X-Forwarded-Server: evil', 'X-Forwarded-Ssl: on', 'Front-End-Https: on', 'X-Forwarded-User: admin', 'X-Client-IP: 203.0.113.12'];
+const UNDERSCORED = ['X_Original_URL: /admin', 'X_Custom: 1'];
+/** X-Forwarded-For chains for X-Real-IP (10.0.0.0/16 and 10.1.0.0/16 are trusted on the trusted side) → the client each output must find. */
+const CHAINS: Array<[string, string, string]> = [
+  ['chain', '198.51.100.1, 10.1.2.3', '198.51.100.1'],
+  ['chain-deep', '198.51.100.2, 10.0.0.1, 10.1.0.1, 10.0.0.2', '198.51.100.2'],
+  ['chain-untrusted-middle', '10.0.0.1, 198.51.100.3, 10.1.0.1', '198.51.100.3'],
+  ['chain-junk', '198.51.100.4, junk, 10.1.2.3', '10.1.2.3'],
+  ['chain-port', '198.51.100.5:5555', '198.51.100.5'],
+  ['chain-all-trusted', '10.0.0.7, 10.1.0.8', '10.0.0.7'],
 ];
 
 const SPOOF = [
@@ -136,7 +150,8 @@ beforeAll(async () => {
 
   for (const side of SIDES) {
     for (const output of OUTPUTS) {
-      await send(side, output, 'spoof', (p) => `GET ${p} HTTP/1.1`, SPOOF);
+      await send(side, output, 'spoof', (p) => `GET ${p} HTTP/1.1`, [...SPOOF, ...CLAIMS, ...UNDERSCORED]);
+      for (const [kase, xff] of CHAINS) await send(side, output, kase, (p) => `GET ${p} HTTP/1.1`, [`X-Forwarded-For: ${xff}`, 'X-Real-IP: 203.0.113.8']);
       await send(side, output, 'bare', (p) => `GET ${p} HTTP/1.1`, []);
       await send(side, output, 'h2c', (p) => `GET ${p} HTTP/1.1`, H2C);
       await send(side, output, 'ws', (p) => `GET ${p} HTTP/1.1`, WS);
@@ -146,7 +161,8 @@ beforeAll(async () => {
       const h2 = get(side, output, 'h2c');
       const post = get(side, output, 'wspost');
       console.log(
-        `PROBE headers ${output} (${side.name === 'trusted' ? 'HM_TRUSTED_PROXIES=127.0.0.1' : 'untrusted client'}): spoofed request → X-Forwarded-For ${f('x-forwarded-for')} (${lines(s, 'x-forwarded-for')} line), X-Real-IP ${f('x-real-ip')}, ` +
+        `PROBE headers ${output} (${side.name === 'trusted' ? 'HM_TRUSTED_PROXIES=<100 entries, 127.0.0.1 among them>' : 'untrusted client'}): claims passed on ${CLAIMS.filter((c) => h(s, c.split(':')[0].toLowerCase()) !== undefined).length}/${CLAIMS.length}, underscore names ${UNDERSCORED.filter((c) => h(s, c.split(':')[0].toLowerCase()) !== undefined).length}/${UNDERSCORED.length}; ` +
+          `X-Real-IP for ${CHAINS.map(([k]) => `${k} "${h(get(side, output, k), 'x-real-ip')}"`).join(', ')}; spoofed request → X-Forwarded-For ${f('x-forwarded-for')} (${lines(s, 'x-forwarded-for')} line), X-Real-IP ${f('x-real-ip')}, ` +
           `Forwarded ${f('forwarded')}, X-Forwarded-Proto ${f('x-forwarded-proto')}, X-Forwarded-Host ${f('x-forwarded-host')}, X-Forwarded-Port ${f('x-forwarded-port')}, X_Forwarded_For ${f('x_forwarded_for')}; ` +
           `Upgrade: h2c → ${h2.status}, backend got Upgrade ${h(h2, 'upgrade') ?? 'none'}, Connection ${h(h2, 'connection') ?? 'none'}; ` +
           `WebSocket → ${get(side, output, 'ws').status}; websocket on POST → ${post.status}, backend got Upgrade ${h(post, 'upgrade') ?? 'none'}`,
@@ -179,6 +195,16 @@ describe.each(OUTPUTS)('%s', (output) => {
       expect(h(s, 'x-forwarded-port')).toBe(String(untrusted.ports[output]));
       expect(h(s, 'x_forwarded_for')).toBeUndefined();
     }
+    const s = get(untrusted, output, 'spoof');
+    for (const c of [...CLAIMS, ...UNDERSCORED]) expect(h(s, c.split(':')[0].toLowerCase()), c).toBeUndefined();
+    for (const [kase] of CHAINS) expect(h(get(untrusted, output, kase), 'x-real-ip'), kase).toBe('127.0.0.1');
+  });
+
+  it('derives X-Real-IP behind a trusted peer from X-Forwarded-For through the trusted proxies, never from the peer\'s X-Real-IP', () => {
+    for (const [kase, , client] of CHAINS) expect(h(get(trusted, output, kase), 'x-real-ip'), kase).toBe(client);
+    const s = get(trusted, output, 'spoof');
+    for (const c of CLAIMS) expect(h(s, c.split(':')[0].toLowerCase()), c).toBe(c.slice(c.indexOf(':') + 2));
+    for (const c of UNDERSCORED) expect(h(s, c.split(':')[0].toLowerCase()), c).toBeUndefined();
   });
 
   it('keeps a trusted peer\'s headers, X-Forwarded-For appended to on one line, and fills in the ones it did not send', () => {
@@ -186,7 +212,7 @@ describe.each(OUTPUTS)('%s', (output) => {
     expect(s.status).toBe(200);
     expect(h(s, 'x-forwarded-for')).toBe('203.0.113.7, 127.0.0.1');
     expect(lines(s, 'x-forwarded-for')).toBe(1);
-    expect(h(s, 'x-real-ip')).toBe('203.0.113.8');
+    expect(h(s, 'x-real-ip')).toBe('203.0.113.7');
     // The templates keep it; the built-in proxy also appends its own hop.
     expect(h(s, 'forwarded')).toMatch(/^for=203\.0\.113\.9;proto=https(, for=127\.0\.0\.1;host=echo\.localhost;proto=http)?$/);
     expect(h(s, 'x-forwarded-proto')).toBe('https');
@@ -199,9 +225,9 @@ describe.each(OUTPUTS)('%s', (output) => {
 
   it('agrees with the built-in proxy on every forwarding header but a trusted Forwarded', () => {
     if (output === 'proxy') return expect(get(untrusted, 'proxy', 'spoof').received).toBeDefined();
-    const names = ['x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host', 'x_forwarded_for'];
+    const names = ['x-forwarded-for', 'x-real-ip', 'x-forwarded-proto', 'x-forwarded-host', 'x_forwarded_for', ...[...CLAIMS, ...UNDERSCORED].map((c) => c.split(':')[0].toLowerCase())];
     for (const side of SIDES) {
-      for (const kase of ['spoof', 'bare']) {
+      for (const kase of ['spoof', 'bare', ...CHAINS.map(([k]) => k)]) {
         const mine = get(side, output, kase);
         const theirs = get(side, 'proxy', kase);
         expect(names.map((n) => h(mine, n)), `${side.name} ${kase}`).toEqual(names.map((n) => h(theirs, n)));
@@ -254,6 +280,9 @@ describe('HM_TRUSTED_PROXIES', () => {
     const hap = readFileSync(r.haproxyCfg, 'utf8');
     for (const net of ['10.0.0.0/8', '0:0:0:0:0:0:0:1/128', 'fd00:0:0:0:0:0:0:0/8', '192.168.1.7/32']) expect(ngx).toContain(`    ${net} 1;\n`);
     expect(hap).toContain('acl hm_trusted src 10.0.0.0/8 0:0:0:0:0:0:0:1/128 fd00:0:0:0:0:0:0:0/8 192.168.1.7/32\n');
+    // 100 entries: two acl lines (HAProxy reads at most 64 words on one), and the trusted side above ran on them.
+    const hundred = readFileSync(join(dir, 'trusted', 'haproxy.cfg'), 'utf8');
+    expect(hundred.match(/^ *acl hm_trusted src /gm)).toHaveLength(2);
     const checks = [await nginxTest(r.nginxConf), await haproxyCheck(r.haproxyCfg)];
     expect(checks.map((c) => c.ok)).toEqual([true, true]);
     expect(checks[0].output).not.toContain('[warn]');

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { clientAddress, stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { CLAIM_HEADERS, clientAddress, stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
 const UNTRUSTED = { trusted: false, port: 8080 };
 const TRUSTED = { trusted: true, port: 8080 };
@@ -37,7 +37,7 @@ describe('upstreamRequestHeaders', () => {
     });
   });
 
-  it('replaces every forwarding header an untrusted client sent, underscore spellings and Forwarded included', () => {
+  it('replaces every forwarding header an untrusted client sent, and drops every name with an underscore (as nginx does)', () => {
     const h = upstreamRequestHeaders(
       {
         host: 'a.test',
@@ -49,14 +49,13 @@ describe('upstreamRequestHeaders', () => {
         forwarded: 'for=6.6.6.6',
         x_forwarded_for: '7.7.7.7',
         'x_real-ip': '7.7.7.7',
-        x_custom: 'kept',
+        x_custom: 'dropped',
       },
       '::ffff:127.0.0.1',
       UNTRUSTED,
     );
     expect(h).toEqual({
       host: 'a.test',
-      x_custom: 'kept',
       'x-forwarded-for': '127.0.0.1',
       'x-forwarded-proto': 'http',
       'x-forwarded-host': 'a.test',
@@ -93,6 +92,13 @@ describe('upstreamRequestHeaders', () => {
     expect(h).toEqual({ host: 'a.test', 'content-length': '3', 'x-forwarded-for': '10.0.0.1, 10.0.0.2', 'x-forwarded-proto': 'http', 'x-forwarded-host': 'a.test', 'x-forwarded-port': '8080', 'x-real-ip': '10.0.0.1' });
   });
 
+  it('drops every X-Forwarded-* and named claim from an untrusted client, the names the templates list included', () => {
+    const sent: Record<string, string> = { host: 'a.test', 'x-forwarded-anything': '1' };
+    for (const name of CLAIM_HEADERS) sent[name.toLowerCase()] = 'claimed';
+    const h = upstreamRequestHeaders(sent, '127.0.0.1', UNTRUSTED);
+    expect(Object.keys(h).sort()).toEqual(['host', 'x-forwarded-for', 'x-forwarded-host', 'x-forwarded-port', 'x-forwarded-proto', 'x-real-ip']);
+  });
+
   it('drops URL overrides and Proxy always, other client claims unless the peer is trusted', () => {
     const sent = {
       host: 'a.test',
@@ -122,14 +128,23 @@ describe('upstreamRequestHeaders', () => {
     expect(trusted).toMatchObject({ 'x-forwarded-prefix': '/evil', 'true-client-ip': '6.6.6.6', 'x-kept': '1' });
   });
 
-  it('takes a trusted peer\'s X-Real-IP only when single, else the rightmost untrusted X-Forwarded-For entry', () => {
+  it('never takes a trusted peer\'s X-Real-IP: walks X-Forwarded-For through trusted proxies as nginx realip_recursive does', () => {
     const isTrusted = (a: string) => a.startsWith('10.');
     const fwd = { ...TRUSTED, isTrusted };
-    expect(upstreamRequestHeaders({ 'x-forwarded-for': '1.1.1.1, 2.2.2.2, 10.0.0.5' }, '10.0.0.9', fwd)['x-real-ip']).toBe('2.2.2.2');
-    expect(upstreamRequestHeaders({ 'x-forwarded-for': '10.0.0.4, 10.0.0.5' }, '10.0.0.9', fwd)['x-real-ip']).toBe('10.0.0.4');
-    expect(upstreamRequestHeaders({ 'x-forwarded-for': 'junk, 10.0.0.5' }, '10.0.0.9', fwd)['x-real-ip']).toBe('10.0.0.9');
-    expect(upstreamRequestHeaders({ 'x-forwarded-for': '2.2.2.2', 'x-real-ip': '1.1.1.1, 3.3.3.3' }, '10.0.0.9', fwd)['x-real-ip']).toBe('2.2.2.2');
-    expect(upstreamRequestHeaders({ 'x-forwarded-for': '2.2.2.2', 'x-real-ip': '3.3.3.3' }, '10.0.0.9', fwd)['x-real-ip']).toBe('3.3.3.3');
+    const real = (xff: string | string[] | undefined, extra: Record<string, string> = {}) => upstreamRequestHeaders({ ...(xff === undefined ? {} : { 'x-forwarded-for': xff }), ...extra }, '10.0.0.9', fwd)['x-real-ip'];
+    expect(real('1.1.1.1, 2.2.2.2, 10.0.0.5')).toBe('2.2.2.2');
+    expect(real('10.0.0.4, 10.0.0.5')).toBe('10.0.0.4');
+    // An entry that is not an address stops the walk at the last trusted address found.
+    expect(real('junk, 10.0.0.5')).toBe('10.0.0.5');
+    expect(real('1.1.1.1, junk')).toBe('10.0.0.9');
+    // Ports, brackets, blanks and empty entries as nginx's parser takes them.
+    expect(real('1.2.3.4:55, , 10.0.0.2')).toBe('1.2.3.4');
+    expect(real('9.9.9.9, [::1]:80')).toBe('::1');
+    expect(real('0:0::1')).toBe('::1');
+    expect(real(['1.2.3.4', '10.0.0.3, 10.0.0.4:9'])).toBe('1.2.3.4');
+    expect(real('1.2.3.4:0')).toBe('10.0.0.9');
+    expect(real(undefined, { 'x-real-ip': '3.3.3.3' })).toBe('10.0.0.9');
+    expect(real('2.2.2.2', { 'x-real-ip': '3.3.3.3' })).toBe('2.2.2.2');
     const listed = upstreamRequestHeaders({ host: 'a.test', 'x-forwarded-host': 'x.test, y.test', 'x-forwarded-proto': ['https', 'http'], 'x-forwarded-port': '1, 2' }, '10.0.0.9', fwd);
     expect(listed).toMatchObject({ 'x-forwarded-host': 'a.test', 'x-forwarded-proto': 'http', 'x-forwarded-port': '8080' });
   });

@@ -25,8 +25,38 @@ const HOP_BY_HOP = new Set([
 /** What the proxy says about the client: set here, taken from the client only when it is a trusted proxy. */
 const MANAGED = new Set(['x-forwarded-for', 'x-forwarded-proto', 'x-forwarded-host', 'x-forwarded-port', 'x-real-ip', 'forwarded']);
 
-/** Claims about the client, the scheme or the prefix that only a trusted proxy may pass on (with every other x-forwarded-*). */
-const CLIENT_CLAIMS = new Set(['true-client-ip', 'x-client-ip', 'client-ip', 'x-cluster-client-ip', 'front-end-https', 'x-url-scheme']);
+/**
+ * Claims about the client, the scheme, the prefix or the user that only a trusted proxy may pass
+ * on. The built-in proxy and the HAProxy template drop every `X-Forwarded-*` besides these; nginx
+ * can only name headers, so its template drops this list (the same for all three outputs here).
+ */
+export const CLAIM_HEADERS: readonly string[] = [
+  'True-Client-IP',
+  'X-Client-IP',
+  'Client-IP',
+  'X-Cluster-Client-IP',
+  'Front-End-Https',
+  'X-Url-Scheme',
+  'X-Forwarded-Prefix',
+  'X-Forwarded-Scheme',
+  'X-Forwarded-Ssl',
+  'X-Forwarded-Server',
+  'X-Forwarded-Protocol',
+  'X-Forwarded-Uri',
+  'X-Forwarded-Path',
+  'X-Forwarded-Url',
+  'X-Forwarded-Method',
+  'X-Forwarded-Client-Cert',
+  'X-Forwarded-Tls-Client-Cert',
+  'X-Forwarded-Tls-Client-Cert-Info',
+  'X-Forwarded-User',
+  'X-Forwarded-Email',
+  'X-Forwarded-Preferred-Username',
+  'X-Forwarded-Groups',
+  'X-Forwarded-Access-Token',
+];
+
+const CLIENT_CLAIMS = new Set(CLAIM_HEADERS.map((h) => h.toLowerCase()));
 
 /** Never passed on, whoever sent them: URL overrides (IIS, Symfony, Zend), and httpoxy's Proxy. */
 const OVERRIDES = new Set(['x-original-url', 'x-rewrite-url', 'proxy']);
@@ -34,7 +64,7 @@ const OVERRIDES = new Set(['x-original-url', 'x-rewrite-url', 'proxy']);
 /** Dropped whatever the peer: `proxy`, `proxy-*`, the URL overrides. */
 const alwaysDropped = (name: string): boolean => OVERRIDES.has(name) || name.startsWith('proxy-');
 
-/** Dropped unless the peer is trusted (`name` with `_` already read as `-`). */
+/** Dropped unless the peer is trusted. */
 const claimed = (name: string): boolean => MANAGED.has(name) || CLIENT_CLAIMS.has(name) || name.startsWith('x-forwarded-');
 
 /** Headers a Connection header cannot remove: the virtual host, the body's length, and what the proxy sets. */
@@ -75,23 +105,57 @@ const joined = (v: string | string[]): string => (Array.isArray(v) ? v.join(', '
 /** A trusted peer's header when it holds one value; a repeated or listed one is not believed. */
 const single = (v: string | string[] | undefined): string | undefined => (v === undefined || Array.isArray(v) || v.includes(',') || v.trim() === '' ? undefined : v.trim());
 
+const validPort = (p: string): boolean => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
+
+/** An IPv6 address in its canonical text (`0:0::1` → `::1`), as nginx and HAProxy print one. */
+function canonical6(a: string): string | undefined {
+  try {
+    return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+  } catch {
+    return undefined;
+  }
+}
+
 /**
- * The client address behind trusted proxies (nginx's real_ip_recursive): the rightmost
- * X-Forwarded-For entry that is not itself a trusted proxy; the leftmost when all are; the peer
- * when the list holds something that is not an address.
+ * One X-Forwarded-For entry as an address, as nginx's ngx_parse_addr_port reads it: an IPv4
+ * address with an optional `:port`, an IPv6 address, bare or in brackets with an optional
+ * `:port`; undefined for anything else.
  */
-function realClient(xff: string | string[] | undefined, peer: string, isTrusted: (a: string) => boolean): string {
+export function forwardedAddress(entry: string): string | undefined {
+  if (entry.charCodeAt(0) === 91 /* [ */) {
+    const end = entry.indexOf(']');
+    const rest = end < 0 ? '' : entry.slice(end + 1);
+    if (end < 0 || (rest !== '' && (rest.charCodeAt(0) !== 58 || !validPort(rest.slice(1))))) return undefined;
+    const a = entry.slice(1, end);
+    return isIP(a) === 6 ? canonical6(a) : undefined;
+  }
+  if (isIP(entry) === 6) return canonical6(entry);
+  const colon = entry.indexOf(':');
+  const a = colon < 0 ? entry : validPort(entry.slice(colon + 1)) ? entry.slice(0, colon) : '';
+  return isIP(a) === 4 ? a : undefined;
+}
+
+/**
+ * The client address behind a trusted peer, exactly as nginx's realip module with
+ * `real_ip_header X-Forwarded-For` and `real_ip_recursive on` finds it (the shipped templates do
+ * the same): starting from the peer, while the address found so far is a trusted proxy, take the
+ * next X-Forwarded-For entry from the right (entries are separated by commas and blanks); stop at
+ * an entry that is not an address (the last trusted one found stands). The leftmost entry when
+ * every one is trusted.
+ */
+export function realClient(xff: string | string[] | undefined, peer: string, isTrusted: (a: string) => boolean): string {
   if (xff === undefined) return peer;
-  const chain = joined(xff)
-    .split(',')
-    .map((e) => e.trim())
-    .filter(Boolean);
+  const chain = joined(xff).split(/[ ,]+/);
+  // The peer is trusted (the caller asks only then); entries are checked as they are found.
   let found = peer;
+  let fromPeer = true;
   for (let i = chain.length - 1; i >= 0; i--) {
-    const addr = clientAddress(chain[i]);
-    if (isIP(addr) === 0) return peer;
+    if (chain[i] === '') continue;
+    if (!fromPeer && !isTrusted(found)) return found;
+    fromPeer = false;
+    const addr = forwardedAddress(chain[i]);
+    if (addr === undefined) return found;
     found = addr;
-    if (!isTrusted(addr)) break;
   }
   return found;
 }
@@ -115,10 +179,11 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddre
   for (const name in headers) {
     if (HOP_BY_HOP.has(name) || MANAGED.has(name) || name === 'host') continue;
     if (listed?.has(name) && !PROTECTED.has(name)) continue;
-    const dashed = name.includes('_') ? name.replaceAll('_', '-') : name;
-    if (alwaysDropped(dashed)) continue;
-    if (dashed !== name && MANAGED.has(dashed)) continue;
-    if (!fwd.trusted && claimed(dashed)) continue;
+    // A name with `_` is dropped from everyone (nginx's underscores_in_headers off): CGI-style
+    // frameworks read X_Forwarded_For or X_Original_URL as the header the proxy controls.
+    if (name.includes('_')) continue;
+    if (alwaysDropped(name)) continue;
+    if (!fwd.trusted && claimed(name)) continue;
     const v = headers[name];
     if (v !== undefined) out[name] = v;
   }
@@ -131,9 +196,9 @@ export function upstreamRequestHeaders(headers: IncomingHttpHeaders, remoteAddre
     const xfHost = single(headers['x-forwarded-host']) ?? host;
     if (xfHost !== undefined) out['x-forwarded-host'] = xfHost;
     out['x-forwarded-port'] = single(headers['x-forwarded-port']) ?? port;
-    // The peer's own X-Real-IP when it sent one value (what nginx and HAProxy keep), else the
-    // client found through X-Forwarded-For.
-    out['x-real-ip'] = single(headers['x-real-ip']) ?? realClient(prior, client, fwd.isTrusted ?? (() => false));
+    // Never the peer's own X-Real-IP: the client found through X-Forwarded-For, as the templates
+    // find it (nginx's realip, HAProxy's walk over req.hdr_ip).
+    out['x-real-ip'] = realClient(prior, client, fwd.isTrusted ?? (() => false));
     const forwarded = headers.forwarded;
     if (forwarded) out.forwarded = `${joined(forwarded)}, for=${forwardedValue(client.includes(':') ? `[${client}]` : client)}${host === undefined ? '' : `;host=${forwardedValue(host)}`};proto=http`;
   } else {

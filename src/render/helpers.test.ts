@@ -81,6 +81,15 @@ describe('quoting', () => {
   });
 });
 
+describe('chunks and range', () => {
+  it('cut a list into lines of at most n, and count from a up to b', () => {
+    expect(render('{{#each (chunks xs 2)}}[{{join this " "}}]{{/each}}', { xs: [1, 2, 3, 4, 5] })).toBe('[1 2][3 4][5]');
+    expect(render('{{#each (chunks xs 50)}}x{{/each}}', { xs: [] })).toBe('');
+    expect(render('{{#each (range 1 4)}}{{this}},{{/each}}', {})).toBe('1,2,3,');
+    expect(render('{{#each (range 1 1)}}{{this}}{{/each}}', {})).toBe('');
+  });
+});
+
 describe('envCidrs', () => {
   const tpl = '{{#each (envCidrs "HM_TRUSTED_PROXIES")}}[{{this}}]{{else}}none{{/each}}';
 

@@ -208,6 +208,20 @@ export const HELPERS: Record<string, (...args: unknown[]) => unknown> = {
       throw new TemplateError((err as Error).message, o.loc?.start.line);
     }
   },
+  /** A list cut into lists of at most `size` items (HAProxy reads at most 64 words per line). */
+  chunks: (items, size) => {
+    const n = Math.max(1, Math.trunc(Number(size)) || 1);
+    const all = list(items);
+    const out: unknown[][] = [];
+    for (let i = 0; i < all.length; i += n) out.push(all.slice(i, i + n));
+    return out;
+  },
+  /** The whole numbers from `from` up to, not including, `to` (at most 1,000). */
+  range: (from, to) => {
+    const a = Math.trunc(Number(from)) || 0;
+    const b = Math.min(a + 1000, Math.trunc(Number(to)) || 0);
+    return Array.from({ length: Math.max(0, b - a) }, (_, i) => a + i);
+  },
   len: (v) => (Array.isArray(v) ? v.length : typeof v === 'string' ? v.length : v && typeof v === 'object' ? Object.keys(v).length : 0),
 };
 

@@ -6,7 +6,8 @@
 // shipped templates route exactly as the built-in proxy does.
 import type { Catalog } from '../catalog/catalog.js';
 import { REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
-import { buildRoutes, HOST_HEADER_SOURCE, instanceWeight, matchPath, type VirtualHost } from '../catalog/routes.js';
+import { buildRoutes, HOST_HEADER_SOURCE, instanceWeight, matchPath, NGINX_OTHER_AUTHORITY_SOURCE, type VirtualHost } from '../catalog/routes.js';
+import { CLAIM_HEADERS } from '../proxy/headers.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 
 export interface InstanceData {
@@ -90,6 +91,13 @@ export interface TemplateData {
   pathRule: { refusedPath: string; refusedTarget: string };
   /** The Host header grammar the built-in proxy accepts, as a PCRE pattern: any other Host is 400. */
   hostRule: string;
+  /**
+   * Forwarding-header policy shared with the built-in proxy: `claims` are the headers only a
+   * trusted peer may pass on (`name`, and nginx's `variable` for it); `realIpHops` the trusted
+   * hops HAProxy's X-Forwarded-For walk follows (1..10); `nginxOtherAuthority` an nginx `map` key
+   * (`~*` and a PCRE pattern) over `$request|$http_host` that matches an absolute-form target naming another host than Host.
+   */
+  forwarding: { claims: { name: string; variable: string }[]; realIpHops: number[]; nginxOtherAuthority: string };
   /** nginx's server_names_hash sized for the longest host name and the number of names. */
   serverNamesHash: { bucketSize: number; maxSize: number };
   domain: string;
@@ -116,6 +124,9 @@ const toData = (i: Readonly<ServiceInstance>, maxWeight = 1): InstanceData => ({
   weight: instanceWeight(i),
   haproxyWeight: haproxyScale(instanceWeight(i), maxWeight),
 });
+
+/** Trusted hops the HAProxy template's X-Forwarded-For walk follows (nginx's realip and the built-in proxy: any number). */
+const REAL_IP_HOPS = Array.from({ length: 10 }, (_, i) => i + 1);
 
 const pow2 = (n: number) => 2 ** Math.ceil(Math.log2(Math.max(1, n)));
 
@@ -208,6 +219,11 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
     upstreams,
     pathRule: { refusedPath: REFUSED_PATH_SOURCE, refusedTarget: REFUSED_TARGET_SOURCE },
     hostRule: HOST_HEADER_SOURCE,
+    forwarding: {
+      claims: CLAIM_HEADERS.map((name) => ({ name, variable: `http_${name.toLowerCase().replaceAll('-', '_')}` })),
+      realIpHops: REAL_IP_HOPS,
+      nginxOtherAuthority: `~*${NGINX_OTHER_AUTHORITY_SOURCE}`,
+    },
     serverNamesHash: serverNamesHash(vhosts.map((v) => v.host)),
     domain: opts.domain,
     env: Object.freeze({ ...opts.env }),
