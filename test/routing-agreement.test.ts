@@ -21,6 +21,7 @@ import { ProxyServer } from '../src/proxy/proxy-server.js';
 import { requestHost } from '../src/proxy/route-table.js';
 import { createBackend } from '../src/registry/index.js';
 import { RENDER_WATCH_STATUSES, renderOnce } from '../src/render/index.js';
+import { rawRequest } from './support/raw-http.js';
 import { copyTemplates, get, Haproxy, Nginx, tempDir, templateEnv } from './support/render.js';
 import { uniq, waitFor } from './support/wait.js';
 
@@ -71,7 +72,49 @@ const PROBES: Array<[string, string, string]> = [
 ];
 
 /** Host headers outside the grammar: asked on every catalog with a few paths. */
-const BAD_HOSTS = ['evil.test,a.x.localhost', 'a.x.localhost,evil.test', 'x.localhost, x.localhost', 'a.x.localhost:abc', 'a.x.localhost:123456', 'a.x.localhost:', 'a/b.localhost', '[::1]x'];
+const BAD_HOSTS = ['evil.test,a.x.localhost', 'a.x.localhost,evil.test', 'x.localhost, x.localhost', 'a.x.localhost:abc', 'a.x.localhost:123456', 'a.x.localhost:', 'a/b.localhost', '[::1]x', 'a.x.localhost:0', 'a.x.localhost:99999', 'a.x.localhost:65536', 'q..w.x.localhost', '.x.localhost', 'a.x.localhost..'];
+
+type Output = 'nginx' | 'haproxy' | 'proxy';
+const OUTPUTS: Output[] = ['nginx', 'haproxy', 'proxy'];
+
+/**
+ * Requests only a raw socket can send, to the hand-written catalog: each must get `want` on all
+ * three outputs, or, where the outputs cannot agree, exactly `differs` (each such case is in the
+ * README's list of remaining differences).
+ */
+const TWO_MIB = 'x'.repeat(2 * 1024 * 1024);
+const ODD: Array<{ name: string; request: string; want: string; differs?: Partial<Record<Output, string>> }> = [
+  // HAProxy's parser merges Host lines with equal values (any case of the name or value) into one, before any rule sees them.
+  { name: 'two identical Host lines', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nHost: a.x.localhost\r\n', want: '400', differs: { haproxy: '200 adm' } },
+  { name: 'host: and HOST: differing in case', request: 'GET /admin/ HTTP/1.1\r\nhost: a.x.localhost\r\nHOST: A.X.localhost\r\n', want: '400', differs: { haproxy: '200 adm' } },
+  { name: 'two different Host lines', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nHost: b.localhost\r\n', want: '400' },
+  { name: 'Host port 0', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:0\r\n', want: '400' },
+  { name: 'Host port 99999', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:99999\r\n', want: '400' },
+  { name: 'Host port 65535', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:65535\r\n', want: '200 adm' },
+  { name: 'absolute form naming another host than Host', request: 'GET http://a.x.localhost/admin/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
+  { name: 'absolute form naming another port than Host', request: 'GET http://a.x.localhost:81/admin/ HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '400' },
+  { name: 'absolute form, same host in another case and with :80', request: 'GET http://A.X.LOCALHOST:80/admin/ HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '200 adm' },
+  { name: 'absolute form without Host', request: 'GET http://a.x.localhost/admin/ HTTP/1.1\r\n', want: '400' },
+  { name: 'absolute form with an empty path', request: 'GET http://q.x.localhost HTTP/1.1\r\nHost: q.x.localhost\r\n', want: '200 api' },
+  { name: 'absolute form with a query and no path', request: 'GET http://q.x.localhost?q=1 HTTP/1.1\r\nHost: q.x.localhost\r\n', want: '400' },
+  { name: 'absolute form with a refused path', request: 'GET http://a.x.localhost/x/../admin/ HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '400' },
+  { name: 'OPTIONS *', request: 'OPTIONS * HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '400' },
+  { name: 'Host q..w', request: 'GET / HTTP/1.1\r\nHost: q..w.x.localhost\r\n', want: '400' },
+  { name: 'Host with an empty first label', request: 'GET / HTTP/1.1\r\nHost: .x.localhost\r\n', want: '400' },
+  { name: 'HTTP/1.0 without Host', request: 'GET /admin/ HTTP/1.0\r\n', want: '400' },
+  { name: '2 MiB POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: ${TWO_MIB.length}\r\n\r\n${TWO_MIB}`, want: '200 adm' },
+  { name: '2 MiB chunked POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nTransfer-Encoding: chunked\r\n\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n0\r\n\r\n`, want: '200 adm' },
+];
+
+const oddResults: Array<{ name: string; want: string; differs?: Partial<Record<Output, string>>; got: Record<Output, string> }> = [];
+
+/** One raw request (Connection: close added to the head) → "200 <service>" or the status. */
+async function rawAnswer(port: number, request: string): Promise<string> {
+  const headEnd = request.indexOf('\r\n\r\n');
+  const full = headEnd < 0 ? `${request}Connection: close\r\n\r\n` : `${request.slice(0, headEnd)}\r\nConnection: close${request.slice(headEnd)}`;
+  const r = await rawRequest(port, full, { timeoutMs: 10_000 });
+  return r.status === 200 ? `200 ${r.body.trim()}` : String(r.status);
+}
 
 const instanceArb: fc.Arbitrary<InstanceSpec> = fc.record({
   hosts: fc.option(fc.subarray(HOSTS, { minLength: 1, maxLength: 2 }), { nil: undefined, freq: 4 }),
@@ -130,6 +173,11 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
     paths.add(`${bare}/z?q=1#x`);
     paths.add(`${bare}/%2e%2e/x`);
     paths.add(`${bare}/x/%2E`);
+    paths.add(`${bare}/..%0d/x`);
+    paths.add(`${bare}/.%0a/x`);
+    paths.add(`/%20..${p}`);
+    paths.add(`${bare}/%252e%252e/x`);
+    paths.add(`${bare}/%2541`);
     paths.add(`/%${bare.charCodeAt(1).toString(16)}${bare.slice(2)}/x`); // /%61pi/x: an unreserved character encoded
     paths.add(bare.replace(/\+/g, '%2B'));
   }
@@ -162,7 +210,10 @@ const logLines: string[] = [];
 const log = pino({ level: 'warn' }, new Writable({ write: (c: Buffer, _e, cb) => (logLines.push(c.toString()), cb()) }));
 
 async function instanceServer(service: string): Promise<number> {
-  const s = http.createServer((_req, res) => res.end(service));
+  const s = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => res.end(service));
+  });
   servers.push(s);
   for (;;) {
     const port = nextBackendPort++;
@@ -245,6 +296,11 @@ async function runCatalog(k: number, spec: CatalogSpec): Promise<void> {
     };
     await Promise.all(Array.from({ length: 8 }, worker));
     if (spec === HAND) {
+      for (const odd of ODD) {
+        const got = Object.fromEntries(await Promise.all(OUTPUTS.map(async (o) => [o, await rawAnswer({ nginx: NGINX_PORT, haproxy: HAPROXY_PORT, proxy: PROXY_PORT }[o], odd.request)] as const))) as Record<Output, string>;
+        oddResults.push({ ...odd, got });
+        console.log(`PROBE agreement, raw request "${odd.name}" → nginx ${got.nginx}, HAProxy ${got.haproxy}, built-in proxy ${got.proxy}${odd.differs ? ' (a documented difference)' : ''}`);
+      }
       for (const [host, path, why] of PROBES) {
         const got = await Promise.all([NGINX_PORT, HAPROXY_PORT, PROXY_PORT].map((port) => answer(port, host, path)));
         console.log(`PROBE agreement: ${host} ${path} (${why}) → nginx ${got[0]}, HAProxy ${got[1]}, built-in proxy ${got[2]}; the table says ${expected(catalog, host, path.split('?')[0])}`);
@@ -307,6 +363,12 @@ describe('one routing truth: nginx, HAProxy and the built-in proxy answer as the
 
   it('the built-in proxy, on every request the path rule does not concern', () => {
     expect(show(mismatches.proxy.plain)).toEqual([]);
+  });
+
+  it('all three, on requests only a raw socket sends (duplicate and odd Host, ports, absolute form, empty path, OPTIONS *, 2 MiB bodies), or as documented where they cannot agree', () => {
+    expect(oddResults).toHaveLength(ODD.length);
+    const off = oddResults.flatMap((r) => OUTPUTS.filter((o) => r.got[o] !== (r.differs?.[o] ?? r.want)).map((o) => `${r.name}: ${o} ${r.got[o]}, want ${r.differs?.[o] ?? r.want}`));
+    expect(off).toEqual([]);
   });
 
   it('the built-in proxy, on the path-rule cases (refused paths, routing on the decoded path)', () => {

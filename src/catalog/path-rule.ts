@@ -30,8 +30,12 @@ const DOUBLE = String.raw`%25(?:25|2[eEfF]|5[cC]|00|3[bB]|[cC][01])`;
 /** The refusal as one PCRE/JS pattern over the path alone (HAProxy's `path`). */
 export const REFUSED_PATH_SOURCE = String.raw`#|//|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:/|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2})`;
 
-/** The same over a whole request target with its query (nginx's `$request_uri`). */
-export const REFUSED_TARGET_SOURCE = String.raw`#|^[^?]*?(?://|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:[/?]|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2}))`;
+/**
+ * The same over a whole request target with its query (nginx's `$request_uri`), which must also
+ * start with `/` (nginx leaves `?q=1` of `GET http://host?q=1`, which HAProxy and the built-in
+ * proxy refuse).
+ */
+export const REFUSED_TARGET_SOURCE = String.raw`#|^(?!/)|^[^?]*?(?://|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:[/?]|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2}))`;
 
 const REFUSED_PATH = new RegExp(REFUSED_PATH_SOURCE);
 

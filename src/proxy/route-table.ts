@@ -182,7 +182,8 @@ export function requestTarget(url: string | undefined): RequestTarget | RefusedT
     if (authority.includes('@')) return { refused: 'request target has userinfo' };
     if (requestHost(authority) === undefined) return { refused: 'request target has a malformed host' };
     const rest = m[3];
-    forward = rest === '' ? '/' : rest.charCodeAt(0) === 63 /* ? */ ? `/${rest}` : rest;
+    // `http://host` is `/`; `http://host?q=1` is refused, as HAProxy refuses it.
+    forward = rest === '' ? '/' : rest;
     if (forward.charCodeAt(0) !== 47) return { refused: 'request target has a malformed path' };
   }
   // RFC 9112 has no fragment in a request target; a backend might cut the path there.
