@@ -11,8 +11,8 @@ import type { ListenAddress } from '../api/listen-address.js';
 import type { Logger } from '../log/logger.js';
 import { Counter, Histogram } from 'prom-client';
 import { registry } from '../metrics/metrics.js';
-import { encodeMessage } from './wire.js';
-import { RCODE, Zone, type ZoneOptions } from './zone.js';
+import { body, encodeResponse, named, questionTypeClass, type WireQuestion } from './wire.js';
+import { RCODE, Zone, type Reply, type ZoneOptions } from './zone.js';
 
 const FLAG_QR = 0x8000;
 const FLAG_AA = 0x0400;
@@ -31,6 +31,9 @@ const TCP_MAX_BUFFERED = 256 * 1024;
 const RECURSOR_TIMEOUT_MS = 2_000;
 /** A question name we answer: printable ASCII, at most 253 characters, no empty label. */
 const QUESTION_NAME = /^(?:\.|(?=[\x21-\x7e]{1,254}$)[^.]+(?:\.[^.]+)*\.?)$/;
+/** Our EDNS0 record (RFC 6891): the UDP size we take, and BADVERS for a version we do not speak. */
+const OPT_OK = named('.', body({ type: 'OPT', udpPayloadSize: UDP_MAX, extendedRcode: 0, ednsVersion: 0, flags: 0, options: [] } as never));
+const OPT_BADVERS = named('.', body({ type: 'OPT', udpPayloadSize: UDP_MAX, extendedRcode: 1, ednsVersion: 0, flags: 0, options: [] } as never));
 const RCODE_NAMES = ['NOERROR', 'FORMERR', 'SERVFAIL', 'NXDOMAIN', 'NOTIMP', 'REFUSED'];
 
 const dnsMetrics = {
@@ -72,7 +75,8 @@ export class DnsServer {
 
   /** Listen on UDP and TCP at the same address; with port 0 both get the port UDP was given. */
   async listen(addr: ListenAddress): Promise<ListenAddress> {
-    const udp = dgram.createSocket({ type: isIP(addr.host) === 6 ? 'udp6' : 'udp4' });
+    // A larger receive buffer rides out bursts (the kernel caps it at net.core.rmem_max).
+    const udp = dgram.createSocket({ type: isIP(addr.host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
     udp.on('message', (msg, rinfo) => {
       void this.handle(msg, 'udp').then((out) => {
         if (out) udp.send(out, rinfo.port, rinfo.address);
@@ -180,65 +184,56 @@ export class DnsServer {
       if (msg.length < 12 || msg.readUInt16BE(2) & FLAG_QR) return undefined;
       return this.encodeHeaderOnly(msg.readUInt16BE(0), msg.readUInt16BE(2), RCODE.FORMERR, transport);
     }
-    const rd = (query.flags ?? 0) & FLAG_RD;
     if (query.type === 'response') {
       dnsMetrics.malformed.inc({ transport });
       return undefined;
     }
+    const id = query.id ?? 0;
+    const flags = query.flags ?? 0;
     const opt = query.additionals?.find((a) => a.type === 'OPT') as (Answer & { udpPayloadSize?: number; ednsVersion?: number }) | undefined;
     const q = query.questions?.[0];
-    const opcode = ((query.flags ?? 0) >> 11) & 0xf;
-    if (opcode !== 0) return this.encode(query, RCODE.NOTIMP, transport, opt);
-    if (!q || (query.questions?.length ?? 0) !== 1) return this.encode(query, RCODE.FORMERR, transport, opt);
+    const typeClass = questionTypeClass(msg);
     // Only names of printable ASCII are echoed back: other bytes do not survive a decode and encode.
-    if (!QUESTION_NAME.test(q.name)) {
+    if (!q || query.questions!.length !== 1 || !typeClass || !QUESTION_NAME.test(q.name)) {
       dnsMetrics.malformed.inc({ transport });
-      return this.encodeHeaderOnly(query.id ?? 0, query.flags ?? 0, RCODE.FORMERR, transport);
+      return this.encodeHeaderOnly(id, flags, RCODE.FORMERR, transport);
     }
-    if (opt && (opt.ednsVersion ?? 0) !== 0) return this.encode(query, 0, transport, opt, { badVersion: true });
-    if (q.class !== undefined && q.class !== 'IN' && q.class !== 'ANY') return this.encode(query, RCODE.NOTIMP, transport, opt);
-    if (!this.zone.owns(q.name) && this.opts.recursor) return this.forward(msg, query, transport, opt);
+    const question = { name: q.name, typeClass };
+    const opcode = (flags >> 11) & 0xf;
+    if (opcode !== 0) return this.encode(id, flags, question, RCODE.NOTIMP, transport, opt);
+    if (opt && (opt.ednsVersion ?? 0) !== 0) return this.encode(id, flags, question, 0, transport, opt, undefined, true);
+    if (q.class !== undefined && q.class !== 'IN' && q.class !== 'ANY') return this.encode(id, flags, question, RCODE.NOTIMP, transport, opt);
+    if (this.opts.recursor && !this.zone.owns(q.name)) return this.forward(msg, id, flags, question, transport, opt);
     const r = this.zone.answer({ name: q.name, type: q.type as string });
-    return this.encode(query, r.rcode, transport, opt, { answers: r.answers, authorities: r.authorities, additionals: r.additionals, rd });
+    return this.encode(id, flags, question, r.rcode, transport, opt, r);
   }
 
   private encode(
-    query: Packet,
+    id: number,
+    queryFlags: number,
+    question: WireQuestion,
     rcode: number,
     transport: Transport,
     opt: { udpPayloadSize?: number } | undefined,
-    body: { answers?: Answer[]; authorities?: Answer[]; additionals?: Answer[]; rd?: number; badVersion?: boolean; ra?: boolean } = {},
+    r?: Pick<Reply, 'answers' | 'authorities' | 'additionals'>,
+    badVersion = false,
   ): Buffer {
-    dnsMetrics.queries.inc({ transport, rcode: body.badVersion ? 'BADVERS' : (RCODE_NAMES[rcode] ?? String(rcode)) });
-    const rd = body.rd ?? ((query.flags ?? 0) & FLAG_RD);
-    const ra = body.ra || this.opts.recursor ? FLAG_RA : 0;
-    const ednsOut: Answer[] = opt ? [{ type: 'OPT', name: '.', udpPayloadSize: UDP_MAX, extendedRcode: body.badVersion ? 1 : 0, ednsVersion: 0, flags: 0, options: [] } as unknown as Answer] : [];
-    const packet: Packet = {
-      type: 'response',
-      id: query.id,
-      flags: FLAG_QR | FLAG_AA | rd | ra | rcode,
-      questions: query.questions ?? [],
-      answers: body.answers ?? [],
-      authorities: body.authorities ?? [],
-      additionals: [...(body.additionals ?? []), ...ednsOut],
-    };
-    let out = encodeMessage(packet);
+    dnsMetrics.queries.inc({ transport, rcode: badVersion ? 'BADVERS' : (RCODE_NAMES[rcode] ?? String(rcode)) });
+    const flags = FLAG_AA | (queryFlags & (0x7800 | FLAG_RD)) | (this.opts.recursor ? FLAG_RA : 0) | rcode;
+    const edns = opt ? [badVersion ? OPT_BADVERS : OPT_OK] : [];
+    const answers = r?.answers ?? [];
+    const authorities = r?.authorities ?? [];
+    let out = encodeResponse(id, flags, question, [answers, authorities, [...(r?.additionals ?? []), ...edns]]);
     if (transport === 'udp') {
       const limit = opt ? Math.min(UDP_MAX, Math.max(UDP_DEFAULT, opt.udpPayloadSize ?? UDP_DEFAULT)) : UDP_DEFAULT;
-      if (out.length > limit) out = this.truncate(packet, ednsOut, limit);
-    }
-    return out;
-  }
-
-  /** Cut an answer to `limit` bytes: additional records first, then answers from the end; TC set. */
-  private truncate(packet: Packet, ednsOut: Answer[], limit: number): Buffer {
-    dnsMetrics.truncated.inc();
-    const answers = [...(packet.answers ?? [])];
-    const cut: Packet = { ...packet, flags: (packet.flags ?? 0) | FLAG_TC, additionals: ednsOut, authorities: [] };
-    let out = encodeMessage({ ...cut, answers });
-    while (out.length > limit && answers.length > 0) {
-      answers.pop();
-      out = encodeMessage({ ...cut, answers });
+      if (out.length > limit) {
+        // Cut to the limit: additional and authority records first, then answers from the end; TC set.
+        dnsMetrics.truncated.inc();
+        const kept = [...answers];
+        do {
+          out = encodeResponse(id, flags | FLAG_TC, question, [kept, [], edns]);
+        } while (out.length > limit && kept.pop() !== undefined);
+      }
     }
     return out;
   }
@@ -252,19 +247,19 @@ export class DnsServer {
   }
 
   /** A question outside the domain, passed to the recursor as it came, its answer passed back. */
-  private async forward(msg: Buffer, query: Packet, transport: Transport, opt: { udpPayloadSize?: number } | undefined): Promise<Buffer> {
+  private async forward(msg: Buffer, id: number, flags: number, question: WireQuestion, transport: Transport, opt: { udpPayloadSize?: number } | undefined): Promise<Buffer> {
     const r = this.opts.recursor!;
     try {
       let out = await udpExchange(msg, r);
       // Too big for UDP upstream and the client came over TCP: ask again over TCP.
-      if (transport === 'tcp' && out.length >= 4 && out.readUInt16BE(2) & FLAG_TC) out = await tcpExchange(msg, r);
+      if (transport === 'tcp' && out.readUInt16BE(2) & FLAG_TC) out = await tcpExchange(msg, r);
       dnsMetrics.forwarded.inc({ result: 'answered' });
       dnsMetrics.queries.inc({ transport, rcode: RCODE_NAMES[out.readUInt16BE(2) & 0xf] ?? String(out.readUInt16BE(2) & 0xf) });
       return out;
     } catch (err) {
       dnsMetrics.forwarded.inc({ result: 'failed' });
       this.opts.log.debug({ event: 'dns-forward-failed', err: (err as Error).message }, `recursor ${r.host}:${r.port}: ${(err as Error).message}`);
-      return this.encode(query, RCODE.SERVFAIL, transport, opt, { ra: true });
+      return this.encode(id, flags, question, RCODE.SERVFAIL, transport, opt);
     }
   }
 }

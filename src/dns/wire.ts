@@ -1,67 +1,111 @@
-// DNS messages on the wire. dns-packet encodes every record and question; it writes names in
-// full, so this puts the records together with their owner names compressed (RFC 1035 §4.1.4):
-// a hundred A records of one name take 16 bytes each instead of 14 + the name, which is what
-// decides how many fit in a 512-byte UDP answer. Names inside RDATA stay as dns-packet wrote
-// them (RFC 2782 forbids compressing an SRV target).
-import dnsPacket, { type Answer, type Packet, type Question } from 'dns-packet';
+// DNS messages on the wire. dns-packet decodes every question and encodes every record; a record
+// is encoded once into its `tail` (type, class, TTL and RDATA: everything after the owner name)
+// and kept with the zone, so that answering is copying bytes. Owner names are compressed (RFC
+// 1035 §4.1.4): a hundred A records of one name take 16 bytes each instead of 14 + the name,
+// which decides how many fit in a 512-byte UDP answer. Names inside RDATA stay as dns-packet
+// wrote them (RFC 2782 forbids compressing an SRV target).
+import dnsPacket, { type Answer } from 'dns-packet';
 
 const QR = 0x8000;
 const POINTER_MAX = 0x3fff;
 
-export function encodeMessage(p: Packet): Buffer {
+/** A record ready for the wire: what it says (for logs and tests) and its encoded tail. */
+export interface Rec {
+  name: string;
+  type: string;
+  ttl: number;
+  data: unknown;
+  tail: Buffer;
+}
+
+/** A record without its owner name, encoded once. */
+export type Body = Omit<Rec, 'name'>;
+
+/** A record as dns-packet takes it, without its owner name (distributed over the union of record types). */
+export type Unnamed = Answer extends infer A ? (A extends Answer ? Omit<A, 'name'> : never) : never;
+
+export function body(rr: Unnamed): Body {
+  // The owner name "." takes one byte: what follows it in a one-record message is the tail.
+  const msg = dnsPacket.encode({ answers: [{ ...rr, name: '.' } as Answer] });
+  const a = rr as { type: string; ttl?: number; data?: unknown };
+  return { type: a.type, ttl: a.ttl ?? 0, data: a.data, tail: Buffer.from(msg.subarray(13)) };
+}
+
+export const named = (name: string, b: Body): Rec => ({ name, type: b.type, ttl: b.ttl, data: b.data, tail: b.tail });
+
+/** The first question of a query as it came: its name (already checked) and its type and class bytes. */
+export interface WireQuestion {
+  name: string;
+  typeClass: Buffer;
+}
+
+/** The type and class bytes of a query's first question (undefined when the message ends first). */
+export function questionTypeClass(msg: Buffer): Buffer | undefined {
+  let off = 12;
+  while (off < msg.length) {
+    const len = msg[off];
+    if (len === 0) {
+      off += 1;
+      break;
+    }
+    if ((len & 0xc0) === 0xc0) {
+      off += 2;
+      break;
+    }
+    off += 1 + len;
+  }
+  return off + 4 <= msg.length ? msg.subarray(off, off + 4) : undefined;
+}
+
+export function encodeResponse(id: number, flags: number, question: WireQuestion | undefined, sections: [Rec[], Rec[], Rec[]]): Buffer {
   const parts: Buffer[] = [];
   let size = 12;
-  /** Name suffix → where it was written, for pointers. */
+  /** Name → where it was written, for pointers; its suffixes are added as they are written. */
   const written = new Map<string, number>();
   const header = Buffer.alloc(12);
-  header.writeUInt16BE(p.id ?? 0, 0);
-  header.writeUInt16BE(((p.flags ?? 0) & 0x7fff) | (p.type === 'response' ? QR : 0), 2);
-  const sections = [p.questions ?? [], p.answers ?? [], p.authorities ?? [], p.additionals ?? []];
-  sections.forEach((s, i) => header.writeUInt16BE(s.length, 4 + i * 2));
+  header.writeUInt16BE(id, 0);
+  header.writeUInt16BE((flags & 0x7fff) | QR, 2);
+  header.writeUInt16BE(question ? 1 : 0, 4);
+  header.writeUInt16BE(sections[0].length, 6);
+  header.writeUInt16BE(sections[1].length, 8);
+  header.writeUInt16BE(sections[2].length, 10);
   parts.push(header);
-
   const add = (b: Buffer) => {
     parts.push(b);
     size += b.length;
   };
   const writeName = (name: string) => {
-    const labels = name === '.' ? [] : name.replace(/^\.|\.$/g, '').split('.');
+    const n = name.replace(/^\.|\.$/g, '');
+    const whole = written.get(n);
+    if (whole !== undefined) return add(pointer(whole));
+    const labels = n ? n.split('.') : [];
     for (let i = 0; i < labels.length; i++) {
-      const suffix = labels.slice(i).join('.');
-      const at = written.get(suffix);
-      if (at !== undefined) {
-        const ptr = Buffer.alloc(2);
-        ptr.writeUInt16BE(0xc000 | at);
-        add(ptr);
-        return;
-      }
+      const suffix = i === 0 ? n : labels.slice(i).join('.');
+      const at = i === 0 ? undefined : written.get(suffix);
+      if (at !== undefined) return add(pointer(at));
       if (size <= POINTER_MAX) written.set(suffix, size);
       const label = Buffer.from(labels[i]);
       add(Buffer.concat([Buffer.from([label.length]), label]));
     }
-    add(Buffer.from([0]));
+    add(ZERO);
   };
-
-  for (const q of p.questions ?? []) {
-    writeName(q.name);
-    add(tailAfterName(dnsPacket.encode({ questions: [q as Question] }), q.name));
+  if (question) {
+    writeName(question.name);
+    add(question.typeClass);
   }
-  for (const list of sections.slice(1) as Answer[][]) {
+  for (const list of sections) {
     for (const rr of list) {
       writeName(rr.name);
-      add(tailAfterName(dnsPacket.encode({ answers: [rr] }), rr.name));
+      add(rr.tail);
     }
   }
   return Buffer.concat(parts, size);
 }
 
-/** What follows the owner name in a one-entry message dns-packet encoded (after its 12-byte header). */
-function tailAfterName(msg: Buffer, name: string): Buffer {
-  return msg.subarray(12 + encodedNameLength(name));
-}
+const ZERO = Buffer.from([0]);
 
-function encodedNameLength(name: string): number {
-  const n = name.replace(/^\.|\.$/g, '');
-  if (!n) return 1;
-  return n.split('.').reduce((len, l) => len + 1 + Buffer.byteLength(l), 1);
+function pointer(at: number): Buffer {
+  const b = Buffer.alloc(2);
+  b.writeUInt16BE(0xc000 | at);
+  return b;
 }

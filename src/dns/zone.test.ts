@@ -93,7 +93,7 @@ describe('zone', () => {
   it('NXDOMAIN for unknown names, NOERROR with the SOA for a known service with nothing to answer, REFUSED outside', () => {
     const nx = ask('nosuch.service.consul');
     expect(nx).toMatchObject({ rcode: RCODE.NXDOMAIN, answers: [] });
-    expect(nx.authorities).toEqual([
+    expect(nx.authorities).toMatchObject([
       { type: 'SOA', name: 'consul', ttl: 5, data: { mname: 'ns.consul', rname: 'hostmaster.consul', serial: 1234, refresh: 3600, retry: 600, expire: 86400, minimum: 5 } },
     ]);
     expect(ask('down.service.consul')).toMatchObject({ rcode: RCODE.NOERROR, answers: [], authorities: [{ type: 'SOA' }] });

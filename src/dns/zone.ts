@@ -1,11 +1,12 @@
 // Answers to DNS questions from one catalog snapshot. A new snapshot builds a new Zone (one pass
-// over the catalog); a question is then answered from maps, without touching the registry.
+// over the catalog); a question is then answered from maps, without touching the registry. The
+// records of an instance are encoded the first time they are asked for and kept with the zone.
 import { isIP } from 'node:net';
-import type { Answer } from 'dns-packet';
 import type { Catalog } from '../catalog/catalog.js';
 import { instanceWeight } from '../catalog/routes.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 import { addrLabel, parseName } from './names.js';
+import { body, named, type Body, type Rec } from './wire.js';
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
 
@@ -27,9 +28,9 @@ export interface Question {
 
 export interface Reply {
   rcode: number;
-  answers: Answer[];
-  authorities: Answer[];
-  additionals: Answer[];
+  answers: Rec[];
+  authorities: Rec[];
+  additionals: Rec[];
 }
 
 interface ServiceEntry {
@@ -37,11 +38,23 @@ interface ServiceEntry {
   routable: Readonly<ServiceInstance>[];
 }
 
+/** An instance's records, encoded once. */
+interface Prepared {
+  srv: Body;
+  /** The SRV target and its address record, for the additional section. */
+  target?: Rec;
+  /** Its meta as TXT strings; undefined without meta. */
+  txt?: Body;
+  txtKey: string;
+}
+
 export class Zone {
   private readonly services = new Map<string, ServiceEntry>();
   /** Registering host (lowercase) → the IP addresses its instances are reached at. */
   private readonly nodes = new Map<string, Set<string>>();
-  private readonly soa: Answer;
+  private readonly prepared = new Map<Readonly<ServiceInstance>, Prepared>();
+  private readonly addressBodies = new Map<string, Body>();
+  private readonly soa: Rec;
 
   constructor(
     catalog: Catalog,
@@ -58,12 +71,14 @@ export class Zone {
         if (isIP(i.address)) addrs.add(i.address);
       }
     }
-    this.soa = {
-      type: 'SOA',
-      name: opts.domain,
-      ttl: opts.ttl,
-      data: { mname: `ns.${opts.domain}`, rname: `hostmaster.${opts.domain}`, serial: serial >>> 0, refresh: 3600, retry: 600, expire: 86400, minimum: opts.ttl },
-    };
+    this.soa = named(
+      opts.domain,
+      body({
+        type: 'SOA',
+        ttl: opts.ttl,
+        data: { mname: `ns.${opts.domain}`, rname: `hostmaster.${opts.domain}`, serial: serial >>> 0, refresh: 3600, retry: 600, expire: 86400, minimum: opts.ttl },
+      }),
+    );
   }
 
   /** Whether a name is ours to answer (inside the domain). */
@@ -79,7 +94,7 @@ export class Zone {
       case 'none':
         return this.negative(RCODE.NXDOMAIN);
       case 'apex':
-        return q.type === 'SOA' || q.type === 'ANY' ? reply(RCODE.NOERROR, [{ ...this.soa, name: q.name }]) : this.negative(RCODE.NOERROR);
+        return q.type === 'SOA' || q.type === 'ANY' ? reply(RCODE.NOERROR, [named(q.name, this.soa)]) : this.negative(RCODE.NOERROR);
       case 'addr':
         return this.addresses(q, [name.address]);
       case 'node': {
@@ -89,18 +104,18 @@ export class Zone {
       case 'service': {
         const entry = this.services.get(name.service);
         if (!entry) return this.negative(RCODE.NXDOMAIN);
-        const matching = entry.routable.filter(
-          (i) => (name.protocol === undefined || i.protocol === name.protocol) && name.tags.every((t) => i.tags.some((it) => it.toLowerCase() === t)),
-        );
+        const matching =
+          name.tags.length === 0 && name.protocol === undefined
+            ? entry.routable
+            : entry.routable.filter((i) => (name.protocol === undefined || i.protocol === name.protocol) && name.tags.every((t) => i.tags.some((it) => it.toLowerCase() === t)));
         return this.instances(q, shuffle(matching));
       }
     }
   }
 
   private instances(q: Question, list: Readonly<ServiceInstance>[]): Reply {
-    const ttl = this.opts.ttl;
-    const answers: Answer[] = [];
-    const additionals: Answer[] = [];
+    const answers: Rec[] = [];
+    const additionals: Rec[] = [];
     switch (q.type) {
       case 'A':
       case 'AAAA':
@@ -109,12 +124,11 @@ export class Zone {
       case 'SRV': {
         const added = new Set<string>();
         for (const i of list) {
-          const target = this.targetOf(i.address);
-          answers.push({ type: 'SRV', name: q.name, ttl, data: { priority: 1, weight: instanceWeight(i), port: i.port, target } });
-          const family = isIP(i.address);
-          if (family && !added.has(target)) {
-            added.add(target);
-            additionals.push(family === 4 ? { type: 'A', name: target, ttl, data: i.address } : { type: 'AAAA', name: target, ttl, data: i.address });
+          const p = this.prepare(i);
+          answers.push(named(q.name, p.srv));
+          if (p.target && !added.has(p.target.name)) {
+            added.add(p.target.name);
+            additionals.push(p.target);
           }
         }
         break;
@@ -122,11 +136,10 @@ export class Zone {
       case 'TXT': {
         const seen = new Set<string>();
         for (const i of list) {
-          const strings = Object.entries(i.meta).flatMap(([k, v]) => txtStrings(`${k}=${v}`));
-          const key = JSON.stringify(strings);
-          if (strings.length === 0 || seen.has(key)) continue;
-          seen.add(key);
-          answers.push({ type: 'TXT', name: q.name, ttl, data: strings });
+          const p = this.prepare(i);
+          if (!p.txt || seen.has(p.txtKey)) continue;
+          seen.add(p.txtKey);
+          answers.push(named(q.name, p.txt));
         }
         break;
       }
@@ -138,22 +151,39 @@ export class Zone {
 
   /** A / AAAA records of the IP addresses among `addresses` (a host name address is answered in SRV only). */
   private addresses(q: Question, addresses: string[]): Reply {
-    const ttl = this.opts.ttl;
-    const answers: Answer[] = [];
+    const answers: Rec[] = [];
     const seen = new Set<string>();
     for (const a of addresses) {
       const family = isIP(a);
       if (!family || seen.has(a)) continue;
       seen.add(a);
-      if (family === 4 && (q.type === 'A' || q.type === 'ANY')) answers.push({ type: 'A', name: q.name, ttl, data: a });
-      if (family === 6 && (q.type === 'AAAA' || q.type === 'ANY')) answers.push({ type: 'AAAA', name: q.name, ttl, data: a });
+      if ((family === 4 && (q.type === 'A' || q.type === 'ANY')) || (family === 6 && (q.type === 'AAAA' || q.type === 'ANY'))) answers.push(named(q.name, this.addressBody(a)));
     }
     return answers.length > 0 ? reply(RCODE.NOERROR, answers) : this.negative(RCODE.NOERROR);
   }
 
-  private targetOf(address: string): string {
-    const label = addrLabel(address);
-    return label ? `${label}.addr.${this.opts.datacenter}.${this.opts.domain}` : address;
+  private addressBody(a: string): Body {
+    let b = this.addressBodies.get(a);
+    if (!b) this.addressBodies.set(a, (b = body(isIP(a) === 4 ? { type: 'A', ttl: this.opts.ttl, data: a } : { type: 'AAAA', ttl: this.opts.ttl, data: a })));
+    return b;
+  }
+
+  private prepare(i: Readonly<ServiceInstance>): Prepared {
+    let p = this.prepared.get(i);
+    if (p) return p;
+    const ttl = this.opts.ttl;
+    const ip = isIP(i.address) !== 0;
+    const label = addrLabel(i.address);
+    const target = label ? `${label}.addr.${this.opts.datacenter}.${this.opts.domain}` : i.address;
+    const strings = Object.entries(i.meta).flatMap(([k, v]) => txtStrings(`${k}=${v}`));
+    p = {
+      srv: body({ type: 'SRV', ttl, data: { priority: 1, weight: instanceWeight(i), port: i.port, target } }),
+      target: ip ? named(target, this.addressBody(i.address)) : undefined,
+      txt: strings.length > 0 ? body({ type: 'TXT', ttl, data: strings }) : undefined,
+      txtKey: strings.map(String).join('\n'),
+    };
+    this.prepared.set(i, p);
+    return p;
   }
 
   /** NXDOMAIN, or NOERROR without answers: the SOA goes in the authority section (negative caching, RFC 2308). */
@@ -162,7 +192,7 @@ export class Zone {
   }
 }
 
-function reply(rcode: number, answers: Answer[] = [], additionals: Answer[] = [], authorities: Answer[] = []): Reply {
+function reply(rcode: number, answers: Rec[] = [], additionals: Rec[] = [], authorities: Rec[] = []): Reply {
   return { rcode, answers, authorities, additionals };
 }
 
