@@ -2,7 +2,8 @@
 // instance changes are applied through the runtime API with no reload, a structural change or a
 // full backend reloads with the servers' state carried over, and a dead socket falls back to a
 // reload.
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -13,7 +14,7 @@ import { HaproxyRuntime, type RuntimeOutcome } from '../src/render/haproxy-runti
 import { templateData } from '../src/render/template-data.js';
 import { compileTemplate } from '../src/render/template-file.js';
 import { createBackend } from '../src/registry/index.js';
-import { Hm, runCli } from './support/harbormaster.js';
+import { BIN, Hm, runCli } from './support/harbormaster.js';
 import { ETCD_ENDPOINT } from './support/registries.js';
 import { countLines, get, Haproxy, haproxyCheck, TEMPLATES, tempDir, templateEnv, waitForBodies } from './support/render.js';
 import { uniq, waitFor } from './support/wait.js';
@@ -231,6 +232,53 @@ describe('HAProxy runtime API', () => {
     await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`, `v6-${V6_PORT}`], 5000);
     expect(reloads - before).toBe(0);
     console.log(`PROBE haproxy runtime: instance at [::1]:${V6_PORT} set at runtime (set server … addr ::1), served with the IPv4 one in ${ms.toFixed(1)} ms (both seen); IPv6 → IPv4 → IPv6 for the same instance; reloads 0`);
+  });
+
+  it('after runtime changes, a reload or a restart it did not start serves what the catalog holds (no stale server state)', async () => {
+    const [a, b, c] = [BACKEND_PORTS[2], BACKEND_PORTS[3], BACKEND_PORTS[22]];
+    await apply(runtime, [inst('web', a, 'web-a'), inst('api', c)]);
+    // A reload of its own (a new backend) writes the state file for that reload, web's free slots in it.
+    const first = await apply(runtime, [inst('web', a, 'web-a'), inst('api', c), inst('ext', c)]);
+    expect(first.reload).toBe(true);
+    await waitForBodies(HAPROXY_PORT, 'ext.localhost', [`b${c}`], 10_000);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${a}`], 10_000);
+    // Then instances move at runtime: web-b comes (into a slot that was free at the reload), web-a goes.
+    expect((await apply(runtime, [inst('web', a, 'web-a'), inst('web', b, 'web-b'), inst('api', c), inst('ext', c)])).reload).toBe(false);
+    expect((await apply(runtime, [inst('web', b, 'web-b'), inst('api', c), inst('ext', c)])).reload).toBe(false);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${b}`], 5000);
+    const pid = () => Number(readFileSync(ENV.HM_HAPROXY_PIDFILE, 'utf8').trim());
+    // The worker answering the stats socket (a reload hands the socket to the new one).
+    const worker = async () => /^Pid: (\d+)$/m.exec(await new AdminSocket(ENV.HM_HAPROXY_SOCKET).raw('show info').catch(() => ''))?.[1];
+    const served = async (n: number) => {
+      const seen: Record<string, number> = {};
+      for (let i = 0; i < n; i++) {
+        const r = await get(HAPROXY_PORT, 'web.localhost').catch((e: Error) => ({ status: 0, body: e.message }));
+        const k = `${r.status} ${r.body}`;
+        seen[k] = (seen[k] ?? 0) + 1;
+      }
+      return seen;
+    };
+    // An operator's reload (SIGUSR2 to the master), not harbormaster's.
+    const before = await worker();
+    const t0 = performance.now();
+    process.kill(pid(), 'SIGUSR2');
+    await waitFor('a new worker', async () => ((await worker()) ?? before) !== before, 10_000, 50);
+    const afterReload = await served(20);
+    const reloadMs = performance.now() - t0;
+    // A restart: the master stopped and started again from the same file.
+    await haproxy.stop();
+    await haproxy.start();
+    await waitFor('haproxy listening again', async () => (await get(HAPROXY_PORT, 'web.localhost').catch(() => undefined)) !== undefined, 10_000, 50);
+    const afterRestart = await served(20);
+    console.log(`PROBE haproxy runtime, stale server state: after web-a → web-b at runtime, an outside reload served ${JSON.stringify(afterReload)} (${reloadMs.toFixed(0)} ms until the 20 requests were answered), a restart served ${JSON.stringify(afterRestart)} over 20 requests each`);
+    expect(afterReload).toEqual({ [`200 b${b}`]: 20 });
+    expect(afterRestart).toEqual({ [`200 b${b}`]: 20 });
+    // The state file of the reload went with the first change made at runtime.
+    expect(existsSync(STATE)).toBe(false);
+    // Back to what the tests below expect; HAProxy restarted, so the runtime reloads once.
+    runtime.reloadFailed();
+    expect((await apply(runtime, [inst('web', BACKEND_PORTS[0]), inst('api', c)])).reload).toBe(true);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`], 10_000);
   });
 
   it('falls back to a reload when the admin socket fails, and says why', async () => {
@@ -462,5 +510,19 @@ describe('harbormaster render --haproxy-runtime', () => {
     expect(await metric('harbormaster_haproxy_runtime_fallbacks_total')).toBe(1);
     expect(await metric('harbormaster_haproxy_runtime_applied_total')).toBe(0);
     console.log(`PROBE haproxy runtime (render CLI), admin socket missing: a new instance served ${ms.toFixed(0)} ms after the registry write, through a checked render and reload; log: ${warn.msg}`);
+  });
+});
+
+describe('--haproxy-runtime with a relative destination', () => {
+  it('writes an absolute server-state-file path', async () => {
+    const dir = tempDir('hm-hrt-rel-');
+    mkdirSync(join(dir, 'conf'));
+    const out = await new Promise<{ code: number | null; stderr: string }>((resolve) => {
+      const c = execFile(process.execPath, [BIN, 'render', 'memory://', '--once', '--template', `${join(TEMPLATES, 'haproxy.cfg.hbs')}:conf/haproxy.cfg`, '--haproxy-runtime', 'admin.sock'], { cwd: dir, env: { ...process.env, ...templateEnv(dir, 0, HAPROXY_PORT + 3) } }, (_e, _o, stderr) => resolve({ code: c.exitCode, stderr }));
+    });
+    expect(out.code, out.stderr).toBe(0);
+    const line = readFileSync(join(dir, 'conf', 'haproxy.cfg'), 'utf8').split('\n').find((l) => l.includes('server-state-file'));
+    console.log(`PROBE haproxy runtime, relative destination conf/haproxy.cfg: ${line?.trim()}`);
+    expect(line?.trim()).toBe(`server-state-file ${join(dir, 'conf', 'haproxy.cfg')}.state`);
   });
 });

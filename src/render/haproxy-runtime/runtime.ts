@@ -1,7 +1,10 @@
 // Keeps a running HAProxy in step with the catalog through its admin socket: instance changes
 // become runtime API commands, and only a structural change (or a backend out of slots, or a
 // socket that fails) asks the caller for a render and reload. Before such a reload the servers'
-// state is dumped to the server-state file, so that health, drain and maintenance survive it.
+// state is dumped to the server-state file, so that health, drain and maintenance survive it. The
+// file is removed before the next change goes through the runtime API: from then on it would hold
+// what the servers were, and a reload or restart that harbormaster does not start (an operator's,
+// a system's) would load it over the rendered file; without it, that file is the truth.
 import { rm, writeFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import type { TemplateData } from '../template-data.js';
@@ -40,6 +43,8 @@ export class HaproxyRuntime {
   private forced: string | undefined;
   /** The last file that passed the check: without its slot lines, and the shapes of those lines. */
   private checked: { skeleton: string; shapes: Set<string> } | undefined;
+  /** The state file may exist (one left by another process counts). */
+  private stateOnDisk = true;
 
   constructor(readonly opts: HaproxyRuntimeOptions) {
     this.admin = new AdminSocket(opts.socket, { timeoutMs: opts.timeoutMs });
@@ -103,6 +108,8 @@ export class HaproxyRuntime {
     }
     this.skeleton = skeleton;
     if (!plan.reload) {
+      // The state file matches the file of the last reload, not what these commands make.
+      await this.dropState();
       try {
         await this.admin.runSequences(plan.sequences);
         this.table = plan.table;
@@ -143,13 +150,20 @@ export class HaproxyRuntime {
         const dump = await this.admin.raw('show servers state');
         if (/^\d+\n/.test(dump)) {
           await writeFile(this.opts.stateFile, keepUnchangedState(dump, prev, next));
+          this.stateOnDisk = true;
           return;
         }
       } catch {
         // The socket is down: the reload starts from the config alone.
       }
     }
+    await this.dropState();
+  }
+
+  private async dropState(): Promise<void> {
+    if (!this.stateOnDisk) return;
     await rm(this.opts.stateFile, { force: true });
+    this.stateOnDisk = false;
   }
 }
 
