@@ -49,6 +49,8 @@ class FlakyBackend implements RegistryBackend {
   landThenFail = false;
   /** Withdrawals rejected outright (no registry does it; a guard against spinning on one). */
   rejectDeregister = false;
+  /** Registers land (and are answered) this long after they were sent, as through a slow link. */
+  registerDelayMs = 0;
   /** Records listOwn reports as written by another process (an old lease). */
   renew = new Set<string>();
   /** Set (by `setup(…, bulk)`) for an engine that withdraws everything in one call. */
@@ -77,6 +79,10 @@ class FlakyBackend implements RegistryBackend {
     }
   }
 
+  seal(): void {
+    this.inner.seal();
+  }
+
   async ping(): Promise<void> {
     this.calls.ping++;
     if (this.down) throw fault('unreachable', 'ping');
@@ -88,6 +94,11 @@ class FlakyBackend implements RegistryBackend {
 
   async register(s: ServiceInstance): Promise<void> {
     this.calls.register.push(s.id);
+    if (this.registerDelayMs > 0) {
+      await sleep(this.registerDelayMs);
+      // What the engine does with a request it receives: apply it, whatever the caller did meanwhile.
+      return this.inner.register(s);
+    }
     if (this.landThenFail) {
       await this.inner.register(s);
       throw fault('unreachable', 'register');
@@ -678,6 +689,35 @@ describe('Registrar: stop', () => {
     await sleep(120);
     expect(store.list()).toHaveLength(3);
     expect(backend.calls.register).toHaveLength(registers);
+  });
+
+  it('a write that lands after the withdrawal began is withdrawn again once it has ended: nothing is left', async () => {
+    const { store, backend, registrar } = started();
+    registrar.set('web1', [instance('web1')]);
+    await registrar.settled();
+    // Lands 1.5 times the old fixed wait for writes in flight (half the deadline) after stop() began.
+    backend.registerDelayMs = 2_250;
+    registrar.set('db1', [instance('db1', 5432)]);
+    await waitFor('the write on its way', () => backend.calls.register.includes(`${HOST}:db1:5432`));
+    const t0 = Date.now();
+    await registrar.stop(true, 3_000);
+    const took = Date.now() - t0;
+    expect(store.list()).toEqual([]);
+    await sleep(Math.max(0, 2_250 + 300 - took));
+    expect(store.list()).toEqual([]);
+    expect(took).toBeLessThan(3_200);
+  });
+
+  it('seals the backend: nothing can be registered once stop() began', async () => {
+    const { store, backend, registrar } = await (async () => {
+      const s = started();
+      s.registrar.set('web1', [instance('web1')]);
+      await s.registrar.settled();
+      return s;
+    })();
+    await registrar.stop(true);
+    await expect(backend.register(instance('late1'))).rejects.toThrow(/shutting down/);
+    expect(store.list()).toEqual([]);
   });
 
   it('withdraws within its deadline even while a registry call hangs, including the write in flight', async () => {

@@ -31,8 +31,11 @@ export interface RegistrarOptions {
 
 /** Where sources put what they want registered. */
 export interface DesiredSink {
-  /** Replace the instances of one owner; an empty list withdraws them, `reason` goes to the log. */
-  set(owner: string, instances: ServiceInstance[], reason?: string): void;
+  /**
+   * Replace the instances of one owner; an empty list withdraws them, `reason` goes to the log.
+   * `label` names the owner in log lines (a container's name; the owner is its ID).
+   */
+  set(owner: string, instances: ServiceInstance[], reason?: string, label?: string): void;
   /**
    * The source's view is complete (it listed everything): compare with the registry now. With
    * `partial`, some owners could not be read this time: nothing unknown is cleaned up.
@@ -71,14 +74,17 @@ interface Slot {
   retryAt: number;
   /** Digest of a wanted instance the registry refused for what it is. */
   rejected?: string;
+  /** The refusal last logged for this id at error level: the same one again (every resync) goes to debug. */
+  rejectedLogged?: string;
   /** Why it is being withdrawn (for the log line). */
   reason?: string;
 }
 
 /** An operation without an answer this long means the registry is unreachable (the call itself ends by its own timeout). */
 const OP_TIMEOUT_MS = 10_000;
-/** stop(): operations in flight may finish for this long, then everything is withdrawn within the rest of the deadline. */
+/** stop(false): operations in flight may finish for this long. */
 const STOP_WAIT_MS = 4_000;
+/** stop(true): everything is withdrawn within this, writes still in flight once they have ended. */
 const STOP_DEADLINE_MS = 16_000;
 
 export class Registrar implements DesiredSink {
@@ -119,6 +125,10 @@ export class Registrar implements DesiredSink {
 
   private readonly idleWaiters: Array<() => void> = [];
   private readonly loggedCollisions = new Set<string>();
+  /** Owner → its name for log lines, while it wants something. */
+  private readonly labels = new Map<string, string>();
+  /** The operation each busy slot runs, so that stop() can follow a write that lands late. */
+  private readonly inflight = new Map<string, Promise<void>>();
 
   /** The parts of the status that are not counted from the slots. */
   private readonly state: Omit<RegistrarStatus, 'registered' | 'pending' | 'retrying' | 'rejected'> = { registryUp: true, heartbeatOk: true };
@@ -167,15 +177,22 @@ export class Registrar implements DesiredSink {
     this.pump();
   }
 
-  set(owner: string, instances: ServiceInstance[], reason?: string): void {
+  set(owner: string, instances: ServiceInstance[], reason?: string, label?: string): void {
+    if (instances.length > 0 && label !== undefined) this.labels.set(owner, label);
     const { changed, collisions } = this.desired.set(owner, instances);
     for (const c of collisions) {
       const key = `${owner}\0${c.id}`;
       if (this.loggedCollisions.has(key)) continue;
       this.loggedCollisions.add(key);
-      this.opts.log.error({ event: 'error', id: c.id, owner, holder: c.holder }, `service id ${c.id} is claimed twice (SERVICE_ID collision); keeping the first`);
+      this.opts.log.error(
+        { event: 'error', id: c.id, owner, container: this.labels.get(owner), holder: c.holder },
+        `service id ${c.id} of container ${this.labels.get(owner) ?? owner.slice(0, 12)} is already claimed by container ${this.labels.get(c.holder) ?? c.holder.slice(0, 12)} (SERVICE_ID collision); keeping the first`,
+      );
     }
-    if (instances.length === 0) for (const key of this.loggedCollisions) if (key.startsWith(`${owner}\0`)) this.loggedCollisions.delete(key);
+    if (instances.length === 0) {
+      this.labels.delete(owner);
+      if (this.loggedCollisions.size > 0) for (const key of this.loggedCollisions) if (key.startsWith(`${owner}\0`)) this.loggedCollisions.delete(key);
+    }
     for (const id of changed) {
       const claim = this.desired.get(id);
       const slot = this.slot(id);
@@ -244,7 +261,12 @@ export class Registrar implements DesiredSink {
     });
   }
 
-  /** Stop; with `withdraw`, deregister everything this host registered, all within `deadlineMs`. */
+  /**
+   * Stop; with `withdraw`, deregister everything this host registered, all within `deadlineMs`.
+   * The backend is sealed first (no write and no new lease from here on), everything is
+   * withdrawn at once, and a write that was in flight is withdrawn again once its call has
+   * ended: it may land after the withdrawal, and must not undo it.
+   */
   async stop(withdraw: boolean, deadlineMs = STOP_DEADLINE_MS): Promise<void> {
     this.stopped = true;
     const deadline = Date.now() + deadlineMs;
@@ -256,49 +278,91 @@ export class Registrar implements DesiredSink {
     clearTimeout(this.outage?.timer);
     this.beatAbort?.abort();
     this.wheel.clear();
-    const waitUntil = Date.now() + Math.min(STOP_WAIT_MS, deadlineMs / 2);
-    while (this.busy > 0 && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 20));
+    this.backend.seal();
     if (withdraw) await this.withdrawAll(deadline);
+    else {
+      const waitUntil = Date.now() + Math.min(STOP_WAIT_MS, deadlineMs / 2);
+      while (this.busy > 0 && Date.now() < waitUntil) await new Promise((r) => setTimeout(r, 20));
+    }
     for (const w of this.idleWaiters.splice(0)) w();
   }
 
   private async withdrawAll(deadline: number): Promise<void> {
     // Everything that may be there: registered, being written, or a withdrawal not yet confirmed.
     const refs: InstanceRef[] = [];
+    const late: Array<{ refs: InstanceRef[]; ended: Promise<void> }> = [];
     for (const s of this.slots.values()) {
-      for (const name of new Set([s.have?.name, s.pending, s.busy ? s.want?.instance.name : undefined])) if (name !== undefined) refs.push({ id: s.id, name });
+      const mine: InstanceRef[] = [];
+      for (const name of new Set([s.have?.name, s.pending, s.busy ? s.want?.instance.name : undefined])) if (name !== undefined) mine.push({ id: s.id, name });
+      refs.push(...mine);
+      const op = this.inflight.get(s.id);
+      if (op && mine.length > 0) late.push({ refs: mine, ended: op });
     }
+    const left = () => Math.max(100, deadline - Date.now());
     // With nothing registered, a bulk withdrawal still releases what the host holds (a lease, a heartbeat service).
-    if (refs.length === 0 && !this.backend.deregisterAll) return;
+    if (refs.length > 0 || this.backend.deregisterAll) await this.withdrawRefs(refs, deadline, left);
+    if (late.length === 0) return;
+    // Writes that were in flight: each withdrawn again once its call has ended (every backend call has a timeout).
+    const outOfTime = new Promise<false>((r) => setTimeout(() => r(false), left()).unref());
+    let unfinished = 0;
+    await Promise.all(
+      late.map(async ({ refs: mine, ended }) => {
+        const over = await Promise.race([ended.then(() => true, () => true), outOfTime]);
+        if (!over) {
+          unfinished += mine.length;
+          return;
+        }
+        for (const ref of mine) {
+          try {
+            await withTimeout(this.backend.deregister(ref), Math.min(3_000, left()), 'deregister');
+          } catch (err) {
+            unfinished++;
+            this.opts.log.error({ event: 'error', id: ref.id, err: msg(err) }, `deregister ${ref.id} (written while shutting down) failed: ${msg(err)}`);
+          }
+        }
+      }),
+    );
+    if (unfinished > 0) this.opts.log.error({ event: 'error', left: unfinished }, `${unfinished} registrations written while shutting down are left to their TTL`);
+  }
+
+  private async withdrawRefs(refs: InstanceRef[], deadline: number, left: () => number): Promise<void> {
+    const gone = new Set<string>();
     const done = (ref: InstanceRef) => {
+      const key = `${ref.id}\0${ref.name}`;
+      if (gone.has(key)) return;
+      gone.add(key);
       this.slots.delete(ref.id);
       metrics.deregistrations.inc();
       this.opts.log.info({ event: 'deregistered', service: ref.name, id: ref.id, reason: 'shutdown' }, `deregistered ${ref.id} (shutdown)`);
     };
-    const left = () => Math.max(100, deadline - Date.now());
     if (this.backend.deregisterAll) {
       let timedOut = false;
       try {
-        await withTimeout(this.backend.deregisterAll(refs), left(), 'withdrawing every registration').catch((err: unknown) => {
+        await withTimeout(this.backend.deregisterAll(refs, done), left(), 'withdrawing every registration').catch((err: unknown) => {
           timedOut = Date.now() >= deadline - 100;
           throw err;
         });
         for (const r of refs) done(r);
         return;
       } catch (err) {
-        // Out of time: what is left goes with its TTL. A quick failure: one by one in the time left.
+        // Out of time: what is left goes with its TTL (on Consul, critical at once: the heartbeat service went first).
         if (timedOut) {
-          this.opts.log.error({ event: 'error', err: msg(err) }, `withdrawing every registration did not finish by the shutdown deadline; the rest is left to its TTL`);
+          const rest = refs.length - gone.size;
+          this.opts.log.error(
+            { event: 'error', err: msg(err), withdrawn: gone.size, left: rest },
+            `withdrew ${gone.size} of ${refs.length} registrations by the shutdown deadline; the other ${rest} are left to their TTL`,
+          );
           return;
         }
         this.opts.log.error({ event: 'error', err: msg(err) }, `withdrawing all at once failed (${msg(err)}); withdrawing one by one`);
       }
     }
+    const todo = refs.filter((r) => !gone.has(`${r.id}\0${r.name}`));
     let next = 0;
     let failed = 0;
     const worker = async () => {
-      while (next < refs.length && Date.now() < deadline) {
-        const ref = refs[next++];
+      while (next < todo.length && Date.now() < deadline) {
+        const ref = todo[next++];
         try {
           await withTimeout(this.backend.deregister(ref), Math.min(3_000, left()), 'deregister');
           done(ref);
@@ -308,8 +372,8 @@ export class Registrar implements DesiredSink {
         }
       }
     };
-    await Promise.all(Array.from({ length: Math.min(this.concurrency, refs.length) }, worker));
-    const notDone = refs.length - next + failed;
+    await Promise.all(Array.from({ length: Math.min(this.concurrency, todo.length) }, worker));
+    const notDone = todo.length - next + failed;
     if (notDone > 0) this.opts.log.error({ event: 'error', left: notDone }, `${notDone} registrations left to their TTL after the shutdown deadline`);
   }
 
@@ -365,7 +429,10 @@ export class Registrar implements DesiredSink {
       }
       this.busy++;
       s.busy = true;
-      void this.work(s).finally(() => {
+      const op = this.work(s);
+      this.inflight.set(s.id, op);
+      void op.finally(() => {
+        if (this.inflight.get(s.id) === op) this.inflight.delete(s.id);
         s.busy = false;
         this.busy--;
         if (this.needsWork(s)) {
@@ -475,7 +542,13 @@ export class Registrar implements DesiredSink {
     this.state.lastError = msg(err);
     if (kind === 'rejected' && want) {
       s.rejected = want.digest;
-      this.opts.log.error({ event: 'error', id: s.id, service: want.instance.name, err: msg(err) }, `registry refused ${s.id}: ${msg(err)}; not retried until it changes or the next resync`);
+      const owner = this.desired.ownerOf(s.id);
+      const container = owner === undefined ? undefined : (this.labels.get(owner) ?? owner.slice(0, 12));
+      const line = `registry refused ${s.id}${container ? ` of container ${container}` : ''}: ${msg(err)}; not retried until it changes or the next resync`;
+      // The same refusal at every resync is one line, not one a minute.
+      const level = s.rejectedLogged === `${want.digest}\0${msg(err)}` ? 'debug' : 'error';
+      s.rejectedLogged = `${want.digest}\0${msg(err)}`;
+      this.opts.log[level]({ event: 'error', id: s.id, service: want.instance.name, container, err: msg(err) }, line);
       return;
     }
     s.attempts++;

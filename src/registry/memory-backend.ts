@@ -2,7 +2,7 @@
 // real engines so that `harbormaster run` on one machine behaves like a cluster would.
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { instanceDigest } from './digest.js';
-import type { BackendOptions, HeartbeatResult, InstanceRef, OwnRecord, RegistryBackend } from './types.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend } from './types.js';
 
 interface Entry {
   instance: ServiceInstance;
@@ -90,6 +90,7 @@ export function memoryStore(name: string): MemoryStore {
 export class MemoryBackend implements RegistryBackend {
   readonly description: string;
   private readonly ttlMs: number;
+  private sealed = false;
 
   constructor(
     readonly store: MemoryStore,
@@ -107,7 +108,12 @@ export class MemoryBackend implements RegistryBackend {
   }
 
   async register(instance: ServiceInstance): Promise<void> {
+    if (this.sealed) throw new RefusedError(`not registering ${instance.id}: shutting down`);
     this.store.put(instance, this.ttlMs);
+  }
+
+  seal(): void {
+    this.sealed = true;
   }
 
   async deregister(ref: InstanceRef): Promise<void> {

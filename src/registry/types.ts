@@ -41,8 +41,18 @@ export interface RegistryBackend {
   digest(instance: ServiceInstance): string;
   /** Entries of this host nothing wants, left (without --cleanup) to expire as if nobody kept them alive. */
   abandon?(refs: InstanceRef[]): Promise<void>;
-  /** Withdraw all of `refs` at once where the engine can do it cheaper than one by one (etcd: revoke the lease). */
-  deregisterAll?(refs: InstanceRef[]): Promise<void>;
+  /**
+   * Withdraw all of `refs` at once where the engine can do it cheaper than one by one (etcd: revoke
+   * the lease); `done` hears of each one withdrawn as it goes, so that what is left is known if
+   * the caller runs out of time.
+   */
+  deregisterAll?(refs: InstanceRef[], done?: (ref: InstanceRef) => void): Promise<void>;
+  /**
+   * Shutting down: from now on every write (register, abandon, a heartbeat service) and every
+   * new lease is refused, so that nothing written late can undo the withdrawal; deregister and
+   * deregisterAll still work.
+   */
+  seal(): void;
   close(): Promise<void>;
 }
 

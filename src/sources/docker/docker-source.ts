@@ -361,7 +361,7 @@ export class DockerSource {
     if (instances.length > 0 && this.withdrawn.has(id)) instances = [];
     if (instances.length === 0 && st.desired.length === 0) return;
     st.desired = instances;
-    this.opts.sink.set(id, instances, reason);
+    this.opts.sink.set(id, instances, reason, st.name);
   }
 
   /**
