@@ -10,7 +10,7 @@
 import https from 'node:https';
 import Consul from 'consul';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
-import { compareInstances, OWN_META_KEYS } from '../model/service-instance.js';
+import { compareInstances, isReservedId, OWN_META_KEYS } from '../model/service-instance.js';
 import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { ConsulHttp, ConsulHttpError, consulConnection } from './consul-http.js';
 import { instanceDigest } from './digest.js';
@@ -25,6 +25,8 @@ const VERIFY_EVERY = 6;
 const STATUS_CHECK_TTL = '87600h';
 /** Consul reaps critical services no sooner than one minute. */
 const MIN_DEREGISTER_S = 60;
+/** Deregistrations at once on shutdown: the agent serializes them (measured plateau 4–16). */
+const DEREGISTER_WIDTH = 8;
 
 export interface ConsulTarget {
   host: string;
@@ -132,8 +134,15 @@ export class ConsulBackend implements RegistryBackend {
   private readonly host: string;
   /** The heartbeat service is registered (reset when the agent no longer knows it). */
   private hostReady?: Promise<void>;
-  /** Withdrawing everything: the heartbeat service must not come back. */
+  /** Sealed (shutting down): no registration, check or heartbeat service is written any more. */
   private closed = false;
+  /**
+   * IDs on the agent known to be this host's (registered by this process, or listed as this
+   * host's): only an ID not known here is looked up before it is written or withdrawn, so that
+   * a SERVICE_ID equal to a service someone else registered on the agent never replaces or
+   * deletes it.
+   */
+  private readonly own = new Set<string>();
   private rounds = 0;
   /** Ids given a dying TTL check already (once per process: registering it again would restart its clock). */
   private readonly abandoned = new Set<string>();
@@ -161,17 +170,29 @@ export class ConsulBackend implements RegistryBackend {
   }
 
   async register(s: ServiceInstance): Promise<void> {
+    if (this.closed) throw new RefusedError(`not registering ${s.id}: shutting down`);
+    if (isReservedId(s.id)) throw new RejectedError(`service id "${s.id}" is reserved for a host's heartbeat service; not registered`);
+    const host = s.host || this.host;
+    if (!this.own.has(s.id)) {
+      const holder = await this.holder(s.id);
+      if (holder && !this.isOwn(holder, host)) {
+        const by = holder.Meta?.[HOST_META] ? `by harbormaster of host ${holder.Meta[HOST_META]}` : 'by something other than harbormaster';
+        throw new RejectedError(
+          `SERVICE_ID "${s.id}" is already the ID of service "${holder.Service}" on the Consul agent, registered ${by}; it is not taken over (choose another SERVICE_ID)`,
+        );
+      }
+    }
     const checks: ConsulCheckBody[] = [];
     // A failed container (on-success) has nothing left to check, and a critical user check with
     // DeregisterCriticalServiceAfter would have Consul reap what the user asked to keep.
     if (s.check && s.status === 'passing') checks.push({ ...consulCheck(s.check), CheckID: userCheckId(s.id) });
     if (this.ttl > 0) {
       // The host's heartbeat: critical (then reaped) only when this host stops passing it.
-      await this.ensureHeartbeatService(s.host || this.host);
+      await this.ensureHeartbeatService(host);
       checks.push({
         CheckID: ttlCheckId(s.id),
         Name: 'harbormaster heartbeat',
-        AliasService: heartbeatServiceId(s.host || this.host),
+        AliasService: heartbeatServiceId(host),
         Status: 'passing',
         DeregisterCriticalServiceAfter: this.deregisterAfter(),
       });
@@ -191,14 +212,46 @@ export class ConsulBackend implements RegistryBackend {
       Meta: { ...s.meta, [HOST_META]: s.host, [DIGEST_META]: this.digest(s) },
       Checks: checks,
     });
+    this.own.add(s.id);
   }
 
+  /**
+   * Withdraw one of this host's services. An ID not known to be this host's is looked up first:
+   * a service under it that is not this host's (a SERVICE_ID collision whose write was refused)
+   * is left alone, and so is a host's heartbeat service.
+   */
   async deregister(ref: InstanceRef): Promise<void> {
+    if (isReservedId(ref.id)) return;
+    if (!this.own.has(ref.id)) {
+      const holder = await this.holder(ref.id);
+      if (!holder || !this.isOwn(holder, this.host)) return;
+    }
+    await this.remove(ref.id);
+    this.own.delete(ref.id);
+  }
+
+  private async remove(id: string): Promise<void> {
     try {
-      await this.http.call('PUT', `/agent/service/deregister/${encodeURIComponent(ref.id)}`);
+      await this.http.call('PUT', `/agent/service/deregister/${encodeURIComponent(id)}`);
     } catch (err) {
       if (!isUnknown(err)) throw err;
     }
+  }
+
+  /** The service the local agent holds under `id`, if any (one read). */
+  private async holder(id: string): Promise<AgentService | undefined> {
+    try {
+      return await this.http.call<AgentService>('GET', `/agent/service/${encodeURIComponent(id)}`);
+    } catch (err) {
+      if (isUnknown(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Registered by harbormaster for `host` (without a host, as a tool writing for others: any harbormaster entry). */
+  private isOwn(s: AgentService, host: string): boolean {
+    const by = s.Meta?.[HOST_META];
+    return by !== undefined && (host === '' || by === host) && !isHeartbeatService(s);
   }
 
   private deregisterAfter(): string {
@@ -258,7 +311,7 @@ export class ConsulBackend implements RegistryBackend {
    * turns it critical, then reaps it, as it would have without this run.
    */
   async abandon(refs: InstanceRef[]): Promise<void> {
-    if (this.ttl <= 0) return;
+    if (this.ttl <= 0 || this.closed) return;
     await eachLimited(refs, 8, async (r) => {
       if (this.abandoned.has(r.id)) return;
       await this.http.call('PUT', '/agent/check/register', {
@@ -273,21 +326,37 @@ export class ConsulBackend implements RegistryBackend {
     });
   }
 
-  /** The heartbeat service first (every alias turns critical at once), then every instance. */
-  async deregisterAll(refs: InstanceRef[]): Promise<void> {
+  seal(): void {
     this.closed = true;
+  }
+
+  /**
+   * The heartbeat service first: every alias turns critical at once, so the whole host is out of
+   * every passing query in one request. Then every instance, a few at a time: the agent handles
+   * one deregistration at a time and each costs it more the more services it holds (Consul 1.8
+   * on 2 cores: ~3 ms each at 1,000, ~14 ms at 3,000), so more at once is no faster. A heartbeat
+   * registration still in flight is withdrawn again once it has ended.
+   */
+  async deregisterAll(refs: InstanceRef[], done?: (ref: InstanceRef) => void): Promise<void> {
+    this.closed = true;
+    const registering = this.hostReady;
     if (this.ttl > 0 && this.host) {
       this.hostReady = undefined;
-      await this.deregister({ id: heartbeatServiceId(this.host), name: 'harbormaster' });
+      await this.remove(heartbeatServiceId(this.host));
     }
     let failure: unknown;
-    await eachLimited(refs, 16, async (r) => {
+    await eachLimited(refs, DEREGISTER_WIDTH, async (r) => {
       try {
         await this.deregister(r);
+        done?.(r);
       } catch (err) {
         failure ??= err;
       }
     });
+    if (registering && this.ttl > 0 && this.host) {
+      const late = await registering.then(() => true, () => true);
+      if (late) await this.remove(heartbeatServiceId(this.host));
+    }
     if (failure !== undefined) throw failure;
   }
 
@@ -310,9 +379,14 @@ export class ConsulBackend implements RegistryBackend {
       const nameFilter = encodeURIComponent('Name == "harbormaster heartbeat"');
       checks = new Set(Object.keys((await this.http.call<Record<string, unknown> | undefined>('GET', `/agent/checks?filter=${nameFilter}`)) ?? {}));
     }
-    return Object.values(services)
-      .filter((s) => s.Meta?.[HOST_META] === host && !isHeartbeatService(s))
-      .map((s) => ({ id: s.ID, name: s.Service, digest: s.Meta?.[DIGEST_META] ?? '', renew: checks ? !checks.has(ttlCheckId(s.ID)) : false }));
+    const mine = Object.values(services).filter((s) => s.Meta?.[HOST_META] === host && !isHeartbeatService(s));
+    if (host === this.host) {
+      // What the agent no longer holds is no longer known to be ours.
+      const listed = new Set(mine.map((s) => s.ID));
+      for (const id of this.own) if (!listed.has(id)) this.own.delete(id);
+      for (const id of listed) this.own.add(id);
+    }
+    return mine.map((s) => ({ id: s.ID, name: s.Service, digest: s.Meta?.[DIGEST_META] ?? '', renew: checks ? !checks.has(ttlCheckId(s.ID)) : false }));
   }
 
   async close(): Promise<void> {
