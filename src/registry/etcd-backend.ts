@@ -36,6 +36,8 @@ const CALL_TIMEOUT_MS = 5_000;
 const PAGE = 1000;
 /** etcd's default --max-txn-ops is 128. */
 const TXN_OPS = 128;
+/** Every this many heartbeat rounds the keys on the lease are read back (one request), so a key deleted by someone else is written again. */
+const VERIFY_EVERY = 6;
 
 /**
  * The client's own fault handling, tuned for a registrator that retries by itself: the default
@@ -90,6 +92,9 @@ export class EtcdBackend implements RegistryBackend {
   private leaseIds = new Set<string>();
   private granting?: Promise<{ lease: Lease; id: string }>;
   private readonly host: string;
+  /** Sealed (shutting down): no write and no new lease. */
+  private closed = false;
+  private rounds = 0;
 
   constructor(
     private readonly target: EtcdTarget,
@@ -129,6 +134,7 @@ export class EtcdBackend implements RegistryBackend {
   }
 
   async register(s: ServiceInstance): Promise<void> {
+    if (this.closed) throw new RefusedError(`not registering ${s.id}: shutting down`);
     const write = async () => {
       const held = this.opts.ttl > 0 ? await this.currentLease() : undefined;
       const lease = held?.lease;
@@ -157,9 +163,13 @@ export class EtcdBackend implements RegistryBackend {
     this.leaseIds.delete(ref.id);
   }
 
-  /** One keepalive for the whole host, also while it has nothing registered, so the lease never lapses. */
+  /**
+   * One keepalive for the whole host, also while it has nothing registered, so the lease never
+   * lapses. Every few rounds the keys on the lease are read back (one more request): an entry
+   * deleted by someone else is reported lost, also when resyncs are off.
+   */
   async heartbeat(refs: InstanceRef[], _signal?: AbortSignal): Promise<HeartbeatResult> {
-    if (this.opts.ttl <= 0) return { lost: [] };
+    if (this.opts.ttl <= 0 || this.closed) return { lost: [] };
     const lease = this.lease;
     if (!lease) return { lost: refs.map((r) => r.id) };
     try {
@@ -172,7 +182,18 @@ export class EtcdBackend implements RegistryBackend {
       throw err;
     }
     // Entries written under an older lease (or found from a previous run) are written again.
-    return { lost: refs.filter((r) => !this.leaseIds.has(r.id)).map((r) => r.id) };
+    const lost = new Set(refs.filter((r) => !this.leaseIds.has(r.id)).map((r) => r.id));
+    if (++this.rounds % VERIFY_EVERY === 0 && refs.length > lost.size) {
+      const ids = this.leaseIds;
+      const onLease = await this.keysOnLease();
+      if (!onLease) return { lost: refs.map((r) => r.id) };
+      for (const r of refs) {
+        // Only what is still on the lease it was written under: a write racing this read is not lost.
+        if (this.leaseIds !== ids || !ids.has(r.id)) continue;
+        if (!onLease.has(this.key(r)) || !onLease.has(this.indexKey(this.host, r.id))) lost.add(r.id);
+      }
+    }
+    return { lost: [...lost] };
   }
 
   async list(): Promise<ServiceInstance[]> {
@@ -262,8 +283,13 @@ export class EtcdBackend implements RegistryBackend {
     }
   }
 
+  seal(): void {
+    this.closed = true;
+  }
+
   /** Revoking the lease removes every key of this process in one request; the rest go in transactions. */
-  async deregisterAll(refs: InstanceRef[]): Promise<void> {
+  async deregisterAll(refs: InstanceRef[], done?: (ref: InstanceRef) => void): Promise<void> {
+    this.closed = true;
     const lease = this.lease;
     const onLease = new Set(lease ? this.leaseIds : []);
     if (lease) {
@@ -271,10 +297,13 @@ export class EtcdBackend implements RegistryBackend {
       this.leaseId = undefined;
       this.leaseIds = new Set();
       await this.call('etcd lease revoke', () => lease.revoke());
+      for (const r of refs) if (onLease.has(r.id)) done?.(r);
     }
     const rest = refs.filter((r) => !onLease.has(r.id));
     for (let i = 0; i < rest.length; i += TXN_OPS / 2) {
-      await this.txn(rest.slice(i, i + TXN_OPS / 2).flatMap((r) => [del(this.key(r)), del(this.indexKey(this.host, r.id))]));
+      const batch = rest.slice(i, i + TXN_OPS / 2);
+      await this.txn(batch.flatMap((r) => [del(this.key(r)), del(this.indexKey(this.host, r.id))]));
+      for (const r of batch) done?.(r);
     }
   }
 
@@ -304,6 +333,7 @@ export class EtcdBackend implements RegistryBackend {
   }
 
   private async grant(): Promise<{ lease: Lease; id: string }> {
+    if (this.closed) throw new RefusedError('not taking a new lease: shutting down');
     const lease = this.client.lease(this.opts.ttl, { autoKeepAlive: false });
     lease.on('lost', () => {
       if (this.lease === lease) this.dropLease();
