@@ -46,8 +46,15 @@ export class Etcd2Backend implements RegistryBackend {
   readonly description: string;
   private readonly client: EtcdV2Client;
   private readonly host: string;
-  /** The host's index directory exists with its TTL (reset when a heartbeat finds it gone). */
-  private dirReady = false;
+  /**
+   * Until when the host's index directory is known to exist with its TTL (it was created or
+   * refreshed then): past it (a heartbeat failed or found it gone, an outage, an idle host) the
+   * next write makes sure of it first, because etcd would otherwise create it implicitly, with
+   * no TTL, and it and its index entries would outlive this process.
+   */
+  private dirValidUntil = 0;
+  /** Sealed (shutting down): no write. */
+  private closed = false;
 
   constructor(
     private readonly target: Etcd2Target,
@@ -87,6 +94,7 @@ export class Etcd2Backend implements RegistryBackend {
    * next run rewrites or cleans up, never a data key no index knows (with --ttl 0 it would stay).
    */
   async register(s: ServiceInstance): Promise<void> {
+    if (this.closed) throw new RefusedError(`not registering ${s.id}: shutting down`);
     const ttl = this.opts.ttl > 0 ? { ttl: this.opts.ttl } : {};
     const dir = this.dir(s.host || this.host);
     await this.ensureDir(dir);
@@ -111,19 +119,18 @@ export class Etcd2Backend implements RegistryBackend {
   /** One refresh for the index directory, then one per key. */
   async heartbeat(refs: InstanceRef[], signal?: AbortSignal): Promise<HeartbeatResult> {
     if (this.opts.ttl <= 0) return { lost: [] };
-    if (refs.length === 0) {
-      // Nothing to keep alive: let the index directory lapse and create it again on the next write.
-      this.dirReady = false;
-      return { lost: [] };
-    }
+    // Nothing to keep alive: the index directory lapses, and the next write creates it again.
+    if (refs.length === 0 || this.closed) return { lost: [] };
+    const refreshed = Date.now();
     try {
       await this.call((cb) => this.client.set(this.dir(this.host), null, { dir: true, ttl: this.opts.ttl, refresh: true, prevExist: true }, cb));
     } catch (err) {
       if (errorCode(err) !== KEY_NOT_FOUND) throw err;
       // The index expired: write everything again, which recreates it.
-      this.dirReady = false;
+      this.dirValidUntil = 0;
       return { lost: refs.map((r) => r.id) };
     }
+    this.dirValidUntil = refreshed + this.opts.ttl * 1000;
     const lost: string[] = [];
     let failure: unknown;
     let unreachable = false;
@@ -196,25 +203,39 @@ export class Etcd2Backend implements RegistryBackend {
   }
 
   /** The keys one by one (v2 has no transactions), then the index directory at once. */
-  async deregisterAll(refs: InstanceRef[]): Promise<void> {
-    await eachLimited(refs, 16, (r) => this.ignoreMissing(this.call((cb) => this.client.del(this.key(r), {}, cb))));
+  async deregisterAll(refs: InstanceRef[], done?: (ref: InstanceRef) => void): Promise<void> {
+    this.closed = true;
+    await eachLimited(refs, 16, async (r) => {
+      await this.ignoreMissing(this.call((cb) => this.client.del(this.key(r), {}, cb)));
+      done?.(r);
+    });
     await this.ignoreMissing(this.call((cb) => this.client.del(this.dir(this.host), { recursive: true }, cb)));
-    this.dirReady = false;
+    this.dirValidUntil = 0;
+  }
+
+  seal(): void {
+    this.closed = true;
   }
 
   async close(): Promise<void> {}
 
-  /** The index directory, with the TTL, created once (a directory made implicitly would have none). */
+  /**
+   * The index directory, with the TTL (a directory etcd makes implicitly has none). Skipped while
+   * it is known to exist for a while yet: within a safety margin of its expiry it is made sure of
+   * again (created, or its TTL set, which also gives one to a directory left without).
+   */
   private async ensureDir(dir: string): Promise<void> {
-    if (this.dirReady) return;
+    const margin = Math.min(1000, (this.opts.ttl * 1000) / 4);
+    if (this.opts.ttl > 0 ? Date.now() + margin < this.dirValidUntil : this.dirValidUntil > 0) return;
     const ttl = this.opts.ttl > 0 ? { ttl: this.opts.ttl } : {};
+    const at = Date.now();
     try {
       await this.call((cb) => this.client.set(dir, null, { dir: true, ...ttl, prevExist: false }, cb));
     } catch (err) {
       if (errorCode(err) !== NODE_EXISTS) throw err;
       if (this.opts.ttl > 0) await this.call((cb) => this.client.set(dir, null, { dir: true, ttl: this.opts.ttl, prevExist: true }, cb));
     }
-    this.dirReady = true;
+    this.dirValidUntil = this.opts.ttl > 0 ? at + this.opts.ttl * 1000 : Infinity;
   }
 
   private async ignoreMissing(p: Promise<unknown>): Promise<void> {
