@@ -3,7 +3,7 @@ import type Docker from 'dockerode';
 import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ContainerDetails } from './container.js';
-import { DockerSource, signalNumber, terminatingSignal } from './docker-source.js';
+import { DockerSource, signalNumber, stoppingSignal } from './docker-source.js';
 
 describe('signals as Docker writes them', () => {
   it.each([
@@ -24,11 +24,14 @@ describe('signals as Docker writes them', () => {
     expect(signalNumber(raw)).toBeUndefined();
   });
 
-  it('terminating signals by number or name; reload signals are not', () => {
-    expect(terminatingSignal('15')).toBe('SIGTERM');
-    expect(terminatingSignal('KILL')).toBe('SIGKILL');
-    expect(terminatingSignal('1')).toBeUndefined();
-    expect(terminatingSignal('SIGHUP')).toBeUndefined();
+  it('a kill withdraws only for SIGKILL or the container\'s own stop signal (SIGTERM by default), by number or name', () => {
+    expect(stoppingSignal('15')).toBe('SIGTERM');
+    expect(stoppingSignal('SIGTERM')).toBe('SIGTERM');
+    expect(stoppingSignal('KILL')).toBe('SIGKILL');
+    expect(stoppingSignal('9', 28)).toBe('SIGKILL');
+    expect(stoppingSignal('SIGWINCH', 28)).toBe('SIGWINCH (its stop signal)');
+    expect(stoppingSignal('15', 28)).toBeUndefined();
+    for (const other of ['3', 'SIGQUIT', 'QUIT', '2', 'INT', '1', 'SIGHUP', 'USR1', '', 'nonsense']) expect(stoppingSignal(other)).toBeUndefined();
   });
 });
 

@@ -51,7 +51,7 @@ interface ContainerState {
   /** Failed inspections in a row, and the timer of the next attempt. */
   failures: number;
   retryTimer?: NodeJS.Timeout;
-  /** The image's STOPSIGNAL (e.g. SIGWINCH for httpd): a kill with it is `docker stop`. */
+  /** The container's stop signal (STOPSIGNAL, `--stop-signal`; e.g. SIGWINCH for httpd): a kill with it is `docker stop`. */
   stopSignal?: number;
 }
 
@@ -61,15 +61,23 @@ export interface DockerSourceStatus {
   lastError?: string;
 }
 
-/** Signals after which a process is expected to exit; others (HUP, USR1…) usually mean "reload". */
-const TERMINATING: Record<string, string> = { '15': 'SIGTERM', '9': 'SIGKILL', '2': 'SIGINT', '3': 'SIGQUIT' };
+const SIGKILL = 9;
+/** Docker's stop signal when neither the image nor `--stop-signal` sets one. */
+const DEFAULT_STOP_SIGNAL = 15;
 
-/** Docker reports the signal as a number or a name, with or without SIG: a name, or undefined if not terminating. */
-export function terminatingSignal(raw: string | undefined): string | undefined {
-  const s = (raw ?? '').toUpperCase();
-  if (TERMINATING[s]) return TERMINATING[s];
-  const name = s.startsWith('SIG') ? s : `SIG${s}`;
-  return Object.values(TERMINATING).includes(name) ? name : undefined;
+/**
+ * A `kill` event that means the container is going away: SIGKILL, or the container's own stop
+ * signal (what `docker stop` sends first; SIGTERM unless STOPSIGNAL or `--stop-signal` says
+ * otherwise). Its name, or undefined for any other signal (QUIT for a JVM's thread dump, INT,
+ * HUP, USR1…): a process that survives it keeps serving, and one that does not exit is
+ * withdrawn by its `die` event. Docker reports the signal as a number or a name, with or without SIG.
+ */
+export function stoppingSignal(raw: string | undefined, stopSignal = DEFAULT_STOP_SIGNAL): string | undefined {
+  const n = signalNumber(raw);
+  if (n === undefined || (n !== SIGKILL && n !== stopSignal)) return undefined;
+  const name = Object.entries(constants.signals).find(([, v]) => v === n)?.[0];
+  const what = name ?? (/^\d+$/.test((raw ?? '').trim()) ? `signal ${n}` : (raw ?? '').trim().toUpperCase());
+  return n === SIGKILL || stopSignal === DEFAULT_STOP_SIGNAL ? what : `${what} (its stop signal)`;
 }
 
 /** A signal as Docker writes it ("15", "SIGTERM", "TERM") as its number; undefined if unknown. */
@@ -299,10 +307,8 @@ export class DockerSource {
     }
     // Docker's own clock, so that it compares with StartedAt.
     const at = typeof ev.timeNano === 'number' ? ev.timeNano / 1e6 : typeof ev.time === 'number' ? ev.time * 1000 : Date.now();
-    const known = this.states.get(id);
-    const stopSignal = verb === 'kill' && known?.stopSignal !== undefined && signalNumber(attrs.signal) === known.stopSignal;
-    const killedBy = terminatingSignal(attrs.signal) ?? (stopSignal ? `STOPSIGNAL ${attrs.signal}` : undefined);
-    if (verb === 'kill' && !killedBy) return; // HUP, USR1…: a reload, not an exit
+    const killedBy = verb === 'kill' ? stoppingSignal(attrs.signal, this.states.get(id)?.stopSignal) : undefined;
+    if (verb === 'kill' && !killedBy) return; // QUIT, INT, HUP, USR1…: not `docker stop`; a `die` follows if it exits
     const st = this.state(id);
     st.epoch++;
     if (attrs.name) st.name = attrs.name;
