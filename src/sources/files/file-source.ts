@@ -1,0 +1,239 @@
+// `--services-dir <dir>`: a watched folder of service definition files (*.json, *.yaml, *.yml,
+// subfolders included) for what does not run in a container. Each file is one owner in the
+// registrar: adding, editing or deleting it registers, updates or withdraws its services. A file
+// that does not parse or validate is reported once (file:line: field: reason) and the services it
+// defined before stay as they were until it is valid again, so that a half-written file or an
+// editor's temporary state is never taken for the truth. A full read of the folder runs at
+// start, whenever the watcher reports trouble, and every resync period.
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { readdir, readFile, stat } from 'node:fs/promises';
+import { join, relative, resolve, sep } from 'node:path';
+import { watch, type FSWatcher } from 'chokidar';
+import type { Logger } from '../../log/logger.js';
+import type { ServiceInstance } from '../../model/service-instance.js';
+import type { DesiredSink } from '../../registrar/registrar.js';
+import { FileError, MAX_FILE_BYTES, parseServiceFile, type FileModelOptions } from './service-file.js';
+
+const EXTENSIONS = /\.(json|ya?ml)$/i;
+/** Editors' and tools' temporary files: backups, swap files, hidden files, vim's write test. */
+const TEMPORARY = /(^\.|~$|^#.*#$|\.(swp|swx|swo|tmp|bak|orig|dpkg-[a-z]+|rpm[a-z]+)$|^4913$)/i;
+const MAX_DEPTH = 8;
+const MAX_FILES = 10_000;
+
+export interface FileSourceOptions extends FileModelOptions {
+  dir: string;
+  sink: DesiredSink;
+  log: Logger;
+  /** Full read of the folder this often besides the watcher's events (0: only at start and on trouble). */
+  resyncMs: number;
+  /** A file must stop changing this long before it is read (default 150 ms). */
+  settleMs?: number;
+}
+
+export interface FileSourceStatus {
+  /** The folder exists and was read. */
+  connected: boolean;
+  lastSync?: Date;
+  lastError?: string;
+  files: number;
+  /** Files whose last version was refused (their previous services are kept). */
+  invalid: number;
+  services: number;
+}
+
+interface FileState {
+  /** Hash of the content last read, valid or not: an unchanged file is not read into the model again. */
+  hash: string;
+  valid: boolean;
+  services: number;
+}
+
+export class FileSource {
+  readonly status: FileSourceStatus = { connected: false, files: 0, invalid: 0, services: 0 };
+  private readonly dir: string;
+  private readonly files = new Map<string, FileState>();
+  private watcher?: FSWatcher;
+  private resyncTimer?: NodeJS.Timeout;
+  private stopped = false;
+  /** Reads of one file run one after another; a change during a read is read again after it. */
+  private readonly reading = new Map<string, Promise<void>>();
+  private readonly again = new Set<string>();
+  private missingLogged = false;
+
+  constructor(private readonly opts: FileSourceOptions) {
+    this.dir = resolve(opts.dir);
+  }
+
+  start(): void {
+    void this.fullRead().then(() => this.watchFolder());
+    if (this.opts.resyncMs > 0) {
+      this.resyncTimer = setInterval(() => void this.fullRead().then(() => this.watcher || this.watchFolder()), this.opts.resyncMs);
+      this.resyncTimer.unref();
+    }
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.resyncTimer);
+    await this.watcher?.close();
+    this.watcher = undefined;
+    await Promise.all(this.reading.values());
+  }
+
+  /** Every file of the folder read again; files gone are withdrawn. Always ends with complete(). */
+  async fullRead(): Promise<void> {
+    if (this.stopped) return;
+    let paths: string[] = [];
+    try {
+      paths = await this.list(this.dir, 0);
+      this.status.connected = true;
+      this.missingLogged = false;
+    } catch (err) {
+      const gone = (err as NodeJS.ErrnoException).code === 'ENOENT';
+      this.status.connected = false;
+      this.status.lastError = `${this.dir}: ${(err as Error).message}`;
+      if (!this.missingLogged) {
+        this.missingLogged = true;
+        const what = gone ? 'its services are withdrawn until it is back' : 'its services stay as they were; reading it again later';
+        this.opts.log.error({ event: 'services-dir-error', dir: this.dir }, `services folder ${this.dir}: ${(err as Error).message}; ${what}`);
+      }
+      // A folder that cannot be read for another reason (permissions, too many files) withdraws nothing.
+      if (!gone) return this.opts.sink.complete({ partial: true });
+    }
+    // Sorted: when two files define the same ID, the first one read (by path) keeps it.
+    paths.sort();
+    const present = new Set(paths);
+    for (const p of [...this.files.keys()]) if (!present.has(p)) this.removed(p, 'file gone');
+    for (const p of paths) await this.read(p);
+    this.status.lastSync = new Date();
+    this.opts.sink.complete();
+  }
+
+  private async list(dir: string, depth: number): Promise<string[]> {
+    const entries = await readdir(dir, { withFileTypes: true });
+    const out: string[] = [];
+    for (const e of entries) {
+      if (TEMPORARY.test(e.name)) continue;
+      const p = join(dir, e.name);
+      if (e.isDirectory() && depth < MAX_DEPTH) out.push(...(await this.list(p, depth + 1)));
+      else if ((e.isFile() || e.isSymbolicLink()) && EXTENSIONS.test(e.name)) out.push(p);
+      if (out.length > MAX_FILES) throw new Error(`more than ${MAX_FILES} service files`);
+    }
+    return out;
+  }
+
+  private watchFolder(): void {
+    if (this.stopped || this.watcher || !existsSync(this.dir)) return;
+    const settle = this.opts.settleMs ?? 150;
+    const w = watch(this.dir, {
+      ignoreInitial: true,
+      depth: MAX_DEPTH,
+      ignored: (p, stats) => {
+        const name = p.slice(p.lastIndexOf(sep) + 1);
+        if (p !== this.dir && TEMPORARY.test(name)) return true;
+        return !!stats?.isFile() && !EXTENSIONS.test(name);
+      },
+      // A file is read once it stopped growing: a copy or a slow write is not read half done.
+      awaitWriteFinish: { stabilityThreshold: settle, pollInterval: Math.max(20, Math.floor(settle / 3)) },
+    });
+    const changed = (p: string) => EXTENSIONS.test(p) && void this.read(resolve(p));
+    w.on('add', changed);
+    w.on('change', changed);
+    w.on('unlink', (p) => this.removed(resolve(p), 'file deleted'));
+    w.on('unlinkDir', (d) => {
+      const dir = resolve(d);
+      for (const p of [...this.files.keys()]) if (p === dir || p.startsWith(dir + sep)) this.removed(p, 'folder deleted');
+      if (dir === this.dir) void this.restartWatcher();
+    });
+    w.on('error', (err) => {
+      this.opts.log.warn({ event: 'services-dir-watch-error', dir: this.dir, err: (err as Error).message }, `watching ${this.dir}: ${(err as Error).message}; reading it again`);
+      void this.restartWatcher();
+    });
+    this.watcher = w;
+  }
+
+  private async restartWatcher(): Promise<void> {
+    const w = this.watcher;
+    this.watcher = undefined;
+    await w?.close();
+    await this.fullRead();
+    this.watchFolder();
+  }
+
+  private read(path: string): Promise<void> {
+    const running = this.reading.get(path);
+    if (running) {
+      this.again.add(path);
+      return running;
+    }
+    const p = this.readNow(path).finally(() => {
+      this.reading.delete(path);
+      if (this.again.delete(path) && !this.stopped) void this.read(path);
+    });
+    this.reading.set(path, p);
+    return p;
+  }
+
+  private async readNow(path: string): Promise<void> {
+    const name = relative(this.dir, path) || path;
+    let text: string;
+    try {
+      const st = await stat(path);
+      if (!st.isFile()) return this.removed(path, 'not a file');
+      if (st.size > MAX_FILE_BYTES) throw new FileError(`1: larger than ${MAX_FILE_BYTES} bytes`);
+      text = await readFile(path, 'utf8');
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.removed(path, 'file deleted');
+      return this.invalid(name, (err as Error).message.startsWith('1: ') ? (err as Error).message : ` ${(err as Error).message}`);
+    }
+    const hash = createHash('sha1').update(text).digest('hex');
+    const before = this.files.get(path);
+    if (before?.hash === hash) return;
+    let instances: ServiceInstance[];
+    try {
+      const parsed = parseServiceFile(text, this.opts);
+      instances = parsed.instances;
+      for (const i of parsed.ignored) {
+        const [line, key] = i.split(': ');
+        this.opts.log.info({ event: 'services-file-ignored', file: name, line: Number(line), key }, `${name}:${line}: ${key}: not used by harbormaster (ignored)`);
+      }
+    } catch (err) {
+      this.files.set(path, { hash, valid: false, services: before?.services ?? 0 });
+      return this.invalid(name, err instanceof FileError ? err.message : ` ${(err as Error).message}`);
+    }
+    const wasInvalid = before && !before.valid;
+    this.files.set(path, { hash, valid: true, services: instances.length });
+    this.count();
+    if (wasInvalid) this.opts.log.info({ event: 'services-file-valid', file: name }, `${name}: valid again`);
+    this.opts.sink.set(ownerOf(path), instances, `services file ${name}`, name);
+  }
+
+  /** Reported once per content; what the file defined before is left as it was. */
+  private invalid(name: string, message: string): void {
+    this.count();
+    this.status.lastError = `${name}:${message}`;
+    this.opts.log.error({ event: 'services-file-invalid', file: name, err: message.trim() }, `${name}:${message}; its services stay as they were until it is valid`);
+  }
+
+  private removed(path: string, why: string): void {
+    if (!this.files.delete(path)) return;
+    this.count();
+    const name = relative(this.dir, path) || path;
+    this.opts.sink.set(ownerOf(path), [], `${why}: ${name}`, name);
+  }
+
+  private count(): void {
+    let invalid = 0;
+    let services = 0;
+    for (const f of this.files.values()) {
+      if (!f.valid) invalid++;
+      services += f.services;
+    }
+    this.status.files = this.files.size;
+    this.status.invalid = invalid;
+    this.status.services = services;
+  }
+}
+
+export const ownerOf = (path: string) => `file:${path}`;
