@@ -736,6 +736,77 @@ describe('Registrar: stop', () => {
   });
 });
 
+/** Median wall ms of `runs` calls of `fn`. */
+async function medianMs(runs: number, fn: () => Promise<unknown> | unknown): Promise<number> {
+  const times: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const t0 = performance.now();
+    await fn();
+    times.push(performance.now() - t0);
+  }
+  return times.sort((a, b) => a - b)[Math.floor(runs / 2)];
+}
+
+describe('Registrar: cost grows linearly with the host, never quadratically', () => {
+  // Linear: 4× the instances cost ~4×; quadratic would be ~16×. The bound leaves room for a noisy machine.
+  const SMALL = 5_000;
+  const LARGE = 20_000;
+  const BOUND = 9;
+
+  it('a memory heartbeat round over n instances', async () => {
+    const round = async (n: number) => {
+      const store = new MemoryStore();
+      const backend = new MemoryBackend(store, 'x', { ttl: 30 });
+      const refs = Array.from({ length: n }, (_, i) => instance(`c${i}`));
+      for (const r of refs) store.put(r, 30_000);
+      return medianMs(5, () => backend.heartbeat(refs));
+    };
+    const small = await round(SMALL);
+    const large = await round(LARGE);
+    console.log(`COST memory heartbeat round: ${SMALL}: ${small.toFixed(2)} ms, ${LARGE}: ${large.toFixed(2)} ms (×${(large / small).toFixed(1)} for ×${LARGE / SMALL})`);
+    expect(large / Math.max(small, 0.05)).toBeLessThan(BOUND);
+  });
+
+  it('a resync that finds everything as it should be (the listing merged into n slots)', async () => {
+    const resync = async (n: number) => {
+      const { registrar } = started({ concurrency: 64 });
+      for (let i = 0; i < n; i++) registrar.set(`c${i}`, [instance(`c${i}`)]);
+      await registrar.settled();
+      expect(registrar.status.registered).toBe(n);
+      const ms = await medianMs(3, async () => {
+        registrar.complete();
+        await registrar.settled();
+      });
+      await registrar.stop(false);
+      return ms;
+    };
+    const small = await resync(SMALL);
+    const large = await resync(LARGE);
+    console.log(`COST resync merge: ${SMALL}: ${small.toFixed(1)} ms, ${LARGE}: ${large.toFixed(1)} ms (×${(large / small).toFixed(1)} for ×${LARGE / SMALL})`);
+    expect(large / small).toBeLessThan(BOUND);
+  }, 60_000);
+
+  it('what is kept per instance, owner and SERVICE_ID collision is let go once they are gone', async () => {
+    const { store, registrar } = started({ concurrency: 32 });
+    for (let i = 0; i < 500; i++) {
+      registrar.set(`owner${i}`, [instance(`c${i}`)], undefined, `c${i}`);
+      // A second container claiming the same id: a collision, logged once and remembered.
+      registrar.set(`twin${i}`, [instance(`c${i}`)], undefined, `twin${i}`);
+    }
+    await registrar.settled();
+    expect(registrar.tracked()).toMatchObject({ slots: 500, claims: 500, labels: 1000, collisions: 500 });
+    // The first owners leave: the twins take over their ids.
+    for (let i = 0; i < 500; i++) registrar.set(`owner${i}`, [], 'stop');
+    await registrar.settled();
+    expect(store.list()).toHaveLength(500);
+    expect(registrar.tracked()).toMatchObject({ slots: 500, claims: 500, labels: 500, collisions: 0 });
+    for (let i = 0; i < 500; i++) registrar.set(`twin${i}`, [], 'stop');
+    await registrar.settled();
+    expect(store.list()).toEqual([]);
+    expect(registrar.tracked()).toEqual({ slots: 0, claims: 0, labels: 0, collisions: 0, inflight: 0 });
+  });
+});
+
 describe('Registrar: cost', () => {
   it('one change among 5,000 registered costs one registry call, not a listing or a pass over all', async () => {
     const { backend, registrar } = started({ concurrency: 32 });

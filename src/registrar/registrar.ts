@@ -120,6 +120,8 @@ export class Registrar implements DesiredSink {
   private heartbeatTimer?: NodeJS.Timeout;
   private retryBeatTimer?: NodeJS.Timeout;
   private beating = false;
+  /** The backend said entries may be gone while a round ran: another round follows it. */
+  private beatAgain = false;
   private beatFailures = 0;
   private beatAbort?: AbortController;
 
@@ -148,6 +150,13 @@ export class Registrar implements DesiredSink {
     // Counting is O(n): done when asked and every few seconds for the gauges, never per event.
     this.gaugeTimer = setInterval(() => void this.status, 5_000);
     this.gaugeTimer.unref();
+    // An expired or revoked lease found by a write: the round that finds what it took runs now, not a period later.
+    backend.onLoss?.(() => this.beatSoon());
+  }
+
+  /** What this registrar keeps per instance and per owner (memory use; each must shrink back as things go). */
+  tracked(): { slots: number; claims: number; labels: number; collisions: number; inflight: number } {
+    return { slots: this.slots.size, claims: this.desired.size, labels: this.labels.size, collisions: this.loggedCollisions.size, inflight: this.inflight.size };
   }
 
   /** Counted on demand (status API, gauges). */
@@ -195,6 +204,8 @@ export class Registrar implements DesiredSink {
     }
     for (const id of changed) {
       const claim = this.desired.get(id);
+      // An owner that took over an id it collided on holds it now: that collision is over.
+      if (claim && this.loggedCollisions.size > 0) this.loggedCollisions.delete(`${claim.owner}\0${id}`);
       const slot = this.slot(id);
       if (claim) {
         const digest = this.backend.digest(claim.instance);
@@ -703,6 +714,12 @@ export class Registrar implements DesiredSink {
     return leftovers;
   }
 
+  private beatSoon(): void {
+    if (this.stopped || this.opts.ttlRefreshMs <= 0) return;
+    if (this.beating) this.beatAgain = true;
+    else void this.beat();
+  }
+
   /** One heartbeat round over what the registry confirmed; independent of the reconcile loop. */
   private async beat(): Promise<void> {
     if (this.beating || this.stopped || this.opts.ttlRefreshMs <= 0) return;
@@ -747,6 +764,10 @@ export class Registrar implements DesiredSink {
       if (!this.stopped) this.retryBeatTimer = setTimeout(() => void this.beat(), wait);
     } finally {
       this.beating = false;
+      if (this.beatAgain) {
+        this.beatAgain = false;
+        setImmediate(() => this.beatSoon());
+      }
       this.pump();
     }
   }

@@ -95,6 +95,7 @@ export class EtcdBackend implements RegistryBackend {
   /** Sealed (shutting down): no write and no new lease. */
   private closed = false;
   private rounds = 0;
+  private lossListener?: () => void;
 
   constructor(
     private readonly target: EtcdTarget,
@@ -144,7 +145,11 @@ export class EtcdBackend implements RegistryBackend {
         await this.txn([put(this.key(s), encodeInstance(s), leaseId), put(this.indexKey(s.host || this.host, s.id), JSON.stringify(index), leaseId)]);
       } catch (err) {
         // Only the lease this write used is dropped: another writer may have granted a new one meanwhile.
-        if (err instanceof EtcdLeaseInvalidError && lease && this.lease === lease) this.dropLease();
+        if (err instanceof EtcdLeaseInvalidError && lease && this.lease === lease) {
+          this.dropLease();
+          // Everything else on it is gone too: the next heartbeat round (now) reports it lost.
+          this.lossListener?.();
+        }
         throw err;
       }
       if (lease && this.lease === lease) this.leaseIds.add(s.id);
@@ -287,6 +292,10 @@ export class EtcdBackend implements RegistryBackend {
     this.closed = true;
   }
 
+  onLoss(fn: () => void): void {
+    this.lossListener = fn;
+  }
+
   /** Revoking the lease removes every key of this process in one request; the rest go in transactions. */
   async deregisterAll(refs: InstanceRef[], done?: (ref: InstanceRef) => void): Promise<void> {
     this.closed = true;
@@ -336,7 +345,9 @@ export class EtcdBackend implements RegistryBackend {
     if (this.closed) throw new RefusedError('not taking a new lease: shutting down');
     const lease = this.client.lease(this.opts.ttl, { autoKeepAlive: false });
     lease.on('lost', () => {
-      if (this.lease === lease) this.dropLease();
+      if (this.lease !== lease) return;
+      this.dropLease();
+      this.lossListener?.();
     });
     let id: string;
     try {

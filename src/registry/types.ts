@@ -53,6 +53,12 @@ export interface RegistryBackend {
    * deregisterAll still work.
    */
   seal(): void;
+  /**
+   * Where the backend says, outside a heartbeat, that entries of this host may be gone (etcd v3:
+   * a write found the lease expired or revoked, so every key on it went with it): the caller
+   * runs a heartbeat round at once, which reports them lost.
+   */
+  onLoss?(fn: () => void): void;
   close(): Promise<void>;
 }
 
