@@ -7,16 +7,18 @@ import { reply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
 import { stripResponseHeaders } from './headers.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
+import { BodyReader, MAX_TEMP_FILE_BYTES, type RequestBody, ResponseSpool } from './spool.js';
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_INSTANCE, type InstancePool, type SlotUser } from './upstream-pools.js';
 
 const EXCHANGE = Symbol('exchange');
-/** A response announced at most this long is held whole before anything reaches the client, so an instance dying mid-body can still be replaced. */
-const HOLD_BYTES = 64 * 1024;
 /**
- * A request body announced at most this long is read whole before a connection to the instance
- * is taken (nginx's proxy_request_buffering), so a slow client cannot hold the instance's slots.
+ * A response announced at most this long (to a request without a body) is held until it is
+ * complete or HOLD_MS have passed, so that an instance dying inside it can still be replaced.
  */
-export const BUFFER_BODY_BYTES = 64 * 1024;
+const HOLD_BYTES = 64 * 1024;
+/** How long a small announced response is held at most before its head and what came go out. */
+export const HOLD_MS = 100;
+const HOLD_SWEEP_MS = 20;
 /** Trailer fields that never pass: framing, hop-by-hop and proxy fields (RFC 9110 §6.5.1). */
 const BLOCKED_TRAILERS = new Set(['content-length', 'transfer-encoding', 'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'te', 'trailer', 'upgrade', 'host']);
 type TrackedResponse = http.ServerResponse & { [EXCHANGE]?: Exchange };
@@ -37,6 +39,46 @@ function onResponseDrain(this: TrackedResponse): void {
   this[EXCHANGE]?.resume();
 }
 
+// Held responses whose body did not come with their head are watched by one shared timer (none
+// per response): those still incomplete after HOLD_MS are passed on as they are. A response
+// that arrives whole in one read is never registered (adoption waits for setImmediate).
+const fresh: Exchange[] = [];
+let adopting = false;
+const holding = new Set<Exchange>();
+let sweeper: NodeJS.Timeout | undefined;
+
+function watchHeld(ex: Exchange): void {
+  fresh.push(ex);
+  if (adopting) return;
+  adopting = true;
+  setImmediate(adoptHeld);
+}
+
+function adoptHeld(): void {
+  adopting = false;
+  for (const ex of fresh) if (ex.isHeld) holding.add(ex);
+  fresh.length = 0;
+  if (holding.size > 0 && sweeper === undefined) {
+    sweeper = setInterval(sweepHeld, HOLD_SWEEP_MS);
+    sweeper.unref();
+  }
+}
+
+function sweepHeld(): void {
+  const now = Date.now();
+  for (const ex of holding) {
+    if (!ex.isHeld) holding.delete(ex);
+    else if (now - ex.heldAt >= HOLD_MS) {
+      holding.delete(ex);
+      ex.releaseHeld();
+    }
+  }
+  if (holding.size === 0) {
+    clearInterval(sweeper);
+    sweeper = undefined;
+  }
+}
+
 /** Field names a Connection header lists (they are hop-by-hop for this message). */
 function connectionTokens(v: string | string[] | undefined): Set<string> | undefined {
   if (v === undefined) return undefined;
@@ -52,11 +94,15 @@ function codedError(code: string, message: string): Error {
 /**
  * One client request through the proxy. It is its own undici dispatch handler (no closures per
  * attempt); a connection failure before any response byte moves it to another instance when safe.
- * The response head is passed on as soon as it arrives (as nginx does), except for a small
- * response with an announced length, which is held whole so a GET can still go elsewhere if the
- * instance dies inside it. The response timeout covers the wait for a free connection and for the
- * head together; the body timeout covers each silence inside the body, and also a client that
- * stops reading (nginx's send_timeout): its connection slot is not held longer than that.
+ * A request body is read whole before a connection slot is taken (memory, then a temp file), and
+ * the route is resolved again once it is in: the table may have changed meanwhile. The response
+ * head is passed on as soon as it arrives (as nginx does), except for a small response with an
+ * announced length, held until complete or HOLD_MS, so a GET can still go elsewhere if the
+ * instance dies inside it. What a client takes slower than the instance sends is spooled (memory,
+ * then a temp file), so the instance's connection goes back when the instance is done, not when
+ * the client is. The response timeout covers the wait for a free connection and for the head
+ * together; the body timeout covers each silence inside the body, and also a client that takes
+ * nothing of what is waiting for it (nginx's send_timeout).
  */
 export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private upstream?: Upstream;
@@ -84,10 +130,21 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private deadline = 0;
   /** Sent again after its pool closed: it keeps the deadline it had. */
   private rerouting = false;
-  /** Fires when the client has not taken the paused response for the body timeout. */
+  /** Fires when the client has not taken what waits for it for the body timeout. */
   private stallTimer?: NodeJS.Timeout;
-  /** A small request body, read whole before a connection is taken. */
-  private body?: Buffer;
+  /** The request body, read whole before a connection is taken. */
+  private body?: RequestBody;
+  private reader?: BodyReader;
+  /** When the held head arrived. */
+  heldAt = 0;
+  /** What the client has not taken yet, once it fell behind. */
+  private spool?: ResponseSpool;
+  private pumping = false;
+  /** The instance was paused: the spool is full. */
+  private upstreamPaused = false;
+  /** The instance's answer is complete (the spool still holds some of it). */
+  private upstreamDone = false;
+  private trailers?: Record<string, string | string[] | undefined>;
   /** Names the response's Connection header listed: not passed on as trailers either. */
   private hopNames?: Set<string>;
   private readonly hasBody: boolean;
@@ -109,8 +166,34 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     res.on('drain', onResponseDrain);
   }
 
+  /** Read the body if there is one, then send. */
+  begin(): void {
+    if (!this.hasBody) return this.send(this.route);
+    this.reader = new BodyReader(this.req, (err, body) => this.bodyRead(err, body));
+  }
+
+  /**
+   * The body is in (or could not be kept). The route is resolved again: the table may have
+   * changed while the body arrived, and an instance removed meanwhile must not get it.
+   */
+  private bodyRead(err: Error | undefined, body: RequestBody | undefined): void {
+    this.reader = undefined;
+    if (this.clientGone) return body?.release();
+    if (!body) {
+      this.ctx.opts.log.error({ event: 'body-buffer-failed', service: this.route.service, err: (err as { code?: string } | undefined)?.code ?? err?.message }, `request body for ${this.route.service} could not be buffered: ${err?.message}`);
+      return this.fail(500, 'internal server error: the request body could not be buffered\n');
+    }
+    this.body = body;
+    this.headers['content-length'] = String(body.size);
+    const route = this.ctx.table().match(this.host, this.target.match);
+    if (!route) {
+      const q = this.target.forward.indexOf('?');
+      return reply(this.res, 404, `no route for ${`${this.host}${q < 0 ? this.target.forward : this.target.forward.slice(0, q)}`.slice(0, 200)}\n`, this.ctx, 'none', this.ctx.draining);
+    }
+    this.send(route);
+  }
+
   send(route: CompiledRoute): void {
-    if (this.attempts === 0 && this.body === undefined && this.bufferBody(route)) return;
     this.route = route;
     const now = Date.now();
     if (!this.rerouting) this.deadline = now + this.ctx.opts.responseTimeoutMs;
@@ -132,24 +215,6 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     this.fail(503, `service unavailable: every connection to ${route.service} is busy and too many requests are waiting\n`);
   }
 
-  /**
-   * A small announced body is read whole first (true while it is being read); send() resumes when it is in.
-   * The request never left, so a connection failure may move it elsewhere even after the body was read.
-   */
-  private bufferBody(route: CompiledRoute): boolean {
-    if (!this.hasBody || this.req.headers['transfer-encoding'] !== undefined) return false;
-    const len = Number(this.req.headers['content-length']);
-    if (!Number.isInteger(len) || len > BUFFER_BODY_BYTES || len < 0) return false;
-    const chunks: Buffer[] = [];
-    this.req.on('data', (d: Buffer) => chunks.push(d));
-    this.req.once('end', () => {
-      if (this.clientGone) return;
-      this.body = Buffer.concat(chunks);
-      this.send(route);
-    });
-    return true;
-  }
-
   /** A connection slot of the instance is ours. */
   start(pool: Dispatcher): void {
     this.slot = true;
@@ -159,7 +224,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       path: this.target.forward,
       method: this.req.method as Dispatcher.HttpMethod,
       headers: this.headers,
-      body: this.body ?? (this.hasBody ? this.req : null),
+      body: this.body ? this.body.source() : null,
       // One response timeout covers the wait for a connection and for the head together.
       headersTimeout: Math.max(1, this.deadline - now),
     };
@@ -216,6 +281,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     const len = Number(headers['content-length']);
     if (!this.hasBody && Number.isInteger(len) && len <= HOLD_BYTES) {
       this.head = { statusCode, statusMessage, headers };
+      this.heldAt = Date.now();
+      watchHeld(this);
       return;
     }
     const err = this.commit({ statusCode, statusMessage, headers });
@@ -223,15 +290,32 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     process.nextTick(flushHead, this);
   }
 
-  /** The client took what was written: the instance's response flows again. */
-  resume(): void {
-    if (this.stallTimer === undefined) return;
-    clearTimeout(this.stallTimer);
-    this.stallTimer = undefined;
-    this.controller?.resume();
+  /** A small response is being held (its head came, its body is not complete). */
+  get isHeld(): boolean {
+    return this.head !== undefined && !this.clientGone;
   }
 
-  /** The client did not read for the body timeout: its response is cut and the connection slot goes back. */
+  /** Held for HOLD_MS without being complete: the head and what came go out, the rest streams. */
+  releaseHeld(): void {
+    const head = this.head;
+    if (!head || this.clientGone) return;
+    this.head = undefined;
+    const held = this.held;
+    this.held = undefined;
+    const err = this.commit(head);
+    if (err) return void this.controller?.abort(err);
+    if (held) for (const chunk of held) this.writeBody(chunk);
+    else this.flushHead();
+  }
+
+  /** The client took what was written: what waits for it goes on. */
+  resume(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    if (this.spool) this.pump();
+  }
+
+  /** The client took nothing for the body timeout: its response is cut (and the instance's, if it still sends). */
   private stalled(): void {
     this.stallTimer = undefined;
     const ms = this.ctx.opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS;
@@ -239,16 +323,92 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     this.res.destroy();
   }
 
-  onResponseData(c: Dispatcher.DispatchController, chunk: Buffer): void {
+  private armStall(): void {
+    if (this.stallTimer === undefined) this.stallTimer = setTimeout(() => this.stalled(), this.ctx.opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS);
+  }
+
+  onResponseData(_c: Dispatcher.DispatchController, chunk: Buffer): void {
     if (this.head) {
       (this.held ??= []).push(chunk);
       return;
     }
+    this.writeBody(chunk);
+  }
+
+  /** To the client while it keeps up; once it falls behind, to the spool (the instance is not slowed). */
+  private writeBody(chunk: Buffer): void {
     this.wroteBody = true;
-    if (!this.res.write(chunk) && this.stallTimer === undefined) {
-      c.pause();
-      this.stallTimer = setTimeout(() => this.stalled(), this.ctx.opts.bodyTimeoutMs ?? DEFAULT_BODY_TIMEOUT_MS);
+    if (this.spool) {
+      if (!this.spool.push(chunk) && !this.upstreamPaused) {
+        // More than MAX_TEMP_FILE_BYTES wait: the instance waits too, holding its connection.
+        this.upstreamPaused = true;
+        this.controller?.pause();
+      }
+      return;
     }
+    if (!this.res.write(chunk)) {
+      this.spool = new ResponseSpool();
+      this.armStall();
+    }
+  }
+
+  private pump(): void {
+    if (this.pumping || !this.spool) return;
+    this.pumping = true;
+    this.pumpLoop();
+  }
+
+  /** Move spooled chunks to the client until it pushes back or the spool is empty (file reads resume the loop). */
+  private pumpLoop(): void {
+    for (;;) {
+      const spool = this.spool;
+      if (!spool) return void (this.pumping = false);
+      let taken: { err: Error | null; chunk?: Buffer } | undefined;
+      let waiting = false;
+      spool.take((err, chunk) => {
+        if (!waiting) taken = { err, chunk };
+        else if (this.afterTake(err, chunk)) this.pumpLoop();
+      });
+      if (!taken) {
+        waiting = true;
+        return;
+      }
+      if (!this.afterTake(taken.err, taken.chunk)) return;
+    }
+  }
+
+  /** One chunk from the spool (undefined: it is empty); true to take the next one. */
+  private afterTake(err: Error | null, chunk: Buffer | undefined): boolean {
+    const spool = this.spool;
+    if (!spool || this.res.destroyed) {
+      this.pumping = false;
+      return false;
+    }
+    if (err) {
+      this.pumping = false;
+      this.ctx.opts.log.error({ event: 'spool-failed', service: this.route.service, err: (err as { code?: string }).code ?? err.message }, `response of ${this.route.service} could not be read back from its temp file: ${err.message}; cut`);
+      this.res.destroy();
+      return false;
+    }
+    if (chunk === undefined) {
+      this.pumping = false;
+      spool.close();
+      this.spool = undefined;
+      if (this.upstreamDone) this.finish();
+      else if (this.upstreamPaused) {
+        this.upstreamPaused = false;
+        this.controller?.resume();
+      }
+      return false;
+    }
+    if (this.upstreamPaused && spool.buffered < MAX_TEMP_FILE_BYTES / 2) {
+      this.upstreamPaused = false;
+      this.controller?.resume();
+    }
+    if (this.res.write(chunk)) return true;
+    this.pumping = false;
+    this.armStall();
+    return false;
   }
 
   onResponseEnd(c: Dispatcher.DispatchController, trailers?: Record<string, string | string[] | undefined>): void {
@@ -259,13 +419,26 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
         this.held = undefined;
         return this.onResponseError(c, err);
       }
-      for (const chunk of this.held ?? []) this.res.write(chunk);
+      const held = this.held;
       this.held = undefined;
+      if (held) for (const chunk of held) this.writeBody(chunk);
     }
+    // The instance is done: its connection goes back now, whether or not the client has everything.
     this.endAttempt(true);
+    this.ctx.count(this.route.service, this.status);
+    if (this.spool) {
+      this.upstreamDone = true;
+      this.trailers = trailers;
+      return;
+    }
     if (trailers) this.passTrailers(trailers);
     this.res.end();
-    this.ctx.count(this.route.service, this.status);
+  }
+
+  /** The spool ran dry after the instance's end: the response is complete. */
+  private finish(): void {
+    if (this.trailers) this.passTrailers(this.trailers);
+    this.res.end();
   }
 
   /** Send the head now unless body bytes already carried it. */
@@ -360,8 +533,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     if (kind === 'other' && code !== 'UND_ERR_ABORTED') {
       return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);
     }
-    const bodyRead = this.hasBody && this.body === undefined && this.req.readableDidRead;
-    if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', bodyRead)) {
+    // The body is buffered: it can go again whenever the method allows.
+    if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', false)) {
       // Resolve again against the table now: the route may have changed since the first attempt.
       const route = this.ctx.table().match(this.host, this.target.match);
       if (route) {
@@ -379,8 +552,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     if (!this.attemptOpen) return;
     this.attemptOpen = false;
     this.controller = undefined;
-    clearTimeout(this.stallTimer);
-    this.stallTimer = undefined;
+    this.upstreamPaused = false;
     const u = this.upstream!;
     u.state.active--;
     if (this.slot) {
@@ -400,8 +572,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   onClientClose(): void {
     (this.res as TrackedResponse)[EXCHANGE] = undefined;
     this.ctx.requestDone();
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+    this.body?.release();
+    this.spool?.close();
+    this.spool = undefined;
     if (this.res.writableFinished) return;
     this.clientGone = true;
+    this.reader?.abort();
     if (this.attemptOpen && !this.slot && this.pool?.cancel(this)) {
       // It was still waiting for a free connection: it never left.
       this.endAttempt(false);

@@ -224,7 +224,7 @@ export class ProxyServer implements ProxyContext {
     }
     this.inFlight++;
     if (hasBody(req)) this.watchBody(req, res);
-    new Exchange(this, req, res, resolved.host, resolved.target, resolved.route).send(resolved.route);
+    new Exchange(this, req, res, resolved.host, resolved.target, resolved.route).begin();
   }
 
   /** A request body that stops moving for the idle timeout is cut (nginx's client_body_timeout). */
