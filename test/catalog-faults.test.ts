@@ -107,10 +107,12 @@ describe('Consul watch: 500 services, one whose health read fails', () => {
       await waitFor('s-007 routed', () => w.catalog?.services.some((s) => s.name === 's-007'), 20_000, 10);
       const recoverMs = Date.now() - tr;
 
-      // It fails again, with data: a catalog change makes every service be read again, and it keeps its last good data.
+      // It fails again, with data: a change of its own (in place: new meta, same port) makes it be
+      // read again, and it keeps its last good data; another service registered meanwhile is routed.
       rule = http.respond(FAILING, 500, 'rpc error making call: simulated failure', { headers: { 'X-Consul-Index': '0' } });
       const before = failing().length;
       await register(500);
+      await register(7, 10007, { Meta: { changed: 'yes' } });
       await waitFor('s-500 routed', () => w.catalog?.services.some((s) => s.name === 's-500'), 10_000, 5);
       await waitFor('s-007 read and refused', () => failing().length > before && failing().at(-1)?.status === 500, 10_000, 5);
       await sleep(1_500);
@@ -219,10 +221,42 @@ describe('Consul watch: 500 services, one whose health read fails', () => {
       const moveMs = Date.now() - t;
       await sleep(300);
       const r3 = raw.stats.serviceReads;
-      console.log(`PROBE consul changes among 502 services: check critical seen in ${failMs} ms (${r1 - r0} service reads), passing again in ${passMs} ms (${r2 - r1} reads), port changed in place in ${moveMs} ms (${r3 - r2} reads: the catalog listing cannot tell which service changed)`);
+      console.log(`PROBE consul changes among 502 services: check critical seen in ${failMs} ms (${r1 - r0} service reads), passing again in ${passMs} ms (${r2 - r1} reads), port changed in place in ${moveMs} ms (${r3 - r2} reads; the node sweep found which service changed)`);
       expect(r1 - r0).toBeLessThanOrEqual(3);
       expect(r2 - r1).toBeLessThanOrEqual(3);
       expect(r3 - r2).toBeGreaterThanOrEqual(1);
+      expect(r3 - r2).toBeLessThanOrEqual(3);
+    } finally {
+      await w.stop();
+    }
+  });
+
+  it('25 registrations in 5 s among 500 services read about one service each, not every service', async () => {
+    const raw = new ConsulWatch({ host: '127.0.0.1', port: BASE, secure: false });
+    const w = new CatalogWatch(raw, { log: capture().log });
+    try {
+      await w.first();
+      await waitFor('reads settled', async () => {
+        const n = raw.stats.serviceReads;
+        await sleep(300);
+        return raw.stats.serviceReads === n;
+      }, 20_000, 0);
+      const before = { ...raw.stats };
+      const t0 = Date.now();
+      for (let i = 0; i < 25; i++) {
+        await register(700 + i);
+        await sleep(Math.max(0, t0 + (i + 1) * 200 - Date.now()));
+      }
+      await waitFor('all 25 routed', () => Array.from({ length: 25 }, (_, i) => name(700 + i)).every((n) => w.catalog?.services.some((s) => s.name === n)), 10_000, 10);
+      const seenMs = Date.now() - t0;
+      await sleep(500);
+      const reads = raw.stats.serviceReads - before.serviceReads;
+      const nodeReads = raw.stats.nodeReads - before.nodeReads;
+      const sweeps = raw.stats.sweeps - before.sweeps;
+      const services = w.catalog?.services.length;
+      console.log(`PROBE consul 25 registrations in 5 s among ${services} services: all routed ${seenMs} ms after the first; ${reads} service reads (${(reads / 25).toFixed(2)} per registration), ${sweeps} node sweeps with ${nodeReads} node reads, ${raw.stats.catalogAnswers - before.catalogAnswers} listing answers`);
+      expect(reads / 25).toBeLessThanOrEqual(2);
+      expect(nodeReads).toBeLessThanOrEqual(4 * 25);
     } finally {
       await w.stop();
     }

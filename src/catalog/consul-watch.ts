@@ -2,7 +2,11 @@
 // of the services that changed, a few at a time.
 //  - /v1/catalog/services (blocking): the service names. Its index moves on every registration,
 //    deregistration or change of an instance; a change in place (a new port, same tags) does not
-//    show in the listing, so every known service is read again when it moves (bounded, below).
+//    show in the listing, so each move starts a sweep of the nodes (/v1/catalog/nodes, then
+//    /v1/catalog/node/<node> for each): every instance there carries its ModifyIndex, and only
+//    services whose instances (node, ID, ModifyIndex) changed are read. Moves during a sweep make
+//    one more sweep after it, not one each. With about as many nodes as services, every service
+//    is read instead (as cheap); after the listing's own query failed, every service is read once.
 //  - /v1/health/state/any (blocking): every check. Each service's checks (its own, and the node
 //    checks of the nodes it runs on) are compared with those of its last read: a service whose
 //    checks changed is read again, the others are not.
@@ -153,7 +157,14 @@ interface ServiceState {
   attempt: number;
   /** Backing off after a failure: only this timer reads it again. */
   retry?: NodeJS.Timeout;
+  /** `node ID ModifyIndex` of each entry of its last good read. */
+  readSignature?: string;
+  /** What a sweep found while a read was under way: compared with that read's answer when it ends. */
+  swept?: string;
 }
+
+const instanceKey = (node: unknown, id: unknown, modifyIndex: unknown) => `${String(node)}\u0000${String(id)}\u0000${String(modifyIndex)}`;
+const instancesSignature = (keys: string[]) => keys.sort().join('\u0001');
 
 const checkKey = (c: { Node?: unknown; CheckID?: unknown; Status?: unknown; ModifyIndex?: unknown }) => `${String(c.Node)}\u0000${String(c.CheckID)}\u0000${String(c.Status)}\u0000${String(c.ModifyIndex)}`;
 
@@ -206,8 +217,12 @@ export class ConsulWatch implements RawWatch {
   private readonly fetchTimeoutMs: number;
   /** Names whose checks changed: read before the sweeps queued in `queue`. */
   private readonly urgent = new Set<string>();
-  /** Reads of /v1/health/service/<name> sent, for tests and metrics. */
-  readonly stats = { serviceReads: 0, catalogAnswers: 0, healthAnswers: 0 };
+  private sweeping = false;
+  private sweepAgain = false;
+  /** The listing's query failed (or has not answered yet): the next listing reads every service. */
+  private readAllNext = true;
+  /** Reads of /v1/health/service/<name> (and of the node sweeps) sent, for tests and metrics. */
+  readonly stats = { serviceReads: 0, catalogAnswers: 0, healthAnswers: 0, sweeps: 0, nodeReads: 0 };
 
   constructor(target: ConsulTarget, opts: ConsulWatchOptions = {}) {
     this.concurrency = Math.max(1, opts.fetchConcurrency ?? FETCH_CONCURRENCY);
@@ -257,6 +272,7 @@ export class ConsulWatch implements RawWatch {
       } catch (err) {
         if (this.stopped) return;
         this.fail(what, err as Error);
+        if (what === 'catalog') this.readAllNext = true;
         index = 0;
         await this.sleep(backoffMs(attempt++, 250, 10_000));
         continue;
@@ -279,13 +295,87 @@ export class ConsulWatch implements RawWatch {
       if (s.failing) this.handlers?.part(label(name), 'gone');
       if (s.instances?.length) this.outputChanged = true;
     }
-    // Existing services are read again too: a change in place is not visible in this listing.
+    const readAll = this.readAllNext;
+    this.readAllNext = false;
     for (const name of wanted) {
-      if (!this.services.has(name)) this.services.set(name, { nodes: new Set(), skipped: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
+      if (this.services.has(name)) {
+        if (readAll) this.enqueue(name);
+        continue;
+      }
+      this.services.set(name, { nodes: new Set(), skipped: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
       this.enqueue(name);
     }
+    // A change in place is not visible in this listing: the sweep finds which services changed.
+    if (!readAll) this.sweep();
     this.catalogSeen = true;
     this.schedule();
+  }
+
+  /** Start a sweep, or ask for one more after the one under way. */
+  private sweep(): void {
+    if (this.sweeping) {
+      this.sweepAgain = true;
+      return;
+    }
+    this.sweeping = true;
+    void this.runSweep().finally(() => {
+      this.sweeping = false;
+      if (this.sweepAgain && !this.stopped) {
+        this.sweepAgain = false;
+        this.sweep();
+      }
+    });
+  }
+
+  /**
+   * Read every node's services with their ModifyIndex, and read the services whose instances there
+   * (node, ID, ModifyIndex) differ from what their last read saw. A service being read now is
+   * compared when its read ends (its answer may be older than the sweep).
+   */
+  private async runSweep(): Promise<void> {
+    this.stats.sweeps++;
+    try {
+      this.stats.nodeReads++;
+      const listing = await this.reader.get('/v1/catalog/nodes', '', this.fetchTimeoutMs, this.abort.signal);
+      if (this.stopped) return;
+      if (!Array.isArray(listing.body)) throw new Error('GET /v1/catalog/nodes: the answer is not a list');
+      const nodes = [...new Set(listing.body.flatMap((n) => (isObject(n) && typeof n.Node === 'string' ? [n.Node] : [])))];
+      if (nodes.length + 1 >= this.services.size) {
+        // As many node reads as services: reading every service costs no more.
+        for (const name of this.services.keys()) this.enqueue(name);
+        return;
+      }
+      const found = new Map<string, string[]>();
+      let next = 0;
+      const worker = async () => {
+        while (next < nodes.length && !this.stopped) {
+          const node = nodes[next++];
+          this.stats.nodeReads++;
+          const a = await this.reader.get(`/v1/catalog/node/${encodeURIComponent(node)}`, '', this.fetchTimeoutMs, this.abort.signal);
+          // A node that left between the two reads answers null: it has no services.
+          const services = isObject(a.body) && isObject(a.body.Services) ? Object.values(a.body.Services) : [];
+          for (const sv of services) {
+            if (!isObject(sv) || typeof sv.Service !== 'string') continue;
+            const key = instanceKey(node, sv.ID, sv.ModifyIndex);
+            const list = found.get(sv.Service);
+            if (list) list.push(key);
+            else found.set(sv.Service, [key]);
+          }
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(this.concurrency, nodes.length) }, worker));
+      if (this.stopped) return;
+      for (const [name, s] of this.services) {
+        const now = instancesSignature(found.get(name) ?? []);
+        if (s.inFlight) s.swept = now;
+        else if (s.readSignature !== now) this.enqueue(name);
+      }
+    } catch (err) {
+      if (this.stopped) return;
+      // Nothing tells which services changed: every one is read.
+      this.handlers?.note(`consul node sweep: ${(err as Error).message}; reading every service instead`, 'debug');
+      for (const name of this.services.keys()) this.enqueue(name);
+    }
   }
 
   private onHealth(body: unknown): void {
@@ -351,9 +441,11 @@ export class ConsulWatch implements RawWatch {
       const nodes = new Set<string>();
       const checks: string[] = [];
       const skipped = new Set<string>();
+      const seen: string[] = [];
       for (const e of a.body as unknown[]) {
         // Consul matches the name without regard to case: other services' entries are not this one's.
         if (isObject(e) && isObject(e.Service) && typeof e.Service.Service === 'string' && e.Service.Service !== name) continue;
+        if (isObject(e) && isObject(e.Service)) seen.push(instanceKey(isObject(e.Node) ? e.Node.Node : undefined, e.Service.ID, e.Service.ModifyIndex));
         const problem = entryProblem(e);
         if (problem) {
           const rawId = isObject(e) && isObject(e.Service) && typeof e.Service.ID === 'string' ? e.Service.ID : undefined;
@@ -373,6 +465,12 @@ export class ConsulWatch implements RawWatch {
       s.nodes = nodes;
       s.skipped = skipped;
       s.checks = checkSignature(checks);
+      s.readSignature = instancesSignature(seen);
+      // A sweep ran during this read: if it saw other instances than this answer, read again (once).
+      if (s.swept !== undefined) {
+        if (s.swept !== s.readSignature) s.again = true;
+        s.swept = undefined;
+      }
       const json = JSON.stringify(instances);
       if (json !== s.json) {
         s.instances = instances;
