@@ -1,10 +1,15 @@
 // harbormaster register against the real dockerd and Consul agent: lifecycle, checks, TTL
 // heartbeats, health gating and withdrawal on the way down.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Writable } from 'node:stream';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import { docker, DOCKER_HOST, hostPort, isRunning, removeContainers, run } from './support/docker.js';
 import { Hm, runCli, spawnHm } from './support/harbormaster.js';
-import { CONSUL, consulChecks, consulServices } from './support/registries.js';
+import { HttpFaultProxy } from './support/http-fault-proxy.js';
+import { CONSUL, consulChecks, consulGet, type ConsulService, consulServices, privateConsul } from './support/registries.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
+import { silentLogger } from '../src/log/logger.js';
+import { Registrar } from '../src/registrar/registrar.js';
 import { createBackend } from '../src/registry/index.js';
 import type { ServiceInstance } from '../src/model/service-instance.js';
 
@@ -165,6 +170,26 @@ describe('register → consul', () => {
     expect(hm.logs.some((l) => l.event === 'deregistered' && l.id === id)).toBe(false);
   });
 
+  it('keeps a container registered through `docker kill -s QUIT` it survives (a thread dump), and through the resync after it', async () => {
+    await run(`${P}quit`, { env: { SERVICE_NAME: 'quit' } });
+    const id = `${HOST}:${P}quit:80`;
+    await waitFor('quit registered', has(id));
+    // PID 1 of the test image has no handler for QUIT: the container keeps running, as a JVM does after its thread dump.
+    await docker('kill', '-s', 'QUIT', `${P}quit`);
+    await sleep(500);
+    hm.kill('SIGHUP'); // a resync: Docker's StartedAt did not change, nothing may undo the kill's verdict later either
+    await sleep(1500);
+    const missing: number[] = [];
+    for (let i = 0; i < 10; i++, await sleep(200)) if (!(await services())[id]) missing.push(i);
+    console.log(`PROBE docker kill -s QUIT: running=${await isRunning(`${P}quit`)}, samples without it=${missing.length} of 10`);
+    expect(await isRunning(`${P}quit`)).toBe(true);
+    expect(missing).toEqual([]);
+    expect(hm.logs.some((l) => l.event === 'deregistered' && l.id === id)).toBe(false);
+    // The container's own stop signal still withdraws at once.
+    await docker('kill', '-s', 'TERM', `${P}quit`);
+    await waitFor('withdrawn on its stop signal', gone(id), 5_000);
+  });
+
   it('follows a rename: the old ID is withdrawn and the new one registered', async () => {
     await run(`${P}old`, { env: { SERVICE_NAME: 'renamed' } });
     await waitFor('old id', has(`${HOST}:${P}old:80`));
@@ -223,4 +248,140 @@ describe('consul heartbeat service after a lapse', () => {
       await second.close();
     }
   });
+});
+
+describe('consul: service IDs that are not the host\'s to take', () => {
+  it('a SERVICE_ID of a host heartbeat or of a service another tool registered is refused with one line naming the container; nothing of theirs is replaced or withdrawn; the host\'s heartbeat still works', async () => {
+    const host = uniq('itcx');
+    onTestFinished(() => removeContainers(`${host}-`));
+    const foreignId = `${host}-vault`;
+    const foreignName = `ext${host.replace(/-/g, '')}`;
+    const put = (path: string, body?: unknown) => fetch(`http://127.0.0.1:8500/v1${path}`, { method: 'PUT', ...(body ? { body: JSON.stringify(body) } : {}) });
+    // Registered on the agent by something else: no harbormaster meta.
+    expect((await put('/agent/service/register', { ID: foreignId, Name: foreignName, Port: 8200 })).ok).toBe(true);
+    onTestFinished(async () => void (await put(`/agent/service/deregister/${foreignId}`)));
+    const hm = spawnHm(['register', '--hostname', host, '--ttl', '3', '--ttl-refresh', '1', '--resync', '1', CONSUL]);
+    await run(`${host}-hb`, { env: { SERVICE_NAME: 'hb' }, labels: { SERVICE_ID: `harbormaster:${host}` } });
+    await run(`${host}-col`, { env: { SERVICE_NAME: 'col' }, labels: { SERVICE_ID: foreignId } });
+    await run(`${host}-ok`, { env: { SERVICE_NAME: 'ok' } });
+    const okId = `${host}:${host}-ok:80`;
+    await waitFor('ok passing', async () => (await consulChecks())[`harbormaster-ttl:${okId}`]?.Status === 'passing');
+    await hm.waitForLog('the collision line', (l) => /already the ID of service/.test(l.msg));
+    await hm.waitForLog('the reserved line', (l) => /is reserved/.test(l.msg));
+    // Four resyncs and four heartbeat rounds.
+    await sleep(4000);
+    const collision = hm.logs.filter((l) => /already the ID of service/.test(l.msg));
+    const reserved = hm.logs.filter((l) => /is reserved/.test(l.msg));
+    const all = await consulGet<Record<string, ConsulService>>('/agent/services');
+    const okRegistered = hm.logs.filter((l) => l.event === 'registered' && l.id === okId).length;
+    const lostLines = hm.logs.filter((l) => l.event === 'lost').length;
+    console.log(`PROBE consul SERVICE_ID collisions: collision lines=${collision.length}, reserved lines=${reserved.length}, ok registered ${okRegistered}×, lost lines=${lostLines}`);
+    expect(collision).toHaveLength(1);
+    expect(collision[0].msg).toContain(`container ${host}-col`);
+    expect(collision[0].msg).toContain('SERVICE_ID');
+    expect(reserved).toHaveLength(1);
+    expect(reserved[0].msg).toContain(`container ${host}-hb: label SERVICE_ID:`);
+    expect(all[foreignId]).toMatchObject({ Service: foreignName, Port: 8200 });
+    expect(all[foreignId].Meta?.hm_host).toBeUndefined();
+    expect(all[`harbormaster:${host}`]?.Meta).toMatchObject({ hm_role: 'heartbeat' });
+    expect(okRegistered).toBe(1);
+    expect(lostLines).toBe(0);
+    // The colliding container goes: what it never took is not withdrawn either.
+    await docker('rm', '-f', `${host}-col`);
+    await sleep(1500);
+    expect((await consulGet<Record<string, ConsulService>>('/agent/services'))[foreignId]).toMatchObject({ Service: foreignName });
+    // The sidecar dies without withdrawing: its instances turn critical within the TTL, as they must.
+    hm.kill('SIGKILL');
+    await hm.exited;
+    const killed = Date.now();
+    await waitFor('ok critical', async () => (await consulChecks())[`harbormaster-ttl:${okId}`]?.Status === 'critical', 10_000, 100);
+    const criticalAfter = Date.now() - killed;
+    console.log(`PROBE consul: instances critical ${criticalAfter} ms after the sidecar's SIGKILL (TTL 3 s)`);
+    expect(criticalAfter).toBeLessThan(3_000 + 2_000);
+  });
+});
+
+describe('consul: shutdown', () => {
+  const inst = (host: string, c: string): ServiceInstance => ({ id: `${host}:${c}:80`, name: `sd${host.replace(/-/g, '')}`, address: '127.0.0.1', port: 20000, protocol: 'tcp', tags: [], meta: {}, host, status: 'passing' });
+
+  it('a registration that lands after shutdown began (delayed 6 s on its way) is withdrawn again once it has: nothing is left', async () => {
+    const host = uniq('itcl');
+    const proxy = await HttpFaultProxy.start({ host: '127.0.0.1', port: 8500 });
+    onTestFinished(() => proxy.close());
+    const backend = createBackend(`consul://${proxy.address}`, { ttl: 10, host });
+    const registrar = new Registrar(backend, { hostname: host, ttlRefreshMs: 3_000, cleanup: false, retryIntervalMs: 100, log: silentLogger() });
+    registrar.start();
+    registrar.complete();
+    registrar.set('a', [inst(host, 'a')]);
+    await registrar.settled();
+    const rule = proxy.delay({ method: 'PUT', path: /^\/v1\/agent\/service\/register/ }, 6_000);
+    registrar.set('b', [inst(host, 'b')]);
+    await waitFor('b on its way', () => rule.hits > 0, 5_000, 10);
+    const sent = Date.now();
+    await registrar.stop(true);
+    const took = Date.now() - sent;
+    const entries = async () => Object.keys(await consulServices(host)).filter((id) => !id.startsWith('harbormaster:'));
+    const leftAtStop = (await entries()).length;
+    await sleep(Math.max(0, 6_000 + 1_000 - (Date.now() - sent)));
+    const leftAfter = await entries();
+    console.log(`PROBE consul: shutdown with a registration landing 6 s late: stop took ${took} ms, left at stop=${leftAtStop}, left 7 s after it was sent=${leftAfter.length}`);
+    expect(leftAtStop).toBe(0);
+    expect(leftAfter).toEqual([]);
+    expect(took).toBeLessThan(16_000);
+    await backend.close();
+  });
+
+  it('300 instances withdrawn within the deadline; with a deadline too short, the line says how many are left and every one left is critical at once', async () => {
+    const consul = privateConsul(20710);
+    await consul.start();
+    try {
+      const N = 300;
+      const lines: { msg: string; withdrawn?: number; left?: number }[] = [];
+      const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(JSON.parse(c.toString()) as { msg: string }), cb()) }));
+      const load = async (host: string) => {
+        const backend = createBackend(consul.uri, { ttl: 10, host });
+        const registrar = new Registrar(backend, { hostname: host, ttlRefreshMs: 3_000, cleanup: false, retryIntervalMs: 100, concurrency: 16, log });
+        registrar.start();
+        registrar.complete();
+        for (let i = 0; i < N; i++) registrar.set(`c${i}`, [inst(host, `c${i}`)]);
+        const t0 = Date.now();
+        await registrar.settled();
+        return { backend, registrar, loadMs: Date.now() - t0 };
+      };
+      const own = async (host: string) => Object.keys(await consulServices(host, consul.httpPort)).filter((id) => !id.startsWith('harbormaster:'));
+
+      const fullHost = uniq('itcs');
+      const full = await load(fullHost);
+      const t0 = Date.now();
+      await full.registrar.stop(true);
+      const fullMs = Date.now() - t0;
+      await full.backend.close();
+      const fullLeft = (await own(fullHost)).length;
+
+      const host = uniq('itcs');
+      const short = await load(host);
+      await short.registrar.stop(true, 400);
+      // What shutdown does next: the client goes, with whatever it still had in flight.
+      await short.backend.close();
+      await sleep(500);
+      const line = lines.find((l) => /registrations by the shutdown deadline/.test(l.msg));
+      const left = await own(host);
+      const checks = await consulChecks(consul.httpPort);
+      const passing = left.filter((id) => checks[`harbormaster-ttl:${id}`]?.Status !== 'critical');
+      console.log(
+        `PROBE consul shutdown: ${N} loaded in ${full.loadMs} ms, withdrawn in ${fullMs} ms, left ${fullLeft}; with a 0.4 s deadline: "${line?.msg}", left on the agent ${left.length}, of them not critical ${passing.length}`,
+      );
+      expect(fullLeft).toBe(0);
+      expect(fullMs).toBeLessThan(16_000);
+      expect(line).toBeDefined();
+      expect(line!.withdrawn! + line!.left!).toBe(N);
+      // Deregistrations the agent had already received when the client went may still have landed.
+      expect(left.length).toBeLessThanOrEqual(line!.left!);
+      expect(left.length).toBeGreaterThanOrEqual(line!.left! - 8);
+      expect(left.length).toBeGreaterThan(0);
+      expect(passing).toEqual([]);
+    } finally {
+      await consul.kill();
+    }
+  }, 120_000);
 });
