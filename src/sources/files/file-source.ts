@@ -146,6 +146,9 @@ export class FileSource {
       for (const p of [...this.files.keys()]) if (p === dir || p.startsWith(dir + sep)) this.removed(p, 'folder deleted');
       if (dir === this.dir) void this.restartWatcher();
     });
+    // What changed between the first read and the watcher being ready is seen by reading once more
+    // (unchanged files are not parsed again).
+    w.once('ready', () => void this.fullRead());
     w.on('error', (err) => {
       this.opts.log.warn({ event: 'services-dir-watch-error', dir: this.dir, err: (err as Error).message }, `watching ${this.dir}: ${(err as Error).message}; reading it again`);
       void this.restartWatcher();
