@@ -29,7 +29,7 @@ export interface ProxyOptions {
   ejection?: EjectionPolicy;
   /** Active checks: GET `path` on every instance each `intervalMs`. */
   healthCheck?: { path: string; intervalMs: number };
-  /** Peers (normalized CIDRs) whose X-Forwarded-*, X-Real-IP and Forwarded are believed; default none. */
+  /** Peers (normalized CIDRs) whose X-Forwarded-* and Forwarded are believed (X-Real-IP is derived from their X-Forwarded-For); default none. */
   trustedProxies?: readonly string[];
   /** Request line and headers together, in bytes: larger → 431 (default 16384). */
   maxHeaderSize?: number;

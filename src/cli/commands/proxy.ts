@@ -32,7 +32,7 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
   --health-check <path>      actively GET this path on every instance; failing ones leave rotation
   --health-interval <ms>     period of those checks (default 5000)
   --status <list>            registry statuses that receive traffic (default passing)
-  --trusted-proxies <cidrs>  peers whose X-Forwarded-*, X-Real-IP and Forwarded are kept, comma list of
+  --trusted-proxies <cidrs>  peers whose X-Forwarded-* and Forwarded are kept, comma list of
                              addresses and CIDRs, e.g. '10.0.0.0/8,::1' (default none: always replaced)
   --max-header-size <bytes>  request line and headers together; larger → 431 (default 16384)
   --header-timeout <ms>      from a request's first byte to the end of its headers; longer → 408 (default 10000)
