@@ -28,6 +28,7 @@ const TCP_MAX_CONNECTIONS = 512;
 /** Questions of one TCP connection waiting for their answer, and answer bytes not yet read. */
 const TCP_MAX_PENDING = 64;
 const TCP_MAX_BUFFERED = 256 * 1024;
+const TCP_MAX_MESSAGE = 65_535;
 const RECURSOR_TIMEOUT_MS = 2_000;
 /** A question name we answer: printable ASCII, at most 253 characters, no empty label. */
 const QUESTION_NAME = /^(?:\.|(?=[\x21-\x7e]{1,254}$)[^.]+(?:\.[^.]+)*\.?)$/;
@@ -147,15 +148,17 @@ export class DnsServer {
         pending++;
         if (pending >= TCP_MAX_PENDING) s.pause();
         // Answers go back in the order the questions came.
-        busy = busy.then(async () => {
-          const out = await this.handle(msg, 'tcp');
-          if (out && !s.destroyed) {
-            const head = Buffer.alloc(2);
-            head.writeUInt16BE(out.length);
-            if (!s.write(Buffer.concat([head, out]))) s.pause();
-          }
-          settle();
-        });
+        busy = busy
+          .then(async () => {
+            const out = await this.handle(msg, 'tcp');
+            if (out && !s.destroyed) {
+              const head = Buffer.alloc(2);
+              head.writeUInt16BE(out.length);
+              if (!s.write(Buffer.concat([head, out]))) s.pause();
+            }
+          })
+          .catch(() => void s.destroy())
+          .finally(settle);
       }
     });
   }
@@ -223,19 +226,22 @@ export class DnsServer {
     const edns = opt ? [badVersion ? OPT_BADVERS : OPT_OK] : [];
     const answers = r?.answers ?? [];
     const authorities = r?.authorities ?? [];
-    let out = encodeResponse(id, flags, question, [answers, authorities, [...(r?.additionals ?? []), ...edns]]);
-    if (transport === 'udp') {
-      const limit = opt ? Math.min(UDP_MAX, Math.max(UDP_DEFAULT, opt.udpPayloadSize ?? UDP_DEFAULT)) : UDP_DEFAULT;
-      if (out.length > limit) {
-        // Cut to the limit: additional and authority records first, then answers from the end; TC set.
-        dnsMetrics.truncated.inc();
-        const kept = [...answers];
-        do {
-          out = encodeResponse(id, flags | FLAG_TC, question, [kept, [], edns]);
-        } while (out.length > limit && kept.pop() !== undefined);
-      }
+    const out = encodeResponse(id, flags, question, [answers, authorities, [...(r?.additionals ?? []), ...edns]]);
+    // Over TCP a message is at most 65,535 bytes (its length prefix): thousands of instances are cut too.
+    const limit = transport === 'tcp' ? TCP_MAX_MESSAGE : opt ? Math.min(UDP_MAX, Math.max(UDP_DEFAULT, opt.udpPayloadSize ?? UDP_DEFAULT)) : UDP_DEFAULT;
+    if (out.length <= limit) return out;
+    // Cut to the limit: additional and authority records go first, then as many answers as fit
+    // (found by halving, so that thousands of records cost a dozen encodings); TC set.
+    dnsMetrics.truncated.inc();
+    const cut = (n: number) => encodeResponse(id, flags | FLAG_TC, question, [answers.slice(0, n), [], edns]);
+    let lo = 0;
+    let hi = answers.length;
+    while (lo < hi) {
+      const mid = Math.ceil((lo + hi) / 2);
+      if (cut(mid).length <= limit) lo = mid;
+      else hi = mid - 1;
     }
-    return out;
+    return cut(lo);
   }
 
   private encodeHeaderOnly(id: number, flags: number, rcode: number, transport: Transport): Buffer {
