@@ -9,9 +9,9 @@ import { docker, removeContainers, run } from './support/docker.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { spawnHm } from './support/harbormaster.js';
 import { HttpFaultProxy } from './support/http-fault-proxy.js';
-import { reportFault } from './support/observer.js';
+import { measure, reportFault } from './support/observer.js';
 import { type Daemon, privateConsul, privateConsulAcl, privateEtcd, REGISTRATOR_POLICY } from './support/registries.js';
-import { converge, idsOf, type RegistryKind, reader, runMany } from './support/scenario.js';
+import { continuity, converge, idsOf, type RegistryKind, reader, runMany, watch } from './support/scenario.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
 const TTL = 3;
@@ -69,9 +69,12 @@ describe.each([
     return { host, hm, names, r };
   }
 
-  it('registry unreachable for 2×TTL (partition), with a stop and a start meanwhile: converges, nothing lost, duplicated or left', async () => {
+  it('registry unreachable for 2×TTL (partition), with a stop and a start meanwhile: nothing lapses before its TTL, converges, nothing lost, duplicated or left', async () => {
     const { host, hm, names, r } = await threeRegistered('frp');
     onTestFinished(() => removeContainers(`${host}-`));
+    const obs = watch(r, 50);
+    onTestFinished(() => obs.stop());
+    await obs.waitFor((ids) => ids.size >= 3);
     proxy.blackhole();
     const down = Date.now();
     await docker('stop', '-t', '1', names[1]);
@@ -80,34 +83,60 @@ describe.each([
     proxy.pass();
     const healed = Date.now();
     const m = await converge(r, idsOf(host, [names[0], names[2], `${host}-late`]), healed);
-    reportFault(`${kind}: registry unreachable ${2 * TTL}s (2×TTL), one stop and one start during it`, { ...m });
+    await obs.stop();
+    // The two untouched containers, seen by a reader straight from the engine the whole time.
+    const c = continuity(obs, idsOf(host, [names[0], names[2]]), down);
+    const { list, ...figures } = c;
+    reportFault(`${kind}: registry unreachable ${2 * TTL}s (2×TTL), one stop and one start during it`, { ...m, ...figures });
     expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    expect(c.samplesDuplicated).toBe(0);
+    // Unrenewable for 2×TTL, they lapse (the TTL's promise), but never before it: the last renewal was at most one period before the cut.
+    if (c.gaps > 0) expect(c.firstGapAfterMs).toBeGreaterThanOrEqual((TTL - 1) * 1000 - 250);
+    // And every gap closed once the registry was reachable again, within the convergence.
+    for (const g of list) expect(g.to !== undefined && g.to - healed <= m.converge + 600).toBe(true);
     expect(hm.logs.some((l) => l.event === 'registry-up')).toBe(true);
     r.close();
   });
 
-  it('registry frozen (SIGSTOP) for longer than the TTL, then thawed: converges with nothing lost', async () => {
+  it('registry frozen (SIGSTOP) for longer than the TTL, then thawed: back within seconds, nothing lost, duplicated or left', async () => {
     const { host, names, r } = await threeRegistered('frs');
+    const obs = watch(r, 50);
+    onTestFinished(() => obs.stop());
+    await obs.waitFor((ids) => ids.size >= 3);
     engine.daemon.pause();
     const frozen = Date.now();
     await sleep((TTL + 2) * 1000);
     engine.daemon.resume();
     const thawed = Date.now();
     const m = await converge(r, idsOf(host, names), thawed);
-    reportFault(`${kind}: registry frozen ${((thawed - frozen) / 1000).toFixed(1)}s (TTL ${TTL}s)`, { ...m });
+    await obs.stop();
+    const { list, ...figures } = continuity(obs, idsOf(host, names), frozen);
+    reportFault(`${kind}: registry frozen ${((thawed - frozen) / 1000).toFixed(1)}s (TTL ${TTL}s)`, { ...m, ...figures });
     expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    expect(figures.samplesDuplicated).toBe(0);
+    // The engine's own clock ran out while it was frozen: what it dropped on waking is back within seconds.
+    for (const g of list) expect(g.to !== undefined && g.to - thawed <= 5_000).toBe(true);
     r.close();
   });
 
-  it('every connection to the registry reset mid-run: nothing lost', async () => {
+  it('every connection to the registry reset mid-run: no entry ever missing, nothing lost', async () => {
     const { host, names, r } = await threeRegistered('frr');
     onTestFinished(() => removeContainers(`${host}-`));
+    const obs = watch(r, 50);
+    onTestFinished(() => obs.stop());
+    await obs.waitFor((ids) => ids.size >= 3);
     proxy.reset();
     const at = Date.now();
     await run(`${host}-after`, { env: { SERVICE_NAME: 'svc' } });
     const m = await converge(r, idsOf(host, [...names, `${host}-after`]), at);
-    reportFault(`${kind}: every registry connection reset`, { ...m });
+    // Past a heartbeat round or two.
+    await sleep(2_000);
+    await obs.stop();
+    const { list, ...figures } = continuity(obs, idsOf(host, names), at);
+    reportFault(`${kind}: every registry connection reset`, { ...m, ...figures });
     expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    expect(list).toEqual([]);
+    expect(figures.samplesDuplicated).toBe(0);
     r.close();
   });
 });
@@ -125,6 +154,9 @@ describe('write side under Consul refusals', () => {
       const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
       const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host, consul.masterToken);
       await converge(r, idsOf(host, names), Date.now(), 30_000);
+      const obs = watch(r, 50);
+      onTestFinished(() => obs.stop());
+      await obs.waitFor((ids) => ids.size >= 2);
 
       await consul.setTokenPolicies(token.accessorId, []);
       const revoked = Date.now();
@@ -141,8 +173,14 @@ describe('write side under Consul refusals', () => {
       await consul.setTokenPolicies(token.accessorId, ['registrator']);
       const restored = Date.now();
       const m = await converge(r, idsOf(host, [names[0], `${host}-new`]), restored);
-      reportFault('consul: token lost its policy for ~3s (403), one start and one stop meanwhile, then restored', { ...m, refusedFor: `${restored - revoked}ms`, errorLines: attempts });
+      await obs.stop();
+      // Without its policy the token cannot pass the host's heartbeat either: past the TTL Consul marks the host critical, as it must.
+      const { list, ...figures } = continuity(obs, idsOf(host, [names[0]]), revoked);
+      reportFault('consul: token lost its policy (403), one start and one stop meanwhile, then restored', { ...m, ...figures, refusedFor: `${restored - revoked}ms`, errorLines: attempts });
       expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      expect(figures.samplesDuplicated).toBe(0);
+      if (list.length > 0) expect(figures.firstGapAfterMs).toBeGreaterThanOrEqual((TTL - 1) * 1000 - 250);
+      for (const g of list) expect(g.to !== undefined && g.to - restored <= m.converge + 600).toBe(true);
       await waitFor('/v1/health ok again', async () => ((await (await fetch(`http://127.0.0.1:${api}/v1/health`)).json()) as { ok: boolean }).ok);
       r.close();
     } finally {
@@ -160,15 +198,23 @@ describe('write side under Consul refusals', () => {
       const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
       const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host);
       await converge(r, idsOf(host, names), Date.now(), 30_000);
+      const obs = watch(r, 50);
+      onTestFinished(() => obs.stop());
+      await obs.waitFor((ids) => ids.size >= 2);
 
       const rule = proxy.respond({ method: 'PUT', path: /^\/v1\/agent\/service\/register/ }, 429, 'rate limit exceeded');
+      const limited = Date.now();
       await run(`${host}-new`, { env: { SERVICE_NAME: 'svc' } });
       await sleep(3000);
       rule.remove();
       const lifted = Date.now();
       const m = await converge(r, idsOf(host, [...names, `${host}-new`]), lifted);
-      reportFault('consul: 429 on every registration for 3s', { ...m, refusedRequests: rule.hits });
+      await obs.stop();
+      const { list, ...figures } = continuity(obs, idsOf(host, names), limited);
+      reportFault('consul: 429 on every registration for 3s', { ...m, ...figures, refusedRequests: rule.hits });
       expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      // Only registrations were limited: the registered ones never went missing or critical.
+      expect(list).toEqual([]);
       // Backoff, not a hot loop: a handful of attempts in 3 s.
       expect(rule.hits).toBeGreaterThan(0);
       expect(rule.hits).toBeLessThan(20);
@@ -236,6 +282,52 @@ describe('write side under Consul refusals: withdrawals', () => {
   });
 });
 
+describe('write side under Consul refusals: a withdrawal right after an outage', () => {
+  it('a withdrawal that fails during an outage and is refused (403) right after it heals is kept and retried until Consul confirms it', async () => {
+    const consul = privateConsul(20730);
+    await consul.start();
+    const http = await HttpFaultProxy.start({ host: '127.0.0.1', port: consul.httpPort });
+    const tcp = await FaultProxy.start({ host: '127.0.0.1', port: http.port });
+    try {
+      const host = uniq('fro');
+      onTestFinished(() => removeContainers(`${host}-`));
+      const hm = spawnHm(['register', '--hostname', host, ...common, `consul://${tcp.address}`]);
+      const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
+      const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', host);
+      await converge(r, idsOf(host, names), Date.now(), 30_000);
+      const obs = watch(r, 50);
+      onTestFinished(() => obs.stop());
+      tcp.cut();
+      const down = Date.now();
+      await docker('stop', '-t', '1', names[1]);
+      await hm.waitForLog('the outage', (l) => l.event === 'error' && /unreachable/.test(l.msg), 10_000);
+      // As the registry comes back, withdrawals are refused for a while.
+      const rule = http.respond({ method: 'PUT', path: /^\/v1\/agent\/service\/deregister\// }, 403, 'ACL not found');
+      await sleep(Math.max(0, 2_000 - (Date.now() - down)));
+      tcp.pass();
+      const healed = Date.now();
+      await waitFor('the withdrawal refused after the heal', () => rule.hits > 0, 15_000, 20);
+      await sleep(2_000);
+      const stillThere = (await r.read()).entries.some((e) => e.id === `${host}:${names[1]}:80`);
+      rule.remove();
+      const lifted = Date.now();
+      const m = await converge(r, idsOf(host, [names[0]]), lifted);
+      await obs.stop();
+      const { list, ...figures } = continuity(obs, idsOf(host, [names[0]]), down);
+      reportFault('consul: withdrawal during a 2 s outage, refused (403) for 2 s right after it healed', { ...m, ...figures, refusedRequests: rule.hits, healedToRefusedMs: lifted - healed });
+      expect(stillThere).toBe(true);
+      expect(rule.hits).toBeGreaterThan(0);
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      expect(list).toEqual([]);
+      r.close();
+    } finally {
+      await tcp.close();
+      await http.close();
+      await consul.kill();
+    }
+  });
+});
+
 describe.each([{ kind: 'etcd' as const }, { kind: 'etcd2' as const }])('etcd specifics: $kind', ({ kind }) => {
   const base = kind === 'etcd' ? 20620 : 20630;
   let engine: Engine;
@@ -277,6 +369,38 @@ describe.each([{ kind: 'etcd' as const }, { kind: 'etcd2' as const }])('etcd spe
     expect(keys).toEqual([newKey]);
     expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
     await docker('rm', '-f', `${host}-b`);
+    r.close();
+  });
+
+  it('an entry deleted by hand comes back by the heartbeat alone (--resync 0), and the other entry never goes', async () => {
+    proxy.pass();
+    const host = uniq('frx');
+    onTestFinished(() => removeContainers(`${host}-`));
+    spawnHm(['register', '--hostname', host, ...common, uriOf(kind, proxy.address)]);
+    const names = await runMany(`${host}-`, 2, { env: { SERVICE_NAME: 'svc' } });
+    const r = reader(kind, engine.direct, '/hm', host);
+    await converge(r, idsOf(host, names), Date.now(), 30_000);
+    const obs = watch(r, 50);
+    onTestFinished(() => obs.stop());
+    const victim = `${host}:${names[0]}:80`;
+    const key = (await r.read()).entries.find((e) => e.id === victim)!.key;
+    if (kind === 'etcd') {
+      const client = new Etcd3({ hosts: `http://${engine.direct}` });
+      await client.delete().key(key);
+      client.close();
+    } else {
+      expect((await fetch(`http://${engine.direct}/v2/keys${key.split('/').map(encodeURIComponent).join('/')}`, { method: 'DELETE' })).ok).toBe(true);
+    }
+    const removed = Date.now();
+    // etcd v3 reads its keys back every sixth heartbeat round (--ttl-refresh 1); v2 finds it at the next round.
+    const m = await converge(r, idsOf(host, names), removed, 12_000);
+    await obs.stop();
+    const { list, ...figures } = continuity(obs, idsOf(host, names), removed);
+    reportFault(`${kind}: one entry deleted by hand, --resync 0`, { ...m, ...figures });
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    expect(m.converge).toBeLessThan(8_000);
+    // The other entry never went.
+    expect(list.filter((g) => g.id !== victim)).toEqual([]);
     r.close();
   });
 
@@ -332,18 +456,32 @@ describe('etcd v3: keeping the lease alive does not depend on the reconcile loop
       const attemptsBefore = hm.logs.filter((l) => l.event === 'error').length;
       // Four TTLs while the refused one is retried: the lease would have lapsed three times over.
       const watched = Date.now();
-      for (const until = watched + 4 * TTL * 1000; Date.now() < until; await sleep(200)) expect(await keys()).toEqual([okKey]);
+      let missingSamples = 0;
+      let otherSamples = 0;
+      for (const until = watched + 4 * TTL * 1000; Date.now() < until; await sleep(200)) {
+        const now = await keys();
+        if (!now.includes(okKey)) missingSamples++;
+        if (now.some((k) => k !== okKey)) otherSamples++;
+      }
+      expect(otherSamples).toBe(0);
       await admin.role('hm').grant({ permission: 'Readwrite', range: Range.prefix('/hm/other/') });
       const granted = Date.now();
-      await waitFor('the refused one lands once allowed', async () => (await keys()).length === 2, 30_000, 50);
+      const deniedKey = `/hm/other/${host}:${host}-denied:80`;
+      await waitFor('the refused one lands once allowed', async () => (await keys()).includes(deniedKey), 30_000, 50);
+      const convergeMs = Date.now() - granted;
+      await sleep(500);
+      const final = Object.entries(await admin.getAll().prefix('/hm/').strings()).filter(([k]) => !k.startsWith('/hm/_') && mine(k));
+      const expected = new Set([`${host}:${host}-ok:80`, `${host}:${host}-denied:80`]);
+      const m = measure(expected, final.map(([k, v]) => ({ key: k, id: (JSON.parse(v) as { id: string }).id })));
       reportFault('etcd: one registration refused (permission denied) for 4×TTL, then allowed', {
-        converge: Date.now() - granted,
-        lost: (await keys()).includes(okKey) ? 0 : 1,
-        duplicated: 0,
-        left: 0,
+        converge: convergeMs,
+        ...m,
+        missingSamples,
         watchedMs: granted - watched,
         errorLines: hm.logs.filter((l) => l.event === 'error').length - attemptsBefore,
       });
+      expect(m).toEqual({ lost: 0, duplicated: 0, leftBehind: 0 });
+      expect(missingSamples).toBe(0);
     } finally {
       await engine.daemon.kill();
       engine.cleanup();

@@ -4,7 +4,7 @@
 import { onTestFinished } from 'vitest';
 import { Etcd3 } from 'etcd3';
 import { removeContainers, run, type RunOptions } from './docker.js';
-import { type Entry, measure, type Measure } from './observer.js';
+import { type Entry, type Gap, measure, type Measure, Observer } from './observer.js';
 import { waitFor } from './wait.js';
 
 /** Start containers `<prefix>0…<prefix>{n-1}`, `concurrency` at a time; removed when the test ends. */
@@ -159,4 +159,54 @@ export async function converge(r: RegistryReader, expected: Set<string>, since: 
   await new Promise((res) => setTimeout(res, 500));
   const again = await r.read();
   return { converge: converged, ...measure(expected, again.entries) };
+}
+
+/**
+ * Read `r` every `intervalMs` from now on, as a consumer polling the registry would: an entry
+ * that is not passing (Consul) counts as absent. Reads that fail (the engine itself frozen or
+ * unreachable) leave no sample. Stops by itself after `maxMs`.
+ */
+export function watch(r: RegistryReader, intervalMs = 100, maxMs = 180_000): Observer {
+  return new Observer(
+    async () => {
+      const h = await r.read();
+      const bad = new Set(h.notPassing);
+      return { entries: h.entries.filter((e) => !bad.has(e.id)) };
+    },
+    { intervalMs, maxMs },
+  );
+}
+
+/** What a continuous observation showed of entries that should have been there all along. */
+export interface Continuity {
+  /** Gaps (an expected ID missing from one sample to the next one holding it again). */
+  gaps: number;
+  /** The longest gap, ms (0 without any). */
+  longestGapMs: number;
+  /** ms from `from` to the start of the first gap (-1 without any). */
+  firstGapAfterMs: number;
+  /** Samples with some expected ID missing, and samples in all. */
+  samplesMissing: number;
+  samples: number;
+  /** Reads that failed (no evidence either way). */
+  readErrors: number;
+  /** Samples where an ID showed more than once. */
+  samplesDuplicated: number;
+}
+
+/** Summarize `obs` for `expected` IDs between `from` and `to` (default: the last sample). */
+export function continuity(obs: Observer, expected: Iterable<string>, from: number, to = Infinity): Continuity & { list: Gap[] } {
+  const want = [...expected];
+  const list = obs.gaps(want, { from, to });
+  const samples = obs.samples.filter((s) => s.t >= from && s.t <= to);
+  return {
+    list,
+    gaps: list.length,
+    longestGapMs: list.reduce((m, g) => Math.max(m, g.ms), 0),
+    firstGapAfterMs: list.length ? Math.min(...list.map((g) => g.from)) - from : -1,
+    samplesMissing: samples.filter((s) => want.some((id) => !s.ids.includes(id))).length,
+    samples: samples.length,
+    readErrors: obs.errors.filter((e) => e.t >= from && e.t <= to).length,
+    samplesDuplicated: samples.filter((s) => new Set(s.ids).size !== s.ids.length).length,
+  };
 }
