@@ -1,14 +1,20 @@
 // `harbormaster rollout` against the real Docker engine, with `harbormaster run` (embedded registry,
 // built-in proxy, status API with withdrawals) as the sidecar: plans, refusals, start-first under
 // load, a replacement that never becomes healthy (rolled back, or paused), stop-first for a fixed
-// host port, --keep and --rollback, and an interrupted rollout resumed by a second run.
-import { mkdtempSync, rmSync } from 'node:fs';
+// host port, --keep and --rollback, an interrupted rollout resumed by a second run, interrupts and
+// kills during the readiness wait and in stop-first, two rollouts at once, a failed create in a
+// batch of 2, an old container that does not come back, and a registry (etcd v2) that cannot be
+// read for a while during the readiness wait.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { docker, IMAGE, removeContainers } from './support/docker.js';
-import { Hm, type LogLine } from './support/harbormaster.js';
+import { FaultProxy } from './support/fault-proxy.js';
+import { BIN, Hm, type LogLine } from './support/harbormaster.js';
 import { afterRequests, Load } from './support/proxy.js';
+import { ETCD_ENDPOINT } from './support/registries.js';
 import { reachesAll } from './support/run.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
@@ -18,23 +24,31 @@ const PROXY = 28400;
 const API = 28401;
 const STATE = mkdtempSync(join(tmpdir(), 'hm-rollout-'));
 const BROKEN = `hm-test:broken-${HOST.slice(5)}`;
+/** Port of `register etcd2://… --api` (the etcd v2 sidecar) and of the fault proxy before etcd. */
+const ETCD2_API = 28402;
+const ETCD2_PREFIX = `/hm-ro2-${HOST.slice(5)}`;
 let sidecar: Hm;
+let etcd2Sidecar: Hm | undefined;
 
-/** Containers of a service answering with their name; a health check that turns red where the env BROKEN names the container. */
+/**
+ * Containers of a service answering with their name; a health check that turns red where the env
+ * BROKEN names the container (`name=NAME` gives a container a NAME other than its name).
+ */
 async function startService(svc: string, names: string[], extra: string[] = [], publish = '127.0.0.1::80'): Promise<void> {
   await Promise.all(
-    names.map((n) =>
-      docker(
-        'run', '-d', '--name', `${P}${n}`, '-e', `SERVICE_NAME=${svc}`, '-e', `NAME=${n}`, '-l', `app.svc=${svc}`, '-p', publish,
+    names.map((spec) => {
+      const [n, as = n] = spec.split('=');
+      return docker(
+        'run', '-d', '--name', `${P}${n}`, '-e', `SERVICE_NAME=${svc}`, '-e', `NAME=${as}`, '-l', `app.svc=${svc}`, '-p', publish,
         '--health-cmd', '[ "$BROKEN" != "$NAME" ] && wget -q -O /dev/null http://127.0.0.1/', '--health-interval', '500ms', '--health-retries', '2',
         ...extra, IMAGE,
-      ),
-    ),
+      );
+    }),
   );
 }
 
 function rollout(args: string[]): Hm {
-  const hm = new Hm(['rollout', ...args, '--json', '--hostname', HOST, '--api', `http://127.0.0.1:${API}`, '--state-dir', STATE]);
+  const hm = new Hm(['rollout', ...args, '--json', '--hostname', HOST, ...(args.includes('--api') ? [] : ['--api', `http://127.0.0.1:${API}`]), '--state-dir', STATE]);
   onTestFailed(() => console.log(`--- rollout ${args.join(' ')}\n${hm.logs.map((l) => JSON.stringify(l)).join('\n')}\n${hm.stderr.join('')}`));
   return hm;
 }
@@ -51,6 +65,32 @@ const events = (hm: Hm, e: string) => hm.logs.filter((l: LogLine) => l.event ===
 async function names(svc: string, all = false): Promise<string[]> {
   const out = await docker('ps', ...(all ? ['-a'] : []), '--filter', `name=${P}`, '--filter', `label=app.svc=${svc}`, '--format', '{{.Names}}');
   return out.split('\n').filter(Boolean).sort();
+}
+
+/**
+ * The service's containers that are ready: running, healthy, and passing in the sidecar's catalog
+ * (a withdrawn or unhealthy one is not there).
+ */
+async function readyOf(svc: string): Promise<string[]> {
+  const body = (await (await fetch(`http://127.0.0.1:${API}/v1/services`)).json()) as { services: { name: string; instances: { id: string; status: string }[] }[] };
+  const passing = new Set(body.services.filter((x) => x.name === svc).flatMap((x) => x.instances.filter((i) => i.status === 'passing').map((i) => i.id.split(':')[1])));
+  const out: string[] = [];
+  for (const n of await names(svc)) {
+    const st = (await docker('inspect', '-f', '{{.State.Running}} {{if .State.Health}}{{.State.Health.Status}}{{end}}', n)).trim();
+    if (st === 'true healthy' && passing.has(n)) out.push(n);
+  }
+  return out;
+}
+
+/** Waits until `count` containers of the service are ready (the sidecar's catalog follows Docker within a moment). */
+async function readyCount(svc: string, count: number, timeoutMs = 10_000): Promise<string[]> {
+  let last: string[] = [];
+  await waitFor(`${count} ready containers of ${svc}`, async () => (last = await readyOf(svc)).length === count, timeoutMs, 200).catch(() => undefined);
+  return last;
+}
+
+async function imageOf(name: string): Promise<string> {
+  return (await docker('inspect', '-f', '{{.Config.Image}}', name)).trim();
 }
 
 async function envOf(name: string): Promise<string[]> {
@@ -73,6 +113,7 @@ beforeEach(() => {
 
 afterAll(async () => {
   await sidecar?.stop('SIGKILL');
+  await etcd2Sidecar?.stop('SIGKILL');
   await removeContainers(P);
   await docker('rmi', '-f', BROKEN).catch(() => undefined);
   rmSync(STATE, { recursive: true, force: true });
@@ -222,5 +263,197 @@ describe('harbormaster rollout', () => {
     expect(await names(svc, true)).toEqual([`${P}intr-1-r2`, `${P}intr-2-r2`]);
     console.log(`PROBE rollout interrupted (SIGINT during a drain → exit 130, old one back in rotation), then killed (SIGKILL during a drain), then resumed: ${load.ok} requests, ${load.failures.length} failed; end state ${(await names(svc)).join(', ')}`);
     await sleep(0);
+  });
+
+  it('stop-first: a replacement that fails, and a SIGINT while one waits for health, leave every old container running and ready (also through the rollback)', async () => {
+    const svc = uniq('sf');
+    await startService(svc, ['sfb-1', 'sfb-2=bad-2', 'sfb-3']);
+    const start = await readyCount(svc, 3);
+    expect(start).toHaveLength(3);
+    const load = new Load(PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
+    // Batch 1 (sfb-1) is replaced, batch 2 (sfb-2, named bad-2 inside) never becomes healthy on the
+    // broken image: both rolled back, the old containers started again; a SIGINT during the
+    // rollback does not cut it short.
+    const ro = rollout([svc, '--order', 'stop-first', '--image', BROKEN, '--health-timeout', '4s', '--drain-timeout', '300ms', '--monitor', '0']);
+    await waitFor('fail', () => events(ro, 'fail').length > 0, 60_000);
+    ro.kill('SIGINT');
+    expect(await finished(ro)).toBe(1);
+    const afterFail = await readyCount(svc, 3);
+    // SIGINT while the first replacement (sfb-1-r2, healthy on this image) is being watched: sfb-1 is stopped by then.
+    const intr = rollout([svc, '--order', 'stop-first', '--health-timeout', '60s', '--drain-timeout', '300ms', '--monitor', '30s']);
+    await waitFor('sfb-1-r2 ready and watched', () => events(intr, 'ready').some((l) => l.container === `${P}sfb-1-r2`), 60_000);
+    intr.kill('SIGINT');
+    const code = await finished(intr);
+    const afterIntr = await readyCount(svc, 3);
+    await afterRequests(load, 30);
+    await load.stop();
+    console.log(`PROBE rollout stop-first: failed replacement → ready ${start.length} before, ${afterFail.length} after the rollback (${afterFail.join(', ')}); SIGINT during the rollout → exit ${code}, ready ${afterIntr.length} (${afterIntr.join(', ')}); ${load.ok} requests, ${load.failures.length} failed`);
+    expect(ro.stderr.join('')).toMatch(new RegExp(`rolled back: ${P}sfb-2-r2 unhealthy`));
+    expect(afterFail).toEqual([`${P}sfb-1`, `${P}sfb-2`, `${P}sfb-3`]);
+    expect(code).toBe(130);
+    expect(afterIntr).toEqual([`${P}sfb-1`, `${P}sfb-2`, `${P}sfb-3`]);
+    expect(await names(svc, true)).toEqual([`${P}sfb-1`, `${P}sfb-2`, `${P}sfb-3`]);
+    expect(load.failures).toEqual([]);
+  });
+
+  it('start-first: SIGINT and SIGKILL while a replacement waits, then a run without --image finishes with the image of the first; --rollback --dry-run changes nothing', async () => {
+    const svc = uniq('rdy');
+    await startService(svc, ['rdy-1', 'rdy-2']);
+    const start = await readyCount(svc, 2);
+    expect(start).toHaveLength(2);
+    const load = new Load(PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
+    // The watch after "ready" is part of the readiness wait: rdy-1-r2 is not known to be ready yet.
+    const slow = ['--drain-timeout', '300ms', '--monitor', '30s'];
+    const first = rollout([svc, '--image', BROKEN, ...slow]);
+    await waitFor('rdy-1-r2 watched', () => events(first, 'ready').length > 0, 60_000);
+    first.kill('SIGINT');
+    expect(await finished(first)).toBe(130);
+    const afterInt = await readyCount(svc, 2);
+    expect(await names(svc, true)).toEqual([`${P}rdy-1`, `${P}rdy-2`]);
+    // Killed outright at the same point: the record says rdy-1-r2 was created, not that it was ready.
+    const second = rollout([svc, '--image', BROKEN, ...slow]);
+    await waitFor('rdy-1-r2 watched', () => events(second, 'ready').length > 0, 60_000);
+    second.kill('SIGKILL');
+    await finished(second);
+    const afterKill = await readyOf(svc);
+    // A dry run of --rollback says what it would undo, and undoes nothing.
+    const dry = rollout([svc, '--rollback', '--dry-run']);
+    expect(await finished(dry)).toBe(0);
+    expect(events(dry, 'plan').map((l) => l.message).join('\n')).toMatch(/would roll back the unfinished rollout/);
+    expect(await names(svc, true)).toEqual([`${P}rdy-1`, `${P}rdy-1-r2`, `${P}rdy-2`]);
+    // Resumed without --image: the image of the unfinished rollout, for both.
+    const third = rollout([svc, '--drain-timeout', '300ms', '--monitor', '0']);
+    expect(await finished(third)).toBe(0);
+    await afterRequests(load, 30);
+    await load.stop();
+    const end = await readyCount(svc, 2);
+    const images = await Promise.all(end.map(imageOf));
+    console.log(`PROBE rollout readiness interrupts: ready ${start.length} at the start, ${afterInt.length} after SIGINT, ${afterKill.length} after SIGKILL (${afterKill.join(', ')}), ${end.length} after the resume (${end.map((n, i) => `${n} on ${images[i]}`).join(', ')}); ${load.ok} requests, ${load.failures.length} failed`);
+    expect(afterInt).toEqual([`${P}rdy-1`, `${P}rdy-2`]);
+    expect(afterKill.length).toBeGreaterThanOrEqual(2);
+    expect(events(third, 'result')[0]).toMatchObject({ status: 'done', replaced: 2 });
+    expect(end).toEqual([`${P}rdy-1-r2`, `${P}rdy-2-r2`]);
+    expect(images).toEqual([BROKEN, BROKEN]);
+    expect(await names(svc, true)).toEqual([`${P}rdy-1-r2`, `${P}rdy-2-r2`]);
+    expect(load.failures).toEqual([]);
+  });
+
+  it('stop-first killed during a drain: the next run puts the old container back and finishes', async () => {
+    const svc = uniq('sfk');
+    await startService(svc, ['sfk-1', 'sfk-2']);
+    expect(await readyCount(svc, 2)).toHaveLength(2);
+    const first = rollout([svc, '--order', 'stop-first', '--drain-timeout', '20s', '--monitor', '0']);
+    await waitFor('drain', () => events(first, 'drain').length > 0, 30_000);
+    first.kill('SIGKILL');
+    await finished(first);
+    const again = rollout([svc, '--order', 'stop-first', '--drain-timeout', '300ms', '--monitor', '0']);
+    const code = await finished(again);
+    const end = await readyCount(svc, 2);
+    console.log(`PROBE rollout stop-first killed during a drain, then run again: exit ${code}, ${events(again, 'resume').length} pair(s) resumed, ready ${end.join(', ')}`);
+    expect(code, again.stderr.join('')).toBe(0);
+    expect(end).toEqual([`${P}sfk-1-r2`, `${P}sfk-2-r2`]);
+  });
+
+  it('two rollouts of the same containers at once (by service name and by compose service): exactly one proceeds, the other exits 2', async () => {
+    const svc = uniq('two');
+    const compose = ['-l', `com.docker.compose.service=${svc}`, '-l', `com.docker.compose.project=${HOST}`];
+    await startService(svc, ['two-1', 'two-2'], compose);
+    expect(await readyCount(svc, 2)).toHaveLength(2);
+    const a = rollout([svc, '--drain-timeout', '300ms', '--monitor', '0']);
+    const b = rollout([svc, '--compose-service', '--drain-timeout', '300ms', '--monitor', '0']);
+    const codes = await Promise.all([finished(a), finished(b)]);
+    const loser = codes[0] === 2 ? b : a;
+    const refused = (codes[0] === 2 ? a : b).stderr.join('');
+    const end = await readyCount(svc, 2);
+    console.log(`PROBE rollout twice at once: exits ${codes.join(' and ')}; refused with "${refused.trim()}"; ready after: ${end.join(', ')}`);
+    expect([...codes].sort()).toEqual([0, 2]);
+    expect(refused).toMatch(/^harbormaster: a rollout of these containers is running \(pid \d+ on .*: harbormaster rollout .+\)\n$/);
+    expect(events(loser, 'result')[0]).toMatchObject({ status: 'done', replaced: 2 });
+    expect(await names(svc, true)).toEqual([`${P}two-1-r2`, `${P}two-2-r2`]);
+    expect(end).toEqual([`${P}two-1-r2`, `${P}two-2-r2`]);
+  });
+
+  it('--batch 2 with one replacement that cannot be created: both undone, no replacement left behind, no record left', async () => {
+    const svc = uniq('bat');
+    const gone = mkdtempSync(join(tmpdir(), 'hm-ro-mount-'));
+    // bat-1's replacement cannot be created: its bind mount's source is deleted after it started.
+    await startService(svc, ['bat-1'], ['--mount', `type=bind,source=${gone},target=/data`]);
+    // bat-2's replacement takes Docker a while to create (40 anonymous volumes), so bat-1's failure
+    // comes while that create is still on its way.
+    await startService(svc, ['bat-2'], Array.from({ length: 40 }, (_, i) => ['-v', `/anon${i}`]).flat());
+    expect(await readyCount(svc, 2)).toHaveLength(2);
+    rmSync(gone, { recursive: true, force: true });
+    const ro = rollout([svc, '--batch', '2', '--drain-timeout', '0', '--monitor', '0']);
+    const code = await finished(ro);
+    // A create still in flight when the batch failed would show up a moment later.
+    await sleep(3_000);
+    const left = await names(svc, true);
+    const records = readdirSync(join(STATE, 'rollouts')).filter((f) => f.includes(svc));
+    console.log(`PROBE rollout --batch 2, one create refused: exit ${code} ("${ro.stderr.join('').trim()}"); containers after: ${left.join(', ')}; records left: ${records.length}`);
+    expect(code).toBe(1);
+    expect(ro.stderr.join('')).toMatch(/rolled back: creating container .*bat-1-r2: .*bind source path does not exist/);
+    expect(left).toEqual([`${P}bat-1`, `${P}bat-2`]);
+    expect(records).toEqual([]);
+    expect(await readyCount(svc, 2)).toEqual([`${P}bat-1`, `${P}bat-2`]);
+    await docker('rm', '-f', '-v', `${P}bat-2`);
+  });
+
+  it('a rollback whose old container does not become ready again keeps its ready replacement; --rm containers are refused', async () => {
+    const svc = uniq('keep');
+    const flags = mkdtempSync(join(tmpdir(), 'hm-ro-flags-'));
+    // Unhealthy while /flags/<its hostname> exists (and, on the broken image, when named bad-2).
+    const health = ['--health-cmd', '[ ! -f /flags/$HOSTNAME ] && [ "$BROKEN" != "$NAME" ] && wget -q -O /dev/null http://127.0.0.1/', '-v', `${flags}:/flags`];
+    await startService(svc, ['keep-1', 'keep-2=bad-2'], health);
+    expect(await readyCount(svc, 2)).toHaveLength(2);
+    const ro = rollout([svc, '--image', BROKEN, '--health-timeout', '4s', '--drain-timeout', '300ms', '--monitor', '0']);
+    // Once keep-1 is replaced and stopped, it is made unable to become healthy again.
+    await waitFor('keep-1 stopped', () => events(ro, 'stop').some((l) => l.container === `${P}keep-1`), 60_000);
+    writeFileSync(join(flags, (await docker('inspect', '-f', '{{.Config.Hostname}}', `${P}keep-1`)).trim()), '');
+    const code = await finished(ro);
+    const end = await readyCount(svc, 2);
+    console.log(`PROBE rollout rollback with an old container that does not come back: exit ${code}; "${ro.stderr.join('').trim().replace(/\n/g, ' / ')}"; ready after: ${end.join(', ')}`);
+    expect(code).toBe(1);
+    expect(ro.stderr.join('')).toMatch(new RegExp(`not put back .*: ${P}keep-1\n`));
+    expect(end).toEqual([`${P}keep-1-r2`, `${P}keep-2`]);
+    expect(await names(svc)).toEqual([`${P}keep-1-r2`, `${P}keep-2`]);
+
+    const rmSvc = uniq('rm');
+    await startService(rmSvc, ['rm-1'], ['--rm']);
+    const rm = rollout([rmSvc, '--dry-run']);
+    expect(await finished(rm)).toBe(2);
+    expect(rm.stderr.join('')).toMatch(/rm-1: started with --rm: Docker deletes it as soon as it stops/);
+    rmSync(flags, { recursive: true, force: true });
+  });
+
+  it('etcd v2 as the registry, unreadable for a while during the readiness wait: the rollout waits it out and finishes', async () => {
+    const svc = uniq('e2');
+    const fault = await FaultProxy.start({ host: '127.0.0.1', port: Number(ETCD_ENDPOINT.split(':')[1]) });
+    etcd2Sidecar = new Hm(['register', `etcd2://${ETCD_ENDPOINT}${ETCD2_PREFIX}`, '--explicit', '--hostname', HOST, '--ttl', '10', '--api', `127.0.0.1:${ETCD2_API}`]);
+    try {
+      await etcd2Sidecar.waitForLog('register start', (l) => l.event === 'ready' || l.event === 'start', 30_000);
+      await startService(svc, ['e2-1', 'e2-2']);
+      expect(await readyCount(svc, 2)).toHaveLength(2);
+      const load = new Load(PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
+      const ro = rollout([svc, '--registry', `etcd2://127.0.0.1:${fault.port}${ETCD2_PREFIX}`, '--api', `http://127.0.0.1:${ETCD2_API}`, '--drain-timeout', '500ms', '--monitor', '0', '--health-timeout', '30s']);
+      await waitFor('e2-1-r2 started', () => events(ro, 'start').length > 0, 60_000);
+      // Longer than the etcd v2 client's own retries and its 5 s call timeout: reads fail outright.
+      fault.cut();
+      await sleep(7_000);
+      fault.pass();
+      const code = await finished(ro);
+      await afterRequests(load, 30);
+      await load.stop();
+      const ready = events(ro, 'ready').map((l) => l.readyMs as number);
+      console.log(`PROBE rollout on etcd v2 with the registry cut for 7 s during the readiness wait: exit ${code}, ready after ${ready.join('/')} ms; ${fault.stats().refused} connections refused meanwhile; ${load.ok} requests, ${load.failures.length} failed`);
+      expect(code, ro.stderr.join('')).toBe(0);
+      expect(fault.stats().refused).toBeGreaterThan(0);
+      expect(ready[0]).toBeGreaterThanOrEqual(6_500);
+      expect(await readyCount(svc, 2)).toEqual([`${P}e2-1-r2`, `${P}e2-2-r2`]);
+      expect(load.failures).toEqual([]);
+    } finally {
+      await etcd2Sidecar.stop('SIGKILL');
+      etcd2Sidecar = undefined;
+      await fault.close();
+    }
   });
 });

@@ -1,7 +1,7 @@
 // The record of a rollout in progress, written before every step that changes Docker, so that a
 // second run after an interrupt (or a kill) knows which pairs are half done and finishes or undoes
 // them. One file per service; written to a temporary file and renamed, so it is never half written.
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
@@ -15,13 +15,22 @@ export interface Pair {
    * rolled-back: the old serves again and the replacement is gone.
    */
   phase: 'planned' | 'created' | 'ready' | 'withdrawn' | 'stopped-first' | 'stopped' | 'rolled-back';
+  /** The old container goes before its replacement starts (stop-first): in created and ready it is stopped. */
+  stopFirst?: boolean;
+  /** The old container's restart policy, recorded before the rollout set it to "no" to stop it; put back when it is started again. */
+  oldRestart?: { Name: string; MaximumRetryCount?: number };
 }
 
 export interface JournalData {
   version: 1;
   service: string;
   composeService: boolean;
+  /** What the plan said the replacements run (for messages). */
   image: string;
+  /** The --image given, if any: a second run without --image resumes with it. */
+  targetImage?: string;
+  /** The command line that started it (for the message that refuses another spelling). */
+  command?: string;
   imageId: string;
   order: 'start-first' | 'stop-first';
   /** --rollback after a finished rollout: the "new" container of each pair is the kept previous one. */
@@ -60,6 +69,7 @@ export class Journal {
       throw new Error(`rollout record ${file}: not valid JSON (remove it if no rollout of ${service} is unfinished)`);
     }
     if (data?.version !== 1 || !Array.isArray(data.pairs) || typeof data.imageId !== 'string') throw new Error(`rollout record ${file}: not a record this version writes`);
+    for (const p of data.pairs) p.stopFirst ??= data.order === 'stop-first';
     return new Journal(file, data);
   }
 
@@ -67,6 +77,35 @@ export class Journal {
     const j = new Journal(Journal.fileFor(dir, data.service, data.composeService), { version: 1, pid: process.pid, host: os.hostname(), startedAt: new Date().toISOString(), status: 'running', ...data });
     j.save();
     return j;
+  }
+
+  /** Every unfinished record in `dir` other than `except`: another spelling of the same rollout may have left one. */
+  static others(dir: string, except: string): Journal[] {
+    const folder = path.join(dir, 'rollouts');
+    let names: string[];
+    try {
+      names = readdirSync(folder).filter((n) => n.endsWith('.json'));
+    } catch {
+      return [];
+    }
+    const out: Journal[] = [];
+    for (const n of names) {
+      const file = path.join(folder, n);
+      if (file === except) continue;
+      try {
+        const data = JSON.parse(readFileSync(file, 'utf8')) as JournalData;
+        const j = new Journal(file, data);
+        if (data?.version === 1 && Array.isArray(data.pairs) && j.unfinished()) out.push(j);
+      } catch {
+        // Not a record (or half a file of another version): not ours to judge here.
+      }
+    }
+    return out;
+  }
+
+  /** The container ids this record knows (old and new of every pair not rolled back). */
+  containerIds(): string[] {
+    return this.data.pairs.flatMap((p) => (p.phase === 'rolled-back' ? [p.old.id] : [p.old.id, ...(p.new?.id ? [p.new.id] : [])]));
   }
 
   /** Another process of this host is still working on it. */

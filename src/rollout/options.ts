@@ -72,6 +72,8 @@ export interface RolloutConfig {
   internal: boolean;
   explicit: boolean;
   stateDir: string;
+  /** The command line, recorded so that another spelling of the same rollout can be told how to resume it. */
+  command?: string;
 }
 
 export const ROLLOUT_HELP = `Usage: harbormaster rollout <service> [options]

@@ -97,9 +97,24 @@ function demux(buf: Buffer): string {
   return i === 0 ? buf.toString() : out;
 }
 
+/** Docker's answer for a container, or NotReady when it no longer exists; other errors are thrown for the caller to retry. */
+async function inspectOrGone(docker: Docker, id: string): Promise<Docker.ContainerInspectInfo> {
+  try {
+    return await docker.getContainer(id).inspect();
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) throw new NotReady(`${id.slice(0, 12)} no longer exists`);
+    throw err;
+  }
+}
+
+function message(err: unknown): string {
+  return String((err as Error)?.message ?? err).split('\n')[0].slice(0, 200);
+}
+
 /**
  * Waits until `id` is ready, or throws NotReady with one line saying why (after `timeoutMs`, or at
- * once when it exits or turns unhealthy).
+ * once when it exits, turns unhealthy or is removed). A failed read of Docker or of the registry
+ * (a registry restarting, a sidecar busy) is read again on the next poll, within the same timeout.
  */
 export async function waitReady(deps: ReadinessDeps, id: string, timeoutMs: number, signal: AbortSignal): Promise<ReadyTimes> {
   const t0 = Date.now();
@@ -109,28 +124,53 @@ export async function waitReady(deps: ReadinessDeps, id: string, timeoutMs: numb
   let viaOk = 0;
   let last = 'not checked yet';
   for (;;) {
-    const c = await deps.docker.getContainer(id).inspect();
-    const name = nameOf(c);
-    if (!c.State.Running || c.State.Restarting) throw new NotReady(`${name} ${await whyNot(deps.docker, { ...c, State: { ...c.State, Running: false, Restarting: false } })}`);
-    if (c.RestartCount > 0) throw new NotReady(`${name} restarted ${c.RestartCount} time(s) while starting: ${await whyNot(deps.docker, c)}`);
-    const healthy = !hasHealthcheck(c) || c.State.Health?.Status === 'healthy';
-    if (c.State.Health?.Status === 'unhealthy') throw new NotReady(`${name} ${await whyNot(deps.docker, c)}`);
-    if (healthy) dockerMs ??= Date.now() - t0;
-    else last = `${name} ${await whyNot(deps.docker, c)}`;
-    if (dockerMs !== undefined && registryMs === undefined) {
-      const missing = await missingInstances(deps, c);
-      if (missing.length === 0) registryMs = Date.now() - t0;
-      else last = `${name}: not passing in the registry yet: ${missing.join(', ')}`;
+    let c: Docker.ContainerInspectInfo | undefined;
+    try {
+      c = await inspectOrGone(deps.docker, id);
+    } catch (err) {
+      if (err instanceof NotReady) throw err;
+      last = `${id.slice(0, 12)}: Docker did not answer: ${message(err)}`;
     }
-    if (registryMs !== undefined) {
-      if (!deps.via) return { dockerMs: dockerMs!, registryMs, readyMs: Date.now() - t0 };
-      const answer = await viaAnswer(deps.via);
-      viaOk = answer === undefined ? viaOk + 1 : 0;
-      if (viaOk >= 3) return { dockerMs: dockerMs!, registryMs, readyMs: Date.now() - t0 };
-      if (answer !== undefined) last = `${name}: ${deps.via.url.href} ${answer}`;
+    if (c) {
+      const name = nameOf(c);
+      if (!c.State.Running || c.State.Restarting) throw new NotReady(`${name} ${await whyNot(deps.docker, { ...c, State: { ...c.State, Running: false, Restarting: false } })}`);
+      if (c.RestartCount > 0) throw new NotReady(`${name} restarted ${c.RestartCount} time(s) while starting: ${await whyNot(deps.docker, c)}`);
+      const healthy = !hasHealthcheck(c) || c.State.Health?.Status === 'healthy';
+      if (c.State.Health?.Status === 'unhealthy') throw new NotReady(`${name} ${await whyNot(deps.docker, c)}`);
+      if (healthy) dockerMs ??= Date.now() - t0;
+      else last = `${name} ${await whyNot(deps.docker, c)}`;
+      if (dockerMs !== undefined && registryMs === undefined) {
+        try {
+          const missing = await missingInstances(deps, c);
+          if (missing.length === 0) registryMs = Date.now() - t0;
+          else last = `${name}: not passing in the registry yet: ${missing.join(', ')}`;
+        } catch (err) {
+          last = `${name}: the registry could not be read: ${message(err)}`;
+        }
+      }
+      if (registryMs !== undefined) {
+        if (!deps.via) return { dockerMs: dockerMs!, registryMs, readyMs: Date.now() - t0 };
+        const answer = await viaAnswer(deps.via);
+        viaOk = answer === undefined ? viaOk + 1 : 0;
+        if (viaOk >= 3) return { dockerMs: dockerMs!, registryMs, readyMs: Date.now() - t0 };
+        if (answer !== undefined) last = `${name}: ${deps.via.url.href} ${answer}`;
+      }
     }
     if (Date.now() >= deadline) throw new NotReady(`${last} after ${Math.round(timeoutMs / 1000)} s`);
     await sleep(POLL_MS, signal);
+  }
+}
+
+/** Whether `id` is ready now (running, healthy if it has a HEALTHCHECK, passing in the registry): undefined, or why not. */
+export async function notReadyNow(deps: Pick<ReadinessDeps, 'docker' | 'view' | 'model'>, id: string): Promise<string | undefined> {
+  try {
+    const c = await inspectOrGone(deps.docker, id);
+    if (!c.State.Running || c.State.Restarting) return `${nameOf(c)} is not running`;
+    if (hasHealthcheck(c) && c.State.Health?.Status !== 'healthy') return `${nameOf(c)} ${await whyNot(deps.docker, c)}`;
+    const missing = await missingInstances(deps, c);
+    return missing.length === 0 ? undefined : `${nameOf(c)}: not passing in the registry: ${missing.join(', ')}`;
+  } catch (err) {
+    return message(err);
   }
 }
 
@@ -161,16 +201,27 @@ async function viaAnswer(via: { url: URL; host?: string }): Promise<string | und
   }
 }
 
-/** Watches a ready container for `ms`: it must keep running, healthy and passing. */
+/** Watches a ready container for `ms`: it must keep running, healthy and passing. A read that fails is not held against it. */
 export async function monitor(deps: ReadinessDeps, id: string, ms: number, signal: AbortSignal): Promise<void> {
   const end = Date.now() + ms;
   while (Date.now() < end) {
     await sleep(Math.min(POLL_MS * 2, Math.max(0, end - Date.now())), signal);
-    const c = await deps.docker.getContainer(id).inspect();
+    let c: Docker.ContainerInspectInfo;
+    try {
+      c = await inspectOrGone(deps.docker, id);
+    } catch (err) {
+      if (err instanceof NotReady) throw new NotReady(`${err.message} while being watched`);
+      continue;
+    }
     const name = nameOf(c);
     if (!c.State.Running || c.State.Restarting || c.RestartCount > 0) throw new NotReady(`${name} stopped while being watched: ${await whyNot(deps.docker, { ...c, State: { ...c.State, Running: false, Restarting: false } })}`);
     if (c.State.Health?.Status === 'unhealthy') throw new NotReady(`${name} turned ${await whyNot(deps.docker, c)} while being watched`);
-    const missing = await missingInstances(deps, c);
+    let missing: string[];
+    try {
+      missing = await missingInstances(deps, c);
+    } catch {
+      continue;
+    }
     if (missing.length > 0) throw new NotReady(`${name} left the registry or stopped passing while being watched: ${missing.join(', ')}`);
   }
 }

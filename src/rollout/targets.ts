@@ -60,26 +60,68 @@ export function running(list: Docker.ContainerInspectInfo[]): Docker.ContainerIn
   return list.filter((c) => c.State.Running || c.State.Restarting).sort((a, b) => nameOf(a).localeCompare(nameOf(b)));
 }
 
-/** The image a replacement runs: present locally (pulled if allowed), by id. Refusal is exit 2. */
-export async function resolveImage(docker: Docker, ref: string, pull: PullPolicy, say: (m: string) => void): Promise<Docker.ImageInspectInfo> {
-  const inspect = () => docker.getImage(ref).inspect();
-  if (pull === 'always') {
+/**
+ * The image a replacement runs: present locally (pulled if allowed), by id. Refusal is exit 2.
+ * With `missing` (the default), a tag that came from a registry (the local image has a digest from
+ * that repository) is pulled again, so that a tag moved on the registry is used; when that pull
+ * fails the local image is used, with a note. A locally built or loaded image is never pulled.
+ * `dryRun`: nothing is pulled; what would be is said, and a missing image is planned as such.
+ */
+export async function resolveImage(docker: Docker, ref: string, pull: PullPolicy, say: (m: string) => void, dryRun = false): Promise<Docker.ImageInspectInfo> {
+  const local = await inspectImage(docker, ref);
+  const repull = pull === 'always' || (pull === 'missing' && local !== undefined && isMovableTag(ref) && fromRegistry(local, ref));
+  if (dryRun) {
+    if (local && repull) say(`would pull ${ref} first (${pull === 'always' ? '--pull always' : 'a tag from a registry, which may have moved'}); planned with the local image`);
+    if (local) return local;
+    if (pull === 'never') throw new UsageError(`image ${ref} is not present on this host (and --pull never)`);
+    say(`image ${ref} is not present on this host: the rollout would pull it`);
+    return { Id: `${ref} (to be pulled)`, Config: {} } as unknown as Docker.ImageInspectInfo;
+  }
+  if (repull) {
     const err = await pullImage(docker, ref);
-    if (err) say(`pull of ${ref} failed (${err}); using the local image if there is one`);
+    if (err) say(`pull of ${ref} failed (${err}); using the local image${local ? ` ${local.Id.replace(/^sha256:/, '').slice(0, 12)}` : ' if there is one'}`);
+    else {
+      const now = await inspectImage(docker, ref);
+      if (now && local && now.Id !== local.Id) say(`${ref} moved: ${local.Id.replace(/^sha256:/, '').slice(0, 12)} → ${now.Id.replace(/^sha256:/, '').slice(0, 12)}`);
+      if (now) return now;
+    }
   }
-  try {
-    return await inspect();
-  } catch (err) {
-    if ((err as { statusCode?: number }).statusCode !== 404) throw err;
-  }
+  if (local) return local;
   if (pull === 'never') throw new UsageError(`image ${ref} is not present on this host (and --pull never)`);
   const err = pull === 'missing' ? await pullImage(docker, ref) : 'not present after the pull';
   if (err) throw new UsageError(`image ${ref} is not present on this host and cannot be pulled: ${err}`);
+  const pulled = await inspectImage(docker, ref);
+  if (!pulled) throw new UsageError(`image ${ref} is not present on this host after pulling it`);
+  return pulled;
+}
+
+async function inspectImage(docker: Docker, ref: string): Promise<Docker.ImageInspectInfo | undefined> {
   try {
-    return await inspect();
-  } catch {
-    throw new UsageError(`image ${ref} is not present on this host after pulling it`);
+    return await docker.getImage(ref).inspect();
+  } catch (err) {
+    if ((err as { statusCode?: number }).statusCode === 404) return undefined;
+    throw err;
   }
+}
+
+/** A reference by tag (not by digest, not an image id): what it names may change. */
+function isMovableTag(ref: string): boolean {
+  return !ref.includes('@') && !/^(sha256:)?[0-9a-f]{12,64}$/.test(ref);
+}
+
+/** The repository of a reference: `host:5000/a/b:tag` → `host:5000/a/b`; Docker Hub names without their implicit prefix. */
+export function repositoryOf(ref: string): string {
+  const noDigest = ref.split('@')[0];
+  const slash = noDigest.lastIndexOf('/');
+  const colon = noDigest.lastIndexOf(':');
+  const repo = colon > slash ? noDigest.slice(0, colon) : noDigest;
+  return repo.replace(/^(docker\.io|index\.docker\.io|registry-1\.docker\.io)\//, '').replace(/^library\//, '');
+}
+
+/** The local image was pulled from the registry of `ref`'s repository (Docker keeps its digest there). */
+function fromRegistry(image: Docker.ImageInspectInfo, ref: string): boolean {
+  const repo = repositoryOf(ref);
+  return (image.RepoDigests ?? []).some((d) => repositoryOf(d) === repo);
 }
 
 async function pullImage(docker: Docker, ref: string): Promise<string | undefined> {

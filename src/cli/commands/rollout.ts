@@ -15,6 +15,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     out(ROLLOUT_HELP);
     return 0;
   }
+  cfg.command = ['harbormaster', 'rollout', ...argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))].join(' ');
   const docker = dockerClient(cfg.docker);
   try {
     await docker.ping();
@@ -41,6 +42,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     if (r.status === 'interrupted') return 130;
     if (r.status === 'rolled-back' || r.status === 'paused') {
       process.stderr.write(`harbormaster: rollout of ${cfg.service} ${r.status === 'paused' ? 'paused' : 'rolled back'}: ${r.failure}\n`);
+      if (r.notRestored?.length) process.stderr.write(`harbormaster: not put back (did not become ready again; their replacements kept serving): ${r.notRestored.join(', ')}\n`);
       return 1;
     }
     return 0;
