@@ -84,4 +84,22 @@ describe('BodyReader', () => {
     large.release();
     expect(leftovers()).toEqual([]);
   });
+
+  it('closes its descriptor once, after the last read: a stream destroyed midway (an aborted attempt) leaves it to the next', async () => {
+    const fds = () => readdirSync('/proc/self/fd').length;
+    const before = fds();
+    const parts = Array.from({ length: 20 }, (_, i) => Buffer.alloc(20_000, 97 + i));
+    const body = await read(parts);
+    expect(fds()).toBe(before + 1);
+    const aborted = body.source() as NodeJS.ReadableStream & { destroy(): void };
+    aborted.once('data', () => aborted.destroy());
+    await new Promise((r) => setTimeout(r, 50));
+    const again = await drain(body.source());
+    expect(again.equals(Buffer.concat(parts))).toBe(true);
+    const pending = drain(body.source()).catch((err: Error) => err.message);
+    body.release();
+    await pending;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(fds()).toBe(before);
+  });
 });

@@ -9,7 +9,7 @@ import fs from 'node:fs';
 import type http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
-import type { Readable } from 'node:stream';
+import { Readable } from 'node:stream';
 
 /** Bytes of one request body or one response kept in memory; beyond this, a temp file. */
 export const BUFFER_BYTES = 64 * 1024;
@@ -18,49 +18,78 @@ export const MAX_TEMP_FILE_BYTES = 1024 ** 3;
 /** Bytes read back from a temp file at a time. */
 const READ_BYTES = 64 * 1024;
 
-/** An open temp file, already unlinked: its name is gone, its descriptor stays until close(). */
+/**
+ * An open temp file, already unlinked: its name is gone, its descriptor stays until close(). The
+ * descriptor is closed only once no read, write or stream is under way on it: a number closed
+ * under a pending write could be reused by another file or socket before the write lands.
+ */
 export class TempFile {
   private closed = false;
+  private ops = 0;
 
-  private constructor(
-    readonly fd: number,
-    readonly name: string,
-  ) {}
+  private constructor(readonly fd: number) {}
 
   static open(cb: (err: Error | null, file?: TempFile) => void): void {
     const name = path.join(os.tmpdir(), `harbormaster-${process.pid}-${randomBytes(8).toString('hex')}`);
     fs.open(name, 'wx+', 0o600, (err, fd) => {
       if (err) return cb(err);
-      fs.unlink(name, () => cb(null, new TempFile(fd, name)));
+      fs.unlink(name, () => cb(null, new TempFile(fd)));
     });
   }
 
   write(buf: Buffer, position: number, cb: (err: Error | null) => void): void {
+    if (this.closed) return cb(new Error('temp file closed'));
+    this.ops++;
     let done = 0;
     const more = () =>
       fs.write(this.fd, buf, done, buf.length - done, position + done, (err, n) => {
-        if (err) return cb(err);
-        done += n;
-        if (done < buf.length) more();
-        else cb(null);
+        if (!err && (done += n) < buf.length && !this.closed) return more();
+        this.opDone();
+        cb(err ?? (done < buf.length ? new Error('temp file closed') : null));
       });
     more();
   }
 
   read(position: number, length: number, cb: (err: Error | null, chunk?: Buffer) => void): void {
+    if (this.closed) return cb(new Error('temp file closed'));
+    this.ops++;
     const buf = Buffer.allocUnsafe(length);
-    fs.read(this.fd, buf, 0, length, position, (err, n) => (err ? cb(err) : cb(null, n === length ? buf : buf.subarray(0, n))));
+    fs.read(this.fd, buf, 0, length, position, (err, n) => {
+      this.opDone();
+      if (err) cb(err);
+      else cb(null, n === length ? buf : buf.subarray(0, n));
+    });
   }
 
-  /** A stream of the first `size` bytes (positional reads: several may run at once). */
+  /**
+   * A stream of the first `size` bytes, by positional reads (several may run at once). Not an
+   * fs.ReadStream: destroying one of those closes the descriptor it was given.
+   */
   stream(size: number): Readable {
-    return fs.createReadStream(this.name, { fd: this.fd, start: 0, end: size - 1, autoClose: false, highWaterMark: READ_BYTES });
+    let pos = 0;
+    const file = this;
+    return new Readable({
+      highWaterMark: READ_BYTES,
+      read() {
+        if (pos >= size) return void this.push(null);
+        file.read(pos, Math.min(READ_BYTES, size - pos), (err, chunk) => {
+          if (this.destroyed) return;
+          if (err || chunk!.length === 0) return void this.destroy(err ?? new Error('temp file shorter than its body'));
+          pos += chunk!.length;
+          this.push(chunk);
+        });
+      },
+    });
   }
 
   close(): void {
     if (this.closed) return;
     this.closed = true;
-    fs.close(this.fd, () => undefined);
+    if (this.ops === 0) fs.close(this.fd, () => undefined);
+  }
+
+  private opDone(): void {
+    if (--this.ops === 0 && this.closed) fs.close(this.fd, () => undefined);
   }
 }
 
