@@ -6,8 +6,9 @@ import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { docker, DOCKER_SOCKET, IMAGE, removeContainers, run } from './support/docker.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { spawnHm } from './support/harbormaster.js';
-import { HttpFaultProxy } from './support/http-fault-proxy.js';
+import { HttpFaultProxy, type LoggedRequest } from './support/http-fault-proxy.js';
 import { reportFault } from './support/observer.js';
+import { etcdRead } from './support/registries.js';
 import { converge, idsOf, reader } from './support/scenario.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
@@ -33,6 +34,19 @@ async function httpProxy(): Promise<HttpFaultProxy> {
 }
 
 const svc = { env: { SERVICE_NAME: 'svc' } };
+
+/** Most requests of `reqs` open at the same moment (from the proxy's log: arrival and duration). */
+function maxConcurrent(reqs: LoggedRequest[]): number {
+  const now = Date.now();
+  const edges = reqs.flatMap((r) => [[r.time, 1], [r.time + (r.ms ?? now - r.time), -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let open = 0;
+  let max = 0;
+  for (const [, d] of edges) max = Math.max(max, (open += d));
+  return max;
+}
+
+/** Exits with code 3 once /tmp/crash exists. */
+const CRASHING = ['sh', '-c', 'echo ok >/www/index.html; httpd -p 80 -h /www; while [ ! -f /tmp/crash ]; do sleep 0.2; done; exit 3'];
 
 describe('Docker event stream', () => {
   it('bad event lines (null, garbage, wrong types, a multibyte character split across chunks) never stop the stream or the process', async () => {
@@ -98,9 +112,9 @@ describe('Docker event stream', () => {
 });
 
 describe('Docker API calls', () => {
-  it('a hung inspection holds up only its own container, and is retried until it answers', async () => {
+  it('a hung inspection holds up only its own container, is retried until it answers, and resyncs (every second) never pile up behind it', async () => {
     const proxy = await httpProxy();
-    const h = host('fdh', `tcp://${proxy.address}`, ['--docker-timeout', '1s']);
+    const h = host('fdh', `tcp://${proxy.address}`, ['--docker-timeout', '2s', '--resync', '1']);
     await waitFor('the event stream through the proxy', () => proxy.streams(EVENTS).length > 0, 20_000);
     const id = await docker('create', '--name', `${h.name}-x`, '-p', '127.0.0.1::80', '-e', 'SERVICE_NAME=svc', IMAGE);
     const rule = proxy.hang({ method: 'GET', path: new RegExp(`^/containers/${id}/json`) });
@@ -110,13 +124,30 @@ describe('Docker API calls', () => {
     const other = await converge(h.r, h.ids('y'), t0, 10_000);
     await sleep(4000);
     expect(rule.hits).toBeGreaterThanOrEqual(2);
+    // Measured while it hung: inspections of that container one at a time, one listing at a time.
+    const inspections = proxy.requests({ method: 'GET', path: new RegExp(`^/containers/${id}/json`) });
+    const listings = proxy.requests({ method: 'GET', path: /^\/containers\/json/ }).filter((r) => r.time >= t0);
+    const concurrentInspections = maxConcurrent(inspections);
+    const concurrentListings = maxConcurrent(listings);
     rule.remove();
     proxy.releaseHung('destroy');
     const released = Date.now();
     const m = await converge(h.r, h.ids('x', 'y'), released, 30_000);
-    reportFault('docker: one container\'s inspection hung 5 s (--docker-timeout 1s)', { ...m, otherContainerMs: other.converge, attempts: rule.hits });
+    reportFault('docker: one container\'s inspection hung 5 s (--docker-timeout 2s, --resync 1)', {
+      ...m,
+      otherContainerMs: other.converge,
+      attempts: rule.hits,
+      concurrentInspections,
+      concurrentListings,
+      listings: listings.length,
+    });
     expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
     expect(other.converge).toBeLessThan(3000);
+    expect(concurrentInspections).toBe(1);
+    expect(concurrentListings).toBe(1);
+    // A resync waits for its inspections (here: the hung one's 2 s timeout) before the next one lists:
+    // one listing per 2 s, not one per second stacked up behind it.
+    expect(listings.length).toBeLessThanOrEqual(Math.ceil((released - t0) / 2000) + 1);
   });
 
   it('an inspection answered 500 is retried, not dropped', async () => {
@@ -235,6 +266,26 @@ describe('Docker lifecycles', () => {
     reportFault('docker: --cleanup restart while one container\'s inspection fails twice', { ...m, samplesWithOneMissing: missing, failedInspections: rule.hits });
     expect(rule.hits).toBe(2);
     expect(missing).toBe(0);
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+  });
+
+  it('a container kept as critical (--deregister on-success) whose destroy event was missed goes at the next listing', async () => {
+    const tcp = await FaultProxy.start({ socketPath: SOCKET });
+    onTestFinished(() => tcp.close());
+    const h = host('fdk', `tcp://${tcp.address}`, ['--deregister', 'on-success', '--resync', '0']);
+    await run(`${h.name}-f`, { ...svc, cmd: CRASHING });
+    await converge(h.r, h.ids('f'), Date.now(), 20_000);
+    await docker('exec', `${h.name}-f`, 'touch', '/tmp/crash');
+    const status = async () => Object.values(await etcdRead(`/${h.name}`)).map((v) => v.status);
+    await waitFor('kept as critical', async () => (await status()).join() === 'critical', 20_000, 100);
+    tcp.cut();
+    const down = Date.now();
+    await docker('rm', '-f', `${h.name}-f`);
+    await sleep(Math.max(0, 1_500 - (Date.now() - down)));
+    tcp.pass();
+    const back = Date.now();
+    const m = await converge(h.r, new Set(), back, 20_000);
+    reportFault('docker: a critical (on-success) container removed while the event stream was down', { ...m, downMs: back - down });
     expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
   });
 

@@ -3,7 +3,9 @@
 import { afterAll, describe, expect, it, onTestFinished } from 'vitest';
 import { docker, hostPort, removeContainers, restartDockerd, run } from './support/docker.js';
 import { spawnHm } from './support/harbormaster.js';
+import { reportFault } from './support/observer.js';
 import { CONSUL, consulChecks, consulServices, etcdRead, privateConsul, privateEtcd } from './support/registries.js';
+import { converge, idsOf, reader } from './support/scenario.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
 
 
@@ -38,10 +40,14 @@ describe('registry outages', () => {
       await consul.kill('SIGKILL');
       await sleep(1500);
       await consul.start();
-      const back = await waitFor('3 back after restart', async () => {
-        const s = await own();
-        return Object.keys(s).length === 3 ? s : undefined;
-      }, 30_000);
+      const restarted = Date.now();
+      // The agent forgot everything: exactly the three are back, each once, passing.
+      const r = reader('consul', `127.0.0.1:${consul.httpPort}`, '', HOST);
+      const m = await converge(r, idsOf(HOST, [0, 1, 2].map((i) => `${HOST}-${i}`)), restarted, 30_000);
+      r.close();
+      reportFault('consul: agent killed and restarted (dev mode: it forgets every service)', { ...m });
+      expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+      const back = await own();
       expect(Object.values(back).map((s) => s.Service)).toEqual(['svc', 'svc', 'svc']);
       await hm.waitForLog('recovery line', (l) => l.event === 'registry-up' || l.event === 'lost');
       const checks = await consulChecks(18500);
@@ -148,6 +154,7 @@ describe('docker', () => {
       return s[keep] && s[lose];
     });
     await restartDockerd();
+    const dockerBack = Date.now();
     await hm.waitForLog('docker-down', (l) => l.event === 'docker-down', 30_000);
     await hm.waitForLog('docker-up', (l) => l.event === 'docker-up', 60_000);
     const s = await waitFor('keep registered at its new port, lose withdrawn', async () => {
@@ -155,6 +162,12 @@ describe('docker', () => {
       const port = await hostPort(`${HOST}-keep`).catch(() => 0);
       return now[keep]?.Port === port && !now[lose] ? now : undefined;
     }, 60_000, 250);
+    // Measured from dockerd answering again: exactly the one that restarted, once, passing.
+    const r = reader('consul', '127.0.0.1:8500', '', HOST);
+    const m = await converge(r, new Set([keep]), dockerBack, 10_000);
+    r.close();
+    reportFault('docker: dockerd restarted (a --restart always container back on a new port, another one not)', { ...m, newPort: s[keep].Port });
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
     expect(s[keep].Service).toBe('keep');
     expect(await hm.stop()).toBe(0);
   }, 180_000);
