@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, beforeEach, describe, expect, it, onTestFailed } from 'vitest';
 import { docker, IMAGE, removeContainers } from './support/docker.js';
+import { FakeRegistry } from './support/fake-registry.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { BIN, Hm, type LogLine } from './support/harbormaster.js';
 import { afterRequests, Load } from './support/proxy.js';
@@ -26,6 +27,7 @@ const STATE = mkdtempSync(join(tmpdir(), 'hm-rollout-'));
 const BROKEN = `hm-test:broken-${HOST.slice(5)}`;
 /** Port of `register etcd2://… --api` (the etcd v2 sidecar) and of the fault proxy before etcd. */
 const ETCD2_API = 28402;
+const FAKE_REGISTRY = 28403;
 const ETCD2_PREFIX = `/hm-ro2-${HOST.slice(5)}`;
 let sidecar: Hm;
 let etcd2Sidecar: Hm | undefined;
@@ -34,14 +36,14 @@ let etcd2Sidecar: Hm | undefined;
  * Containers of a service answering with their name; a health check that turns red where the env
  * BROKEN names the container (`name=NAME` gives a container a NAME other than its name).
  */
-async function startService(svc: string, names: string[], extra: string[] = [], publish = '127.0.0.1::80'): Promise<void> {
+async function startService(svc: string, names: string[], extra: string[] = [], publish = '127.0.0.1::80', image = IMAGE): Promise<void> {
   await Promise.all(
     names.map((spec) => {
       const [n, as = n] = spec.split('=');
       return docker(
         'run', '-d', '--name', `${P}${n}`, '-e', `SERVICE_NAME=${svc}`, '-e', `NAME=${as}`, '-l', `app.svc=${svc}`, '-p', publish,
         '--health-cmd', '[ "$BROKEN" != "$NAME" ] && wget -q -O /dev/null http://127.0.0.1/', '--health-interval', '500ms', '--health-retries', '2',
-        ...extra, IMAGE,
+        ...extra, image,
       );
     }),
   );
@@ -150,7 +152,25 @@ describe('harbormaster rollout', () => {
     const swarm = rollout([swarmSvc]);
     expect(await finished(swarm)).toBe(2);
     expect(swarm.stderr.join('')).toMatch(/swarm-1: .*Swarm/);
-    console.log(`PROBE rollout refusals: unknown service, missing image, start-first on a fixed port, Swarm task → exit 2 with one line each; dry run left ${(await names(svc)).length} containers as they were`);
+    // A stopped one-off `compose run` container of the service is left alone, not a reason to refuse.
+    const composeSvc = uniq('cmp');
+    const labels = ['-l', `com.docker.compose.service=${composeSvc}`, '-l', `com.docker.compose.project=${HOST}`];
+    await startService(composeSvc, ['cmp-1'], labels);
+    await docker('create', '--name', `${P}cmp-run-1`, '-l', `app.svc=${composeSvc}`, ...labels, '-l', 'com.docker.compose.oneoff=True', IMAGE);
+    const oneoff = rollout([composeSvc, '--compose-service', '--dry-run']);
+    expect(await finished(oneoff)).toBe(0);
+    expect(events(oneoff, 'note').map((l) => l.message).join('\n')).toContain(`not running, left as they are (only running containers are replaced): ${P}cmp-run-1`);
+
+    // --dry-run --pull always pulls nothing: it says it would.
+    const tagged = `127.0.0.1:1/hm-dry-${HOST.slice(5)}:1`;
+    await docker('tag', IMAGE, tagged);
+    const dryPull = rollout([svc, '--dry-run', '--pull', 'always', '--image', tagged]);
+    expect(await finished(dryPull)).toBe(0);
+    await docker('rmi', tagged);
+    const dryNotes = events(dryPull, 'note').map((l) => l.message).join('\n');
+    expect(dryNotes).toContain(`would pull ${tagged} first (--pull always); planned with the local image`);
+    expect(dryNotes).not.toMatch(/pull of .* failed/);
+    console.log(`PROBE rollout refusals: unknown service, missing image, start-first on a fixed port, Swarm task → exit 2 with one line each; dry run left ${(await names(svc)).length} containers as they were; a stopped one-off container skipped (exit 0); --dry-run --pull always: "${dryNotes.split('\n').find((l) => l.includes('would pull'))}"`);
   });
 
   it('replaces 3 containers one at a time under load without a failed request, keeping env, labels and health check', async () => {
@@ -455,5 +475,83 @@ describe('harbormaster rollout', () => {
       etcd2Sidecar = undefined;
       await fault.close();
     }
+  });
+
+  it('a tag moved on its registry is pulled again by default (and the local image used, with a note, when the registry is down)', async () => {
+    const svc = uniq('pull');
+    const registry = await FakeRegistry.fromImage(IMAGE, `hm/pull-${HOST.slice(5)}`, 'HM_BUILD');
+    const ref = await registry.start(FAKE_REGISTRY);
+    try {
+      await docker('pull', ref);
+      await startService(svc, ['pull-1'], [], '127.0.0.1::80', ref);
+      expect(await readyCount(svc, 1)).toHaveLength(1);
+      // A new build is pushed under the same tag.
+      registry.moveTag(1);
+      const before = registry.manifestRequests;
+      const ro = rollout([svc, '--drain-timeout', '0', '--monitor', '0']);
+      expect(await finished(ro), ro.stderr.join('')).toBe(0);
+      const moved = events(ro, 'note').map((l) => l.message as string).find((m) => m.includes('moved'));
+      const runs = (await docker('inspect', '-f', '{{.Image}}', `${P}pull-1-r2`)).trim();
+      // The registry is gone: the local image serves, with a note.
+      await registry.stop();
+      const offline = rollout([svc, '--drain-timeout', '0', '--monitor', '0']);
+      expect(await finished(offline), offline.stderr.join('')).toBe(0);
+      const fallback = events(offline, 'note').map((l) => l.message as string).find((m) => m.startsWith('pull of'));
+      console.log(`PROBE rollout --pull missing (default) with a tag moved on a loopback registry: ${registry.manifestRequests - before} manifest request(s); "${moved}"; pull-1-r2 runs ${runs.slice(0, 19)} (the new build ${registry.image(1).id.slice(0, 19)}); registry down: "${fallback}"`);
+      expect(runs).toBe(registry.image(1).id);
+      expect(moved).toBe(`${ref} moved: ${registry.image(0).id.slice(7, 19)} → ${registry.image(1).id.slice(7, 19)}`);
+      expect(fallback).toMatch(new RegExp(`^pull of ${ref.replace(/[.:/]/g, '\\$&')} failed \\(.+\\); using the local image ${registry.image(1).id.slice(7, 19)}$`));
+      expect((await docker('inspect', '-f', '{{.Image}}', `${P}pull-1-r3`)).trim()).toBe(registry.image(1).id);
+    } finally {
+      await registry.stop();
+      await removeContainers(`${P}pull-`);
+      for (const n of [0, 1]) await docker('rmi', '-f', registry.image(n).id).catch(() => undefined);
+    }
+  });
+
+  it('--batch 67% with --pause, --keep 2 and --restart always: kept containers get restart policy "no", --rollback gives it back; a progress bar on a terminal', async () => {
+    const svc = uniq('kp');
+    await startService(svc, ['kp-1', 'kp-2', 'kp-3'], ['--restart', 'always']);
+    expect(await readyCount(svc, 3)).toHaveLength(3);
+    const policy = async (n: string) => (await docker('inspect', '-f', '{{.HostConfig.RestartPolicy.Name}}', `${P}${n}`)).trim();
+    const fast = ['--drain-timeout', '0', '--monitor', '0'];
+    const first = rollout([svc, '--batch', '67%', '--pause', '1s', '--keep', '2', ...fast]);
+    expect(await finished(first)).toBe(0);
+    const batches = events(first, 'batch').map((l) => ({ at: Date.parse(l.time as string), n: l.message }));
+    const lastStop = Math.max(...events(first, 'stop').filter((l) => ['kp-1', 'kp-2'].some((k) => l.container === `${P}${k}`)).map((l) => Date.parse(l.time as string)));
+    const gap = batches[1].at - lastStop;
+    expect(batches.map((b) => b.n)).toEqual([`batch 1/2: ${P}kp-1, ${P}kp-2`, `batch 2/2: ${P}kp-3`]);
+    expect(gap).toBeGreaterThanOrEqual(1_000);
+    expect(await Promise.all(['kp-1', 'kp-2', 'kp-3'].map(policy))).toEqual(['no', 'no', 'no']);
+    expect(await Promise.all(['kp-1-r2', 'kp-2-r2', 'kp-3-r2'].map(policy))).toEqual(['always', 'always', 'always']);
+
+    // On a terminal (a pseudo-terminal from script(1)): a progress bar per batch.
+    const cmd = [process.execPath, BIN, 'rollout', svc, '--keep', '2', ...fast, '--hostname', HOST, '--api', `http://127.0.0.1:${API}`, '--state-dir', STATE].map((a) => `'${a}'`).join(' ');
+    const tty = await new Promise<{ code: number | null; out: string }>((resolve) => {
+      const c = spawn('script', ['-qefc', cmd, '/dev/null'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      c.stdout.on('data', (d: Buffer) => (out += d.toString()));
+      c.stderr.on('data', (d: Buffer) => (out += d.toString()));
+      const t = setTimeout(() => c.kill('SIGKILL'), 90_000);
+      c.on('exit', (code) => {
+        clearTimeout(t);
+        resolve({ code, out });
+      });
+    });
+    const plain = tty.out.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '');
+    expect(tty.code, plain).toBe(0);
+    expect(plain).toMatch(/batch 3\/3 \[\u2588+\] 4\/4/);
+    expect(plain).toMatch(/done: 3 container\(s\) of .* replaced/);
+    expect(await names(svc)).toEqual([`${P}kp-1-r3`, `${P}kp-2-r3`, `${P}kp-3-r3`]);
+    expect(await Promise.all(['kp-1', 'kp-1-r2'].map(policy))).toEqual(['no', 'no']);
+
+    const back = rollout([svc, '--rollback', ...fast]);
+    expect(await finished(back)).toBe(0);
+    const end = await readyCount(svc, 3);
+    const kept = (await names(svc, true)).filter((n) => !end.includes(n));
+    console.log(`PROBE rollout --batch 67% --pause 1s --keep 2: batches ${batches.map((b) => b.n).join(' | ')}, ${gap} ms from the last stop of batch 1 to batch 2; kept with restart policy ${await policy('kp-1')}; progress bar: "${plain.match(/batch 3\/3 \[[^\]]+\] \d+\/4/g)?.at(-1)}"; after --rollback ready ${end.join(', ')} (restart policy ${await policy('kp-1-r2')}), kept ${kept.join(', ')}`);
+    expect(end).toEqual([`${P}kp-1-r2`, `${P}kp-2-r2`, `${P}kp-3-r2`]);
+    expect(await Promise.all(['kp-1-r2', 'kp-2-r2', 'kp-3-r2'].map(policy))).toEqual(['always', 'always', 'always']);
+    expect(kept).toEqual([`${P}kp-1`, `${P}kp-2`, `${P}kp-3`]);
   });
 });

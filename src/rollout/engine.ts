@@ -212,7 +212,8 @@ export class Rollout {
           this.journal!.save();
           return p;
         });
-        this.d.reporter.batch(i + 1, batches.length, batches[i].length * 5);
+        // Per container: created (or started again), ready, withdrawn and drained, stopped.
+        this.d.reporter.batch(i + 1, batches.length, batches[i].length * 4);
         this.say('batch', `batch ${i + 1}/${batches.length}: ${pairs.map((p) => p.old.name).join(', ')}`, { batch: i + 1, batches: batches.length });
         if (stopFirst) await this.stopFirst(pairs, batches[i]);
         else await this.startFirst(pairs, batches[i]);

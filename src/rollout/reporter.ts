@@ -56,8 +56,14 @@ class BarReporter implements Reporter {
   private bar?: cliProgress.SingleBar;
 
   emit(e: RolloutEvent): void {
-    this.bars.log(`${new Date().toISOString().slice(11, 19)} ${e.message}\n`);
-    this.bar?.update({ step: e.event });
+    const line = `${new Date().toISOString().slice(11, 19)} ${e.message}\n`;
+    // Before the first batch (the plan, a dry run) there is no bar to print above.
+    if (!this.bar) {
+      process.stderr.write(line);
+      return;
+    }
+    this.bars.log(line);
+    this.bar.update({ step: e.event });
   }
   batch(index: number, total: number, steps: number): void {
     this.bar?.stop();
@@ -67,6 +73,9 @@ class BarReporter implements Reporter {
     this.bar?.increment();
   }
   close(): void {
+    if (!this.bar) return;
+    // Lines logged since the last redraw are written by a redraw: one more before the bars stop.
+    this.bars.update();
     this.bars.stop();
   }
 }
