@@ -72,7 +72,7 @@ function documentedValues(f: Flag): string[] {
 }
 
 /** Defaults that name another flag rather than a value. */
-const NOT_A_VALUE = ['ttl/3', 'n'];
+const NOT_A_VALUE = ['ttl/3', 'n', 'uri'];
 
 /** Example values for flags whose help text gives none (or too few), by flag name. */
 const EXAMPLES: Record<string, string[]> = {
@@ -98,6 +98,7 @@ const EXAMPLES: Record<string, string[]> = {
   'dns-ttl': ['0', '5'],
   datacenter: ['dc1', 'eu-west-1'],
   recursor: ['127.0.0.1:5353'],
+  'services-dir': [dir],
   image: ['hm-test:2'],
   via: ['http://127.0.0.1:8080/healthz'],
   'via-host': ['web.example.test'],
@@ -109,6 +110,8 @@ const EXAMPLES: Record<string, string[]> = {
 const COMPANIONS: Record<string, string[]> = {
   'health-interval': ['--health-check', '/healthz'],
   'via-host': ['--via', 'http://127.0.0.1:8080/healthz'],
+  // --docker off registers only service files.
+  docker: ['--services-dir', dir],
 };
 
 type Parser = (args: string[]) => Promise<unknown> | unknown;
@@ -167,7 +170,9 @@ for (const command of commandNames) {
     const parser = PARSERS[command];
     const flags = [...flagsOf(helps[command]).values()];
     const cases: Array<[string, string[]]> = flags.flatMap((f): Array<[string, string[]]> => {
-      const companion = COMPANIONS[f.name] ?? [];
+      // A companion flag only where the command takes it (rollout's --docker has no --services-dir).
+      const takes = (flag: string) => [command, ...(BORROWS[command] ?? [])].some((c) => flagsOf(helps[c]).has(flag.replace(/^--/, '')));
+      const companion = (COMPANIONS[f.name] ?? []).filter((_, i, all) => takes(all[i % 2 === 0 ? i : i - 1]));
       if (!f.placeholder) return [[`--${f.name}`, [...companion, `--${f.name}`]]];
       return valuesFor(command, f).flatMap((v): Array<[string, string[]]> => [
         [`--${f.name} ${v}`, [...companion, `--${f.name}`, v]],

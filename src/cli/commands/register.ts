@@ -4,7 +4,7 @@ import os from 'node:os';
 import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
 import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
 import { dockerProbe, registrarProbe } from '../../api/probes.js';
-import { StatusServer } from '../../api/status-server.js';
+import { StatusServer, type ComponentHealth } from '../../api/status-server.js';
 import { buildCatalog } from '../../catalog/catalog.js';
 import { HEALTH_STATUSES } from '../../model/service-instance.js';
 import { checkText } from '../../model/validate.js';
@@ -15,6 +15,8 @@ import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
 import { defaultDockerEndpoint, dockerClient } from '../../sources/docker/docker-endpoint.js';
 import { DockerSource } from '../../sources/docker/docker-source.js';
+import { FileSource } from '../../sources/files/file-source.js';
+import { SinkJoin } from '../../sources/sink-join.js';
 import { splitTags } from '../../sources/docker/service-model.js';
 import { withdrawalControl } from '../../sources/docker/withdrawals.js';
 import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
@@ -25,8 +27,9 @@ import { onHangup, stopOnSignal } from '../signals.js';
 
 export const REGISTER_HELP = `Usage: harbormaster register [options] <registry-uri>
 
-Watches Docker and registers every container's published ports in a registry,
-with TTL heartbeats so that registrations vanish by themselves if this host dies.
+Watches Docker and registers every container's published ports in a registry (and, with
+--services-dir, the services a folder of definition files describes), with TTL heartbeats so
+that registrations vanish by themselves if this host dies.
 
 Registry URIs:
   consul://host:8500            Consul agent (CONSUL_HTTP_TOKEN, consul-tls:// with CONSUL_CACERT,
@@ -48,7 +51,10 @@ Options:
   --cleanup                  remove this host's registrations no running container backs
   --retry-attempts <n>       registry connection attempts at start, -1 = forever (default -1)
   --retry-interval <ms>      first retry delay, doubled up to 30s (default 2000)
-  --docker <uri>             Docker endpoint (default DOCKER_HOST, then unix:///var/run/docker.sock)
+  --docker <uri|off>         Docker endpoint (default DOCKER_HOST, then unix:///var/run/docker.sock);
+                             off: no Docker, only --services-dir
+  --services-dir <dir>       also register the services defined in the JSON / YAML files of this
+                             folder (Consul's service definition shape), following every change
   --docker-timeout <duration>  longest wait for one Docker API answer (default 10s)
   --no-health-gate           register containers with a HEALTHCHECK at start, not once healthy
   --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
@@ -78,6 +84,7 @@ const OPTIONS = {
   'no-health-gate': { type: 'boolean' },
   'keep-on-exit': { type: 'boolean' },
   api: { type: 'string' },
+  'services-dir': { type: 'string' },
 } as const;
 
 export interface RegisterConfig {
@@ -94,7 +101,10 @@ export interface RegisterConfig {
   cleanup: boolean;
   retryAttempts: number;
   retryInterval: number;
+  /** The Docker endpoint, or 'off'. */
   docker: string;
+  /** Folder of service definition files; undefined = none. */
+  servicesDir?: string;
   /** Timeout of one Docker API call, ms. */
   dockerTimeoutMs: number;
   healthGate: boolean;
@@ -124,7 +134,10 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
   const ttlRefresh = intFlag('ttl-refresh', v['ttl-refresh'], Math.max(1, Math.floor(ttl / 3)), 1, 86_400);
   if (ttl > 0 && ttlRefresh >= ttl) throw new UsageError(`--ttl-refresh ${ttlRefresh}: must be shorter than --ttl ${ttl}`);
   const docker = v.docker ?? defaultDockerEndpoint(env);
-  dockerClient(docker); // validates the endpoint
+  if (docker !== 'off') dockerClient(docker); // validates the endpoint
+  const servicesDir = v['services-dir'];
+  if (servicesDir !== undefined && (servicesDir === '' || /[\x00-\x1f]/.test(servicesDir))) throw new UsageError(`--services-dir: expected a folder path`);
+  if (docker === 'off' && servicesDir === undefined) throw new UsageError('--docker off: nothing would be registered without --services-dir <dir>');
   return {
     registry: positionals[0],
     hostname,
@@ -140,6 +153,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
     retryAttempts: intFlag('retry-attempts', v['retry-attempts'], -1, -1),
     retryInterval: intFlag('retry-interval', v['retry-interval'], 2000, 10, 3_600_000),
     docker,
+    servicesDir,
     dockerTimeoutMs: v['docker-timeout'] === undefined ? 10_000 : parseTimeout(v['docker-timeout'], `--docker-timeout ${v['docker-timeout']}`),
     healthGate: !v['no-health-gate'],
     keepOnExit: !!v['keep-on-exit'],
@@ -149,19 +163,24 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
   };
 }
 
-/** A running registrator: Docker source → registrar → backend. */
+/** A running registrator: Docker source and / or service files → registrar → backend. */
 export interface RegisterHandle {
   registrar: Registrar;
-  source: DockerSource;
+  /** undefined with --docker off. */
+  source?: DockerSource;
+  files?: FileSource;
   backend: RegistryBackend;
+  /** List Docker and read the service files again (SIGHUP). */
+  resync(): void;
   stop(withdraw: boolean): Promise<void>;
 }
 
 export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<RegisterHandle> {
   const backend = createBackend(cfg.registry, { ttl: cfg.ttl, host: cfg.hostname, warn: (m) => log.warn({ event: 'error' }, m) });
+  const from = [cfg.docker === 'off' ? undefined : `docker ${cfg.docker}`, cfg.servicesDir === undefined ? undefined : `services ${cfg.servicesDir}`].filter(Boolean).join(' + ');
   log.info(
-    { event: 'start', docker: cfg.docker, registry: backend.description, hostname: cfg.hostname, ttl: cfg.ttl },
-    `harbormaster register: docker ${cfg.docker} → registry ${backend.description} (host ${cfg.hostname}, ttl ${cfg.ttl}s)`,
+    { event: 'start', docker: cfg.docker, servicesDir: cfg.servicesDir ?? null, registry: backend.description, hostname: cfg.hostname, ttl: cfg.ttl },
+    `harbormaster register: ${from} → registry ${backend.description} (host ${cfg.hostname}, ttl ${cfg.ttl}s)`,
   );
   if (cfg.retryAttempts >= 0) await waitForRegistry(backend, cfg, log);
   const registrar = new Registrar(backend, {
@@ -174,25 +193,41 @@ export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<R
     maxRetryMs: cfg.ttl > 0 ? Math.min(30_000, Math.max(1000, (cfg.ttl * 1000) / 3)) : 30_000,
     log,
   });
-  const source = new DockerSource({
-    docker: dockerClient(cfg.docker),
-    endpoint: cfg.docker,
-    model: { hostname: cfg.hostname, hostIp: cfg.ip, hostAddress: cfg.ip ?? hostAddress(), internal: cfg.internal, explicit: cfg.explicit, tags: cfg.tags },
-    healthGate: cfg.healthGate,
-    deregister: cfg.deregister,
-    resyncMs: cfg.resync * 1000,
-    callTimeoutMs: cfg.dockerTimeoutMs,
-    log,
-    sink: registrar,
-  });
+  // With both sources the registrar compares with the registry only once both have listed everything.
+  const names = [cfg.docker === 'off' ? undefined : 'docker', cfg.servicesDir === undefined ? undefined : 'files'].filter((n): n is string => !!n);
+  const join = new SinkJoin(registrar, names);
+  const source =
+    cfg.docker === 'off'
+      ? undefined
+      : new DockerSource({
+          docker: dockerClient(cfg.docker),
+          endpoint: cfg.docker,
+          model: { hostname: cfg.hostname, hostIp: cfg.ip, hostAddress: cfg.ip ?? hostAddress(), internal: cfg.internal, explicit: cfg.explicit, tags: cfg.tags },
+          healthGate: cfg.healthGate,
+          deregister: cfg.deregister,
+          resyncMs: cfg.resync * 1000,
+          callTimeoutMs: cfg.dockerTimeoutMs,
+          log,
+          sink: join.for('docker'),
+        });
+  const files =
+    cfg.servicesDir === undefined
+      ? undefined
+      : new FileSource({ dir: cfg.servicesDir, hostname: cfg.hostname, hostAddress: cfg.ip ?? hostAddress(), resyncMs: cfg.resync * 1000, log, sink: join.for('files') });
   registrar.start();
-  source.start();
+  source?.start();
+  files?.start();
   return {
     registrar,
     source,
+    files,
     backend,
+    resync() {
+      void source?.resync().catch(() => undefined);
+      void files?.fullRead();
+    },
     async stop(withdraw: boolean) {
-      await source.stop();
+      await Promise.all([source?.stop(), files?.stop()]);
       await registrar.stop(withdraw);
       await backend.close();
     },
@@ -224,7 +259,7 @@ export async function registerCommand(argv: string[], out: (s: string) => void):
   const handle = await startRegister(cfg, log);
   const api = cfg.api ? await startRegisterApi(cfg, cfg.api, handle, log) : undefined;
   const what = cfg.keepOnExit ? 'leaving registrations to their TTL' : "withdrawing this host's services";
-  onHangup(log, 'listing Docker and comparing with the registry again', () => void handle.source.resync().catch(() => undefined));
+  onHangup(log, 'listing Docker, reading the service files and comparing with the registry again', () => handle.resync());
   return stopOnSignal(log, what, async () => {
     await api?.close();
     await handle.stop(!cfg.keepOnExit);
@@ -236,11 +271,8 @@ async function startRegisterApi(cfg: RegisterConfig, addr: ListenAddress, handle
   const api = new StatusServer(
     {
       catalog: () => buildCatalog(handle.registrar.current(), [...HEALTH_STATUSES]),
-      components: {
-        docker: dockerProbe(handle.source.status, cfg.docker, () => handle.source.withdrawals()),
-        registry: registrarProbe(handle.registrar, handle.backend.description),
-      },
-      withdrawals: withdrawalControl(handle.source, handle.registrar),
+      components: sourceProbes(cfg, handle),
+      withdrawals: handle.source ? withdrawalControl(handle.source, handle.registrar) : undefined,
     },
     log,
   );
@@ -251,4 +283,14 @@ async function startRegisterApi(cfg: RegisterConfig, addr: ListenAddress, handle
     throw err;
   }
   return api;
+}
+
+/** Health of the registrator's parts: Docker (unless off), the service files (if any), the registry. */
+export function sourceProbes(cfg: RegisterConfig, handle: RegisterHandle): Record<string, () => ComponentHealth> {
+  const { source, files } = handle;
+  return {
+    ...(source ? { docker: dockerProbe(source.status, cfg.docker, () => source.withdrawals()) } : {}),
+    ...(files ? { files: () => ({ ok: files.status.connected, dir: cfg.servicesDir, ...files.status }) } : {}),
+    registry: registrarProbe(handle.registrar, handle.backend.description),
+  };
 }

@@ -1,7 +1,7 @@
 // `harbormaster run`: the whole thing on one host in one process. The registrator watches the
 // local Docker into a registry (the embedded memory:// one unless --registry names another), the
 // built-in proxy routes to what that registry holds, and the status API reports on all of it.
-import { dockerProbe, registrarProbe, watchProbe } from '../../api/probes.js';
+import { watchProbe } from '../../api/probes.js';
 import { CatalogWatch } from '../../catalog/watch.js';
 import { createLogger } from '../../log/logger.js';
 import { HEALTH_STATUSES } from '../../model/service-instance.js';
@@ -10,7 +10,7 @@ import { formatAddress } from '../../api/listen-address.js';
 import { checkTemplateFiles, DEFAULT_TIMEOUT_MS, DEFAULT_WAIT, parseWithTokens, startRender, TEMPLATE_OPTIONS, templateFlags, type RenderConfig, type RenderHandle } from '../../render/index.js';
 import type { Options } from '../args.js';
 import { PROXY_FLAGS_HELP, PROXY_OPTIONS, proxySettings, startProxy, type ProxyHandle, type ProxySettings } from './proxy.js';
-import { parseRegisterArgs, startRegister, type RegisterConfig, type RegisterHandle } from './register.js';
+import { parseRegisterArgs, sourceProbes, startRegister, type RegisterConfig, type RegisterHandle } from './register.js';
 import { nextSignal, onHangup } from '../signals.js';
 import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
 import { withdrawalControl } from '../../sources/docker/withdrawals.js';
@@ -56,7 +56,7 @@ Templates (as for 'render', from the same catalog; --status and --domain apply t
 Registrator options (as for 'register'):
   --hostname <name>  --ip <addr>  --internal  --explicit  --tags <a,b>  --ttl <s>  --ttl-refresh <s>
   --resync <s>  --deregister <always|on-success>  --cleanup  --retry-attempts <n>  --retry-interval <ms>
-  --docker <uri>  --docker-timeout <duration>  --no-health-gate  --keep-on-exit
+  --docker <uri|off>  --docker-timeout <duration>  --no-health-gate  --keep-on-exit  --services-dir <dir>
 
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
@@ -170,20 +170,20 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
     reg = await startRegister(cfg.register, log);
     const { source, registrar } = reg;
     const p = proxy.proxy;
+    const probes = sourceProbes(cfg.register, reg);
     const r = render;
     api = await startCatalogApi(
       cfg.proxy.api,
       watch,
       {
-        docker: dockerProbe(source.status, cfg.register.docker, () => source.withdrawals()),
-        registry: registrarProbe(registrar, registry),
+        ...probes,
         catalog: watchProbe(watch, registry),
         proxy: () => p.health(),
         ...(dns ? { dns: () => dns!.server.health() } : {}),
         ...(r ? { render: () => ({ ok: r.last?.ok ?? true, runs: r.runs, written: r.last?.written.length ?? 0 }) } : {}),
       },
       log,
-      withdrawalControl(source, registrar),
+      source ? withdrawalControl(source, registrar) : undefined,
     );
   } catch (err) {
     proxy?.freeze();
@@ -201,7 +201,7 @@ export async function runCommand(argv: string[], out: (s: string) => void): Prom
     `harbormaster run: Docker ${cfg.register.docker} → ${registry} → proxy http://${listen}${dnsAt ? `, DNS ${dnsAt}` : ''}${cfg.proxy.api ? `, status http://${formatAddress(cfg.proxy.api)}` : ''}`,
   );
   const r2 = reg;
-  onHangup(log, 'listing Docker and comparing with the registry again', () => void r2.source.resync().catch(() => undefined));
+  onHangup(log, 'listing Docker, reading the service files and comparing with the registry again', () => r2.resync());
   const sig = await signal;
   log.info(
     { event: 'stop', signal: sig },
