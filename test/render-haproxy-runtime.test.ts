@@ -442,7 +442,8 @@ describe('harbormaster render --haproxy-runtime', () => {
     console.log(
       `PROBE haproxy runtime (render CLI, etcd, 1000 instance changes): 250 replacements, registry write → HAProxy serving the new instance ${spread(fromWrite)} ` +
         `(from the write acknowledged: ${spread(fromAck)}); 500 mixed changes ${JSON.stringify(kinds)}, registry write → HAProxy's servers show it ${spread(mixed)} (${idle} changed only an instance out of service: not timed), each then confirmed by traffic; ` +
-        `reloads ${reloads} per 1000 changes after the first (layout) reload; runtime applications ${runtimeLines}`,
+        `reloads ${reloads} per 1000 changes after the first (layout) reload; runtime applications ${runtimeLines}; ` +
+        `goal p99 ≤ 20 ms (registry write → served): ${Number(pct(fromWrite, 0.99)) <= 20 ? 'met' : 'not met'} at ${pct(fromWrite, 0.99)} ms on this run`,
     );
     expect(reloads, render.dump().slice(-3000)).toBe(0);
     expect(runtimeLines).toBeGreaterThan(500);

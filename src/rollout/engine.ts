@@ -372,9 +372,9 @@ export class Rollout {
       } catch (err) {
         if ((err as { statusCode?: number }).statusCode !== 304) throw new BatchFailed(`${prev.name} does not start again: ${dockerMessage(err)}`);
       }
+      this.say('start', `started ${prev.name} again (instead of ${p.old.name})`, { container: prev.name, replaces: p.old.name });
       // Withdrawn when it was replaced: back in rotation once it is ready.
       await this.readmit(prev);
-      this.say('start', `started ${prev.name} again (instead of ${p.old.name})`, { container: prev.name, replaces: p.old.name });
       this.d.reporter.step();
       return;
     }

@@ -56,6 +56,13 @@ export interface KindResult {
   /** Finished requests per second. */
   rate: number;
   okRate: number;
+  /**
+   * The fewest requests finished in any whole second of the run (seconds counted from its
+   * start; the last, partial one left out): the rate held throughout, not on average.
+   */
+  minWindowRate: number;
+  /** Start of that second, since the start of the load. */
+  minWindowAtMs: number;
   /** Latency of the ok requests (about 2% precision), from the send or the connect for a new connection. */
   p50Ms: number;
   p99Ms: number;
@@ -113,13 +120,22 @@ class Stats {
   private readonly bodies = new Map<string, number>();
   private readonly failureKinds = new Map<string, number>();
   private readonly samples: FailureSample[] = [];
+  /** Requests finished in each second of the run. */
+  private readonly windows: number[] = [];
 
   constructor(private readonly t0: number) {
     this.lastOk = t0;
   }
 
+  private count(now: number): void {
+    const w = Math.floor((now - this.t0) / 1000);
+    while (this.windows.length <= w) this.windows.push(0);
+    this.windows[w]++;
+  }
+
   okay(now: number, latencyMs: number, body: string): void {
     this.requests++;
+    this.count(now);
     this.ok++;
     const us = latencyMs * 1000;
     this.hist[us <= 1 ? 0 : Math.min(BUCKETS - 1, Math.ceil(Math.log(us) / LOG_BASE))]++;
@@ -131,6 +147,7 @@ class Stats {
 
   failed(now: number, what: string, reused: boolean): void {
     this.requests++;
+    this.count(now);
     this.failures++;
     if (reused) this.failuresOnReused++;
     bump(this.failureKinds, what, MAX_FAILURE_KINDS);
@@ -159,6 +176,16 @@ class Stats {
     const secs = Math.max(now - this.t0, 1) / 1000;
     const trailing = Math.max(0, now - this.lastOk);
     const gapAtEnd = trailing > this.longestGap;
+    const whole = Math.floor((now - this.t0) / 1000);
+    let minWindow = whole > 0 ? Infinity : this.requests;
+    let minWindowAt = 0;
+    for (let w = 0; w < whole; w++) {
+      const n = this.windows[w] ?? 0;
+      if (n < minWindow) {
+        minWindow = n;
+        minWindowAt = w * 1000;
+      }
+    }
     return {
       requests: this.requests,
       ok: this.ok,
@@ -168,6 +195,8 @@ class Stats {
       connections: this.connections,
       rate: Math.round(this.requests / secs),
       okRate: Math.round(this.ok / secs),
+      minWindowRate: minWindow,
+      minWindowAtMs: minWindowAt,
       p50Ms: round(this.percentile(0.5)),
       p99Ms: round(this.percentile(0.99)),
       maxMs: round(this.maxMs),
@@ -534,7 +563,7 @@ function kindLine(name: Kind, k: KindResult): string {
     .map(([w, n]) => `${w}×${n}`)
     .join(', ');
   return (
-    `${name} ${k.requests} req ${k.rate}/s ok ${k.ok} fail ${k.failures}` +
+    `${name} ${k.requests} req ${k.rate}/s (lowest second ${k.minWindowRate}/s@${k.minWindowAtMs}ms) ok ${k.ok} fail ${k.failures}` +
     (k.failures ? ` (${k.failuresOnReused} on reused conns: ${kinds})` : '') +
     (k.unfinished ? ` unfinished ${k.unfinished}` : '') +
     ` p50 ${k.p50Ms}ms p99 ${k.p99Ms}ms max ${k.maxMs}ms gap ${k.longestGapMs}ms@${k.longestGapAtMs}ms conns ${k.connections} [${bodies}]`
