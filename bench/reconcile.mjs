@@ -26,6 +26,7 @@ const ETCD_PORT = 21100;
 const ROUND_S = 10;
 const RESYNC_S = 60;
 const STATE = process.env.HM_TEST_STATE ?? '/tmp/harbormaster-test';
+const TTL_S = 7200;
 
 function instance(host, i, port = 30000 + (i % 30000)) {
   return { id: `${host}:c${i}:80`, name: `svc${i % 50}`, address: '127.0.0.1', port, protocol: 'tcp', tags: ['bench'], meta: { version: '1' }, host, status: 'passing' };
@@ -144,7 +145,10 @@ const diff = (a, b) => {
 
 async function one(kind, uri, count, n) {
   const host = `bench-${kind}-${n}-${Math.random().toString(36).slice(2, 7)}`;
-  const backend = createBackend(uri(host), { ttl: 60, host });
+  // A TTL longer than the whole run: loading 5,000 into Consul takes minutes, and heartbeats are
+  // driven below one round at a time, so nothing may lapse meanwhile (a lapsed Consul heartbeat
+  // turns every alias critical and the agent's work of turning them back would be measured instead).
+  const backend = createBackend(uri(host), { ttl: TTL_S, host });
   // The sidecar's own settings (default concurrency), heartbeats driven below one round at a time.
   const registrar = new Registrar(backend, { hostname: host, ttlRefreshMs: 0, cleanup: false, retryIntervalMs: 200, log: silentLogger() });
   registrar.start();
@@ -176,9 +180,18 @@ async function one(kind, uri, count, n) {
   // Heartbeat rounds as the registrar sends them: every registered instance's ref, one call per round.
   const refs = Array.from({ length: n }, (_, i) => ({ id: `${host}:c${i}:80`, name: `svc${i % 50}` }));
   const rounds = [];
+  let roundErrors = 0;
   const beats = await counted(async () => {
-    for (let r = 0; r < ROUNDS; r++) rounds.push(await measure(() => backend.heartbeat(refs)));
+    for (let r = 0; r < ROUNDS; r++) {
+      rounds.push(
+        await measure(async () => {
+          const res = await backend.heartbeat(refs).catch((err) => ({ lost: [], error: err }));
+          if (res.error !== undefined || res.lost.length > 0) roundErrors++;
+        }),
+      );
+    }
   });
+  if (roundErrors > 0) console.error(`reconcile: ${kind} × ${n}: ${roundErrors} of ${ROUNDS} heartbeat rounds failed or found entries lost`);
   const resync = await counted(async () => {
     registrar.complete();
     await registrar.settled();
@@ -195,6 +208,7 @@ async function one(kind, uri, count, n) {
     roundCpu: median(rounds.map((x) => x.cpu)),
     roundRequests: beats.requests.total / ROUNDS,
     roundBy: beats.requests.by,
+    roundErrors,
     resync,
     stop,
   };
@@ -248,6 +262,7 @@ export async function run({ command = 'node bench/reconcile.mjs' } = {}) {
         const rps = r.roundRequests / ROUND_S + r.resync.requests.total / RESYNC_S;
         steady.push(`| ${label} | ${n.toLocaleString('en')} | ${rps.toFixed(2)} |`);
         if (kind !== 'memory' && n === SIZES.at(-1)) notes.push(`${label}, ${n.toLocaleString('en')}: a heartbeat round was ${byText(r.roundBy) || 'nothing'} over ${ROUNDS} rounds`);
+        if (r.roundErrors > 0) notes.push(`${label}, ${n.toLocaleString('en')}: ${r.roundErrors} of ${ROUNDS} rounds failed or found entries lost`);
       }
       if (results.length > 1) {
         const [[n0, a], [n1, b]] = [results[0], results.at(-1)];
@@ -272,7 +287,7 @@ export async function run({ command = 'node bench/reconcile.mjs' } = {}) {
     `Machine: ${cpus.length} CPUs (${cpus[0]?.model.split(' ').slice(0, 2).join(' ')}), Node ${process.version}, ${version(consulBinary(), ['version'])}, ${version('etcd', ['--version'])}  `,
     `1-min load average before the run: ${load0.toFixed(2)}, after: ${os.loadavg()[0].toFixed(2)} (the machine is shared: compare ratios within this run)`,
     '',
-    `The registrar in process (its default concurrency of 8) against a private Consul dev agent and a private etcd (v2 API on), ${EVENTS} changes per size, each one container's port changing and the registry confirming before the next. CPU is this process's (registrar, client library, JSON, HTTP/gRPC); the counting proxy runs in a child process. "Heartbeat round" is one round over all n instances, as the registrar sends it (median of ${ROUNDS}); "resync" compares everything with the registry (reads only this host's entries) when nothing differs; "withdraw all" is shutdown, measured to the end (the sidecar stops at its 16 s deadline).`,
+    `The registrar in process (its default concurrency of 8, a ${TTL_S / 3600} h TTL so that nothing lapses during the run) against a private Consul dev agent and a private etcd (v2 API on), ${EVENTS} changes per size, each one container's port changing and the registry confirming before the next. CPU is this process's (registrar, client library, JSON, HTTP/gRPC); the counting proxy runs in a child process. "Heartbeat round" is one round over all n instances, as the registrar sends it (median of ${ROUNDS}); "resync" compares everything with the registry (reads only this host's entries) when nothing differs; "withdraw all" is shutdown, measured to the end (the sidecar stops at its 16 s deadline).`,
     '',
     '| Registry | n | initial load | per change (wall, median) | per change (CPU, mean) | heartbeat round (wall) | heartbeat round (CPU) | resync | withdraw all |',
     '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
