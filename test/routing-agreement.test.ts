@@ -61,6 +61,10 @@ const HAND: CatalogSpec = [
 const PROBES: Array<[string, string, string]> = [
   ['x.localhost', '/api/../admin', 'dot segment'],
   ['x.localhost', '/api/%2e%2e/x', 'encoded dot segment'],
+  ['x.localhost', '/api/%25%32%65%25%32%65/admin', 'double encoding, the second level itself encoded'],
+  ['x.localhost', '/api/%252%65%252%65/admin', 'double encoding, half encoded'],
+  ['x.localhost', '/api/%2520../admin', 'double-encoded blank before a dot segment'],
+  ['x.localhost', '/api/100%2525', 'an encoded %25: a plain % after two decodings'],
   ['x.localhost', '/api//x', 'empty segment'],
   ['x.localhost', '/%61pi/x', 'encoded unreserved character'],
   ['a.x.localhost', '/other', 'exact host, no matching path, a wildcard host matches'],
@@ -177,6 +181,10 @@ function requestsFor(catalog: Catalog): Array<{ host: string; path: string; rule
     paths.add(`${bare}/.%0a/x`);
     paths.add(`/%20..${p}`);
     paths.add(`${bare}/%252e%252e/x`);
+    paths.add(`${bare}/%25%32%65%25%32%65/x`);
+    paths.add(`${bare}/%252%65%252%65/x`);
+    paths.add(`/%2520..${p}`);
+    paths.add(`${bare}/100%2525`);
     paths.add(`${bare}/%2541`);
     paths.add(`/%${bare.charCodeAt(1).toString(16)}${bare.slice(2)}/x`); // /%61pi/x: an unreserved character encoded
     paths.add(bare.replace(/\+/g, '%2B'));

@@ -12,10 +12,14 @@
 //     HAProxy match locations with the `;` in place, so stripping it cannot be made to agree);
 //   - an encoded dot, slash, backslash or NUL (`%2e`, `%2f`, `%5c`, `%00`, any case), a literal
 //     backslash, or a `%` not followed by two hex digits;
-//   - a double encoding of any of these (`%252e`, `%252f`, `%255c`, `%2500`, `%253b`, `%25c0`,
-//     `%25c1`) or of `%` itself (`%2525`), which a backend that decodes twice turns into them;
 //   - an overlong UTF-8 encoding (`%c0`/`%c1` lead bytes such as `%c0%ae`, and `%e0%80`-`%e0%9f`,
 //     `%f0%80`-`%f0%8f`), which lenient decoders turn into `.` or `/`.
+// Then the path decoded once (nginx's $uri, HAProxy's `path,url_dec`, routingPath here) must not
+// hold what a backend that decodes a second time would turn into one of the above: an encoded dot,
+// slash, backslash, NUL, `;` or overlong lead, a dot segment with encoded blanks, or an encoded
+// `%` in front of one of those or of another encoded `%`. However it is spelled (`%252e`,
+// `%25%32%65`, `%252%65`, `%2520..`), a double or triple encoding of a refused thing is refused;
+// a `%25` that decodes to a plain `%` (`/files/100%25`, `/files/100%2525`) is not.
 // Everything else routes on its percent-decoded form (nginx matches locations on the decoded
 // URI, HAProxy through `path,url_dec`) and is forwarded exactly as received: after the refusals,
 // decoding cannot change where one segment ends and the next begins.
@@ -28,22 +32,29 @@ const ENCODED = String.raw`2[eEfF]|5[cC]|00|3[bB]|[cC][01]|[eE]0%[89]|[fF]0%8`;
 const DOUBLE = String.raw`%25(?:25|2[eEfF]|5[cC]|00|3[bB]|[cC][01])`;
 
 /** The refusal as one PCRE/JS pattern over the path alone (HAProxy's `path`). */
-export const REFUSED_PATH_SOURCE = String.raw`#|//|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:/|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2})`;
+export const REFUSED_PATH_SOURCE = String.raw`#|//|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:/|$)|;|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2})`;
+
+/**
+ * The refusal over the path decoded once (nginx's `$uri`, HAProxy's `path,url_dec`): what a second
+ * (or third) decoding would turn into a refused path.
+ */
+export const REFUSED_DECODED_SOURCE = String.raw`/(?:${BLANK})*\.\.?(?:${BLANK})*(?:/|$)|${DOUBLE}|%(?:${ENCODED})`;
 
 /**
  * The same over a whole request target with its query (nginx's `$request_uri`), which must also
  * start with `/` (nginx leaves `?q=1` of `GET http://host?q=1`, which HAProxy and the built-in
  * proxy refuse).
  */
-export const REFUSED_TARGET_SOURCE = String.raw`#|^(?!/)|^[^?]*?(?://|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:[/?]|$)|;|${DOUBLE}|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2}))`;
+export const REFUSED_TARGET_SOURCE = String.raw`#|^(?!/)|^[^?]*?(?://|/(?:${BLANK})*\.\.?(?:${BLANK})*(?:[/?]|$)|;|%(?:${ENCODED})|\\|%(?![0-9A-Fa-f]{2}))`;
 
 const REFUSED_PATH = new RegExp(REFUSED_PATH_SOURCE);
+const REFUSED_DECODED = new RegExp(REFUSED_DECODED_SOURCE);
 
 /** Why a path (without its query) is refused, or undefined when it may be routed. */
 export function refusedPath(path: string): string | undefined {
   if (path.charCodeAt(0) !== 47 /* / */) return 'does not start with /';
   const m = REFUSED_PATH.exec(path);
-  if (!m) return undefined;
+  if (!m) return path.includes('%25') && REFUSED_DECODED.test(routingPath(path)) ? 'has a double percent-encoding' : undefined;
   const hit = m[0];
   if (hit === '#') return 'has a fragment (#), which nginx would cut the path at';
   if (hit === '//') return 'has an empty segment (//)';
@@ -51,7 +62,6 @@ export function refusedPath(path: string): string | undefined {
   if (hit === '\\') return 'has a backslash';
   if (hit === '%') return 'has a malformed percent-encoding';
   if (hit === ';' || hit.toLowerCase() === '%3b') return 'has a ; (path parameters are not routed)';
-  if (hit.startsWith('%25')) return 'has a double percent-encoding';
   if (hit.length > 3 || /^%[cC][01]$/.test(hit)) return 'has an overlong UTF-8 encoding';
   return `has an encoded ${hit.toLowerCase() === '%2f' ? 'slash' : hit.toLowerCase() === '%2e' ? 'dot' : hit.toLowerCase() === '%5c' ? 'backslash' : 'NUL'}`;
 }

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { buildCatalog } from '../catalog/catalog.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
+import { REFUSED_DECODED_SOURCE, REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
 import { serverNamesHash, templateData } from './template-data.js';
 import { compileTemplate } from './template-file.js';
 
@@ -129,5 +129,6 @@ describe('templateData: one routing truth', () => {
   it('hands templates the path rule', () => {
     expect(d.pathRule.refusedPath).toBe(REFUSED_PATH_SOURCE);
     expect(d.pathRule.refusedTarget).toBe(REFUSED_TARGET_SOURCE);
+    expect(d.pathRule.refusedDecoded).toBe(REFUSED_DECODED_SOURCE);
   });
 });

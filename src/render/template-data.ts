@@ -5,7 +5,7 @@
 // paths, weights, "nothing to send to") come from the catalog's one routing table, so that the
 // shipped templates route exactly as the built-in proxy does.
 import type { Catalog } from '../catalog/catalog.js';
-import { REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
+import { REFUSED_DECODED_SOURCE, REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
 import { buildRoutes, HOST_HEADER_SOURCE, instanceWeight, matchPath, NGINX_OTHER_AUTHORITY_SOURCE, type VirtualHost } from '../catalog/routes.js';
 import { CLAIM_HEADERS } from '../proxy/headers.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
@@ -87,8 +87,11 @@ export interface TemplateData {
   /** Exact hosts first (sorted), then wildcard hosts, most specific first. */
   vhosts: VhostData[];
   upstreams: UpstreamData[];
-  /** The path rule as PCRE patterns: over the path (HAProxy `path`), over the whole target (nginx `$request_uri`). */
-  pathRule: { refusedPath: string; refusedTarget: string };
+  /**
+   * The path rule as PCRE patterns: over the path (HAProxy `path`), over the whole target (nginx
+   * `$request_uri`), and over the path decoded once (nginx `$uri`, HAProxy `path,url_dec`).
+   */
+  pathRule: { refusedPath: string; refusedTarget: string; refusedDecoded: string };
   /** The Host header grammar the built-in proxy accepts, as a PCRE pattern: any other Host is 400. */
   hostRule: string;
   /**
@@ -217,7 +220,7 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
     services,
     vhosts,
     upstreams,
-    pathRule: { refusedPath: REFUSED_PATH_SOURCE, refusedTarget: REFUSED_TARGET_SOURCE },
+    pathRule: { refusedPath: REFUSED_PATH_SOURCE, refusedTarget: REFUSED_TARGET_SOURCE, refusedDecoded: REFUSED_DECODED_SOURCE },
     hostRule: HOST_HEADER_SOURCE,
     forwarding: {
       claims: CLAIM_HEADERS.map((name) => ({ name, variable: `http_${name.toLowerCase().replaceAll('-', '_')}` })),
