@@ -92,7 +92,8 @@ describe('rollout journal', () => {
     const p = j.add({ old: { id: 'a', name: 'web-1' }, phase: 'planned' });
     j.set(p, 'created');
     const again = Journal.load(dir, 'web', false)!;
-    expect(again.data.pairs).toEqual([{ old: { id: 'a', name: 'web-1' }, phase: 'created' }]);
+    // A pair's order is read as the record's when it was not written with the pair.
+    expect(again.data.pairs).toEqual([{ old: { id: 'a', name: 'web-1' }, phase: 'created', stopFirst: false }]);
     expect(again.unfinished()).toBe(true);
     expect(again.ownedByLiveProcess()).toBe(false); // this process
     expect(Journal.load(dir, 'web', true)).toBeUndefined();

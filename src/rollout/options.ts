@@ -90,8 +90,11 @@ Which containers:
 
 What to run:
   --image <image>            image of the replacements (default: the image the containers were
-                             created from, looked up again in case the tag moved)
-  --pull <missing|always|never>  pull the image when it is not present (default missing)
+                             created from)
+  --pull <missing|always|never>  missing (default): pull the image when it is not present, and
+                             pull again a tag that came from a registry, so that a moved tag is
+                             used (a failed pull falls back to the local image, with a note);
+                             always: pull first; never: the local image only
 
 How:
   --batch <n|n%>             containers replaced at a time (default 1)
@@ -112,7 +115,7 @@ How:
                              batches already replaced (default), or stop where it is
   --rollback                 put back the kept previous containers the same way (needs --keep
                              on the rollout), or roll back an unfinished rollout
-  --dry-run                  print the plan and change nothing
+  --dry-run                  print the plan and change nothing (pulls nothing either)
   --json                     one JSON event per line instead of text
 
 Where readiness is read:
@@ -126,7 +129,8 @@ Where readiness is read:
   -h, --help                 this help
 
 Exit codes: 0 done, 1 a replacement failed (rolled back or paused), 2 refused (bad flags, unknown
-service, image not available, Swarm-managed container, another rollout running), 130 interrupted
+service, image not available, Swarm-managed or --rm container, another rollout of the same
+containers running), 130 interrupted
 (run again to resume, or with --rollback).
 `;
 
