@@ -84,30 +84,44 @@ const OUTPUTS: Output[] = ['nginx', 'haproxy', 'proxy'];
 /**
  * Requests only a raw socket can send, to the hand-written catalog: each must get `want` on all
  * three outputs, or, where the outputs cannot agree, exactly `differs` (each such case is in the
- * README's list of remaining differences).
+ * README's list of remaining differences). A 200 names the service and the request target the
+ * instance received.
  */
 const TWO_MIB = 'x'.repeat(2 * 1024 * 1024);
 const ODD: Array<{ name: string; request: string; want: string; differs?: Partial<Record<Output, string>> }> = [
   // HAProxy's parser merges Host lines with equal values (any case of the name or value) into one, before any rule sees them.
-  { name: 'two identical Host lines', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nHost: a.x.localhost\r\n', want: '400', differs: { haproxy: '200 adm' } },
-  { name: 'host: and HOST: differing in case', request: 'GET /admin/ HTTP/1.1\r\nhost: a.x.localhost\r\nHOST: A.X.localhost\r\n', want: '400', differs: { haproxy: '200 adm' } },
+  { name: 'two identical Host lines', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nHost: a.x.localhost\r\n', want: '400', differs: { haproxy: '200 adm /admin/' } },
+  { name: 'host: and HOST: differing in case', request: 'GET /admin/ HTTP/1.1\r\nhost: a.x.localhost\r\nHOST: A.X.localhost\r\n', want: '400', differs: { haproxy: '200 adm /admin/' } },
   { name: 'two different Host lines', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nHost: b.localhost\r\n', want: '400' },
   { name: 'Host port 0', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:0\r\n', want: '400' },
   { name: 'Host port 99999', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:99999\r\n', want: '400' },
-  { name: 'Host port 65535', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:65535\r\n', want: '200 adm' },
+  { name: 'Host port 65535', request: 'GET /admin/ HTTP/1.1\r\nHost: a.x.localhost:65535\r\n', want: '200 adm /admin/' },
   { name: 'absolute form naming another host than Host', request: 'GET http://a.x.localhost/admin/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
   { name: 'absolute form naming another port than Host', request: 'GET http://a.x.localhost:81/admin/ HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '400' },
-  { name: 'absolute form, same host in another case and with :80', request: 'GET http://A.X.LOCALHOST:80/admin/ HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '200 adm' },
+  { name: 'absolute form, same host in another case and with :80', request: 'GET http://A.X.LOCALHOST:80/admin/?q=1 HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '200 adm /admin/?q=1' },
+  { name: 'absolute form, scheme in capitals', request: 'GET HTTP://X.LOCALHOST/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '200 api /api/' },
+  { name: 'absolute form, https', request: 'GET https://x.localhost/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
+  { name: 'absolute form, https with Host :443', request: 'GET https://x.localhost/api/ HTTP/1.1\r\nHost: x.localhost:443\r\n', want: '400' },
+  { name: 'absolute form, wss', request: 'GET wss://x.localhost/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
+  { name: 'absolute form, ftp', request: 'GET ftp://x.localhost/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
+  { name: 'absolute form with userinfo', request: 'GET http://user@x.localhost/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
+  // An empty port is the default one (RFC 3986 §6.2.3): nginx reads it so, HAProxy drops it from the target, and from Host when both have it.
+  { name: 'absolute form with an empty port', request: 'GET http://x.localhost:/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '200 api /api/' },
+  { name: 'absolute form and Host both with an empty port', request: 'GET http://x.localhost:/api/ HTTP/1.1\r\nHost: x.localhost:\r\n', want: '400', differs: { haproxy: '200 api /api/' } },
+  { name: 'target neither a path nor a URL', request: 'GET x.localhost/api/ HTTP/1.1\r\nHost: x.localhost\r\n', want: '400' },
   { name: 'absolute form without Host', request: 'GET http://a.x.localhost/admin/ HTTP/1.1\r\n', want: '400' },
-  { name: 'absolute form with an empty path', request: 'GET http://q.x.localhost HTTP/1.1\r\nHost: q.x.localhost\r\n', want: '200 api' },
+  { name: 'absolute form with an empty path', request: 'GET http://q.x.localhost HTTP/1.1\r\nHost: q.x.localhost\r\n', want: '200 api /' },
   { name: 'absolute form with a query and no path', request: 'GET http://q.x.localhost?q=1 HTTP/1.1\r\nHost: q.x.localhost\r\n', want: '400' },
   { name: 'absolute form with a refused path', request: 'GET http://a.x.localhost/x/../admin/ HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '400' },
   { name: 'OPTIONS *', request: 'OPTIONS * HTTP/1.1\r\nHost: a.x.localhost\r\n', want: '400' },
   { name: 'Host q..w', request: 'GET / HTTP/1.1\r\nHost: q..w.x.localhost\r\n', want: '400' },
   { name: 'Host with an empty first label', request: 'GET / HTTP/1.1\r\nHost: .x.localhost\r\n', want: '400' },
   { name: 'HTTP/1.0 without Host', request: 'GET /admin/ HTTP/1.0\r\n', want: '400' },
-  { name: '2 MiB POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: ${TWO_MIB.length}\r\n\r\n${TWO_MIB}`, want: '200 adm' },
-  { name: '2 MiB chunked POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nTransfer-Encoding: chunked\r\n\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n0\r\n\r\n`, want: '200 adm' },
+  { name: '2 MiB POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: ${TWO_MIB.length}\r\n\r\n${TWO_MIB}`, want: '200 adm /admin/' },
+  { name: '2 MiB chunked POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nTransfer-Encoding: chunked\r\n\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n0\r\n\r\n`, want: '200 adm /admin/' },
+  // HAProxy's parser drops Content-Length beside Transfer-Encoding and merges equal Content-Length lines before any rule sees them.
+  { name: 'Content-Length beside Transfer-Encoding: chunked', request: 'POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', want: '400', differs: { haproxy: '200 adm /admin/' } },
+  { name: 'two Content-Length: 0 lines', request: 'POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n', want: '400', differs: { haproxy: '200 adm /admin/' } },
 ];
 
 const oddResults: Array<{ name: string; want: string; differs?: Partial<Record<Output, string>>; got: Record<Output, string> }> = [];
@@ -117,7 +131,7 @@ async function rawAnswer(port: number, request: string): Promise<string> {
   const headEnd = request.indexOf('\r\n\r\n');
   const full = headEnd < 0 ? `${request}Connection: close\r\n\r\n` : `${request.slice(0, headEnd)}\r\nConnection: close${request.slice(headEnd)}`;
   const r = await rawRequest(port, full, { timeoutMs: 10_000 });
-  return r.status === 200 ? `200 ${r.body.trim()}` : String(r.status);
+  return r.status === 200 ? `200 ${r.body.trim()} ${r.headers['x-url']}` : String(r.status);
 }
 
 const instanceArb: fc.Arbitrary<InstanceSpec> = fc.record({
@@ -220,7 +234,7 @@ const log = pino({ level: 'warn' }, new Writable({ write: (c: Buffer, _e, cb) =>
 async function instanceServer(service: string): Promise<number> {
   const s = http.createServer((req, res) => {
     req.resume();
-    req.on('end', () => res.end(service));
+    req.on('end', () => res.setHeader('x-url', req.url ?? '').end(service));
   });
   servers.push(s);
   for (;;) {
@@ -373,7 +387,7 @@ describe('one routing truth: nginx, HAProxy and the built-in proxy answer as the
     expect(show(mismatches.proxy.plain)).toEqual([]);
   });
 
-  it('all three, on requests only a raw socket sends (duplicate and odd Host, ports, absolute form, empty path, OPTIONS *, 2 MiB bodies), or as documented where they cannot agree', () => {
+  it('all three, on requests only a raw socket sends (duplicate and odd Host, ports, absolute form and its schemes, empty path, OPTIONS *, 2 MiB bodies, odd framing), with the target the instance received, or as documented where they cannot agree', () => {
     expect(oddResults).toHaveLength(ODD.length);
     const off = oddResults.flatMap((r) => OUTPUTS.filter((o) => r.got[o] !== (r.differs?.[o] ?? r.want)).map((o) => `${r.name}: ${o} ${r.got[o]}, want ${r.differs?.[o] ?? r.want}`));
     expect(off).toEqual([]);

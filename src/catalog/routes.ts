@@ -116,10 +116,21 @@ export const HOST_HEADER_SOURCE =
   '(:(?=[0-9]{1,5}$)0*(?:[1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$';
 
 /**
- * An absolute-form request target must name the Host header's host and port, compared without
- * regard to case and with a default `:80` dropped on either side (HAProxy's own check, which
- * answers 400 otherwise; the built-in proxy does the same). nginx would route by the target:
- * its template matches this pattern over `$request|$http_host` (the request line, `|`, the Host
- * header; neither holds a `|` or a blank in a request that gets this far) and answers 400.
+ * The request targets every output accepts: the origin form (`/path`), or the absolute form with
+ * the scheme http (any case) and an authority without userinfo. Any other scheme (`https://`,
+ * `wss://`, `ftp://`), `http://user@host/` and targets that are neither (`host/path`) are answered
+ * 400; the HAProxy template matches this over `url`, and then sends the origin form on
+ * (`set-uri %[pathq]`), as nginx and the built-in proxy do. An empty port (`http://host:/`) is the
+ * default one (RFC 3986 §6.2.3): HAProxy drops it before any rule sees it, nginx reads it so.
  */
-export const NGINX_OTHER_AUTHORITY_SOURCE = String.raw`^(?!\S+ https?://([^/?#\s]*?)(?::80)?(?:[/?#]\S*)? HTTP/[0-9.]+\|\1(?::80)?$)\S+ [A-Za-z][A-Za-z0-9+.-]*://`;
+export const ACCEPTED_TARGET_SOURCE = String.raw`^(?:/|[Hh][Tt][Tt][Pp]://[^/?#@\s]+(?:[/?#]|$))`;
+
+/**
+ * An absolute-form request target must have the scheme http and name the Host header's host and
+ * port, compared without regard to case and with a default `:80` (or an empty port in the target) dropped
+ * (HAProxy's own check, which answers 400 otherwise; the built-in proxy does the same). nginx
+ * would route by the target: its template matches this pattern over `$request|$http_host` (the
+ * request line, `|`, the Host header; neither holds a `|` or a blank in a request that gets this
+ * far) and answers 400.
+ */
+export const NGINX_OTHER_AUTHORITY_SOURCE = String.raw`^(?!\S+ http://([^/?#\s]*?)(?::80|:)?(?:[/?#]\S*)? HTTP/[0-9.]+\|\1(?::80)?$)\S+ [A-Za-z][A-Za-z0-9+.-]*://`;

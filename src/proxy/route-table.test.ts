@@ -62,10 +62,12 @@ describe('requestTarget', () => {
   });
   it('reduces the absolute form to its path and query, byte for byte, and keeps its authority', () => {
     expect(requestTarget('http://Web.LocalHost:8080/a?b')).toEqual({ match: '/a', forward: '/a?b', authority: 'Web.LocalHost:8080' });
-    expect(requestTarget('HTTPS://web.localhost')).toEqual({ match: '/', forward: '/', authority: 'web.localhost' });
+    expect(requestTarget('HTTP://web.localhost')).toEqual({ match: '/', forward: '/', authority: 'web.localhost' });
     // A query with no path: HAProxy refuses it, nginx would forward `?x=1` as the target.
     expect(requestTarget('http://web.localhost?x=1')).toHaveProperty('refused', 'request target has a malformed path');
     expect(requestTarget('http://[::1]:80/%7Ex')).toEqual({ match: '/~x', forward: '/%7Ex', authority: '[::1]:80' });
+    // An empty port is the default one.
+    expect(requestTarget('http://a.test:/x')).toEqual({ match: '/x', forward: '/x', authority: 'a.test' });
   });
   it('refuses what THE PATH RULE refuses, in origin and absolute form', () => {
     for (const t of ['/x/../api/y', '/api//../admin', '/api/..%2fadmin', '/api/..;/admin', '/api/%2e%2e/admin', '/api/.', '//x', '/a\\b', '/a%zz', '/a%00', 'http://a.test/x/../api', 'http://a.test//x']) {
@@ -76,7 +78,7 @@ describe('requestTarget', () => {
   });
   it('refuses *, other schemes, userinfo, bad hosts, fragments and empty targets', () => {
     expect(requestTarget('*')).toEqual({ refused: 'the target * is not served by this proxy' });
-    for (const t of ['ftp://x/', 'x', 'a.test:80', 'http://user@a.test/', 'http:///x', 'http://a b/', 'http://a.test/x#y', '/x#/../../y', '']) {
+    for (const t of ['ftp://x/', 'https://a.test/', 'HTTPS://a.test/', 'wss://a.test/', 'x', 'a.test:80', 'http://user@a.test/', 'http:///x', 'http://a b/', 'http://a.test/x#y', '/x#/../../y', '']) {
       expect(requestTarget(t), t).toHaveProperty('refused');
     }
   });

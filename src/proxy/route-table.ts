@@ -164,7 +164,8 @@ export interface RefusedTarget {
   refused: string;
 }
 
-const ABSOLUTE = /^(https?):\/\/([^/?#]*)(.*)$/i;
+/** Only http: a client-chosen scheme is not passed on (ACCEPTED_TARGET_SOURCE). */
+const ABSOLUTE = /^(http):\/\/([^/?#]*)(.*)$/i;
 
 /**
  * The request target: origin form as received, absolute form reduced to its path and query
@@ -180,6 +181,8 @@ export function requestTarget(url: string | undefined): RequestTarget | RefusedT
     if (!m) return { refused: url === '*' ? 'the target * is not served by this proxy' : 'request target is neither a path nor an http:// URL' };
     authority = m[2];
     if (authority.includes('@')) return { refused: 'request target has userinfo' };
+    // An empty port is the default one (RFC 3986 §6.2.3), as nginx reads it and HAProxy rewrites it.
+    if (authority.endsWith(':')) authority = authority.slice(0, -1);
     if (requestHost(authority) === undefined) return { refused: 'request target has a malformed host' };
     const rest = m[3];
     // `http://host` is `/`; `http://host?q=1` is refused, as HAProxy refuses it.

@@ -6,7 +6,7 @@
 // shipped templates route exactly as the built-in proxy does.
 import type { Catalog } from '../catalog/catalog.js';
 import { REFUSED_DECODED_SOURCE, REFUSED_PATH_SOURCE, REFUSED_TARGET_SOURCE } from '../catalog/path-rule.js';
-import { buildRoutes, HOST_HEADER_SOURCE, instanceWeight, matchPath, NGINX_OTHER_AUTHORITY_SOURCE, type VirtualHost } from '../catalog/routes.js';
+import { ACCEPTED_TARGET_SOURCE, buildRoutes, HOST_HEADER_SOURCE, instanceWeight, matchPath, NGINX_OTHER_AUTHORITY_SOURCE, type VirtualHost } from '../catalog/routes.js';
 import { CLAIM_HEADERS } from '../proxy/headers.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 
@@ -94,6 +94,8 @@ export interface TemplateData {
   pathRule: { refusedPath: string; refusedTarget: string; refusedDecoded: string };
   /** The Host header grammar the built-in proxy accepts, as a PCRE pattern: any other Host is 400. */
   hostRule: string;
+  /** The request targets accepted (origin form, or http:// without userinfo or an empty port), as a PCRE pattern over HAProxy's `url`: any other is 400. */
+  targetRule: string;
   /**
    * Forwarding-header policy shared with the built-in proxy: `claims` are the headers only a
    * trusted peer may pass on (`name`, and nginx's `variable` for it); `realIpHops` the trusted
@@ -222,6 +224,7 @@ export function templateData(catalog: Catalog, opts: TemplateDataOptions): Templ
     upstreams,
     pathRule: { refusedPath: REFUSED_PATH_SOURCE, refusedTarget: REFUSED_TARGET_SOURCE, refusedDecoded: REFUSED_DECODED_SOURCE },
     hostRule: HOST_HEADER_SOURCE,
+    targetRule: ACCEPTED_TARGET_SOURCE,
     forwarding: {
       claims: CLAIM_HEADERS.map((name) => ({ name, variable: `http_${name.toLowerCase().replaceAll('-', '_')}` })),
       realIpHops: REAL_IP_HOPS,
