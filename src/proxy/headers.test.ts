@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CLAIM_HEADERS, clientAddress, stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { CLAIM_HEADERS, clientAddress, forwardedAddress, stripResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
 const UNTRUSTED = { trusted: false, port: 8080 };
 const TRUSTED = { trusted: true, port: 8080 };
@@ -194,5 +194,27 @@ describe('TE towards the instance', () => {
     expect(upstreamRequestHeaders({ te: 'gzip, trailers' }, '127.0.0.1', fwd).te).toBe('trailers');
     expect(upstreamRequestHeaders({ te: 'gzip;q=0.5' }, '127.0.0.1', fwd).te).toBeUndefined();
     expect(upstreamRequestHeaders({}, '127.0.0.1', fwd).te).toBeUndefined();
+  });
+});
+
+describe('forwardedAddress (X-Forwarded-For entries as nginx reads them)', () => {
+  it('reads leading zeros as decimal, keeps IPv4-mapped and -compatible addresses dotted, and brackets only with a port', () => {
+    const cases: Array<[string, string | undefined]> = [
+      ['010.0.0.1', '10.0.0.1'],
+      ['0198.051.100.007:80', '198.51.100.7'],
+      ['10.0.0.08', '10.0.0.8'],
+      ['10.0.0.256', undefined],
+      ['10.0.1', undefined],
+      ['::ffff:10.0.0.1', '::ffff:10.0.0.1'],
+      ['::FFFF:a00:1', '::ffff:10.0.0.1'],
+      ['::198.51.100.12', '::198.51.100.12'],
+      ['::1', '::1'],
+      ['::', '::'],
+      ['2001:DB8:0:0::1', '2001:db8::1'],
+      ['[2001:db8::2]', undefined],
+      ['[::ffff:198.51.100.11]:80', '::ffff:198.51.100.11'],
+      ['junk', undefined],
+    ];
+    expect(cases.map(([e]) => forwardedAddress(e))).toEqual(cases.map(([, a]) => a));
   });
 });

@@ -107,32 +107,59 @@ const single = (v: string | string[] | undefined): string | undefined => (v === 
 
 const validPort = (p: string): boolean => /^\d{1,5}$/.test(p) && Number(p) >= 1 && Number(p) <= 65535;
 
-/** An IPv6 address in its canonical text (`0:0::1` → `::1`), as nginx and HAProxy print one. */
+/**
+ * An IPv6 address in its canonical text (`0:0::1` → `::1`), as nginx and HAProxy print one
+ * (inet_ntop): an IPv4-mapped (`::ffff:a.b.c.d`) or IPv4-compatible (`::a.b.c.d`) address keeps
+ * its IPv4 part dotted.
+ */
 function canonical6(a: string): string | undefined {
+  let text: string;
   try {
-    return new URL(`http://[${a}]/`).hostname.slice(1, -1);
+    text = new URL(`http://[${a}]/`).hostname.slice(1, -1);
   } catch {
     return undefined;
   }
+  const m = /^::(ffff:)?([0-9a-f]{1,4}):([0-9a-f]{1,4})$/.exec(text);
+  if (!m) return text;
+  const hi = parseInt(m[2], 16);
+  const lo = parseInt(m[3], 16);
+  // `::1` and `::` stay as they are: their zero run is longer than six groups.
+  if (!m[1] && hi === 0) return text;
+  return `::${m[1] ?? ''}${hi >> 8}.${hi & 255}.${lo >> 8}.${lo & 255}`;
+}
+
+/** Dotted decimal as nginx (ngx_inet_addr) and HAProxy read it: four parts of decimal digits, leading zeros allowed, each at most 255. */
+function dotted4(a: string): string | undefined {
+  const parts = a.split('.');
+  if (parts.length !== 4) return undefined;
+  const out: number[] = [];
+  for (const p of parts) {
+    if (!/^\d{1,12}$/.test(p)) return undefined;
+    const n = Number(p);
+    if (n > 255) return undefined;
+    out.push(n);
+  }
+  return out.join('.');
 }
 
 /**
  * One X-Forwarded-For entry as an address, as nginx's ngx_parse_addr_port reads it: an IPv4
- * address with an optional `:port`, an IPv6 address, bare or in brackets with an optional
- * `:port`; undefined for anything else.
+ * address (leading zeros are decimal: `010.0.0.1` is 10.0.0.1) with an optional `:port`, an IPv6
+ * address bare, or in brackets followed by `:port`; undefined for anything else.
  */
 export function forwardedAddress(entry: string): string | undefined {
   if (entry.charCodeAt(0) === 91 /* [ */) {
     const end = entry.indexOf(']');
     const rest = end < 0 ? '' : entry.slice(end + 1);
-    if (end < 0 || (rest !== '' && (rest.charCodeAt(0) !== 58 || !validPort(rest.slice(1))))) return undefined;
+    // nginx reads a bracketed address only with a port after it.
+    if (end < 0 || rest.charCodeAt(0) !== 58 || !validPort(rest.slice(1))) return undefined;
     const a = entry.slice(1, end);
     return isIP(a) === 6 ? canonical6(a) : undefined;
   }
   if (isIP(entry) === 6) return canonical6(entry);
   const colon = entry.indexOf(':');
   const a = colon < 0 ? entry : validPort(entry.slice(colon + 1)) ? entry.slice(0, colon) : '';
-  return isIP(a) === 4 ? a : undefined;
+  return dotted4(a);
 }
 
 /**
