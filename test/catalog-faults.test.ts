@@ -130,8 +130,8 @@ describe('Consul watch: 500 services, one whose health read fails', () => {
       expect(warnLines).toHaveLength(2);
       expect(partLines).toHaveLength(4);
       expect(lines.filter((l) => l.level >= ERROR)).toHaveLength(0);
-      // 8 service reads + 2 blocking queries, whatever the number of services (Consul closes past 200 per client).
-      expect(maxOpen).toBeLessThanOrEqual(10);
+      // 8 service reads + 3 blocking queries, whatever the number of services (Consul closes past 200 per client).
+      expect(maxOpen).toBeLessThanOrEqual(11);
     } finally {
       clearInterval(sampler);
       await w.stop();
@@ -228,6 +228,43 @@ describe('Consul watch: 500 services, one whose health read fails', () => {
       expect(r3 - r2).toBeLessThanOrEqual(3);
     } finally {
       await w.stop();
+    }
+  });
+
+  it('a node registered again at a new address moves its instances that have no address of their own, within seconds', async () => {
+    const node = (address: string, service = true) =>
+      fetch(`${agent}/v1/catalog/register`, {
+        method: 'PUT',
+        body: JSON.stringify({ Node: 'hm-moving-node', Address: address, ...(service ? { Service: { ID: 's-moving-1', Service: 's-moving', Port: 8080 } } : {}) }),
+      }).then(async (r) => {
+        if (!r.ok) throw new Error(`catalog register: ${r.status} ${await r.text()}`);
+      });
+    await node('10.1.0.1');
+    const raw = new ConsulWatch({ host: '127.0.0.1', port: BASE, secure: false });
+    const w = new CatalogWatch(raw, { log: capture().log });
+    const addressOf = () => w.catalog?.services.find((s) => s.name === 's-moving')?.instances.map((i) => `${i.address}:${i.port}`).join(',');
+    try {
+      await w.first();
+      await waitFor('s-moving routed at 10.1.0.1', () => addressOf() === '10.1.0.1:8080', 10_000, 10);
+      await sleep(300);
+      const before = { ...raw.stats };
+      const services = (await (await fetch(`${agent}/v1/catalog/services`)).json()) as Record<string, unknown>;
+      const listingIndex = async () => Number((await fetch(`${agent}/v1/catalog/services`)).headers.get('x-consul-index'));
+      const i0 = await listingIndex();
+      const t0 = Date.now();
+      // The node alone, registered again at another address: its service's entry is untouched.
+      await node('10.1.0.2', false);
+      await waitFor('s-moving routed at 10.1.0.2', () => addressOf() === '10.1.0.2:8080', 20_000, 10);
+      const ms = Date.now() - t0;
+      const listingMoved = (await listingIndex()) !== i0;
+      await sleep(300);
+      const reads = raw.stats.serviceReads - before.serviceReads;
+      console.log(`PROBE consul node hm-moving-node registered again at a new address among ${Object.keys(services).length} services: its address-less instance moved in ${ms} ms (the service listing's index moved: ${listingMoved}); ${raw.stats.nodeAnswers - before.nodeAnswers} node listing answers, ${reads} service reads, ${raw.stats.sweeps - before.sweeps} sweeps`);
+      expect(ms).toBeLessThan(5_000);
+      expect(reads).toBeLessThanOrEqual(3);
+    } finally {
+      await w.stop();
+      await fetch(`${agent}/v1/catalog/deregister`, { method: 'PUT', body: JSON.stringify({ Node: 'hm-moving-node' }) });
     }
   });
 

@@ -1,12 +1,16 @@
-// Consul read side: two blocking queries whatever the number of services, and non-blocking reads
+// Consul read side: three blocking queries whatever the number of services, and non-blocking reads
 // of the services that changed, a few at a time.
 //  - /v1/catalog/services (blocking): the service names. Its index moves on every registration,
-//    deregistration or change of an instance; a change in place (a new port, same tags) does not
+//    deregistration or change of a service instance, not on a change of a node (a node registered
+//    again with a new address); a change in place (a new port, same tags) does not
 //    show in the listing, so each move starts a sweep of the nodes (/v1/catalog/nodes, then
 //    /v1/catalog/node/<node> for each): every instance there carries its ModifyIndex, and only
 //    services whose instances (node, ID, ModifyIndex) changed are read. Moves during a sweep make
 //    one more sweep after it, not one each. With about as many nodes as services, every service
 //    is read instead (as cheap); after the listing's own query failed, every service is read once.
+//  - /v1/catalog/nodes (blocking): every node's address. An instance registered without an address
+//    of its own has its node's, so a service with an instance on a node whose address is not the
+//    one its last read saw is read again.
 //  - /v1/health/state/any (blocking): every check. Each service's checks (its own, and the node
 //    checks of the nodes it runs on) are compared with those of its last read: a service whose
 //    checks changed is read again, the others are not.
@@ -16,7 +20,7 @@
 // holds an HTTP connection for the whole wait, so N services need N connections, and a Consul
 // agent closes connections past limits.http_max_conns_per_client (200) per client address; and a
 // failure of any one of them restarted them all. Fabio and Traefik watch the catalog and read the
-// services that changed for the same reason. Here at most FETCH_CONCURRENCY + 2 connections are
+// services that changed for the same reason. Here at most FETCH_CONCURRENCY + 3 connections are
 // ever open (the undici pool is capped too), however many services there are.
 // Index handling follows Consul's blocking-query rules: an index that went backwards is reset to
 // 0 (a full read), one below 1 is taken as 1, and a loop never runs more often than every
@@ -142,8 +146,8 @@ interface ServiceState {
   instances?: ServiceInstance[];
   /** JSON of `instances`, to tell a change. */
   json?: string;
-  /** Nodes the service has instances on (their node checks count as its checks). */
-  nodes: Set<string>;
+  /** Nodes the service has instances on (their node checks count as its checks), with the address each had in its last read. */
+  nodes: Map<string, string>;
   /** IDs of its entries that were skipped as invalid: their checks count on neither side. */
   skipped: Set<string>;
   /** Its checks as of the last good read (see checkSignature). */
@@ -163,7 +167,8 @@ interface ServiceState {
   swept?: string;
 }
 
-const instanceKey = (node: unknown, id: unknown, modifyIndex: unknown) => `${String(node)}\u0000${String(id)}\u0000${String(modifyIndex)}`;
+/** An instance as a sweep and a read both see it: its node and that node's address (an instance without an address has its node's), its ID and ModifyIndex. */
+const instanceKey = (node: unknown, nodeAddress: unknown, id: unknown, modifyIndex: unknown) => `${String(node)}\u0000${String(nodeAddress)}\u0000${String(id)}\u0000${String(modifyIndex)}`;
 const instancesSignature = (keys: string[]) => keys.sort().join('\u0001');
 
 const checkKey = (c: { Node?: unknown; CheckID?: unknown; Status?: unknown; ModifyIndex?: unknown }) => `${String(c.Node)}\u0000${String(c.CheckID)}\u0000${String(c.Status)}\u0000${String(c.ModifyIndex)}`;
@@ -222,7 +227,7 @@ export class ConsulWatch implements RawWatch {
   /** The listing's query failed (or has not answered yet): the next listing reads every service. */
   private readAllNext = true;
   /** Reads of /v1/health/service/<name> (and of the node sweeps) sent, for tests and metrics. */
-  readonly stats = { serviceReads: 0, catalogAnswers: 0, healthAnswers: 0, sweeps: 0, nodeReads: 0 };
+  readonly stats = { serviceReads: 0, catalogAnswers: 0, healthAnswers: 0, nodeAnswers: 0, sweeps: 0, nodeReads: 0 };
 
   constructor(target: ConsulTarget, opts: ConsulWatchOptions = {}) {
     this.concurrency = Math.max(1, opts.fetchConcurrency ?? FETCH_CONCURRENCY);
@@ -230,13 +235,14 @@ export class ConsulWatch implements RawWatch {
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
     this.noIndexPollMs = opts.noIndexPollMs ?? NO_INDEX_POLL_MS;
     this.fetchTimeoutMs = opts.fetchTimeoutMs ?? FETCH_TIMEOUT_MS;
-    this.reader = new ConsulReader(target, this.concurrency + 2);
+    this.reader = new ConsulReader(target, this.concurrency + 3);
   }
 
   start(h: RawWatchHandlers): void {
     this.handlers = h;
     void this.follow('catalog', '/v1/catalog/services', (body) => this.onCatalog(body));
     void this.follow('health', '/v1/health/state/any', (body) => this.onHealth(body));
+    void this.follow('nodes', '/v1/catalog/nodes', (body) => this.onNodes(body));
     this.resyncTimer = setInterval(() => {
       for (const name of this.services.keys()) this.enqueue(name);
     }, this.resyncMs);
@@ -302,7 +308,7 @@ export class ConsulWatch implements RawWatch {
         if (readAll) this.enqueue(name);
         continue;
       }
-      this.services.set(name, { nodes: new Set(), skipped: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
+      this.services.set(name, { nodes: new Map(), skipped: new Set(), settled: false, inFlight: false, again: false, failing: false, attempt: 0 });
       this.enqueue(name);
     }
     // A change in place is not visible in this listing: the sweep finds which services changed.
@@ -354,9 +360,10 @@ export class ConsulWatch implements RawWatch {
           const a = await this.reader.get(`/v1/catalog/node/${encodeURIComponent(node)}`, '', this.fetchTimeoutMs, this.abort.signal);
           // A node that left between the two reads answers null: it has no services.
           const services = isObject(a.body) && isObject(a.body.Services) ? Object.values(a.body.Services) : [];
+          const address = isObject(a.body) && isObject(a.body.Node) ? a.body.Node.Address : undefined;
           for (const sv of services) {
             if (!isObject(sv) || typeof sv.Service !== 'string') continue;
-            const key = instanceKey(node, sv.ID, sv.ModifyIndex);
+            const key = instanceKey(node, address, sv.ID, sv.ModifyIndex);
             const list = found.get(sv.Service);
             if (list) list.push(key);
             else found.set(sv.Service, [key]);
@@ -394,8 +401,28 @@ export class ConsulWatch implements RawWatch {
     for (const [name, s] of this.services) {
       if (s.checks === undefined) continue;
       const keys = [...(byService.get(name) ?? [])];
-      for (const n of s.nodes) keys.push(...(byNode.get(n) ?? []));
+      for (const n of s.nodes.keys()) keys.push(...(byNode.get(n) ?? []));
       if (checkSignature(keys) !== s.checks) this.enqueue(name, true);
+    }
+  }
+
+  /**
+   * The node listing moved: a service whose last read saw one of its nodes at another address than
+   * the node has now is read again. Its instances without an address of
+   * their own follow their node; Consul's service indexes do not move for that.
+   */
+  private onNodes(body: unknown): void {
+    if (!Array.isArray(body)) throw new Error('GET /v1/catalog/nodes: the answer is not a list');
+    this.stats.nodeAnswers++;
+    const addresses = new Map<string, unknown>();
+    for (const n of body) if (isObject(n) && typeof n.Node === 'string') addresses.set(n.Node, n.Address);
+    for (const [name, s] of this.services) {
+      for (const [node, address] of s.nodes) {
+        // A node missing from the listing (gone, or hidden by the token's ACL) changed nothing here: a node that leaves takes its services along, which the listing shows.
+        if (!addresses.has(node) || addresses.get(node) === address) continue;
+        this.enqueue(name, true);
+        break;
+      }
     }
   }
 
@@ -438,14 +465,14 @@ export class ConsulWatch implements RawWatch {
       if (this.stopped || this.services.get(name) !== s) return;
       if (!Array.isArray(a.body)) throw new Error(`GET /v1/health/service/${name}: the answer is not a list`);
       const instances: ServiceInstance[] = [];
-      const nodes = new Set<string>();
+      const nodes = new Map<string, string>();
       const checks: string[] = [];
       const skipped = new Set<string>();
       const seen: string[] = [];
       for (const e of a.body as unknown[]) {
         // Consul matches the name without regard to case: other services' entries are not this one's.
         if (isObject(e) && isObject(e.Service) && typeof e.Service.Service === 'string' && e.Service.Service !== name) continue;
-        if (isObject(e) && isObject(e.Service)) seen.push(instanceKey(isObject(e.Node) ? e.Node.Node : undefined, e.Service.ID, e.Service.ModifyIndex));
+        if (isObject(e) && isObject(e.Service)) seen.push(instanceKey(isObject(e.Node) ? e.Node.Node : undefined, isObject(e.Node) ? e.Node.Address : undefined, e.Service.ID, e.Service.ModifyIndex));
         const problem = entryProblem(e);
         if (problem) {
           const rawId = isObject(e) && isObject(e.Service) && typeof e.Service.ID === 'string' ? e.Service.ID : undefined;
@@ -456,7 +483,7 @@ export class ConsulWatch implements RawWatch {
         }
         const entry = e as HealthEntry;
         const entryChecks = (entry.Checks ?? []) as Array<{ Status: string }>;
-        nodes.add(entry.Node.Node);
+        nodes.set(entry.Node.Node, entry.Node.Address);
         for (const c of entryChecks) checks.push(checkKey(c));
         // A host's heartbeat service is bookkeeping, never an instance.
         if (isHeartbeatService(entry.Service)) continue;
