@@ -171,15 +171,16 @@ describe('harbormaster run (embedded registry)', () => {
     await waitFor('d1 gone from SRV', async () => (await dig(DNS, name, 'SRV')).answer.length === 1, 20_000, 50);
     const gone = Date.now() - t0;
     await docker('stop', '-t', '1', `${P}d2`);
-    const empty = await waitFor('no instance left', async () => {
-      const r = await dig(DNS, name);
-      return r.answer.length === 0 ? r : undefined;
-    }, 20_000, 50);
-    expect(empty.status).toBe('NOERROR');
+    // The last instance withdrawn: the service is no longer in the registry at all.
+    await waitFor('service gone', async () => (await dig(DNS, name)).status === 'NXDOMAIN', 20_000, 50);
+    // Known but with nothing to answer: the crashed container kept as critical (--deregister on-success).
+    const empty = await dig(DNS, `crash-${TAG}.service.consul`);
+    expect(empty).toMatchObject({ status: 'NOERROR', answer: [] });
+    expect(empty.authority).toHaveLength(1);
     expect((await dig(DNS, `nosuch-${TAG}.service.consul`)).status).toBe('NXDOMAIN');
     const health = (await (await api('/v1/health')).json()) as { components: Record<string, { ok: boolean }> };
     expect(health.components.dns).toMatchObject({ ok: true, listening: true });
-    console.log(`PROBE run DNS (memory://): SRV ${srv.data.join(' | ')}; docker stop → gone from SRV in ${gone} ms; last one stopped → ${empty.status} with no answer`);
+    console.log(`PROBE run DNS (memory://): SRV ${srv.data.join(' | ')}; docker stop → gone from SRV in ${gone} ms; last one stopped → NXDOMAIN; a critical-only service → ${empty.status} with no answer`);
   });
 
   it('on SIGTERM stops accepting, finishes the request in flight, and exits 0', async () => {
