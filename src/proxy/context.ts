@@ -6,6 +6,7 @@ import type { HealthStatus } from '../model/service-instance.js';
 import type { BalanceMode, EjectionPolicy, Upstream } from './balancer.js';
 import type { FailureKind } from './failures.js';
 import type { RequestTarget, RoutingTable } from './route-table.js';
+import type { TempStore } from './spool.js';
 import type { UpstreamPools } from './upstream-pools.js';
 
 export interface ProxyOptions {
@@ -35,6 +36,10 @@ export interface ProxyOptions {
   maxHeaderSize?: number;
   /** Time from a request's first byte to the end of its headers: longer → 408 (default 10000). */
   headerTimeoutMs?: number;
+  /** Largest request body, announced or counted: larger → 413 (default 1 GiB; 0: no limit). */
+  maxBodySize?: number;
+  /** Temp files of request bodies and slow responses together, at most (default 2 GiB; 0: none). */
+  maxTempSize?: number;
   log: Logger;
 }
 
@@ -48,6 +53,8 @@ export interface ProxyContext {
   /** The table now (retries resolve against it: the instance they try must still be routed to). */
   table(): RoutingTable;
   pools: UpstreamPools;
+  /** Where request bodies and slow responses spill over, within the --max-temp-size budget. */
+  readonly temp: TempStore;
   /** A failure of an instance: counted, logged, and for connection failures maybe ejected (returns whether it was). */
   upstreamFailed(u: Upstream, err: Error, kind: FailureKind): boolean;
   count(service: string, status: number): void;

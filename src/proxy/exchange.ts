@@ -7,7 +7,7 @@ import { reply, type ProxyContext } from './context.js';
 import { failureKind, safeToRetry } from './failures.js';
 import { stripResponseHeaders } from './headers.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
-import { BodyReader, MAX_TEMP_FILE_BYTES, type RequestBody, ResponseSpool } from './spool.js';
+import { BODY_TOO_LARGE, BodyReader, DEFAULT_MAX_BODY_BYTES, type RequestBody, ResponseSpool } from './spool.js';
 import { DEFAULT_BODY_TIMEOUT_MS, DEFAULT_MAX_CONNECTIONS_PER_INSTANCE, type InstancePool, type SlotUser } from './upstream-pools.js';
 
 const EXCHANGE = Symbol('exchange');
@@ -95,12 +95,14 @@ function codedError(code: string, message: string): Error {
  * One client request through the proxy. It is its own undici dispatch handler (no closures per
  * attempt); a connection failure before any response byte moves it to another instance when safe.
  * A request body is read whole before a connection slot is taken (memory, then a temp file), and
- * the route is resolved again once it is in: the table may have changed meanwhile. The response
+ * the route is resolved again once it is in: the table may have changed meanwhile; without a temp
+ * file to be had it is streamed instead (and then sent once). A body past --max-body-size is 413,
+ * announced or counted, and the connection ends with that answer. The response
  * head is passed on as soon as it arrives (as nginx does), except for a small response with an
  * announced length, held until complete or HOLD_MS, so a GET can still go elsewhere if the
  * instance dies inside it. What a client takes slower than the instance sends is spooled (memory,
  * then a temp file), so the instance's connection goes back when the instance is done, not when
- * the client is. The response timeout covers the wait for a free connection and for the head
+ * the client is; without a temp file the instance is paused while BUFFER_BYTES wait. The response timeout covers the wait for a free connection and for the head
  * together; the body timeout covers each silence inside the body, and also a client that takes
  * nothing of what is waiting for it (nginx's send_timeout).
  */
@@ -169,7 +171,16 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   /** Read the body if there is one, then send. */
   begin(): void {
     if (!this.hasBody) return this.send(this.route);
-    this.reader = new BodyReader(this.req, (err, body) => this.bodyRead(err, body));
+    const max = this.ctx.opts.maxBodySize ?? DEFAULT_MAX_BODY_BYTES;
+    if (max > 0 && Number(this.req.headers['content-length']) > max) return this.tooLarge();
+    this.reader = new BodyReader(this.req, (err, body) => this.bodyRead(err, body), this.ctx.temp, max);
+  }
+
+  /** The body is (or is announced) larger than --max-body-size: 413, and the connection ends with it (the rest is not read). */
+  private tooLarge(): void {
+    const max = this.ctx.opts.maxBodySize ?? DEFAULT_MAX_BODY_BYTES;
+    this.ctx.opts.log.debug({ event: 'body-too-large', service: this.route.service, max }, `request body for ${this.route.service} larger than ${max} bytes: 413`);
+    reply(this.res, 413, `request body larger than ${max} bytes\n`, this.ctx, this.route.service, true);
   }
 
   /**
@@ -177,14 +188,16 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
    * changed while the body arrived, and an instance removed meanwhile must not get it.
    */
   private bodyRead(err: Error | undefined, body: RequestBody | undefined): void {
-    this.reader = undefined;
+    // A streamed body's reader goes on reading the client.
+    if (!body?.streamed) this.reader = undefined;
     if (this.clientGone) return body?.release();
+    if ((err as { code?: string } | undefined)?.code === BODY_TOO_LARGE) return this.tooLarge();
     if (!body) {
       this.ctx.opts.log.error({ event: 'body-buffer-failed', service: this.route.service, err: (err as { code?: string } | undefined)?.code ?? err?.message }, `request body for ${this.route.service} could not be buffered: ${err?.message}`);
       return this.fail(500, 'internal server error: the request body could not be buffered\n');
     }
     this.body = body;
-    this.headers['content-length'] = String(body.size);
+    if (body.size !== undefined) this.headers['content-length'] = String(body.size);
     const route = this.ctx.table().match(this.host, this.target.match);
     if (!route) {
       const q = this.target.forward.indexOf('?');
@@ -340,14 +353,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     this.wroteBody = true;
     if (this.spool) {
       if (!this.spool.push(chunk) && !this.upstreamPaused) {
-        // More than MAX_TEMP_FILE_BYTES wait: the instance waits too, holding its connection.
+        // The spool is full (MAX_TEMP_FILE_BYTES, or BUFFER_BYTES without a temp file): the instance waits too, holding its connection.
         this.upstreamPaused = true;
         this.controller?.pause();
       }
       return;
     }
     if (!this.res.write(chunk)) {
-      this.spool = new ResponseSpool();
+      this.spool = new ResponseSpool(this.ctx.temp);
       this.armStall();
     }
   }
@@ -401,7 +414,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       }
       return false;
     }
-    if (this.upstreamPaused && spool.buffered < MAX_TEMP_FILE_BYTES / 2) {
+    if (this.upstreamPaused && spool.canResume) {
       this.upstreamPaused = false;
       this.controller?.resume();
     }
@@ -498,6 +511,14 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       return this.onResponseEnd(c as Dispatcher.DispatchController);
     }
     const u = this.upstream!;
+    if (this.reader?.tooLarge) {
+      // The streamed body passed --max-body-size: not the instance's failure.
+      this.endAttempt(false);
+      if (this.clientGone) return this.ctx.count(this.route.service, 499);
+      this.head = undefined;
+      this.held = undefined;
+      return this.committed ? void this.res.destroy() : this.tooLarge();
+    }
     // A failure on a connection that already carried the request (ETIMEDOUT, EHOSTUNREACH on an
     // established connection) may have reached the instance: a reset, never a connection failure.
     const started = this.requestStarted;
@@ -533,8 +554,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     if (kind === 'other' && code !== 'UND_ERR_ABORTED') {
       return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);
     }
-    // The body is buffered: it can go again whenever the method allows.
-    if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', false)) {
+    // A buffered body can go again whenever the method allows; a streamed one only if none of it went out.
+    if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', this.body?.consumed ?? false)) {
       // Resolve again against the table now: the route may have changed since the first attempt.
       const route = this.ctx.table().match(this.host, this.target.match);
       if (route) {

@@ -16,6 +16,7 @@ import { upstreamRequestHeaders } from './headers.js';
 import { hasBody, headWithoutUpgrade, isWebSocketUpgrade, refusedRequest, type Refusal } from './request-checks.js';
 import { compileTable, requestHost, requestTarget, RoutingTable, type CompiledRoute, type RequestTarget } from './route-table.js';
 import { TrustedProxies } from './trusted-proxies.js';
+import { DEFAULT_MAX_TEMP_BYTES, TempStore } from './spool.js';
 import { UpgradeExchange } from './upgrade.js';
 import { UpstreamPools } from './upstream-pools.js';
 
@@ -23,6 +24,7 @@ export type { ProxyOptions } from './context.js';
 
 export class ProxyServer implements ProxyContext {
   readonly pools: UpstreamPools;
+  readonly temp: TempStore;
   private current = RoutingTable.EMPTY;
   private readonly states = new Map<string, InstanceState>();
   private readonly server: http.Server;
@@ -46,6 +48,7 @@ export class ProxyServer implements ProxyContext {
 
   constructor(readonly opts: ProxyOptions) {
     this.pools = new UpstreamPools(opts);
+    this.temp = new TempStore(opts.maxTempSize ?? DEFAULT_MAX_TEMP_BYTES, opts.log);
     this.trusted = new TrustedProxies(opts.trustedProxies ?? []);
     for (const w of this.trusted.warnings) opts.log.warn({ event: 'trusted-proxies' }, w);
     const headersTimeout = opts.headerTimeoutMs ?? DEFAULT_HEADER_TIMEOUT_MS;
@@ -132,6 +135,8 @@ export class ProxyServer implements ProxyContext {
   }
 
   async listen(addr: ListenAddress): Promise<ListenAddress> {
+    // A TMPDIR that cannot take a temp file is said at once (the proxy works without one).
+    await this.temp.check();
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(new Error(`proxy: cannot listen on ${formatAddress(addr)}: ${err.message}`));
       this.server.once('error', onError);

@@ -10,6 +10,7 @@ import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
 import { BALANCE_MODES, type BalanceMode } from '../../proxy/balancer.js';
 import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_HEADER_SIZE } from '../../proxy/context.js';
+import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TEMP_BYTES } from '../../proxy/spool.js';
 import { ProxyServer } from '../../proxy/proxy-server.js';
 import { parseTrustedProxies } from '../../proxy/trusted-proxies.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
@@ -36,6 +37,11 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
                              addresses and CIDRs, e.g. '10.0.0.0/8,::1' (default none: always replaced)
   --max-header-size <bytes>  request line and headers together; larger → 431 (default 16384)
   --header-timeout <ms>      from a request's first byte to the end of its headers; longer → 408 (default 10000)
+  --max-body-size <bytes>    largest request body, announced or counted; larger → 413 and the
+                             connection closes; k, m, g suffixes, e.g. 512m (default 1g); 0 = no limit
+  --max-temp-size <bytes>    request bodies and slow responses spill over from memory into temp
+                             files in TMPDIR, all together at most this much; beyond, bodies go on
+                             streamed and responses at the client's pace (default 2g); 0 = no temp files
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default 127.0.0.1:8081)
   --drain-timeout <ms>       on SIGTERM, how long requests in flight may finish (default 30000)`;
 
@@ -71,6 +77,8 @@ export const PROXY_OPTIONS = {
   'trusted-proxies': { type: 'string' },
   'max-header-size': { type: 'string' },
   'header-timeout': { type: 'string' },
+  'max-body-size': { type: 'string' },
+  'max-temp-size': { type: 'string' },
   api: { type: 'string' },
   'drain-timeout': { type: 'string' },
 } as const;
@@ -94,6 +102,10 @@ export interface ProxySettings {
   trustedProxies: string[];
   maxHeaderSize: number;
   headerTimeoutMs: number;
+  /** Bytes; 0: no limit. */
+  maxBodySize: number;
+  /** Bytes; 0: no temp files. */
+  maxTempSize: number;
   drainTimeoutMs: number;
 }
 
@@ -139,8 +151,21 @@ export function proxySettings(v: ProxyValues): ProxySettings {
     trustedProxies: trustedProxiesFlag(v['trusted-proxies']),
     maxHeaderSize: intFlag('max-header-size', v['max-header-size'], DEFAULT_MAX_HEADER_SIZE, 1_024, 1_048_576),
     headerTimeoutMs: intFlag('header-timeout', v['header-timeout'], DEFAULT_HEADER_TIMEOUT_MS, 100, HOUR),
+    maxBodySize: sizeFlag('max-body-size', v['max-body-size'], DEFAULT_MAX_BODY_BYTES),
+    maxTempSize: sizeFlag('max-temp-size', v['max-temp-size'], DEFAULT_MAX_TEMP_BYTES),
     drainTimeoutMs: intFlag('drain-timeout', v['drain-timeout'], 30_000, 0, HOUR),
   };
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
+
+/** A size as nginx writes one: bytes, or a whole number of k, m or g (1024-based); 0 allowed. */
+function sizeFlag(name: string, raw: string | undefined, def: number): number {
+  if (raw === undefined) return def;
+  const m = /^(\d{1,16})([kKmMgG]?)$/.exec(raw);
+  const n = m ? Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()] : NaN;
+  if (!Number.isSafeInteger(n)) throw new UsageError(`--${name} ${raw}: expected a size in bytes, or with k, m or g (e.g. 512m)`);
+  return n;
 }
 
 function trustedProxiesFlag(raw: string | undefined): string[] {
@@ -189,6 +214,8 @@ export async function startProxy(s: ProxySettings, watch: CatalogWatch, log: Log
     trustedProxies: s.trustedProxies,
     maxHeaderSize: s.maxHeaderSize,
     headerTimeoutMs: s.headerTimeoutMs,
+    maxBodySize: s.maxBodySize,
+    maxTempSize: s.maxTempSize,
     log,
   });
   await proxy.listen(s.listen);
