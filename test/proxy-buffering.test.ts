@@ -5,6 +5,7 @@
 // sender nor a slow reader keeps other requests from that instance. A body that arrives across a
 // routing change goes to the instances routed now; a small announced response whose body stalls
 // is passed on after a short hold instead of being held until complete.
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -201,3 +202,74 @@ describe('a small announced response whose body stalls', () => {
     expect(all.endsWith('\r\n\r\n1234567890')).toBe(true);
   });
 });
+
+describe('without a usable TMPDIR, and with --max-body-size 2m', () => {
+  const PORT = 23301;
+  let bare: Hm;
+  const get = (host: string) => rawRequest(PORT, `GET / HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`, { timeoutMs: 10_000 });
+  const rssKb = (pid: number) => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN);
+
+  beforeAll(async () => {
+    bare = new Hm(['proxy', URI, '--listen', `127.0.0.1:${PORT}`, '--api', 'off', '--max-connections-per-instance', '1', '--body-timeout', '5000', '--max-body-size', '2m', '--log-level', 'warn'], { TMPDIR: '/nonexistent-hm-tmp' });
+    await waitFor('proxy listening', async () => (await rawRequest(PORT, 'GET / HTTP/1.1\r\nHost: none.test\r\nConnection: close\r\n\r\n', { timeoutMs: 500 })).status === 404, 20_000, 100);
+  });
+  afterAll(async () => {
+    await bare?.stop('SIGKILL');
+  });
+
+  it('says so once at start, streams a 200 kB upload, and gives a slow reader 40 MB at its pace with memory bounded', async () => {
+    const inst = await instance('bare');
+    await register('bare', inst.port, 'buf:bare-1');
+    await waitFor('routed', async () => (await get('bare.buf.test')).status === 200, 10_000, 50);
+    expect(bare.logs.filter((l) => l.event === 'temp-files-failed')).toHaveLength(1);
+    const body = 'u'.repeat(200_000);
+    const post = await rawRequest(PORT, `POST / HTTP/1.1\r\nHost: bare.buf.test\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`, { timeoutMs: 10_000 });
+    expect(post).toMatchObject({ status: 200, body: 'bare:200000' });
+    const pid = bare.pid;
+    const before = rssKb(pid);
+    const size = 40_000_000;
+    const reader = openClientTo(PORT, `GET /big/${size} HTTP/1.1\r\nHost: bare.buf.test\r\nConnection: close\r\n\r\n`);
+    reader.socket.pause();
+    await sleep(1_500);
+    const whilePaused = rssKb(pid);
+    reader.socket.resume();
+    await waitFor('reader has it all', () => reader.closed, 30_000, 20);
+    const raw = reader.data;
+    const got = raw.length - (raw.indexOf('\r\n\r\n') + 4);
+    console.log(`PROBE TMPDIR missing: 200 kB POST → ${post.status}; a client leaving GET /big/${size} unread for 1.5 s: proxy RSS ${Math.round(before / 1024)} → ${Math.round(whilePaused / 1024)} MB, the instance done after: ${inst.bigDone === 1}; the reader then got ${got} bytes`);
+    expect(got).toBe(size);
+    // The instance is paused instead: far less than the 40 MB waits in the proxy.
+    expect(whilePaused - before).toBeLessThan(24 * 1024);
+  });
+
+  it('answers 413 to a body announced or trickled past 2m, and keeps serving others meanwhile', async () => {
+    const announced = await rawRequest(PORT, `POST / HTTP/1.1\r\nHost: bare.buf.test\r\nContent-Length: ${3 * 1024 * 1024}\r\nConnection: close\r\n\r\n`, { timeoutMs: 10_000 });
+    expect(announced.status).toBe(413);
+    const c = openClientTo(PORT, 'POST / HTTP/1.1\r\nHost: bare.buf.test\r\nTransfer-Encoding: chunked\r\n\r\n');
+    const piece = `${(256 * 1024).toString(16)}\r\n${'t'.repeat(256 * 1024)}\r\n`;
+    const t0 = Date.now();
+    let sent = 0;
+    while (!c.closed && sent < 4 * 1024 * 1024 && Date.now() - t0 < 10_000) {
+      c.socket.write(piece);
+      sent += 256 * 1024;
+      await sleep(50);
+      if (sent === 1024 * 1024) expect(await get('bare.buf.test')).toMatchObject({ status: 200 });
+    }
+    await waitFor('the connection closes', () => c.closed || c.data.length > 0, 5_000, 20);
+    const status = c.data.toString('latin1').split('\r\n')[0];
+    console.log(`PROBE --max-body-size 2m: announced 3 MiB → ${announced.status}; chunked upload trickled 256 KiB every 50 ms → "${status}" after ${sent} bytes sent`);
+    expect(status).toMatch(/^HTTP\/1\.1 413/);
+    expect(sent).toBeLessThanOrEqual(3 * 1024 * 1024);
+    expect(await get('bare.buf.test')).toMatchObject({ status: 200, body: 'bare' });
+  });
+});
+
+/** openClient on another port. */
+function openClientTo(port: number, head: string) {
+  const c = { socket: net.connect(port, '127.0.0.1'), data: Buffer.alloc(0), closed: false };
+  c.socket.on('data', (d: Buffer) => (c.data = Buffer.concat([c.data, d])));
+  c.socket.on('close', () => (c.closed = true));
+  c.socket.on('error', () => undefined);
+  c.socket.write(head);
+  return c;
+}

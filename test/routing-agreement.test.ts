@@ -119,6 +119,8 @@ const ODD: Array<{ name: string; request: string; want: string; differs?: Partia
   { name: 'HTTP/1.0 without Host', request: 'GET /admin/ HTTP/1.0\r\n', want: '400' },
   { name: '2 MiB POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: ${TWO_MIB.length}\r\n\r\n${TWO_MIB}`, want: '200 adm /admin/' },
   { name: '2 MiB chunked POST', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nTransfer-Encoding: chunked\r\n\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n${(TWO_MIB.length / 2).toString(16)}\r\n${TWO_MIB.slice(0, TWO_MIB.length / 2)}\r\n0\r\n\r\n`, want: '200 adm /admin/' },
+  // Answered once the head is in: nothing of the body needs to be sent.
+  { name: 'a body announced larger than the 3m limit', request: `POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: ${4 * 1024 * 1024}\r\n\r\n`, want: '413' },
   // HAProxy's parser drops Content-Length beside Transfer-Encoding and merges equal Content-Length lines before any rule sees them.
   { name: 'Content-Length beside Transfer-Encoding: chunked', request: 'POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n', want: '400', differs: { haproxy: '200 adm /admin/' } },
   { name: 'two Content-Length: 0 lines', request: 'POST /admin/ HTTP/1.1\r\nHost: a.x.localhost\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n', want: '400', differs: { haproxy: '200 adm /admin/' } },
@@ -265,12 +267,13 @@ async function runCatalog(k: number, spec: CatalogSpec): Promise<void> {
     }
   }
   const watch = CatalogWatch.forUri(uri, { statuses: [...HEALTH_STATUSES], log });
-  const proxy = new ProxyServer({ domain: 'localhost', balance: 'round-robin', statuses: ['passing'], connectTimeoutMs: 2000, responseTimeoutMs: 5000, idleTimeoutMs: 5000, retries: 2, log });
+  const proxy = new ProxyServer({ domain: 'localhost', balance: 'round-robin', statuses: ['passing'], connectTimeoutMs: 2000, responseTimeoutMs: 5000, idleTimeoutMs: 5000, retries: 2, maxBodySize: 3 * 1024 ** 2, log });
   await proxy.listen({ host: '127.0.0.1', port: PROXY_PORT });
   const off = watch.subscribe((c) => proxy.setCatalog(c));
   const dir = tempDir('hm-agree-');
   const T = copyTemplates(dir);
-  const tenv = templateEnv(dir, NGINX_PORT, HAPROXY_PORT);
+  // A body limit above the 2 MiB rows and below the announced 4 MiB one, the same on all three.
+  const tenv: Record<string, string> = { ...templateEnv(dir, NGINX_PORT, HAPROXY_PORT), HM_MAX_BODY_SIZE: '3m' };
   const env = { ...process.env, ...tenv };
   const nginx = new Nginx(join(dir, 'nginx.conf'), tenv.HM_NGINX_PID);
   const haproxy = new Haproxy(join(dir, 'haproxy.cfg'), dir);

@@ -136,3 +136,16 @@ describe('template errors', () => {
     expect(templateErrorLine('f', new Error('boom'))).toBe('f: boom');
   });
 });
+
+describe('envSize', () => {
+  it('reads sizes as nginx writes them, the default when unset, and names the variable otherwise', async () => {
+    const { envSize } = await import('./helpers.js');
+    expect(envSize(undefined, 'HM_MAX_BODY_SIZE', '1g')).toBe(1024 ** 3);
+    expect(envSize({ HM_MAX_BODY_SIZE: '512m' }, 'HM_MAX_BODY_SIZE', '1g')).toBe(512 * 1024 ** 2);
+    expect(envSize({ HM_MAX_BODY_SIZE: '0' }, 'HM_MAX_BODY_SIZE', '1g')).toBe(0);
+    expect(envSize({ HM_MAX_BODY_SIZE: ' ' }, 'HM_MAX_BODY_SIZE', '1g')).toBe(1024 ** 3);
+    for (const bad of ['1.5g', '-1', '1t', '1g;', '1g\n  deny all', '99999999999999999g']) {
+      expect(() => envSize({ HM_MAX_BODY_SIZE: bad }, 'HM_MAX_BODY_SIZE', '1g')).toThrow(/^HM_MAX_BODY_SIZE=.*expected a size/);
+    }
+  });
+});

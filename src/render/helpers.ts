@@ -5,6 +5,7 @@
 import Handlebars from 'handlebars';
 import { isIP } from 'node:net';
 import { parseTrustedProxies } from '../proxy/trusted-proxies.js';
+import { parseSize, SIZE_HINT } from '../util/size.js';
 
 export type HandlebarsInstance = ReturnType<typeof Handlebars.create>;
 
@@ -123,6 +124,17 @@ export function envCidrs(env: Readonly<Record<string, string | undefined>> | und
   }
 }
 
+/**
+ * A size variable of the template's `env` (HM_MAX_BODY_SIZE=512m) as bytes, `def` when unset;
+ * anything else than a size is an error naming the variable (nothing unchecked reaches a config).
+ */
+export function envSize(env: Readonly<Record<string, string | undefined>> | undefined, name: string, def: string): number {
+  const raw = env?.[name];
+  const n = parseSize(raw === undefined || raw.trim() === '' ? def : raw);
+  if (n === undefined) throw new Error(`${name}=${JSON.stringify(raw ?? def).slice(0, 40)}: ${SIZE_HINT}`);
+  return n;
+}
+
 /** `a.b.c` lookups on plain data; never reaches prototypes. */
 export function lookupPath(item: unknown, path: string): unknown {
   let cur: unknown = item;
@@ -205,6 +217,16 @@ export const HELPERS: Record<string, (...args: unknown[]) => unknown> = {
       return envCidrs(root && Object.prototype.hasOwnProperty.call(root, 'env') ? root.env : undefined, str(args[0]));
     } catch (err) {
       // The message names the variable: that is what the reader has to fix, not the helper.
+      throw new TemplateError((err as Error).message, o.loc?.start.line);
+    }
+  },
+  /** `{{envSize "HM_MAX_BODY_SIZE" "1g"}}`: bytes, validated (the variable of the template's `env`, or the default). */
+  envSize: (...args) => {
+    const o = args[args.length - 1] as HelperOptions & { data?: { root?: { env?: Record<string, string | undefined> } } };
+    const root = o.data?.root;
+    try {
+      return envSize(root && Object.prototype.hasOwnProperty.call(root, 'env') ? root.env : undefined, str(args[0]), str(args[1]));
+    } catch (err) {
       throw new TemplateError((err as Error).message, o.loc?.start.line);
     }
   },

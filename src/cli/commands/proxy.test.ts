@@ -33,6 +33,8 @@ describe('parseProxyArgs', () => {
       trustedProxies: [],
       maxHeaderSize: 16384,
       headerTimeoutMs: 10000,
+      maxBodySize: 1024 ** 3,
+      maxTempSize: 2 * 1024 ** 3,
       drainTimeoutMs: 30000,
       logFormat: 'json',
       logLevel: 'info',
@@ -46,8 +48,11 @@ describe('parseProxyArgs', () => {
       '--health-check', '/healthz?full=1', '--health-interval', '1000', '--status', 'passing,warning', '--drain-timeout', '0',
       '--trusted-proxies', '10.0.0.0/8,::1', '--max-header-size', '8192', '--header-timeout', '2500',
       '--body-timeout', '400', '--max-connections-per-instance', '8', '--tunnel-idle-timeout', '500',
+      '--max-body-size', '512m', '--max-temp-size', '0',
     ])!;
     expect(c).toMatchObject({
+      maxBodySize: 512 * 1024 ** 2,
+      maxTempSize: 0,
       listen: { host: '::1', port: 9000 },
       api: undefined,
       domain: 'apps.test',
@@ -77,6 +82,8 @@ describe('parseProxyArgs', () => {
     expect(usageError(() => parseProxyArgs(['bogus']))).toContain('registry URI');
     expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1']))).toContain('--listen');
     expect(usageError(() => parseProxyArgs(['memory://', '--listen', '127.0.0.1:70000']))).toContain('out of range');
+    expect(usageError(() => parseProxyArgs(['memory://', '--max-body-size', '1.5g']))).toBe('--max-body-size 1.5g: expected a size in bytes, or with k, m or g (e.g. 512m)');
+    expect(usageError(() => parseProxyArgs(['memory://', '--max-temp-size', '-1']))).toContain('--max-temp-size -1');
     expect(usageError(() => parseProxyArgs(['memory://', '--listen', 'bad host:80']))).toContain('--listen');
     expect(usageError(() => parseProxyArgs(['memory://', '--api', 'x']))).toContain('--api');
     expect(usageError(() => parseProxyArgs(['memory://', '--domain', 'Bad_Domain']))).toContain('--domain');

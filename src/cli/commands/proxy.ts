@@ -8,6 +8,7 @@ import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } 
 import { HEALTH_STATUSES, type HealthStatus } from '../../model/service-instance.js';
 import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
+import { parseSize, SIZE_HINT } from '../../util/size.js';
 import { BALANCE_MODES, type BalanceMode } from '../../proxy/balancer.js';
 import { DEFAULT_HEADER_TIMEOUT_MS, DEFAULT_MAX_HEADER_SIZE } from '../../proxy/context.js';
 import { DEFAULT_MAX_BODY_BYTES, DEFAULT_MAX_TEMP_BYTES } from '../../proxy/spool.js';
@@ -157,14 +158,11 @@ export function proxySettings(v: ProxyValues): ProxySettings {
   };
 }
 
-const SIZE_UNITS: Record<string, number> = { '': 1, k: 1024, m: 1024 ** 2, g: 1024 ** 3 };
-
-/** A size as nginx writes one: bytes, or a whole number of k, m or g (1024-based); 0 allowed. */
+/** A size as nginx writes one (512m); 0 allowed. */
 function sizeFlag(name: string, raw: string | undefined, def: number): number {
   if (raw === undefined) return def;
-  const m = /^(\d{1,16})([kKmMgG]?)$/.exec(raw);
-  const n = m ? Number(m[1]) * SIZE_UNITS[m[2].toLowerCase()] : NaN;
-  if (!Number.isSafeInteger(n)) throw new UsageError(`--${name} ${raw}: expected a size in bytes, or with k, m or g (e.g. 512m)`);
+  const n = parseSize(raw);
+  if (n === undefined) throw new UsageError(`--${name} ${raw}: ${SIZE_HINT}`);
   return n;
 }
 
