@@ -219,9 +219,10 @@ const round = (ms: number) => Math.round(ms * 100) / 100;
 const TICK_MS = 4;
 
 /**
- * A token bucket per kind. It holds up to 250 ms of tokens so that a stall (a busy machine, a
- * garbage collection) is caught up afterwards instead of lowering the rate; the connections in
- * use bound the burst. Waiting slots are released together on a coarse tick: one wake-up sends a
+ * A token bucket per kind. It holds up to 1 s of tokens so that a stall (a busy machine, a
+ * garbage collection, a container starting beside it) is caught up afterwards instead of lowering
+ * the rate, as an open-loop generator does (the requests a stall delays are sent late, not
+ * dropped); the connections in use bound the burst. Waiting slots are released together on a coarse tick: one wake-up sends a
  * batch, far cheaper than a timer per request.
  */
 class Pacer {
@@ -232,7 +233,7 @@ class Pacer {
   private readonly burst: number;
 
   constructor(private readonly rate: number) {
-    this.burst = Math.max(1, rate * 0.25);
+    this.burst = Math.max(1, rate);
   }
 
   /** Runs `go` now when a token is there (or there is no cap), else on a later tick. */
