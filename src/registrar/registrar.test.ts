@@ -203,6 +203,25 @@ describe('Registrar: desired state', () => {
     expect(registrar.status.registered).toBe(0);
   });
 
+  it('move hands an owner\'s instances to another in one step: the shared ids are not written or withdrawn, the rest is', async () => {
+    const { backend, registrar, store } = started();
+    const a = instance('x', 1);
+    const b = instance('x', 2);
+    const c = instance('x', 3);
+    registrar.set('file:/s/db.yaml', [a, b], 'file', 'db.yaml');
+    await registrar.settled();
+    const before = { register: backend.calls.register.length, deregister: backend.calls.deregister.length };
+    registrar.move('file:/s/db.yaml', 'file:/s/db2.yaml', [a, c], 'renamed', 'db2.yaml');
+    await registrar.settled();
+    expect(ids(store.list())).toEqual(ids([a, c]));
+    expect(backend.calls.register.slice(before.register)).toEqual([c.id]);
+    expect(backend.calls.deregister.slice(before.deregister)).toEqual([b.id]);
+    // The old owner has nothing left to withdraw.
+    registrar.set('file:/s/db.yaml', [], 'gone');
+    await registrar.settled();
+    expect(ids(store.list())).toEqual(ids([a, c]));
+  });
+
   it('set replaces the instances of one owner only', async () => {
     const { store, registrar } = started();
     registrar.set('web1', [instance('web1', 80), instance('web1', 443)]);

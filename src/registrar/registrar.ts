@@ -36,12 +36,17 @@ export interface DesiredSink {
    * `label` names the owner in log lines (a container's name; the owner is its ID).
    */
   set(owner: string, instances: ServiceInstance[], reason?: string, label?: string): void;
+  /** `from`'s instances become `to`'s in one step: ids both define are not withdrawn in between. */
+  move?(from: string, to: string, instances: ServiceInstance[], reason?: string, label?: string): void;
   /**
    * The source's view is complete (it listed everything): compare with the registry now. With
    * `partial`, some owners could not be read this time: nothing unknown is cleaned up.
    */
   complete(opts?: { partial?: boolean }): void;
 }
+
+/** An owner as the log names it: `file db.yaml`, `container web-1`. */
+const ownerName = (owner: string, label: string | undefined) => (owner.startsWith('file:') ? `file ${label ?? owner.slice(5)}` : `container ${label ?? owner.slice(0, 12)}`);
 
 export interface RegistrarStatus {
   /** The registry answers and accepts what is sent. */
@@ -187,6 +192,21 @@ export class Registrar implements DesiredSink {
   }
 
   set(owner: string, instances: ServiceInstance[], reason?: string, label?: string): void {
+    this.apply(owner, instances, reason, label);
+    this.pump();
+  }
+
+  /**
+   * `from` hands its instances over to `to` in one step (a renamed services file): an id both
+   * define changes hands without being withdrawn in between, and what only `from` had goes.
+   */
+  move(from: string, to: string, instances: ServiceInstance[], reason?: string, label?: string): void {
+    this.apply(from, [], reason);
+    this.apply(to, instances, reason, label);
+    this.pump();
+  }
+
+  private apply(owner: string, instances: ServiceInstance[], reason?: string, label?: string): void {
     if (instances.length > 0 && label !== undefined) this.labels.set(owner, label);
     const { changed, collisions } = this.desired.set(owner, instances);
     for (const c of collisions) {
@@ -195,7 +215,7 @@ export class Registrar implements DesiredSink {
       this.loggedCollisions.add(key);
       this.opts.log.error(
         { event: 'error', id: c.id, owner, container: this.labels.get(owner), holder: c.holder },
-        `service id ${c.id} of container ${this.labels.get(owner) ?? owner.slice(0, 12)} is already claimed by container ${this.labels.get(c.holder) ?? c.holder.slice(0, 12)} (SERVICE_ID collision); keeping the first`,
+        `service id ${c.id} of ${ownerName(owner, this.labels.get(owner))} is already claimed by ${ownerName(c.holder, this.labels.get(c.holder))} (${owner.startsWith('file:') ? 'duplicate id' : 'SERVICE_ID collision'}); keeping the first`,
       );
     }
     if (instances.length === 0) {
@@ -226,7 +246,6 @@ export class Registrar implements DesiredSink {
       slot.retryAt = 0;
       this.queue.add(id);
     }
-    this.pump();
   }
 
   complete(opts: { partial?: boolean } = {}): void {

@@ -17,6 +17,11 @@ export class SinkJoin {
     if (!this.sources.includes(source)) throw new Error(`unknown source ${source}`);
     return {
       set: (owner, instances, reason, label) => this.sink.set(owner, instances, reason, label),
+      move: (from, to, instances, reason, label) => {
+        if (this.sink.move) return this.sink.move(from, to, instances, reason, label);
+        this.sink.set(to, instances, reason, label);
+        this.sink.set(from, [], reason);
+      },
       complete: (opts) => {
         this.complete.set(source, { partial: !!opts?.partial });
         if (this.sources.every((s) => this.complete.has(s))) {

@@ -1,4 +1,4 @@
-import { mkdirSync, mkdtempSync, renameSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -12,10 +12,11 @@ interface Recorded {
   errors: string[];
   /** Owner → ids as the sink holds them now. */
   now: Map<string, string[]>;
+  moves: Array<{ from: string; to: string; ids: string[] }>;
 }
 
 function harness(dir: string, settleMs = 60) {
-  const rec: Recorded = { sets: [], completes: 0, errors: [], now: new Map() };
+  const rec: Recorded = { sets: [], completes: 0, errors: [], now: new Map(), moves: [] };
   const log = {
     info: () => undefined,
     debug: () => undefined,
@@ -34,6 +35,11 @@ function harness(dir: string, settleMs = 60) {
         rec.sets.push({ owner, ids: instances.map((i) => i.id), reason });
         if (instances.length) rec.now.set(owner, instances.map((i) => i.id));
         else rec.now.delete(owner);
+      },
+      move: (from: string, to: string, instances: ServiceInstance[]) => {
+        rec.moves.push({ from, to, ids: instances.map((i) => i.id) });
+        rec.now.delete(from);
+        if (instances.length) rec.now.set(to, instances.map((i) => i.id));
       },
       complete: () => void rec.completes++,
     },
@@ -169,7 +175,96 @@ describe('file source', () => {
     expect(rec.errors[0]).toMatch(/services folder .*later: ENOENT.*withdrawn until it is back/);
     mkdirSync(dir);
     writeFileSync(join(dir, 'a.yaml'), 'service: { name: late, port: 1 }\n');
-    await src.fullRead();
+    // Found by itself (no resync here): the folder is looked for every half second.
+    const t0 = Date.now();
+    await until('read by itself', () => all().length === 1, 2_000);
     expect(all()).toEqual(['h:file:late']);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
+  it('a folder swapped with mv: everything goes, and what the new folder holds comes back within a second, watched again', async () => {
+    const parent = folder();
+    const dir = join(parent, 'svc');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'a.yaml'), 'service: { name: a, port: 1 }\n');
+    const { src, all } = harness(dir);
+    sources.push(src);
+    src.start();
+    await until('read', () => all().length === 1);
+    await new Promise((r) => setTimeout(r, 300));
+    renameSync(dir, join(parent, 'svc.old'));
+    await until('withdrawn', () => all().length === 0);
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'b.yaml'), 'service: { name: b, port: 2 }\n');
+    const t0 = Date.now();
+    await until('the new folder read', () => all().join() === 'h:file:b', 2_000);
+    const back = Date.now() - t0;
+    writeFileSync(join(dir, 'c.yaml'), 'service: { name: c, port: 3 }\n');
+    await until('watched again', () => all().length === 2, 2_000);
+    console.log(`PROBE file source: folder swapped with mv, the new one read after ${back} ms`);
+    expect(back).toBeLessThan(1_000);
+  });
+
+  it('an emptied file, or one rewritten with a pause at a line boundary, withdraws nothing', async () => {
+    const dir = folder();
+    const f = join(dir, 'db.yaml');
+    const full = 'services:\n  - {name: w1, port: 1}\n  - {name: w2, port: 2}\n  - {name: w3, port: 3}\n  - {name: w4, port: 4}\n';
+    writeFileSync(f, full);
+    const { src, rec, all } = harness(dir);
+    sources.push(src);
+    src.start();
+    await until('read', () => all().length === 4);
+    await new Promise((r) => setTimeout(r, 200));
+    // Truncated, then written again 600 ms later (10 × settle).
+    writeFileSync(f, '');
+    await new Promise((r) => setTimeout(r, 600));
+    writeFileSync(f, full);
+    await new Promise((r) => setTimeout(r, 400));
+    // Half of the list, a pause of 400 ms, then the rest.
+    const cut = full.indexOf('  - {name: w3');
+    writeFileSync(f, full.slice(0, cut));
+    await new Promise((r) => setTimeout(r, 400));
+    writeFileSync(f, full);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const withdrawn = rec.sets.filter((x) => x.ids.length < 4).length;
+    console.log(`PROBE file source: emptied for 600 ms, then cut at a line boundary for 400 ms: sets with fewer than 4 services: ${withdrawn}; errors ${rec.errors.length}`);
+    expect(withdrawn).toBe(0);
+    expect(all()).toHaveLength(4);
+    // A real shrink is believed once it stays: within a second.
+    writeFileSync(f, full.slice(0, cut));
+    const t0 = Date.now();
+    await until('shrunk', () => all().length === 2, 2_000);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
+  it('a rename hands the services over in one step: no withdrawal in between', async () => {
+    const dir = folder();
+    writeFileSync(join(dir, 'db.yaml'), 'services:\n  - {name: a, port: 1}\n  - {name: b, port: 2}\n');
+    const { src, rec, all } = harness(dir);
+    sources.push(src);
+    src.start();
+    await until('read', () => all().length === 2);
+    await new Promise((r) => setTimeout(r, 200));
+    renameSync(join(dir, 'db.yaml'), join(dir, 'db2.yaml'));
+    await until('moved', () => rec.moves.length === 1, 2_000);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(rec.moves[0]).toEqual({ from: ownerOf(join(dir, 'db.yaml')), to: ownerOf(join(dir, 'db2.yaml')), ids: ['h:file:a', 'h:file:b'] });
+    expect(rec.sets.filter((x) => x.ids.length === 0)).toEqual([]);
+    expect(all()).toEqual(['h:file:a', 'h:file:b']);
+  });
+
+  it('follows a symlinked folder at start and at every full read, as the watcher does; a link loop is read once', async () => {
+    const dir = folder();
+    const ext = folder();
+    writeFileSync(join(ext, 'x.yaml'), 'service: { name: x, port: 1 }\n');
+    symlinkSync(ext, join(dir, 'extlink'));
+    symlinkSync(dir, join(ext, 'loop'));
+    const { src, all } = harness(dir);
+    sources.push(src);
+    src.start();
+    await until('read', () => all().length === 1);
+    await src.fullRead();
+    await src.fullRead();
+    expect(all()).toEqual(['h:file:x']);
   });
 });

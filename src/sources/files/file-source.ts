@@ -3,17 +3,22 @@
 // registrar: adding, editing or deleting it registers, updates or withdraws its services. A file
 // that does not parse or validate is reported once (file:line: field: reason) and the services it
 // defined before stay as they were until it is valid again, so that a half-written file or an
-// editor's temporary state is never taken for the truth. A full read of the folder runs at
-// start, whenever the watcher reports trouble, and every resync period.
+// editor's temporary state is never taken for the truth: an empty file is invalid, a file is read
+// only once it has not changed for the settle time, and a valid version that drops services the
+// file had is believed only when it is still the same a moment later (a write that paused at a
+// line boundary). A deleted file's services go only if no file takes them over meanwhile: a rename
+// hands them over without a withdrawal. A full read of the folder runs at start, whenever the
+// watcher reports trouble, and every resync period; a folder that is missing is looked for again
+// every half second.
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { readdir, readFile, stat } from 'node:fs/promises';
+import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { join, relative, resolve, sep } from 'node:path';
 import { watch, type FSWatcher } from 'chokidar';
 import type { Logger } from '../../log/logger.js';
 import type { ServiceInstance } from '../../model/service-instance.js';
 import type { DesiredSink } from '../../registrar/registrar.js';
-import { FileError, MAX_FILE_BYTES, parseServiceFile, type FileModelOptions } from './service-file.js';
+import { decodeServiceFile, FileError, MAX_FILE_BYTES, parseServiceFile, type FileModelOptions } from './service-file.js';
 
 const EXTENSIONS = /\.(json|ya?ml)$/i;
 /** Editors' and tools' temporary files: backups, swap files, hidden files, vim's write test. */
@@ -31,6 +36,9 @@ export interface FileSourceOptions extends FileModelOptions {
   settleMs?: number;
 }
 
+/** How often a missing folder is looked for. */
+const MISSING_POLL_MS = 500;
+
 export interface FileSourceStatus {
   /** The folder exists and was read. */
   connected: boolean;
@@ -47,6 +55,8 @@ interface FileState {
   hash: string;
   valid: boolean;
   services: number;
+  /** The ids of the instances of its last valid version. */
+  ids: Set<string>;
 }
 
 export class FileSource {
@@ -60,6 +70,13 @@ export class FileSource {
   private readonly reading = new Map<string, Promise<void>>();
   private readonly again = new Set<string>();
   private missingLogged = false;
+  private missingTimer?: NodeJS.Timeout;
+  /** A valid version that drops services, waiting to be seen again unchanged: path → hash. */
+  private readonly shrinking = new Map<string, string>();
+  /** Deleted files whose services wait a moment for a file to take them over (a rename). */
+  private readonly leaving = new Map<string, NodeJS.Timeout>();
+  /** Which file defines an id (the first to): where a renamed file's services come from. */
+  private readonly byId = new Map<string, string>();
 
   constructor(private readonly opts: FileSourceOptions) {
     this.dir = resolve(opts.dir);
@@ -73,9 +90,16 @@ export class FileSource {
     }
   }
 
+  private get settleMs(): number {
+    return this.opts.settleMs ?? 150;
+  }
+
   async stop(): Promise<void> {
     this.stopped = true;
     clearInterval(this.resyncTimer);
+    clearTimeout(this.missingTimer);
+    for (const t of this.leaving.values()) clearTimeout(t);
+    this.leaving.clear();
     await this.watcher?.close();
     this.watcher = undefined;
     await Promise.all(this.reading.values());
@@ -104,28 +128,55 @@ export class FileSource {
     // Sorted: when two files define the same ID, the first one read (by path) keeps it.
     paths.sort();
     const present = new Set(paths);
-    for (const p of [...this.files.keys()]) if (!present.has(p)) this.removed(p, 'file gone');
+    for (const p of [...this.files.keys()]) {
+      // Created after the listing began (the watcher may have read it already): not gone.
+      if (!present.has(p) && !(await exists(p))) this.removed(p, 'file gone');
+    }
     for (const p of paths) await this.read(p);
     this.status.lastSync = new Date();
-    this.opts.sink.complete();
+    // While a file is refused, what it defined may still be registered from before (a restart):
+    // nothing this registrar does not know of is cleaned up meanwhile.
+    this.opts.sink.complete({ partial: this.status.invalid > 0 });
   }
 
-  private async list(dir: string, depth: number): Promise<string[]> {
+  /** The service files under `dir`; symlinked folders are followed as the watcher does (each real folder once). */
+  private async list(dir: string, depth: number, seen = new Set<string>()): Promise<string[]> {
+    seen.add(await realpath(dir));
     const entries = await readdir(dir, { withFileTypes: true });
     const out: string[] = [];
     for (const e of entries) {
       if (TEMPORARY.test(e.name)) continue;
       const p = join(dir, e.name);
-      if (e.isDirectory() && depth < MAX_DEPTH) out.push(...(await this.list(p, depth + 1)));
-      else if ((e.isFile() || e.isSymbolicLink()) && EXTENSIONS.test(e.name)) out.push(p);
+      let folder = e.isDirectory();
+      if (e.isSymbolicLink()) {
+        const target = await stat(p).catch(() => undefined);
+        folder = !!target?.isDirectory() && !seen.has(await realpath(p).catch(() => p));
+        if (target?.isDirectory() && !folder) continue;
+      }
+      if (folder) {
+        if (depth < MAX_DEPTH) out.push(...(await this.list(p, depth + 1, seen)));
+      } else if ((e.isFile() || e.isSymbolicLink()) && EXTENSIONS.test(e.name)) out.push(p);
       if (out.length > MAX_FILES) throw new Error(`more than ${MAX_FILES} service files`);
     }
     return out;
   }
 
   private watchFolder(): void {
-    if (this.stopped || this.watcher || !existsSync(this.dir)) return;
-    const settle = this.opts.settleMs ?? 150;
+    if (this.stopped || this.watcher) return;
+    if (!existsSync(this.dir)) {
+      // Looked for again until it is back (a folder swapped with mv), then read whole and watched.
+      if (!this.missingTimer) {
+        this.missingTimer = setTimeout(() => {
+          this.missingTimer = undefined;
+          if (this.stopped || this.watcher) return;
+          if (existsSync(this.dir)) void this.fullRead().then(() => this.watchFolder());
+          else this.watchFolder();
+        }, MISSING_POLL_MS);
+        this.missingTimer.unref();
+      }
+      return;
+    }
+    const settle = this.settleMs;
     const w = watch(this.dir, {
       ignoreInitial: true,
       depth: MAX_DEPTH,
@@ -140,7 +191,7 @@ export class FileSource {
     const changed = (p: string) => EXTENSIONS.test(p) && void this.read(resolve(p));
     w.on('add', changed);
     w.on('change', changed);
-    w.on('unlink', (p) => this.removed(resolve(p), 'file deleted'));
+    w.on('unlink', (p) => this.leave(resolve(p)));
     w.on('unlinkDir', (d) => {
       const dir = resolve(d);
       for (const p of [...this.files.keys()]) if (p === dir || p.startsWith(dir + sep)) this.removed(p, 'folder deleted');
@@ -182,10 +233,11 @@ export class FileSource {
     const name = relative(this.dir, path) || path;
     let text: string;
     try {
-      const st = await stat(path);
+      const st = await this.settled(path);
+      if (!st) return;
       if (!st.isFile()) return this.removed(path, 'not a file');
       if (st.size > MAX_FILE_BYTES) throw new FileError(`1: larger than ${MAX_FILE_BYTES} bytes`);
-      text = await readFile(path, 'utf8');
+      text = decodeServiceFile(await readFile(path));
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.removed(path, 'file deleted');
       return this.invalid(name, (err as Error).message.startsWith('1: ') ? (err as Error).message : ` ${(err as Error).message}`);
@@ -202,14 +254,88 @@ export class FileSource {
         this.opts.log.info({ event: 'services-file-ignored', file: name, line: Number(line), key }, `${name}:${line}: ${key}: not used by harbormaster (ignored)`);
       }
     } catch (err) {
-      this.files.set(path, { hash, valid: false, services: before?.services ?? 0 });
+      this.shrinking.delete(path);
+      this.files.set(path, { hash, valid: false, services: before?.services ?? 0, ids: before?.ids ?? new Set() });
       return this.invalid(name, err instanceof FileError ? err.message : ` ${(err as Error).message}`);
     }
+    const ids = new Set(instances.map((i) => i.id));
+    const drops = before !== undefined && [...before.ids].some((id) => !ids.has(id));
+    if (drops && this.shrinking.get(path) !== hash) {
+      // Believed once it is the same a moment later: a write cut at a line boundary parses too.
+      this.shrinking.set(path, hash);
+      setTimeout(() => this.stopped || void this.read(path), Math.max(600, 4 * this.settleMs)).unref();
+      return;
+    }
+    this.shrinking.delete(path);
     const wasInvalid = before && !before.valid;
-    this.files.set(path, { hash, valid: true, services: instances.length });
+    if (before) for (const id of before.ids) if (this.byId.get(id) === path) this.byId.delete(id);
+    for (const id of ids) if (!this.byId.has(id)) this.byId.set(id, path);
+    this.files.set(path, { hash, valid: true, services: instances.length, ids });
     this.count();
     if (wasInvalid) this.opts.log.info({ event: 'services-file-valid', file: name }, `${name}: valid again`);
+    // A deleted file whose services this one defines too: a rename, handed over in one step.
+    const from = before === undefined ? await this.takeOver(path, ids) : undefined;
+    if (from && this.opts.sink.move) {
+      this.opts.log.info({ event: 'services-file-renamed', from: relative(this.dir, from), file: name }, `${name}: takes over the services of ${relative(this.dir, from)}`);
+      return this.opts.sink.move(ownerOf(from), ownerOf(path), instances, `services file ${name}`, name);
+    }
+    if (from) this.removed(from, `file deleted: ${relative(this.dir, from)}`);
     this.opts.sink.set(ownerOf(path), instances, `services file ${name}`, name);
+  }
+
+  /** The file's stat once it has not changed for the settle time (undefined: it went meanwhile). */
+  private async settled(path: string): Promise<Awaited<ReturnType<typeof stat>> | undefined> {
+    let st = await stat(path);
+    for (let i = 0; i < 20 && !this.stopped; i++) {
+      const age = Date.now() - st.mtimeMs;
+      if (age >= this.settleMs || age < -1000) return st;
+      await new Promise((r) => setTimeout(r, this.settleMs - age + 5));
+      const now = await stat(path).catch(() => undefined);
+      if (!now) return undefined;
+      st = now;
+    }
+    return st;
+  }
+
+  /** A deleted file: its services go after a moment, unless another file takes them over first. */
+  private leave(path: string): void {
+    if (!this.files.has(path) || this.leaving.has(path)) return;
+    const t = setTimeout(() => {
+      this.leaving.delete(path);
+      this.removed(path, 'file deleted');
+    }, this.settleMs + 350);
+    t.unref();
+    this.leaving.set(path, t);
+  }
+
+  /**
+   * A deleted file that defined one of `ids` (waiting to be withdrawn, or gone from disk with its
+   * unlink not reported yet: the watcher may report the new name first): no longer ours, its path
+   * returned.
+   */
+  private async takeOver(path: string, ids: Set<string>): Promise<string | undefined> {
+    const candidates = new Set<string>();
+    for (const id of ids) {
+      const p = this.byId.get(id);
+      if (p !== undefined && p !== path) candidates.add(p);
+    }
+    for (const p of candidates) {
+      if (!this.leaving.has(p) && (await exists(p))) continue;
+      clearTimeout(this.leaving.get(p));
+      this.leaving.delete(p);
+      this.forget(p);
+      this.shrinking.delete(p);
+      this.count();
+      return p;
+    }
+    return undefined;
+  }
+
+  private forget(path: string): boolean {
+    const f = this.files.get(path);
+    if (!f) return false;
+    for (const id of f.ids) if (this.byId.get(id) === path) this.byId.delete(id);
+    return this.files.delete(path);
   }
 
   /** Reported once per content; what the file defined before is left as it was. */
@@ -220,7 +346,13 @@ export class FileSource {
   }
 
   private removed(path: string, why: string): void {
-    if (!this.files.delete(path)) return;
+    const t = this.leaving.get(path);
+    if (t) {
+      clearTimeout(t);
+      this.leaving.delete(path);
+    }
+    this.shrinking.delete(path);
+    if (!this.forget(path)) return;
     this.count();
     const name = relative(this.dir, path) || path;
     this.opts.sink.set(ownerOf(path), [], `${why}: ${name}`, name);
@@ -240,3 +372,5 @@ export class FileSource {
 }
 
 export const ownerOf = (path: string) => `file:${path}`;
+
+const exists = (p: string) => stat(p).then(() => true, () => false);

@@ -37,7 +37,35 @@ service: { name: ntp, port: 123, protocol: udp, tags: [time] }
     ]);
     expect(parse('- {name: a, port: 1}\n- {name: b, port: 2}\n').instances).toHaveLength(2);
     expect(parse('name: bare\nport: 80\n').instances[0].id).toBe('db-host:file:bare');
-    expect(parse('').instances).toEqual([]);
+    expect(parse('services: []\n').instances).toEqual([]);
+  });
+
+  it('refuses what a write in progress or a hostile file looks like, naming the line', () => {
+    const err = (text: string) => {
+      try {
+        parse(text);
+      } catch (e) {
+        return (e as Error).message;
+      }
+      return 'accepted';
+    };
+    // Between truncating and writing: not "no services".
+    expect(err('')).toBe('1: no service definition (empty; write `services: []` to define none)');
+    expect(err('# only a comment\n---\n')).toMatch(/^1: no service definition/);
+    const t0 = performance.now();
+    expect(err(`services:\n  - name: a\n    port: 1\n    meta: ${'['.repeat(500_000)}`)).toBe('4: nested more than 64 levels deep');
+    const deepMs = performance.now() - t0;
+    expect(err('service: {name: a, port: 1, meta: {"__proto__": x}}')).toBe('1: meta.__proto__: not allowed as a key');
+    // Brackets in strings and comments are not nesting.
+    expect(err(`service: {name: a, port: 1, meta: {k: "${'['.repeat(100)}"}} # ${'{'.repeat(100)}`)).toBe('accepted');
+    console.log(`PROBE service file: 500,000 nested brackets refused in ${deepMs.toFixed(1)} ms`);
+    expect(deepMs).toBeLessThan(200);
+  });
+
+  it('reads UTF-8 only, naming the line of a byte that is not', async () => {
+    const { decodeServiceFile } = await import('./service-file.js');
+    expect(decodeServiceFile(Buffer.from('service: {name: é, port: 1}\n'))).toContain('é');
+    expect(() => decodeServiceFile(Buffer.concat([Buffer.from('services:\n  - name: a\n    meta: {k: "'), Buffer.from([0xff, 0xfe]), Buffer.from('"}\n')]))).toThrow('3: not UTF-8 text');
   });
 
   it('maps Consul checks, snake_case or CamelCase', () => {

@@ -53,8 +53,53 @@ interface RawCheck {
 /** `snake_case`, `CamelCase` and `kebab-case` keys alike: `DeregisterCriticalServiceAfter` = `deregister_critical_service_after`. */
 const norm = (k: string) => k.toLowerCase().replace(/[_-]/g, '');
 
+/** Deeper flow nesting than this is refused before parsing: a service is a few levels deep, and 1 MB of `[` would hold the event loop for a second. */
+const MAX_NESTING = 64;
+
+/** The bytes of a file as text: invalid UTF-8 is refused with its line instead of read as U+FFFD. */
+export function decodeServiceFile(bytes: Buffer): string {
+  try {
+    return new TextDecoder('utf-8', { fatal: true }).decode(bytes);
+  } catch {
+    const loose = bytes.toString('utf8');
+    const at = loose.indexOf('\uFFFD');
+    const line = at < 0 ? 1 : loose.slice(0, at).split('\n').length;
+    throw new FileError(`${line}: not UTF-8 text`);
+  }
+}
+
+/** The line where flow brackets (outside quotes and comments) nest deeper than MAX_NESTING, if they do. */
+function tooDeep(text: string): number | undefined {
+  let depth = 0;
+  let line = 1;
+  let quote = '';
+  let comment = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text[i];
+    if (c === '\n') {
+      line++;
+      comment = false;
+      continue;
+    }
+    if (comment) continue;
+    if (quote) {
+      if (c === '\\' && quote === '"') i++;
+      else if (c === quote) quote = '';
+      continue;
+    }
+    if (c === '"' || c === "'") quote = c;
+    else if (c === '#' && (i === 0 || /\s/.test(text[i - 1]))) comment = true;
+    else if (c === '[' || c === '{') {
+      if (++depth > MAX_NESTING) return line;
+    } else if ((c === ']' || c === '}') && depth > 0) depth--;
+  }
+  return undefined;
+}
+
 export function parseServiceFile(text: string, opts: FileModelOptions): ParsedFile {
   if (Buffer.byteLength(text) > MAX_FILE_BYTES) throw new FileError(`1: larger than ${MAX_FILE_BYTES} bytes`);
+  const deep = tooDeep(text);
+  if (deep !== undefined) throw new FileError(`${deep}: nested more than ${MAX_NESTING} levels deep`);
   const lines = new LineCounter();
   const docs = parseAllDocuments(text, { lineCounter: lines, uniqueKeys: true, prettyErrors: true });
   if (!Array.isArray(docs)) throw new FileError('1: not a YAML or JSON document');
@@ -64,11 +109,13 @@ export function parseServiceFile(text: string, opts: FileModelOptions): ParsedFi
   };
   const out: ParsedFile = { instances: [], ignored: [] };
   const seen = new Map<string, number>();
+  let defined = false;
   for (const doc of docs as Document.Parsed[]) {
     const err = doc.errors[0];
     if (err) throw new FileError(`${err.linePos?.[0]?.line ?? 1}: ${err.message.split('\n')[0].replace(/ at line \d+, column \d+:?$/, '')}`);
     const root = doc.contents;
-    if (root === null) continue;
+    if (root === null || (isScalar(root) && root.value === null)) continue;
+    defined = true;
     for (const svc of serviceNodes(root as Node, lineOf)) {
       if (out.instances.length >= MAX_SERVICES_PER_FILE) throw new FileError(`${lineOf(svc)}: more than ${MAX_SERVICES_PER_FILE} services in one file`);
       const inst = serviceInstance(svc, opts, lineOf, out.ignored);
@@ -78,6 +125,9 @@ export function parseServiceFile(text: string, opts: FileModelOptions): ParsedFi
       out.instances.push(inst);
     }
   }
+  // An empty (or comment-only) file is what a write looks like between truncating and writing:
+  // never taken as "no services". Defining none is said explicitly, `services: []`.
+  if (!defined) throw new FileError('1: no service definition (empty; write `services: []` to define none)');
   return out;
 }
 
@@ -169,6 +219,8 @@ function stringMap(v: Node | undefined, field: string, line: number): Record<str
     if (k === undefined || !isScalar(val) || (typeof val.value !== 'string' && typeof val.value !== 'number' && typeof val.value !== 'boolean')) {
       throw new FileError(`${line}: ${field}.${printable(String(k))}: expected a string`);
     }
+    // A plain object would take `__proto__` as its prototype and drop the entry without a word.
+    if (k === '__proto__') throw new FileError(`${line}: ${field}.__proto__: not allowed as a key`);
     out[k] = String(val.value);
   }
   return out;
