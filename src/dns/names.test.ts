@@ -9,7 +9,7 @@ describe('DNS names', () => {
     expect(p('WEB.Service.CONSUL.')).toEqual({ kind: 'service', service: 'web', tags: [] });
     expect(p('v2.web.service.consul')).toEqual({ kind: 'service', service: 'web', tags: ['v2'] });
     expect(p('eu.v2.web.service.consul')).toEqual({ kind: 'service', service: 'web', tags: ['eu', 'v2'] });
-    expect(p('_web._tcp.service.consul')).toEqual({ kind: 'service', service: 'web', tags: [], protocol: 'tcp' });
+    expect(p('_web._tcp.service.consul')).toEqual({ kind: 'service', service: 'web', tags: [] });
     expect(p('_dns._udp.service.consul')).toEqual({ kind: 'service', service: 'dns', tags: [], protocol: 'udp' });
     expect(p('_web._v2.service.consul')).toEqual({ kind: 'service', service: 'web', tags: ['v2'] });
   });
@@ -21,6 +21,25 @@ describe('DNS names', () => {
     expect(p('web.service.dc2.consul')).toEqual({ kind: 'none' });
     expect(p('web.service.dc2.dc.consul')).toEqual({ kind: 'none' });
     expect(p('node-1.node.dc1.consul')).toEqual({ kind: 'node', node: 'node-1' });
+  });
+
+  it('with --datacenter dc, reads web.service.dc.consul in both readings (the bare form wins when the .dc form names nothing)', () => {
+    const dc = (n: string) => parseName(n, 'consul', 'dc');
+    expect(dc('web.service.dc.consul')).toEqual({ kind: 'service', service: 'web', tags: [] });
+    expect(dc('web.service.dc.dc.consul')).toEqual({ kind: 'service', service: 'web', tags: [] });
+    expect(dc('v2.web.service.dc.consul')).toEqual({ kind: 'service', service: 'web', tags: ['v2'] });
+    expect(dc('web.service.consul')).toEqual({ kind: 'service', service: 'web', tags: [] });
+    expect(dc('node-1.node.dc.consul')).toEqual({ kind: 'node', node: 'node-1' });
+    expect(dc('web.service.dc1.consul')).toEqual({ kind: 'none' });
+    expect(dc('web.service.dc1.dc.consul')).toEqual({ kind: 'none' });
+    console.log(`PROBE dns names --datacenter dc: web.service.dc.consul → ${JSON.stringify(dc('web.service.dc.consul'))}`);
+  });
+
+  it('names the server itself: ns.<domain>', () => {
+    expect(p('ns.consul')).toEqual({ kind: 'ns' });
+    expect(p('NS.consul.')).toEqual({ kind: 'ns' });
+    expect(p('a.ns.consul')).toEqual({ kind: 'none' });
+    expect(p('ns.service.consul')).toEqual({ kind: 'service', service: 'ns', tags: [] });
   });
 
   it('reads nodes and addr targets', () => {

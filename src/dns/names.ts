@@ -1,6 +1,6 @@
 // Consul's DNS names, read relative to the served domain:
 //   [<tag>.]*<service>.service[.<dc>[.dc]].<domain>     instances, all tags required
-//   _<service>._<tag|tcp|udp>.service[...].<domain>     RFC 2782 SRV form
+//   _<service>._<tag|tcp|udp>.service[...].<domain>     RFC 2782 SRV form (_tcp: no filter)
 //   <host>.node[...].<domain>                           a registering host
 //   <hex address>.addr[...].<domain>                    the targets of SRV answers
 // so that clients written for Consul's DNS work unchanged on every backend.
@@ -12,12 +12,24 @@ export type DnsName =
   | { kind: 'addr'; address: string }
   /** The domain itself (SOA, NS). */
   | { kind: 'apex' }
+  /** `ns.<domain>`: the name server the SOA and the apex NS record name. */
+  | { kind: 'ns' }
   /** Inside the domain, but no such name. */
   | { kind: 'none' }
   /** Outside the domain: not ours to answer. */
   | { kind: 'outside' };
 
 const TYPES = new Set(['service', 'node', 'addr']);
+
+/**
+ * Datacenter names that are also the type labels of Consul's name forms (ours, and Consul's
+ * query, connect, ingress and virtual): with one of them as the datacenter a name would have two
+ * readings that mean different things, so `--datacenter` refuses them.
+ */
+export const RESERVED_DATACENTERS: readonly string[] = ['service', 'node', 'addr', 'query', 'connect', 'ingress', 'virtual'];
+
+/** The name of the server itself, relative to the domain: the SOA's mname and the apex NS target. */
+export const NS_LABEL = 'ns';
 
 /** `name` as the question carries it (any case, with or without the final dot). */
 export function parseName(name: string, domain: string, datacenter: string): DnsName {
@@ -26,14 +38,26 @@ export function parseName(name: string, domain: string, datacenter: string): Dns
   if (!n.endsWith(`.${domain}`)) return { kind: 'outside' };
   const labels = n.slice(0, -(domain.length + 1)).split('.');
   if (labels.some((l) => l.length === 0)) return { kind: 'none' };
-  // The datacenter: `.<dc>.dc` (canonical form) or a bare `.<dc>` after the type label.
-  if (labels.length >= 3 && labels[labels.length - 1] === 'dc') {
-    if (labels[labels.length - 2] !== datacenter) return { kind: 'none' };
-    labels.length -= 2;
-  } else if (labels.length >= 2 && !TYPES.has(labels[labels.length - 1]) && TYPES.has(labels[labels.length - 2])) {
-    if (labels[labels.length - 1] !== datacenter) return { kind: 'none' };
-    labels.length -= 1;
+  if (labels.length === 1 && labels[0] === NS_LABEL) return { kind: 'ns' };
+  // The datacenter: `.<dc>.dc` (canonical form), a bare `.<dc>` after the type label, or none.
+  // Every reading that applies is tried in that order and the first that names something wins:
+  // with `--datacenter dc`, `web.service.dc.consul` is not the `.dc` form (its datacenter label
+  // would be `service`) but the bare form.
+  const last = labels[labels.length - 1];
+  const readings: string[][] = [];
+  if (labels.length >= 3 && last === 'dc' && labels[labels.length - 2] === datacenter) readings.push(labels.slice(0, -2));
+  if (labels.length >= 2 && !TYPES.has(last) && TYPES.has(labels[labels.length - 2]) && last === datacenter) readings.push(labels.slice(0, -1));
+  readings.push(labels);
+  for (const r of readings) {
+    const found = typed(r);
+    if (found.kind !== 'none') return found;
   }
+  return { kind: 'none' };
+}
+
+/** `[…].<type>` with the domain and datacenter taken off. */
+function typed(input: string[]): DnsName {
+  const labels = [...input];
   const type = labels.pop();
   if (labels.length === 0) return { kind: 'none' };
   switch (type) {
@@ -56,7 +80,10 @@ function serviceName(labels: string[]): DnsName {
     const service = labels[0].slice(1);
     const second = labels[1].slice(1);
     if (!service || !second) return { kind: 'none' };
-    if (second === 'tcp' || second === 'udp') return { kind: 'service', service, tags: [], protocol: second };
+    // As Consul: `_tcp` filters nothing. `_udp` is our extension: the instances whose protocol is
+    // udp (a Docker port published as /udp) or that carry the tag `udp` (Consul reads it as that tag).
+    if (second === 'tcp') return { kind: 'service', service, tags: [] };
+    if (second === 'udp') return { kind: 'service', service, tags: [], protocol: 'udp' };
     return { kind: 'service', service, tags: [second] };
   }
   const service = labels[labels.length - 1];

@@ -57,6 +57,22 @@ export function questionTypeClass(msg: Buffer): Buffer | undefined {
   return off + 4 <= msg.length ? msg.subarray(off, off + 4) : undefined;
 }
 
+/**
+ * Whether a label of the first question holds a '.' byte. dns-packet joins labels with dots
+ * without escaping them, so `\x05a.b.c` + `web.service.consul` would read as the name of five
+ * labels a.b.c.web.service.consul: another question than the one asked.
+ */
+export function questionHasDottedLabel(msg: Buffer): boolean {
+  let off = 12;
+  while (off < msg.length) {
+    const len = msg[off];
+    if (len === 0 || (len & 0xc0) !== 0) return false;
+    if (msg.subarray(off + 1, Math.min(msg.length, off + 1 + len)).includes(0x2e)) return true;
+    off += 1 + len;
+  }
+  return false;
+}
+
 export function encodeResponse(id: number, flags: number, question: WireQuestion | undefined, sections: [Rec[], Rec[], Rec[]]): Buffer {
   const parts: Buffer[] = [];
   let size = 12;

@@ -32,30 +32,39 @@ const catalog = buildCatalog(
 const zone = new Zone(catalog, { domain: 'consul', datacenter: 'dc1', ttl: 5, statuses: ['passing'] }, 1234);
 const ask = (name: string, type = 'A') => zone.answer({ name, type });
 const data = (name: string, type = 'A') => ask(name, type).answers.map((a) => (a as { data: unknown }).data);
+/** The address records of an answer (without the CNAME of a host name address). */
+const ips = (name: string, type = 'A') => ask(name, type).answers.filter((a) => a.type !== 'CNAME').map((a) => (a as { data: unknown }).data);
 
 describe('zone', () => {
   it('A and AAAA: the passing instances with a weight, in a new order each time', () => {
-    expect(data('web.service.consul').sort()).toEqual(['10.0.0.1', '10.0.0.2']);
-    expect(data('web.service.consul', 'AAAA')).toEqual(['::1']);
-    expect(data('web.service.consul', 'ANY').sort()).toEqual(['10.0.0.1', '10.0.0.2', '::1']);
-    const orders = new Set(Array.from({ length: 50 }, () => data('web.service.consul').join(',')));
+    expect(ips('web.service.consul').sort()).toEqual(['10.0.0.1', '10.0.0.2']);
+    expect(ips('web.service.consul', 'AAAA')).toEqual(['::1']);
+    expect(ips('web.service.consul', 'ANY').sort()).toEqual(['10.0.0.1', '10.0.0.2', '::1']);
+    const orders = new Set(Array.from({ length: 50 }, () => ips('web.service.consul').join(',')));
     expect(orders.size).toBe(2);
-    expect(ask('web.service.consul').answers[0]).toMatchObject({ name: 'web.service.consul', ttl: 5 });
+    expect(ask('web.service.consul').answers[1]).toMatchObject({ name: 'web.service.consul', type: 'A', ttl: 5 });
   });
 
   it('answers the warning instances too when asked, as Consul does without only_passing', () => {
     const wide = new Zone(catalog, { domain: 'consul', datacenter: 'dc1', ttl: 0, statuses: ['passing', 'warning'] });
-    expect(wide.answer({ name: 'web.service.consul', type: 'A' }).answers.map((a) => (a as { data: string }).data).sort()).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.4']);
+    expect(wide.answer({ name: 'web.service.consul', type: 'A' }).answers.filter((a) => a.type === 'A').map((a) => (a as { data: string }).data).sort()).toEqual(['10.0.0.1', '10.0.0.2', '10.0.0.4']);
   });
 
-  it('filters by every tag named, and by protocol in the RFC 2782 form', () => {
+  it('filters by every tag named, and in the RFC 2782 form by tag, _udp by protocol or tag, _tcp not at all', () => {
     expect(data('v2.web.service.consul')).toEqual(['10.0.0.1']);
     expect(data('eu.web.service.consul').sort()).toEqual(['10.0.0.1', '10.0.0.2']);
     expect(data('eu.v2.web.service.consul')).toEqual(['10.0.0.1']);
     expect(data('EU.V1.web.service.consul')).toEqual(['10.0.0.2']);
     expect(ask('v1.v2.web.service.consul')).toMatchObject({ rcode: RCODE.NOERROR, answers: [] });
     expect(data('_dns._udp.service.consul', 'SRV')).toEqual([{ priority: 1, weight: 1, port: 53, target: '0a000009.addr.dc1.consul' }]);
-    expect(ask('_dns._tcp.service.consul', 'SRV').answers).toEqual([]);
+    // As Consul: _tcp is no filter (the udp instance too).
+    expect(data('_dns._tcp.service.consul', 'SRV')).toEqual([{ priority: 1, weight: 1, port: 53, target: '0a000009.addr.dc1.consul' }]);
+    expect(data('_web._tcp.service.consul', 'SRV')).toHaveLength(4);
+    expect(ask('_web._udp.service.consul', 'SRV')).toMatchObject({ rcode: RCODE.NOERROR, answers: [] });
+    // _udp also matches Consul's reading, the tag udp.
+    const tagged = new Zone(buildCatalog([inst('sip', 's1', { tags: ['udp'], port: 5060 }), inst('sip', 's2', { address: '10.0.0.2', port: 5061 })]), { domain: 'consul', datacenter: 'dc1', ttl: 0, statuses: ['passing'] });
+    expect(tagged.answer({ name: '_sip._udp.service.consul', type: 'SRV' }).answers.map((a) => (a as { data: { port: number } }).data.port)).toEqual([5060]);
+    expect(tagged.answer({ name: '_sip._tcp.service.consul', type: 'SRV' }).answers).toHaveLength(2);
     expect(data('_web._v1.service.consul', 'SRV')).toEqual([{ priority: 1, weight: 1, port: 8002, target: '0a000002.addr.dc1.consul' }]);
   });
 
@@ -73,6 +82,42 @@ describe('zone', () => {
       '0a000002.addr.dc1.consul A 10.0.0.2',
     ]);
     expect(data('0a000002.addr.dc1.consul')).toEqual(['10.0.0.2']);
+  });
+
+  it('a host name address: a CNAME to it for A, AAAA and ANY, as Consul answers it, beside the IP instances', () => {
+    const a = ask('web.service.consul');
+    expect(a.rcode).toBe(RCODE.NOERROR);
+    expect(a.answers.filter((r) => r.type === 'CNAME')).toMatchObject([{ name: 'web.service.consul', type: 'CNAME', ttl: 5, data: 'db.internal' }]);
+    expect(ask('web.service.consul', 'AAAA').answers.map((r) => r.type).sort()).toEqual(['AAAA', 'CNAME']);
+    expect(ask('web.service.consul', 'ANY').answers.filter((r) => r.type === 'CNAME')).toHaveLength(1);
+    const only = new Zone(buildCatalog([inst('rds', 'r1', { address: 'mydb.xxxx.rds.amazonaws.com', port: 5432 }), inst('rds', 'r2', { address: 'MyDB.xxxx.rds.amazonaws.com', port: 5432, host: 'node-2' })]), {
+      domain: 'consul',
+      datacenter: 'dc1',
+      ttl: 0,
+      statuses: ['passing'],
+    });
+    const r = only.answer({ name: 'rds.service.consul', type: 'A' });
+    expect(r).toMatchObject({ rcode: RCODE.NOERROR, authorities: [] });
+    // One CNAME for the two spellings of one host name.
+    expect(r.answers).toMatchObject([{ type: 'CNAME' }]);
+    expect(String(r.answers[0].data).toLowerCase()).toBe('mydb.xxxx.rds.amazonaws.com');
+    expect(only.answer({ name: 'rds.service.consul', type: 'TXT' })).toMatchObject({ rcode: RCODE.NOERROR, answers: [] });
+    console.log(`PROBE dns zone hostname address: rds.service.consul A → ${r.answers.map((x) => `${x.type} ${String(x.data)}`).join(', ')}`);
+  });
+
+  it('NS at the apex, named ns.<domain>, which resolves to the listen address when that is an IP', () => {
+    const z = new Zone(catalog, { domain: 'consul', datacenter: 'dc1', ttl: 5, statuses: ['passing'], nsAddress: '127.0.0.1' }, 1234);
+    const ns = z.answer({ name: 'consul', type: 'NS' });
+    expect(ns).toMatchObject({ rcode: RCODE.NOERROR, answers: [{ name: 'consul', type: 'NS', data: 'ns.consul' }], additionals: [{ name: 'ns.consul', type: 'A', data: '127.0.0.1' }] });
+    expect(z.answer({ name: 'ns.consul', type: 'A' }).answers).toMatchObject([{ name: 'ns.consul', type: 'A', data: '127.0.0.1' }]);
+    expect(z.answer({ name: 'ns.consul', type: 'AAAA' })).toMatchObject({ rcode: RCODE.NOERROR, answers: [], authorities: [{ type: 'SOA' }] });
+    expect(z.answer({ name: 'consul', type: 'ANY' }).answers.map((r) => r.type)).toEqual(['SOA', 'NS']);
+    expect((z.answer({ name: 'consul', type: 'SOA' }).answers[0].data as { mname: string }).mname).toBe('ns.consul');
+    // Listening on 0.0.0.0 or a host name: ns.<domain> exists, with no address record.
+    expect(ask('consul', 'NS')).toMatchObject({ rcode: RCODE.NOERROR, answers: [{ type: 'NS', data: 'ns.consul' }], additionals: [] });
+    expect(ask('ns.consul')).toMatchObject({ rcode: RCODE.NOERROR, answers: [] });
+    const v6 = new Zone(catalog, { domain: 'consul', datacenter: 'dc1', ttl: 5, statuses: ['passing'], nsAddress: '::1' });
+    expect(v6.answer({ name: 'ns.consul', type: 'AAAA' }).answers).toMatchObject([{ type: 'AAAA', data: '::1' }]);
   });
 
   it('TXT: the meta as key=value, one record per distinct meta', () => {

@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 import type { Catalog } from '../catalog/catalog.js';
 import { instanceWeight } from '../catalog/routes.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
-import { addrLabel, parseName } from './names.js';
+import { addrLabel, NS_LABEL, parseName } from './names.js';
 import { body, named, type Body, type Rec } from './wire.js';
 
 export const RCODE = { NOERROR: 0, FORMERR: 1, SERVFAIL: 2, NXDOMAIN: 3, NOTIMP: 4, REFUSED: 5 } as const;
@@ -18,6 +18,8 @@ export interface ZoneOptions {
   ttl: number;
   /** Instance statuses that are answered (Consul answers passing and warning unless only_passing). */
   statuses: readonly HealthStatus[];
+  /** The address `ns.<domain>` resolves to (the listen address when it is one IP); none: no address record. */
+  nsAddress?: string;
 }
 
 /** A question as dns-packet decodes it: the type is a name (`A`, `SRV`, `ANY`…). */
@@ -55,6 +57,8 @@ export class Zone {
   private readonly prepared = new Map<Readonly<ServiceInstance>, Prepared>();
   private readonly addressBodies = new Map<string, Body>();
   private readonly soa: Rec;
+  private readonly ns: Body;
+  private readonly nsName: string;
 
   constructor(
     catalog: Catalog,
@@ -71,12 +75,14 @@ export class Zone {
         if (isIP(i.address)) addrs.add(i.address);
       }
     }
+    this.nsName = `${NS_LABEL}.${opts.domain}`;
+    this.ns = body({ type: 'NS', ttl: opts.ttl, data: this.nsName });
     this.soa = named(
       opts.domain,
       body({
         type: 'SOA',
         ttl: opts.ttl,
-        data: { mname: `ns.${opts.domain}`, rname: `hostmaster.${opts.domain}`, serial: serial >>> 0, refresh: 3600, retry: 600, expire: 86400, minimum: opts.ttl },
+        data: { mname: this.nsName, rname: `hostmaster.${opts.domain}`, serial: serial >>> 0, refresh: 3600, retry: 600, expire: 86400, minimum: opts.ttl },
       }),
     );
   }
@@ -93,8 +99,19 @@ export class Zone {
         return reply(RCODE.REFUSED);
       case 'none':
         return this.negative(RCODE.NXDOMAIN);
-      case 'apex':
-        return q.type === 'SOA' || q.type === 'ANY' ? reply(RCODE.NOERROR, [named(q.name, this.soa)]) : this.negative(RCODE.NOERROR);
+      case 'apex': {
+        // SOA and NS: the server itself, ns.<domain>, its address in the additional section.
+        const answers: Rec[] = [];
+        if (q.type === 'SOA' || q.type === 'ANY') answers.push(named(q.name, this.soa));
+        if (q.type === 'NS' || q.type === 'ANY') answers.push(named(q.name, this.ns));
+        if (answers.length === 0) return this.negative(RCODE.NOERROR);
+        const glue = q.type === 'NS' || q.type === 'ANY' ? this.nsAddresses() : [];
+        return reply(RCODE.NOERROR, answers, glue);
+      }
+      case 'ns': {
+        const ns = this.nsAddresses().filter((r) => q.type === 'ANY' || r.type === q.type);
+        return ns.length > 0 ? reply(RCODE.NOERROR, ns.map((r) => named(q.name, r))) : this.negative(RCODE.NOERROR);
+      }
       case 'addr':
         return this.addresses(q, [name.address]);
       case 'node': {
@@ -107,7 +124,7 @@ export class Zone {
         const matching =
           name.tags.length === 0 && name.protocol === undefined
             ? entry.routable
-            : entry.routable.filter((i) => (name.protocol === undefined || i.protocol === name.protocol) && name.tags.every((t) => i.tags.some((it) => it.toLowerCase() === t)));
+            : entry.routable.filter((i) => (name.protocol === undefined || i.protocol === name.protocol || hasTag(i, name.protocol)) && name.tags.every((t) => hasTag(i, t)));
         return this.instances(q, shuffle(matching));
       }
     }
@@ -119,8 +136,21 @@ export class Zone {
     switch (q.type) {
       case 'A':
       case 'AAAA':
-      case 'ANY':
-        return this.addresses(q, list.map((i) => i.address));
+      case 'ANY': {
+        // A host name address is answered as Consul does: a CNAME to it (the client's resolver
+        // follows it), beside the address records of the instances that have an IP.
+        const r = this.addresses(q, list.map((i) => i.address));
+        const cnames: Rec[] = [];
+        const seen = new Set<string>();
+        for (const i of list) {
+          if (isIP(i.address)) continue;
+          const host = i.address.toLowerCase().replace(/\.$/, '');
+          if (seen.has(host)) continue;
+          seen.add(host);
+          cnames.push(named(q.name, body({ type: 'CNAME', ttl: this.opts.ttl, data: i.address })));
+        }
+        return cnames.length === 0 ? r : reply(RCODE.NOERROR, [...cnames, ...r.answers]);
+      }
       case 'SRV': {
         const added = new Set<string>();
         for (const i of list) {
@@ -149,7 +179,13 @@ export class Zone {
     return answers.length > 0 ? reply(RCODE.NOERROR, answers, additionals) : this.negative(RCODE.NOERROR);
   }
 
-  /** A / AAAA records of the IP addresses among `addresses` (a host name address is answered in SRV only). */
+  /** `ns.<domain>`'s address record, when it has one. */
+  private nsAddresses(): Rec[] {
+    const a = this.opts.nsAddress;
+    return a && isIP(a) ? [named(this.nsName, this.addressBody(a))] : [];
+  }
+
+  /** A / AAAA records of the IP addresses among `addresses` (host name addresses are left to the caller). */
   private addresses(q: Question, addresses: string[]): Reply {
     const answers: Rec[] = [];
     const seen = new Set<string>();
@@ -190,6 +226,10 @@ export class Zone {
   private negative(rcode: number): Reply {
     return reply(rcode, [], [], [this.soa]);
   }
+}
+
+function hasTag(i: Readonly<ServiceInstance>, tag: string): boolean {
+  return i.tags.some((t) => t.toLowerCase() === tag);
 }
 
 function reply(rcode: number, answers: Rec[] = [], additionals: Rec[] = [], authorities: Rec[] = []): Reply {

@@ -10,6 +10,9 @@ import { HEALTH_STATUSES, type HealthStatus } from '../../model/service-instance
 import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
 import { isIpAddress } from '../../util/net.js';
+import { RESERVED_DATACENTERS } from '../../dns/names.js';
+import { isIP } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
 import { nextSignal, onHangup } from '../signals.js';
 
@@ -71,19 +74,48 @@ export function dnsSettings(
   if (!DNS_NAME.test(domain)) throw new UsageError(`--${names.domain} ${v.domain}: not a DNS name`);
   const datacenter = (v.datacenter ?? 'dc1').toLowerCase();
   if (!LABEL.test(datacenter)) throw new UsageError(`--datacenter ${v.datacenter}: not a DNS label (letters, digits, -)`);
+  if (RESERVED_DATACENTERS.includes(datacenter)) throw new UsageError(`--datacenter ${v.datacenter}: a type label of DNS names (${RESERVED_DATACENTERS.join(', ')}) would make names ambiguous`);
+  const listen = parseListenAddress(names.listen, v.listen ?? '127.0.0.1:8600');
   let recursor: ListenAddress | undefined;
   if (v.recursor !== undefined) {
     recursor = parseListenAddress('recursor', v.recursor);
     if (!isIpAddress(recursor.host) || recursor.port === 0) throw new UsageError(`--recursor ${v.recursor}: expected ip:port of a DNS server, e.g. 127.0.0.53:53`);
+    if (isOwnAddress(recursor, listen)) throw new UsageError(`--recursor ${v.recursor}: that is this server's own --${names.listen} address; it would forward questions to itself`);
   }
   return {
-    listen: parseListenAddress(names.listen, v.listen ?? '127.0.0.1:8600'),
+    listen,
     domain,
     datacenter,
     ttl: intFlag('dns-ttl', v['dns-ttl'], 0, 0, 86_400),
     statuses: statusesFlag(v.status),
     recursor,
   };
+}
+
+/** Whether a recursor at `r` would be this server listening at `listen` (same port; the same host, any loopback or unspecified address, or an address of this host when listening on all). */
+export function isOwnAddress(r: ListenAddress, listen: ListenAddress): boolean {
+  if (r.port !== listen.port) return false;
+  const norm = (h: string) => h.toLowerCase().replace(/^\[|\]$/g, '').replace(/^::ffff:/, '');
+  const rh = norm(r.host);
+  const lh = norm(listen.host);
+  if (rh === lh) return true;
+  const local = (h: string) => isLoopbackOrUnspecified(h) || h === 'localhost';
+  if (local(rh) && local(lh)) return true;
+  if (isUnspecified(lh)) {
+    const mine = Object.values(networkInterfaces()).flatMap((list) => (list ?? []).map((i) => norm(i.address)));
+    return local(rh) || mine.includes(rh);
+  }
+  return false;
+}
+
+function isUnspecified(h: string): boolean {
+  return h === '0.0.0.0' || (isIP(h) === 6 && /^[0:]+$/.test(h));
+}
+
+function isLoopbackOrUnspecified(h: string): boolean {
+  if (isUnspecified(h)) return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  return isIP(h) === 6 && /^(?:0{0,4}:){2,7}0{0,3}1$/.test(h);
 }
 
 function statusesFlag(raw: string | undefined): HealthStatus[] {
