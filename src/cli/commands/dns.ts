@@ -16,9 +16,12 @@ import { networkInterfaces } from 'node:os';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
 import { nextSignal, onHangup } from '../signals.js';
 
-export const DNS_FLAGS_HELP = `  --datacenter <name>        datacenter name accepted in names, <service>.service.<dc>.<domain> (default dc1)
+export const DNS_FLAGS_HELP = `  --datacenter <name>        datacenter name accepted in names, <service>.service.<dc>.<domain> (default dc1;
+                             not service, node, addr, query, connect, ingress, virtual)
   --dns-ttl <s>              TTL of answers and of negative answers (default 0, as Consul; 5 is a sensible choice)
-  --recursor <ip:port>       forward names outside the domain there (default: refuse them)`;
+  --recursor <ip:port>       forward names outside the domain there (default: refuse them); not this
+                             server's own address. With a listen address others reach, this makes an
+                             open resolver for them`;
 
 export const DNS_HELP = `Usage: harbormaster dns <registry-uri> [options]
 
@@ -26,10 +29,11 @@ Answers DNS questions about the services the registry holds, with Consul's names
   <service>.service.<domain>              A / AAAA of the instances, SRV (targets in the additional
                                           section), TXT (meta as key=value)
   <tag>.[<tag>.]<service>.service.<domain>  only instances with every tag named
-  _<service>._<tag|tcp|udp>.service.<domain>  RFC 2782 SRV form
+  _<service>._<tag|tcp|udp>.service.<domain>  RFC 2782 SRV form (_tcp: no filter; _udp: udp instances)
   <host>.node.<domain>                    addresses of a registering host
 Unknown names: NXDOMAIN; a known service with no instance to answer: NOERROR with no record;
-names outside the domain: REFUSED (or forwarded with --recursor).
+names outside the domain: REFUSED (or forwarded with --recursor); before the first catalog
+snapshot: SERVFAIL.
 
 Options:
   --listen <host:port>       DNS address, UDP and TCP (default 127.0.0.1:8600)
