@@ -242,7 +242,7 @@ describe('without a usable TMPDIR, and with --max-body-size 2m', () => {
     expect(whilePaused - before).toBeLessThan(24 * 1024);
   });
 
-  it('answers 413 to a body announced or trickled past 2m, and keeps serving others meanwhile', async () => {
+  it('answers 413 to a body announced or trickled past 2m (a streamed body holds the instance\'s one connection meanwhile), and serves the next request', async () => {
     const announced = await rawRequest(PORT, `POST / HTTP/1.1\r\nHost: bare.buf.test\r\nContent-Length: ${3 * 1024 * 1024}\r\nConnection: close\r\n\r\n`, { timeoutMs: 10_000 });
     expect(announced.status).toBe(413);
     const c = openClientTo(PORT, 'POST / HTTP/1.1\r\nHost: bare.buf.test\r\nTransfer-Encoding: chunked\r\n\r\n');
@@ -253,7 +253,6 @@ describe('without a usable TMPDIR, and with --max-body-size 2m', () => {
       c.socket.write(piece);
       sent += 256 * 1024;
       await sleep(50);
-      if (sent === 1024 * 1024) expect(await get('bare.buf.test')).toMatchObject({ status: 200 });
     }
     await waitFor('the connection closes', () => c.closed || c.data.length > 0, 5_000, 20);
     const status = c.data.toString('latin1').split('\r\n')[0];
@@ -273,3 +272,44 @@ function openClientTo(port: number, head: string) {
   c.socket.write(head);
   return c;
 }
+
+describe('a streamed body past --max-body-size while its request waits for a connection', () => {
+  it('is answered 413 at once, and the process lives on (temp budget 100k spent, limit 150k, 1 connection per instance)', async () => {
+    const PORT = 23302;
+    const p = new Hm(['proxy', URI, '--listen', `127.0.0.1:${PORT}`, '--api', 'off', '--max-connections-per-instance', '1', '--max-temp-size', '100k', '--max-body-size', '150k', '--log-level', 'warn']);
+    try {
+      await waitFor('proxy listening', async () => (await rawRequest(PORT, 'GET / HTTP/1.1\r\nHost: none.test\r\nConnection: close\r\n\r\n', { timeoutMs: 500 })).status === 404, 20_000, 100);
+      const server = http.createServer((req, res) => {
+        if (req.url === '/hold') return void setTimeout(() => res.end('held'), 3_000);
+        let n = 0;
+        req.on('data', (d: Buffer) => (n += d.length));
+        req.on('end', () => res.end(`got ${n}`));
+      });
+      await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+      closers.push(() => new Promise<void>((r) => (server.closeAllConnections(), server.close(() => r()))));
+      await register('queued', (server.address() as AddressInfo).port, 'buf:queued-1');
+      await waitFor('routed', async () => (await rawRequest(PORT, 'GET / HTTP/1.1\r\nHost: queued.buf.test\r\nConnection: close\r\n\r\n', { timeoutMs: 2_000 })).status === 200, 10_000, 50);
+      // The instance's one connection is held for 3 s.
+      const holder = openClientTo(PORT, 'GET /hold HTTP/1.1\r\nHost: queued.buf.test\r\nConnection: close\r\n\r\n');
+      await sleep(200);
+      const up = openClientTo(PORT, 'POST / HTTP/1.1\r\nHost: queued.buf.test\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n');
+      const piece = `${(16 * 1024).toString(16)}\r\n${'t'.repeat(16 * 1024)}\r\n`;
+      const t0 = Date.now();
+      for (let i = 0; i < 20 && !up.closed && up.data.length === 0; i++) {
+        up.socket.write(piece);
+        await sleep(20);
+      }
+      await waitFor('413', () => up.data.length > 0, 2_500, 10);
+      const ms = Date.now() - t0;
+      await waitFor('the held GET answered', () => holder.closed, 6_000, 20);
+      console.log(`PROBE streamed body past the limit while queued: "${up.data.toString('latin1').split('\r\n')[0]}" after ${ms} ms (the connection was held 3 s); held GET → "${holder.data.toString('latin1').split('\r\n')[0]}"`);
+      expect(up.data.toString('latin1')).toMatch(/^HTTP\/1\.1 413/);
+      expect(ms).toBeLessThan(2_500);
+      expect(holder.data.toString('latin1')).toMatch(/^HTTP\/1\.1 200[\s\S]*held$/);
+      expect(p.stderr.join('')).not.toMatch(/uncaught|HM_BODY_TOO_LARGE/i);
+      expect((await rawRequest(PORT, 'GET / HTTP/1.1\r\nHost: queued.buf.test\r\nConnection: close\r\n\r\n', { timeoutMs: 2_000 })).status).toBe(200);
+    } finally {
+      await p.stop('SIGKILL');
+    }
+  });
+});

@@ -173,7 +173,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     if (!this.hasBody) return this.send(this.route);
     const max = this.ctx.opts.maxBodySize ?? DEFAULT_MAX_BODY_BYTES;
     if (max > 0 && Number(this.req.headers['content-length']) > max) return this.tooLarge();
-    this.reader = new BodyReader(this.req, (err, body) => this.bodyRead(err, body), this.ctx.temp, max);
+    this.reader = new BodyReader(this.req, (err, body) => this.bodyRead(err, body), this.ctx.temp, max, () => this.streamTooLarge());
   }
 
   /** The body is (or is announced) larger than --max-body-size: 413, and the connection ends with it (the rest is not read). */
@@ -181,6 +181,16 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
     const max = this.ctx.opts.maxBodySize ?? DEFAULT_MAX_BODY_BYTES;
     this.ctx.opts.log.debug({ event: 'body-too-large', service: this.route.service, max }, `request body for ${this.route.service} larger than ${max} bytes: 413`);
     reply(this.res, 413, `request body larger than ${max} bytes\n`, this.ctx, this.route.service, true);
+  }
+
+  /**
+   * A streamed body passed --max-body-size. Waiting for a connection (first attempt or a retry),
+   * the request never left: 413 now. Sent, the instance's request fails and onResponseError says 413.
+   */
+  private streamTooLarge(): void {
+    if (this.clientGone || !this.attemptOpen || this.slot || !this.pool?.cancel(this)) return;
+    this.endAttempt(false);
+    this.tooLarge();
   }
 
   /**

@@ -153,9 +153,11 @@ export class TempFile {
         this.opDone();
         if (err) this.store.failed(err, 'written');
         else if (done === buf.length) this.store.worked();
-        // What did not land does not count.
-        this.store.release(buf.length - done);
-        this.bytes -= buf.length - done;
+        // What did not land does not count (once closed, close() gave back all of it already).
+        if (!this.closed) {
+          this.store.release(buf.length - done);
+          this.bytes -= buf.length - done;
+        }
         cb(err ?? (done < buf.length ? new Error('temp file closed') : null), done);
       });
     more();
@@ -263,6 +265,9 @@ class StreamedBody extends Readable {
     private readonly reader: BodyReader,
   ) {
     super({ highWaterMark: READ_BYTES });
+    // Nobody may be reading it when it fails (the request waits for a connection, or undici let
+    // go of it after a connect error): the failure is the reader's to report, never a crash.
+    this.on('error', () => undefined);
   }
 
   override _read(): void {
@@ -345,6 +350,8 @@ export class BodyReader {
     private readonly store: TempStore,
     /** 0: no limit. */
     private readonly maxBytes = 0,
+    /** A streamed body (already handed to `done`) passed maxBytes. */
+    private readonly onTooLarge?: () => void,
   ) {
     req.on('data', (d: Buffer) => this.onData(d));
     req.once('end', () => {
@@ -443,6 +450,7 @@ export class BodyReader {
       this.queue = [];
       this.queueBytes = 0;
       this.live.destroy(err);
+      this.onTooLarge?.();
       return;
     }
     this.over = true;

@@ -253,6 +253,25 @@ describe('file source', () => {
     expect(all()).toEqual(['h:file:a', 'h:file:b']);
   });
 
+  it('a file deleted and written again at the same path (a save that deletes first, or mv to a backup) keeps its services', async () => {
+    const dir = folder();
+    const f = join(dir, 'a.yaml');
+    writeFileSync(f, 'service: { name: alpha, port: 1 }\n');
+    const { src, rec, all } = harness(dir);
+    sources.push(src);
+    src.start();
+    await until('read', () => all().length === 1);
+    await new Promise((r) => setTimeout(r, 200));
+    for (const gap of [150, 300]) {
+      renameSync(f, `${f}~`);
+      await new Promise((r) => setTimeout(r, gap));
+      writeFileSync(f, `service: { name: alpha, port: 1, tags: [g${gap}] }\n`);
+      await new Promise((r) => setTimeout(r, 1_000));
+    }
+    expect(rec.sets.filter((x) => x.ids.length === 0)).toEqual([]);
+    expect(all()).toEqual(['h:file:alpha']);
+  });
+
   it('follows a symlinked folder at start and at every full read, as the watcher does; a link loop is read once', async () => {
     const dir = folder();
     const ext = folder();

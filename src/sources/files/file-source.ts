@@ -76,7 +76,9 @@ export class FileSource {
   /** Deleted files whose services wait a moment for a file to take them over (a rename). */
   private readonly leaving = new Map<string, NodeJS.Timeout>();
   /** Which file defines an id (the first to): where a renamed file's services come from. */
-  private readonly byId = new Map<string, string>();
+  private readonly byId = new Map<string, Set<string>>();
+  /** The timer that reads a shrinking file again. */
+  private readonly shrinkTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(private readonly opts: FileSourceOptions) {
     this.dir = resolve(opts.dir);
@@ -100,6 +102,8 @@ export class FileSource {
     clearTimeout(this.missingTimer);
     for (const t of this.leaving.values()) clearTimeout(t);
     this.leaving.clear();
+    for (const t of this.shrinkTimers.values()) clearTimeout(t);
+    this.shrinkTimers.clear();
     await this.watcher?.close();
     this.watcher = undefined;
     await Promise.all(this.reading.values());
@@ -234,12 +238,19 @@ export class FileSource {
     let text: string;
     try {
       const st = await this.settled(path);
-      if (!st) return;
+      if (!st) return this.leave(path);
+      // Deleted and written again at the same path (a save that deletes first): still there.
+      const leaving = this.leaving.get(path);
+      if (leaving) {
+        clearTimeout(leaving);
+        this.leaving.delete(path);
+      }
       if (!st.isFile()) return this.removed(path, 'not a file');
       if (st.size > MAX_FILE_BYTES) throw new FileError(`1: larger than ${MAX_FILE_BYTES} bytes`);
       text = decodeServiceFile(await readFile(path));
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.removed(path, 'file deleted');
+      // Gone while being read: withdrawn after the same grace as a deletion the watcher reports (it may be a rename).
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return this.leave(path);
       return this.invalid(name, (err as Error).message.startsWith('1: ') ? (err as Error).message : ` ${(err as Error).message}`);
     }
     const hash = createHash('sha1').update(text).digest('hex');
@@ -263,13 +274,23 @@ export class FileSource {
     if (drops && this.shrinking.get(path) !== hash) {
       // Believed once it is the same a moment later: a write cut at a line boundary parses too.
       this.shrinking.set(path, hash);
-      setTimeout(() => this.stopped || void this.read(path), Math.max(600, 4 * this.settleMs)).unref();
+      clearTimeout(this.shrinkTimers.get(path));
+      const t = setTimeout(() => {
+        this.shrinkTimers.delete(path);
+        if (!this.stopped) void this.read(path);
+      }, Math.max(600, 4 * this.settleMs));
+      t.unref();
+      this.shrinkTimers.set(path, t);
       return;
     }
     this.shrinking.delete(path);
     const wasInvalid = before && !before.valid;
-    if (before) for (const id of before.ids) if (this.byId.get(id) === path) this.byId.delete(id);
-    for (const id of ids) if (!this.byId.has(id)) this.byId.set(id, path);
+    if (before) this.unindex(path, before.ids);
+    for (const id of ids) {
+      let paths = this.byId.get(id);
+      if (!paths) this.byId.set(id, (paths = new Set()));
+      paths.add(path);
+    }
     this.files.set(path, { hash, valid: true, services: instances.length, ids });
     this.count();
     if (wasInvalid) this.opts.log.info({ event: 'services-file-valid', file: name }, `${name}: valid again`);
@@ -301,8 +322,13 @@ export class FileSource {
   private leave(path: string): void {
     if (!this.files.has(path) || this.leaving.has(path)) return;
     const t = setTimeout(() => {
-      this.leaving.delete(path);
-      this.removed(path, 'file deleted');
+      void exists(path).then((back) => {
+        if (this.leaving.get(path) !== t) return;
+        this.leaving.delete(path);
+        // Back already, its event not read yet: read it rather than withdraw it.
+        if (back) void this.read(path);
+        else this.removed(path, 'file deleted');
+      });
     }, this.settleMs + 350);
     t.unref();
     this.leaving.set(path, t);
@@ -315,10 +341,7 @@ export class FileSource {
    */
   private async takeOver(path: string, ids: Set<string>): Promise<string | undefined> {
     const candidates = new Set<string>();
-    for (const id of ids) {
-      const p = this.byId.get(id);
-      if (p !== undefined && p !== path) candidates.add(p);
-    }
+    for (const id of ids) for (const p of this.byId.get(id) ?? []) if (p !== path) candidates.add(p);
     for (const p of candidates) {
       if (!this.leaving.has(p) && (await exists(p))) continue;
       clearTimeout(this.leaving.get(p));
@@ -334,8 +357,16 @@ export class FileSource {
   private forget(path: string): boolean {
     const f = this.files.get(path);
     if (!f) return false;
-    for (const id of f.ids) if (this.byId.get(id) === path) this.byId.delete(id);
+    this.unindex(path, f.ids);
     return this.files.delete(path);
+  }
+
+  private unindex(path: string, ids: Set<string>): void {
+    for (const id of ids) {
+      const paths = this.byId.get(id);
+      paths?.delete(path);
+      if (paths?.size === 0) this.byId.delete(id);
+    }
   }
 
   /** Reported once per content; what the file defined before is left as it was. */
@@ -351,6 +382,8 @@ export class FileSource {
       clearTimeout(t);
       this.leaving.delete(path);
     }
+    clearTimeout(this.shrinkTimers.get(path));
+    this.shrinkTimers.delete(path);
     this.shrinking.delete(path);
     if (!this.forget(path)) return;
     this.count();
