@@ -14,7 +14,7 @@ import { docker, IMAGE, removeContainers } from './support/docker.js';
 import { FakeRegistry } from './support/fake-registry.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { BIN, Hm, type LogLine } from './support/harbormaster.js';
-import { afterRequests, Load } from './support/proxy.js';
+import { afterRequests, get, Load } from './support/proxy.js';
 import { ETCD_ENDPOINT } from './support/registries.js';
 import { reachesAll } from './support/run.js';
 import { sleep, uniq, waitFor } from './support/wait.js';
@@ -28,9 +28,12 @@ const BROKEN = `hm-test:broken-${HOST.slice(5)}`;
 /** Port of `register etcd2://… --api` (the etcd v2 sidecar) and of the fault proxy before etcd. */
 const ETCD2_API = 28402;
 const FAKE_REGISTRY = 28403;
+/** A built-in proxy following the etcd v2 registry that the etcd v2 rollout withdraws from. */
+const ETCD2_PROXY = 28404;
 const ETCD2_PREFIX = `/hm-ro2-${HOST.slice(5)}`;
 let sidecar: Hm;
 let etcd2Sidecar: Hm | undefined;
+let etcd2Proxy: Hm | undefined;
 
 /**
  * Containers of a service answering with their name; a health check that turns red where the env
@@ -323,7 +326,8 @@ describe('harbormaster rollout', () => {
     expect(start).toHaveLength(2);
     const load = new Load(PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
     // The watch after "ready" is part of the readiness wait: rdy-1-r2 is not known to be ready yet.
-    const slow = ['--drain-timeout', '300ms', '--monitor', '30s'];
+    // Drains long enough for what a loaded machine still has in flight when the withdrawal lands.
+    const slow = ['--drain-timeout', '2s', '--monitor', '30s'];
     const first = rollout([svc, '--image', BROKEN, ...slow]);
     await waitFor('rdy-1-r2 watched', () => events(first, 'ready').length > 0, 60_000);
     first.kill('SIGINT');
@@ -342,7 +346,7 @@ describe('harbormaster rollout', () => {
     expect(events(dry, 'plan').map((l) => l.message).join('\n')).toMatch(/would roll back the unfinished rollout/);
     expect(await names(svc, true)).toEqual([`${P}rdy-1`, `${P}rdy-1-r2`, `${P}rdy-2`]);
     // Resumed without --image: the image of the unfinished rollout, for both.
-    const third = rollout([svc, '--drain-timeout', '300ms', '--monitor', '0']);
+    const third = rollout([svc, '--drain-timeout', '2s', '--monitor', '0']);
     expect(await finished(third)).toBe(0);
     await afterRequests(load, 30);
     await load.stop();
@@ -453,8 +457,12 @@ describe('harbormaster rollout', () => {
       await etcd2Sidecar.waitForLog('register start', (l) => l.event === 'ready' || l.event === 'start', 30_000);
       await startService(svc, ['e2-1', 'e2-2']);
       expect(await readyCount(svc, 2)).toHaveLength(2);
-      const load = new Load(PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
-      const ro = rollout([svc, '--registry', `etcd2://127.0.0.1:${fault.port}${ETCD2_PREFIX}`, '--api', `http://127.0.0.1:${ETCD2_API}`, '--drain-timeout', '500ms', '--monitor', '0', '--health-timeout', '30s']);
+      // Through a proxy that follows the registry this rollout withdraws from (the sidecar of `run`
+      // hears of an old container only when Docker stops it: no drain for its proxy).
+      etcd2Proxy = new Hm(['proxy', `etcd2://${ETCD_ENDPOINT}${ETCD2_PREFIX}`, '--listen', `127.0.0.1:${ETCD2_PROXY}`, '--api', 'off']);
+      await waitFor('the etcd v2 proxy routes the service', async () => (await get(ETCD2_PROXY, `${svc}.localhost`).catch(() => undefined))?.status === 200, 30_000, 100);
+      const load = new Load(ETCD2_PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
+      const ro = rollout([svc, '--registry', `etcd2://127.0.0.1:${fault.port}${ETCD2_PREFIX}`, '--api', `http://127.0.0.1:${ETCD2_API}`, '--drain-timeout', '2s', '--monitor', '0', '--health-timeout', '30s']);
       await waitFor('e2-1-r2 started', () => events(ro, 'start').length > 0, 60_000);
       // Longer than the etcd v2 client's own retries and its 5 s call timeout: reads fail outright.
       fault.cut();
@@ -471,6 +479,7 @@ describe('harbormaster rollout', () => {
       expect(await readyCount(svc, 2)).toEqual([`${P}e2-1-r2`, `${P}e2-2-r2`]);
       expect(load.failures).toEqual([]);
     } finally {
+      await etcd2Proxy?.stop('SIGKILL');
       await etcd2Sidecar.stop('SIGKILL');
       etcd2Sidecar = undefined;
       await fault.close();
