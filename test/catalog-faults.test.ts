@@ -158,6 +158,8 @@ describe('Consul watch: 500 services, one whose health read fails', () => {
         await sleep(200);
         return raw.stats.serviceReads === n;
       }, 10_000, 0);
+      // Every query of the watch (listing, health, nodes) has to be back before it says so.
+      await waitFor('the recovered line', () => lines.some((l) => l.event === 'watch-up'), 10_000, 20).catch(() => undefined);
       const errors = lines.filter((l) => l.level >= ERROR);
       const up = lines.filter((l) => l.event === 'watch-up');
       const partWarn = lines.filter((l) => l.event === 'part-error' && l.level >= WARN);

@@ -325,10 +325,13 @@ describe('harbormaster rollout', () => {
     const start = await readyCount(svc, 2);
     expect(start).toHaveLength(2);
     const load = new Load(PROXY, `${svc}.localhost`, '/', 2, 120_000).start();
+    const rollouts: Hm[] = [];
+    onTestFailed(() => console.log(`--- rollouts\n${rollouts.map((r) => r.logs.map((l) => l.msg).join('\n')).join('\n---\n')}\n--- sidecar\n${sidecar.logs.slice(-80).map((l) => l.msg).join('\n')}`));
     // The watch after "ready" is part of the readiness wait: rdy-1-r2 is not known to be ready yet.
     // Drains long enough for what a loaded machine still has in flight when the withdrawal lands.
     const slow = ['--drain-timeout', '2s', '--monitor', '30s'];
     const first = rollout([svc, '--image', BROKEN, ...slow]);
+    rollouts.push(first);
     await waitFor('rdy-1-r2 watched', () => events(first, 'ready').length > 0, 60_000);
     first.kill('SIGINT');
     expect(await finished(first)).toBe(130);
@@ -336,6 +339,7 @@ describe('harbormaster rollout', () => {
     expect(await names(svc, true)).toEqual([`${P}rdy-1`, `${P}rdy-2`]);
     // Killed outright at the same point: the record says rdy-1-r2 was created, not that it was ready.
     const second = rollout([svc, '--image', BROKEN, ...slow]);
+    rollouts.push(second);
     await waitFor('rdy-1-r2 watched', () => events(second, 'ready').length > 0, 60_000);
     second.kill('SIGKILL');
     await finished(second);
@@ -347,6 +351,7 @@ describe('harbormaster rollout', () => {
     expect(await names(svc, true)).toEqual([`${P}rdy-1`, `${P}rdy-1-r2`, `${P}rdy-2`]);
     // Resumed without --image: the image of the unfinished rollout, for both.
     const third = rollout([svc, '--drain-timeout', '2s', '--monitor', '0']);
+    rollouts.push(third);
     expect(await finished(third)).toBe(0);
     await afterRequests(load, 30);
     await load.stop();

@@ -554,6 +554,8 @@ export class ConsulWatch implements RawWatch {
 
   private up(what: string): void {
     const was = this.down.delete(what);
+    // One query answers again: the others, backing off after the same outage, try again now.
+    if (was && this.down.size > 0) for (const wake of [...this.sleepers]) wake();
     // The agent answers again: services backing off after its outage are read at once.
     if (was && what === 'catalog') {
       for (const [name, s] of this.services) {

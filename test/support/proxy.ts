@@ -211,7 +211,9 @@ export class Load {
         (async () => {
           while (!this.stopped && Date.now() < deadline) {
             try {
-              const a = await get(this.port, this.host, this.path, { agent: this.agent, timeoutMs: 10_000 });
+              // Slow is not lost: on 2 shared cores a busybox instance can take seconds; an instance
+              // that never answers still fails here (the proxies' own response timeouts are longer).
+              const a = await get(this.port, this.host, this.path, { agent: this.agent, timeoutMs: 30_000 });
               if (a.status === 200) {
                 this.ok++;
                 this.bodies.set(a.body, (this.bodies.get(a.body) ?? 0) + 1);
