@@ -25,11 +25,14 @@ afterAll(async () => {
 });
 
 /** `harbormaster dns` on a free port; resolves with the port once it is ready. */
-async function startDns(registry: string, args: string[] = []): Promise<{ hm: Hm; port: number }> {
+/** A `dns` process; unless `snapshot` is false, returned once it answers from a first catalog snapshot (before, every name is SERVFAIL). */
+async function startDns(registry: string, args: string[] = [], snapshot = true): Promise<{ hm: Hm; port: number }> {
   const hm = new Hm(['dns', registry, '--listen', '127.0.0.1:0', ...args]);
   procs.push(hm);
   const ready = await hm.waitForLog('dns ready', (l) => l.event === 'ready', 20_000);
-  return { hm, port: Number(String(ready.dns).split(':').pop()) };
+  const port = Number(String(ready.dns).split(':').pop());
+  if (snapshot) await waitFor('a first catalog snapshot', async () => (await dig(port, 'snapshot-probe.service.consul')).status !== 'SERVFAIL', 20_000, 100);
+  return { hm, port };
 }
 
 const inst = (name: string, id: string, host: string, over: Partial<ServiceInstance> = {}): ServiceInstance => ({
@@ -279,7 +282,7 @@ describe('dns before the first catalog snapshot', () => {
     try {
       const apiPort = 25144;
       const uri = `etcd://${etcd.endpoint}/dnsfirst`;
-      const { port } = await startDns(uri, ['--api', `127.0.0.1:${apiPort}`, '--dns-ttl', '5']);
+      const { port } = await startDns(uri, ['--api', `127.0.0.1:${apiPort}`, '--dns-ttl', '5'], false);
       const before = await dig(port, 'first.service.consul');
       const unknown = await dig(port, 'nosuch.service.consul');
       expect(before.status).toBe('SERVFAIL');

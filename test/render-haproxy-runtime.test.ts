@@ -452,7 +452,8 @@ describe('harbormaster render --haproxy-runtime', () => {
     expect(runtimeLines).toBeGreaterThan(500);
     // Only the first run reloaded (into the slot layout).
     expect(render.logs.filter((l) => l.event === 'runtime' && l.reload).map((l) => l.reason)).toEqual(['first load']);
-    expect(await metric('harbormaster_haproxy_runtime_applied_total')).toBe(runtimeLines);
+    // Read together once the last change has been applied and logged (both are counted as it ends).
+    await waitFor('the metric and the log agree', async () => (await metric('harbormaster_haproxy_runtime_applied_total')) === render.logs.filter((l) => l.event === 'runtime' && !l.reload).length, 10_000, 50);
     expect(await metric('harbormaster_haproxy_runtime_commands_total')).toBeGreaterThan(runtimeLines);
     expect(await metric('harbormaster_haproxy_runtime_fallbacks_total')).toBe(0);
     expect(await metric('harbormaster_reloads_total')).toBe(1);
@@ -509,8 +510,8 @@ describe('harbormaster render --haproxy-runtime', () => {
     const warn = await render.waitForLog('fallback', (l) => l.event === 'runtime' && typeof l.reason === 'string' && l.reason.startsWith('runtime API failed'), 10_000);
     expect(warn.msg).toMatch(/reloading: runtime API failed, falling back to a reload: haproxy admin socket .*no-such-admin\.sock: set server \S+: ENOENT$/);
     expect(warn.level).toBe(40);
-    await waitForBodies(HAPROXY_PORT + 1, HOST, [...live, `b${next.port}`], 10_000);
-    await waitFor('the fallback reload', () => countLines(RELOADS) === reloadsBefore + 2, 10_000);
+    await waitForBodies(HAPROXY_PORT + 1, HOST, [...live, `b${next.port}`], 30_000);
+    await waitFor('the fallback reload', () => countLines(RELOADS) === reloadsBefore + 2, 30_000);
     expect(await metric('harbormaster_haproxy_runtime_fallbacks_total')).toBe(1);
     expect(await metric('harbormaster_haproxy_runtime_applied_total')).toBe(0);
     console.log(`PROBE haproxy runtime (render CLI), admin socket missing: a new instance served ${ms.toFixed(0)} ms after the registry write, through a checked render and reload; log: ${warn.msg}`);
