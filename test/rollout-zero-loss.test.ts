@@ -206,9 +206,10 @@ describe('rollout loses no request', () => {
     expect(o.code).toBe(0);
     expectRates(o);
     // A reload closes idle keep-alive connections: a request sent on one as it closes is lost.
-    // One reload's worth per step: at most one per keep-alive connection for each of the 3 steps.
+    // One reload's worth: at most one per keep-alive connection for each reload. A step of a
+    // rollout makes two (the replacement in, the old one out), measured 15–62 losses for 6 reloads.
     expect(o.load.keepalive.failures).toBe(o.load.keepalive.failuresOnReused);
-    expect(o.load.keepalive.failures).toBeLessThanOrEqual(3 * KEEPALIVE_CONNECTIONS);
+    expect(o.load.keepalive.failures).toBeLessThanOrEqual(n * KEEPALIVE_CONNECTIONS);
     expect(o.load.fresh.failureSamples).toEqual([]);
     await rolled(svc);
   });

@@ -23,6 +23,11 @@ const ask = (type: 'A' | 'SRV', edns?: number) =>
     additionals: edns ? [{ type: 'OPT', name: '.', udpPayloadSize: edns, extendedRcode: 0, ednsVersion: 0, flags: 0, options: [] } as never] : [],
   });
 
+/** Polls `cond` every 10 ms for up to 5 s (a loaded machine delays socket events); the assertions after it say what was wrong. */
+async function settle(cond: () => boolean): Promise<void> {
+  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
+}
+
 describe('dns server sizes', () => {
   it('cuts every answer to what its transport carries: 512, the EDNS size up to 4096, 65,535 over TCP', async () => {
     const s = server(6_000);
@@ -203,28 +208,28 @@ describe('dns server over TCP: limits', () => {
     const fromTwo: (net.Socket & Closed)[] = [];
     for (let i = 0; i < 5; i++) fromTwo.push(await open(port, '127.0.0.2'));
     conns.push(...fromTwo);
-    await sleep(100);
+    await settle(() => fromTwo[4].closedAt !== undefined);
     expect(fromTwo.map((c) => c.closedAt !== undefined)).toEqual([false, false, false, false, true]);
     // 4 idle (127.0.0.2) + 4 trickling a message (127.0.0.3, 127.0.0.4): the server is full.
     const tricklers: (net.Socket & Closed)[] = [];
     for (const src of ['127.0.0.3', '127.0.0.3', '127.0.0.4', '127.0.0.4']) tricklers.push(await open(port, src, Buffer.from([0x00])));
     conns.push(...tricklers);
-    await sleep(50);
+    await settle(() => s.health().tcpConnections === 8);
     expect(s.health().tcpConnections).toBe(8);
     // A new client is answered; the oldest idle connection made room.
     expect(await tcpAsk(port, '127.0.0.1', 'big.service.consul')).toBe('NOERROR');
-    await sleep(50);
+    await settle(() => fromTwo[0].closedAt !== undefined);
     expect(fromTwo.map((c) => c.closedAt !== undefined)).toEqual([true, false, false, false, true]);
     // Only tricklers left besides idle ones: when no idle connection is left, the slowest sender goes.
     for (const c of fromTwo) c.destroy();
-    await sleep(50);
+    await settle(() => s.health().tcpConnections === 4);
     for (const src of ['127.0.0.5', '127.0.0.5', '127.0.0.6', '127.0.0.6']) tricklers.push(await open(port, src, Buffer.from([0x00])));
     conns.push(...tricklers);
-    await sleep(50);
+    await settle(() => s.health().tcpConnections === 8);
     const t0 = Date.now();
     const rcode = await tcpAsk(port, '127.0.0.1', 'big.service.consul');
     const ms = Date.now() - t0;
-    await sleep(50);
+    await settle(() => tricklers[0].closedAt !== undefined);
     expect(rcode).toBe('NOERROR');
     expect(tricklers[0].closedAt).toBeDefined();
     expect(tricklers.slice(1).filter((c) => c.closedAt !== undefined)).toHaveLength(0);

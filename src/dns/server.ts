@@ -124,6 +124,17 @@ export class DnsServer {
 
   /** Listen on UDP and TCP at the same address; with port 0 both get the port UDP was given. */
   async listen(addr: ListenAddress): Promise<ListenAddress> {
+    // Port 0: UDP picks a free port, which TCP may find taken; another pick then, a few times.
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.listenOnce(addr);
+      } catch (err) {
+        if (addr.port !== 0 || attempt >= 5 || (err as NodeJS.ErrnoException).code !== 'EADDRINUSE') throw err;
+      }
+    }
+  }
+
+  private async listenOnce(addr: ListenAddress): Promise<ListenAddress> {
     // A larger receive buffer rides out bursts (the kernel caps it at net.core.rmem_max).
     const udp = dgram.createSocket({ type: isIP(addr.host) === 6 ? 'udp6' : 'udp4', recvBufferSize: 4 << 20 });
     udp.on('message', (msg, rinfo) => {
