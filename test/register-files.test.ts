@@ -116,7 +116,7 @@ describe('register --services-dir at scale and under a proxy', () => {
       console.log(`PROBE services-dir ${kind}: 1,000 services in 100 files registered ${all} ms after start; folder deleted → all withdrawn in ${gone} ms`);
       await reg.stop('SIGTERM');
     }
-  });
+  }, 420_000);
 
   it('a proxy watching the registry loses no request while a file moves a service to another backend', async () => {
     const host = uniq('sdpx');

@@ -281,7 +281,7 @@ describe('HAProxy runtime API', () => {
     // Back to what the tests below expect; HAProxy restarted, so the runtime reloads once.
     runtime.reloadFailed();
     expect((await apply(runtime, [inst('web', BACKEND_PORTS[0]), inst('api', c)])).reload).toBe(true);
-    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`], 10_000);
+    await waitForBodies(HAPROXY_PORT, 'web.localhost', [`b${BACKEND_PORTS[0]}`], 30_000);
   });
 
   it('falls back to a reload when the admin socket fails, and says why', async () => {
