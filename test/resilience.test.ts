@@ -93,8 +93,8 @@ describe('registry outages', () => {
     await hm.exited;
     await waitFor('ttl check critical', async () => (await consulChecks())[`harbormaster-ttl:${id}`]?.Status === 'critical', 10_000, 200);
     // DeregisterCriticalServiceAfter is at least one minute in Consul, reaped every 30 s.
-    await waitFor('service removed by consul', async () => !(await consulServices(HOST))[id], 110_000, 1000);
-  }, 150_000);
+    await waitFor('service removed by consul', async () => !(await consulServices(HOST))[id], 170_000, 1000);
+  }, 210_000);
 });
 
 describe('docker', () => {
