@@ -71,12 +71,7 @@ async function timedGet(host: string, path = '/'): Promise<{ status: number; bod
 
 /** A raw client socket with the request head written; collects what comes back. */
 function openClient(head: string) {
-  const c = { socket: net.connect(PROXY_PORT, '127.0.0.1'), data: Buffer.alloc(0), closed: false };
-  c.socket.on('data', (d: Buffer) => (c.data = Buffer.concat([c.data, d])));
-  c.socket.on('close', () => (c.closed = true));
-  c.socket.on('error', () => undefined);
-  c.socket.write(head);
-  return c;
+  return openClientTo(PROXY_PORT, head);
 }
 
 beforeAll(async () => {
@@ -263,7 +258,7 @@ describe('without a usable TMPDIR, and with --max-body-size 2m', () => {
   });
 });
 
-/** openClient on another port. */
+/** A raw client socket to `port` with the request head written; collects what comes back. */
 function openClientTo(port: number, head: string) {
   const c = { socket: net.connect(port, '127.0.0.1'), data: Buffer.alloc(0), closed: false };
   c.socket.on('data', (d: Buffer) => (c.data = Buffer.concat([c.data, d])));
