@@ -92,6 +92,9 @@ export function describeRefusal(container: Docker.ContainerInspectInfo): string 
   return undefined;
 }
 
+/** The replacement was not made: Docker answered the create (or a look before it) with an error. */
+export class NotCreated extends Error {}
+
 /** Creates (does not start) the replacement and connects its extra networks; returns its id. */
 export async function createClone(docker: Docker, plan: ClonePlan): Promise<string> {
   const name = plan.create.name ?? '(unnamed)';
@@ -100,7 +103,7 @@ export async function createClone(docker: Docker, plan: ClonePlan): Promise<stri
   for (const n of plan.extraNetworks) {
     await docker.getNetwork(n.name).inspect().catch((err: unknown) => {
       const r = reason(err);
-      throw new Error(`creating container ${name}: ${r.includes(n.name) ? r : `network ${n.name}: ${r}`}`);
+      throw new NotCreated(`creating container ${name}: ${r.includes(n.name) ? r : `network ${n.name}: ${r}`}`);
     });
   }
   let made: Docker.Container;
@@ -108,7 +111,9 @@ export async function createClone(docker: Docker, plan: ClonePlan): Promise<stri
     // A copy: dockerode deletes keys from the options it is given.
     made = await docker.createContainer(structuredClone(plan.create));
   } catch (err) {
-    throw new Error(`creating container ${name}: ${reason(err)}`);
+    // An error status is Docker's answer: nothing was made. A timeout or a cut connection may have made it.
+    const answered = typeof (err as { statusCode?: unknown }).statusCode === 'number';
+    throw new (answered ? NotCreated : Error)(`creating container ${name}: ${reason(err)}`);
   }
   for (const n of plan.extraNetworks) {
     try {

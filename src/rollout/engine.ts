@@ -5,7 +5,7 @@
 import type Docker from 'dockerode';
 import { UsageError } from '../registry/types.js';
 import type { ModelOptions } from '../sources/docker/service-model.js';
-import { cloneSpec, createClone, describeRefusal } from './clone-spec.js';
+import { cloneSpec, createClone, describeRefusal, NotCreated } from './clone-spec.js';
 import { Journal, type Pair } from './journal.js';
 import { ContainerLocks } from './lock.js';
 import { batchSize, type Order, type RolloutConfig } from './options.js';
@@ -399,6 +399,11 @@ export class Rollout {
     try {
       id = await createClone(docker, plan);
     } catch (err) {
+      if (err instanceof NotCreated) {
+        // Nothing to look for or remove when undoing (a read-only Docker endpoint would refuse that too).
+        delete p.new;
+        this.journal!.save();
+      }
       throw new BatchFailed((err as Error).message);
     }
     p.new = { id, name: n.name };

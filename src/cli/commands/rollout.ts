@@ -4,7 +4,7 @@ import { Rollout, RolloutFailed } from '../../rollout/engine.js';
 import { parseRolloutArgs, ROLLOUT_HELP } from '../../rollout/options.js';
 import { registryView, Sidecar } from '../../rollout/registry-view.js';
 import { createReporter } from '../../rollout/reporter.js';
-import { dockerClient } from '../../sources/docker/docker-endpoint.js';
+import { DockerRefused, dockerClient } from '../../sources/docker/docker-endpoint.js';
 import { hostAddress } from '../../util/net.js';
 
 export { ROLLOUT_HELP };
@@ -20,6 +20,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
   try {
     await docker.ping();
   } catch (err) {
+    if (err instanceof DockerRefused) return refused(cfg.service, err);
     throw new UsageError(`Docker at ${cfg.docker} does not answer: ${(err as Error).message}`);
   }
   const view = registryView(cfg.registry, cfg.api);
@@ -51,6 +52,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
       process.stderr.write(`harbormaster: ${err.message}\n`);
       return 1;
     }
+    if (err instanceof DockerRefused) return refused(cfg.service, err);
     throw err;
   } finally {
     reporter.close();
@@ -58,4 +60,10 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     process.off('SIGTERM', onSignal);
     await view.close();
   }
+}
+
+/** A refused Docker call before anything changed: one line, and what rollout needs. */
+function refused(service: string, err: DockerRefused): number {
+  process.stderr.write(`harbormaster: rollout of ${service}: ${err.message} (rollout creates, starts, stops and removes containers: it needs write access to the Docker API, not a read-only socket proxy)\n`);
+  return 1;
 }

@@ -1,18 +1,70 @@
-// --docker / DOCKER_HOST → dockerode connection options.
+// --docker / DOCKER_HOST → dockerode connection options, and refused calls named in one line.
 import Docker from 'dockerode';
 import { UsageError } from '../../registry/types.js';
 
+/**
+ * Docker (or a socket proxy / authorization plugin in front of it) answered 401/403: the message
+ * names the call, so that an operator sees which endpoint a read-only proxy has to allow, or that
+ * a command needing write access was pointed at a read-only endpoint. Keeps dockerode's fields.
+ */
+export class DockerRefused extends Error {
+  constructor(
+    readonly endpoint: string,
+    readonly call: string,
+    readonly statusCode: number,
+    readonly detail: string,
+  ) {
+    super(`Docker at ${endpoint} refused ${call} (HTTP ${statusCode}${detail ? `: ${detail}` : ''})`);
+    this.name = 'DockerRefused';
+  }
+}
+
+interface DialOptions {
+  method?: string;
+  path?: string;
+}
+type Dial = (options: DialOptions, callback: (err: unknown, data: unknown) => void) => void;
+
 export function dockerClient(endpoint: string): Docker {
+  let docker: Docker;
   if (endpoint.startsWith('unix://')) {
     const socketPath = endpoint.slice('unix://'.length);
     if (!socketPath.startsWith('/')) throw new UsageError(`--docker ${endpoint}: unix socket path must be absolute`);
-    return new Docker({ socketPath });
+    docker = new Docker({ socketPath });
+  } else {
+    const m = /^(tcp|http|https):\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(endpoint);
+    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
+      throw new UsageError(`--docker ${endpoint}: expected unix:///path/to/docker.sock or tcp://host:port`);
+    }
+    docker = new Docker({ host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http' });
   }
-  const m = /^(tcp|http|https):\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(endpoint);
-  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
-    throw new UsageError(`--docker ${endpoint}: expected unix:///path/to/docker.sock or tcp://host:port`);
-  }
-  return new Docker({ host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http' });
+  nameRefusedCalls(docker, endpoint);
+  return docker;
+}
+
+/** Every dockerode call goes through modem.dial, the one place that still knows the method and path. */
+function nameRefusedCalls(docker: Docker, endpoint: string): void {
+  const modem = docker.modem as unknown as { dial: Dial };
+  const dial = modem.dial.bind(modem);
+  modem.dial = (options, callback) => {
+    // Read before dial: it prefixes the API version and appends the query to the path.
+    const call = `${options.method ?? 'GET'} ${(options.path ?? '').split('?')[0]}`;
+    dial(options, (err, data) => callback(refusal(endpoint, call, err) ?? err, data));
+  };
+}
+
+function refusal(endpoint: string, call: string, err: unknown): DockerRefused | undefined {
+  const e = err as { statusCode?: unknown; json?: unknown; message?: unknown } | null;
+  if (!e || (e.statusCode !== 401 && e.statusCode !== 403)) return undefined;
+  // Docker answers {"message": …}; a proxy's deny page is HTML or text: its words, on one line.
+  const json = e.json as { message?: unknown } | string | null | undefined;
+  const raw = typeof json === 'object' && json !== null && typeof json.message === 'string' ? json.message : typeof json === 'string' ? json : String(e.message ?? '').replace(/^\(HTTP code \d+\) [a-z ]+ - /, '');
+  const detail = raw
+    .replace(/<[^>]*>/g, ' ')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 200);
+  return new DockerRefused(endpoint, call, e.statusCode, detail);
 }
 
 export function defaultDockerEndpoint(env: Record<string, string | undefined> = process.env): string {

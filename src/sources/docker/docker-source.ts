@@ -13,6 +13,7 @@ import type { ServiceInstance } from '../../model/service-instance.js';
 import type { DesiredSink } from '../../registrar/registrar.js';
 import { backoffMs, sleep, withTimeout } from '../../util/time.js';
 import { type ContainerDetails, containerName } from './container.js';
+import { DockerRefused } from './docker-endpoint.js';
 import { containerServices, type ModelOptions } from './service-model.js';
 import { type ContainerRef, findContainer, type Withdrawal, WithdrawalError, Withdrawals } from './withdrawals.js';
 
@@ -217,7 +218,7 @@ export class DockerSource {
         if (attempt === 0) {
           this.opts.log.error(
             { event: 'docker-down', docker: this.opts.endpoint, err: errText(err) },
-            `cannot reach Docker at ${this.opts.endpoint} (${errText(err)}); retrying with backoff, services stay as they are until it answers`,
+            `${err instanceof DockerRefused ? err.message : `cannot reach Docker at ${this.opts.endpoint} (${errText(err)})`}; retrying with backoff, services stay as they are until it answers`,
           );
         } else this.opts.log.debug({ docker: this.opts.endpoint, err: errText(err), retryMs: wait }, 'docker still unreachable');
         this.status.lastError = errText(err);
