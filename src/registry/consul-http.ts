@@ -3,6 +3,7 @@
 // the call (403 ACL, 429 rate limit, 5xx), or a 400 refusing this registration for what it is.
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
+import { addSecret } from '../log/redact.js';
 import { RefusedError, RejectedError } from './types.js';
 
 type Env = Record<string, string | undefined>;
@@ -39,6 +40,7 @@ export function consulConnection(target: ConsulHttpTarget, env: Env): ConsulConn
       throw new Error(`${name}=${file}: ${(err as Error).message}`);
     }
   };
+  addSecret(env.CONSUL_HTTP_TOKEN);
   return {
     origin: `${target.secure ? 'https' : 'http'}://${host}:${target.port}`,
     token: env.CONSUL_HTTP_TOKEN || undefined,

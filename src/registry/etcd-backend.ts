@@ -3,6 +3,7 @@
 // transaction, so that a host reads back only its own entries, paged, however many other hosts
 // share the prefix. Both hang on one lease per process that the heartbeat keeps alive: if this
 // process or host dies, the lease expires and every key it held vanishes at once.
+import { readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
 import {
   Etcd3,
@@ -24,6 +25,7 @@ import {
   type IRequestOp,
   type Lease,
 } from 'etcd3';
+import { addSecret } from '../log/redact.js';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { checkText } from '../model/validate.js';
@@ -63,7 +65,36 @@ export const ETCD_GRPC_OPTIONS = {
 export function etcdAuthOptions(env: Record<string, string | undefined> = process.env): Pick<IOptions, 'auth'> {
   const user = env.ETCDCTL_USER;
   const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
+  addSecret(password);
   return username && password ? { auth: { username, password } } : {};
+}
+
+/**
+ * Client TLS for https endpoints (etcd-tls://), from ETCDCTL_CACERT, ETCDCTL_CERT and
+ * ETCDCTL_KEY as etcdctl reads them; without a CA the system's roots are trusted.
+ */
+export function etcdTlsOptions(endpoints: string[], env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
+  if (!endpoints.some((e) => e.startsWith('https:'))) return {};
+  const read = (name: string) => {
+    const file = env[name];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new Error(`${name}=${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+  };
+  const [ca, cert, key] = [read('ETCDCTL_CACERT'), read('ETCDCTL_CERT'), read('ETCDCTL_KEY')];
+  if (!ca && !cert && !key) return {};
+  if (!cert !== !key) throw new Error('ETCDCTL_CERT and ETCDCTL_KEY: give both or neither');
+  // grpc takes a null root certificate as "the system's roots".
+  return { credentials: { rootCertificate: ca ?? (null as unknown as Buffer), certChain: cert, privateKey: key } };
+}
+
+/** etcd://host:port,…/prefix or etcd-tls://…: how a target is named in messages. */
+export function etcdDescription(target: EtcdTarget, scheme = 'etcd'): string {
+  const tls = target.endpoints.some((e) => e.startsWith('https:'));
+  return `${tls ? `${scheme}-tls` : scheme}://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
 }
 
 export interface EtcdTarget {
@@ -102,13 +133,14 @@ export class EtcdBackend implements RegistryBackend {
     private readonly opts: BackendOptions,
     env: Record<string, string | undefined> = process.env,
   ) {
-    this.description = `etcd://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
+    this.description = etcdDescription(target);
     this.host = opts.host ?? '';
     this.client = new Etcd3({
       hosts: target.endpoints,
       dialTimeout: CALL_TIMEOUT_MS,
       faultHandling: etcdFaultHandling(target.endpoints.length),
       ...etcdAuthOptions(env),
+      ...etcdTlsOptions(target.endpoints, env),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });

@@ -1,4 +1,5 @@
 // Registry URIs as registrator takes them: consul://host:8500, etcd://host:2379/prefix, …
+import { redactUri } from '../log/redact.js';
 import { UsageError } from './types.js';
 
 export type RegistryTarget =
@@ -20,8 +21,12 @@ function hostPort(uri: string, part: string, defaultPort: number): { host: strin
 
 export function parseRegistryUri(uri: string): RegistryTarget {
   const m = /^([a-z][a-z0-9+-]*):\/\/([^/]*)(\/.*)?$/.exec(uri);
-  if (!m) throw new UsageError(`registry URI "${uri}" is not of the form scheme://host:port[/prefix]`);
+  if (!m) throw new UsageError(`registry URI "${redactUri(uri)}" is not of the form scheme://host:port[/prefix]`);
   const [, scheme, authority, rawPath = ''] = m;
+  // Never echoed: the error would carry the password to the terminal and the logs.
+  if (authority.includes('@')) {
+    throw new UsageError(`registry URI ${redactUri(uri)}: credentials in a registry URI are not read (give CONSUL_HTTP_TOKEN, or ETCDCTL_USER and ETCDCTL_PASSWORD)`);
+  }
   const path = rawPath.replace(/\/+$/, '');
   switch (scheme) {
     case 'consul':
@@ -31,15 +36,16 @@ export function parseRegistryUri(uri: string): RegistryTarget {
       return { kind: 'consul', host, port, secure: scheme === 'consul-tls' };
     }
     case 'etcd':
+    case 'etcd-tls':
     case 'etcd2': {
       const parts = (authority || '127.0.0.1').split(',');
       const endpoints = parts.map((p) => {
         const { host, port } = hostPort(uri, p, 2379);
-        return `http://${host}:${port}`;
+        return `${scheme === 'etcd-tls' ? 'https' : 'http'}://${host}:${port}`;
       });
       const prefix = path || '/harbormaster';
       if (!PREFIX.test(prefix)) throw new UsageError(`registry URI ${uri}: prefix "${prefix}" may only hold /-separated A-Z a-z 0-9 . _ -`);
-      return { kind: scheme, endpoints, prefix };
+      return { kind: scheme === 'etcd2' ? 'etcd2' : 'etcd', endpoints, prefix };
     }
     case 'memory': {
       if (path) throw new UsageError(`registry URI ${uri}: memory takes no path`);
@@ -47,6 +53,6 @@ export function parseRegistryUri(uri: string): RegistryTarget {
       return { kind: 'memory', name: authority || 'default' };
     }
     default:
-      throw new UsageError(`registry URI ${uri}: unknown scheme "${scheme}" (consul, consul-tls, etcd, etcd2, memory)`);
+      throw new UsageError(`registry URI ${uri}: unknown scheme "${scheme}" (consul, consul-tls, etcd, etcd-tls, etcd2, memory)`);
   }
 }
