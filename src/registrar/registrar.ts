@@ -117,6 +117,14 @@ export class Registrar implements DesiredSink {
   private refusals = 0;
   /** Ids refused since the last success: one id refused again and again pauses nobody else. */
   private readonly refusedIds = new Set<string>();
+  /**
+   * The refusal last logged, per id ('' for calls of no one id), until that id is accepted: a
+   * refusal that stays the same (a token without its policy) is one line, however often a
+   * listing that is still allowed succeeds in between.
+   */
+  private readonly loggedRefusals = new Map<string, string>();
+  /** A refusal was logged since the registry last accepted something: say when it does. */
+  private refusalLogged = false;
   private resyncPartial = false;
   private pauseUntil = 0;
   private pauseTimer?: NodeJS.Timeout;
@@ -528,6 +536,7 @@ export class Registrar implements DesiredSink {
       }
       s.attempts = 0;
       s.retryAt = 0;
+      this.loggedRefusals.delete(s.id);
       this.succeeded();
     } catch (err) {
       this.failed(err, s, writing ? want : undefined);
@@ -559,7 +568,8 @@ export class Registrar implements DesiredSink {
   }
 
   private succeeded(): void {
-    if (this.refusals > 0 || this.refusedIds.size > 0) {
+    if (this.refusalLogged) {
+      this.refusalLogged = false;
       this.opts.log.info({ event: 'registry-up', registry: this.backend.description }, `registry ${this.backend.description} accepts requests again`);
     }
     this.refusals = 0;
@@ -603,7 +613,11 @@ export class Registrar implements DesiredSink {
       wait = backoffMs(this.refusals - 1, Math.min(this.opts.retryIntervalMs, 500), this.maxRetryMs);
       this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
     }
-    if (this.refusals === 1 || firstForId) {
+    const key = id ?? '';
+    const repeated = this.loggedRefusals.get(key) === msg(err);
+    if ((this.refusals === 1 || firstForId) && !repeated) {
+      if (this.loggedRefusals.size < 10_000 || this.loggedRefusals.has(key)) this.loggedRefusals.set(key, msg(err));
+      this.refusalLogged = true;
       this.opts.log.error(
         { event: 'error', registry: this.backend.description, ...(id ? { id } : {}), err: msg(err), ...(wait ? { retryMs: wait } : {}) },
         `registry ${this.backend.description} refused${id ? ` ${id}` : ''}: ${msg(err)}; retrying with backoff`,
@@ -678,6 +692,7 @@ export class Registrar implements DesiredSink {
     }
     metrics.resyncs.inc();
     this.resyncFailures = 0;
+    this.loggedRefusals.delete('');
     this.resyncWanted = false;
     this.resyncRunning = false;
     this.synced = true;
