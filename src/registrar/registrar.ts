@@ -118,11 +118,11 @@ export class Registrar implements DesiredSink {
   /** Ids refused since the last success: one id refused again and again pauses nobody else. */
   private readonly refusedIds = new Set<string>();
   /**
-   * The refusal last logged, per id ('' for calls of no one id), until that id is accepted: a
-   * refusal that stays the same (a token without its policy) is one line, however often a
+   * Refusals logged, until the id they were for is accepted: one refusal (a wrong password,
+   * a token without its policy) is one line, not one per id or per retry, however often a
    * listing that is still allowed succeeds in between.
    */
-  private readonly loggedRefusals = new Map<string, string>();
+  private readonly loggedRefusals = new LoggedRefusals();
   /** A refusal was logged since the registry last accepted something: say when it does. */
   private refusalLogged = false;
   private resyncPartial = false;
@@ -613,10 +613,8 @@ export class Registrar implements DesiredSink {
       wait = backoffMs(this.refusals - 1, Math.min(this.opts.retryIntervalMs, 500), this.maxRetryMs);
       this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
     }
-    const key = id ?? '';
-    const repeated = this.loggedRefusals.get(key) === msg(err);
+    const repeated = !this.loggedRefusals.note(id ?? '', msg(err));
     if ((this.refusals === 1 || firstForId) && !repeated) {
-      if (this.loggedRefusals.size < 10_000 || this.loggedRefusals.has(key)) this.loggedRefusals.set(key, msg(err));
       this.refusalLogged = true;
       this.opts.log.error(
         { event: 'error', registry: this.backend.description, ...(id ? { id } : {}), err: msg(err), ...(wait ? { retryMs: wait } : {}) },
@@ -818,6 +816,31 @@ export class Registrar implements DesiredSink {
 
 function addr(s: ServiceInstance): string {
   return `${s.address.includes(':') ? `[${s.address}]` : s.address}:${s.port}`;
+}
+
+/** Which refusal messages are logged, and for which ids: a message is logged once while any id still has it. */
+class LoggedRefusals {
+  private readonly byKey = new Map<string, string>();
+  private readonly byMessage = new Map<string, number>();
+
+  /** Record `message` for `key`; true when no id had it logged yet. */
+  note(key: string, message: string): boolean {
+    const fresh = !this.byMessage.has(message);
+    if (this.byKey.get(key) === message) return fresh;
+    this.delete(key);
+    this.byKey.set(key, message);
+    this.byMessage.set(message, (this.byMessage.get(message) ?? 0) + 1);
+    return fresh;
+  }
+
+  delete(key: string): void {
+    const m = this.byKey.get(key);
+    if (m === undefined) return;
+    this.byKey.delete(key);
+    const n = (this.byMessage.get(m) ?? 1) - 1;
+    if (n <= 0) this.byMessage.delete(m);
+    else this.byMessage.set(m, n);
+  }
 }
 
 function msg(err: unknown): string {

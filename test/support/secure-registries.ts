@@ -144,8 +144,14 @@ export class TlsEtcd extends Daemon {
     await plain('auth', 'enable');
   }
 
+  /** etcdctl 3.4 reads a changed password from stdin only. */
   async setPassword(password: string): Promise<void> {
-    await this.ctl('user', 'passwd', 'harbormaster', '--new-user-password', password);
+    const args = ['--endpoints', `https://${this.endpoint}`, '--cacert', this.tls.ca, '--cert', this.tls.rootCert, '--key', this.tls.rootKey,
+      '--user', `root:${this.rootPassword}`, 'user', 'passwd', 'harbormaster', '--interactive=false'];
+    await new Promise<void>((resolve, reject) => {
+      const child = execFile('etcdctl', args, (err) => (err ? reject(err) : resolve()));
+      child.stdin!.end(`${password}\n`);
+    });
   }
 
   async revokeRole(): Promise<void> {
