@@ -135,6 +135,30 @@ describe('Consul with ACLs and TLS (verify_incoming)', () => {
     r.close();
   });
 
+  it('run (register and proxy in one process) over TLS with the registrator token', async () => {
+    const host = uniq('sec-run');
+    const { dir, ids } = servicesDir(host, 2);
+    const r = consulReader(host);
+    const t0 = Date.now();
+    const all = spawnHm(['run', '--registry', consul.tlsUri, '--docker', 'off', '--services-dir', dir, '--hostname', host, '--ttl', '10', '--listen', '127.0.0.1:29018', '--api', '127.0.0.1:29019', '--dns', 'off'], {
+      ...consulTlsEnv(tls, registrator.secretId),
+      HM_API_TOKEN: API_TOKEN,
+    });
+    processes.push(all);
+    const m = await converge(r, ids, t0, 30_000);
+    expect(m).toMatchObject({ lost: 0, duplicated: 0, leftBehind: 0 });
+    await waitFor('run to route its own services', async () => {
+      const text = (await api(29019, '/v1/services')).text;
+      return [...ids].every((id) => text.includes(id));
+    }, 30_000, 200);
+    expect(JSON.parse((await api(29019, '/v1/health')).text)).toMatchObject({ ok: true });
+    expect((await api(29019, '/metrics')).status).toBe(200);
+    all.kill();
+    expect(await all.exited).toBe(0);
+    await converge(r, new Set(), Date.now(), 15_000);
+    r.close();
+  });
+
   it('a token without its policy, then given it back: one line naming the registry and the permission, reported, counted, then converges', async () => {
     const host = uniq('sec-acl');
     const { dir, ids } = servicesDir(host, 3);
@@ -290,7 +314,7 @@ describe('etcd with client TLS, client-certificate auth and a user limited to it
     // A new service while refused: it must land once the role is back.
     await etcd.revokeRole();
     writeFileSync(join(dir, 'late.yaml'), `service:\n  name: ${host}-late\n  address: 127.0.0.1\n  port: 18100\n`);
-    await refusedHealth(29034, /permission denied for user harbormaster: its role needs readwrite on the key prefix \/hmsec/);
+    await refusedHealth(29034, /permission denied for user harbormaster: its role needs readwrite on the key prefix \/hmsec\//);
     await sleep(3_000);
     const lines = errorLines(reg);
     await etcd.grantRole();

@@ -59,7 +59,7 @@ export function explainEtcdFailure(text: string, ctx: { user?: string; prefix: s
   }
   if (/user name not found|user name is empty/i.test(line)) return `etcd knows no user ${ctx.user ?? '(none)'} (ETCDCTL_USER): ${line}`;
   if (/permission denied|role is not granted/i.test(line)) {
-    return `permission denied for user ${ctx.user ?? '(none)'}: its role needs readwrite on the key prefix ${ctx.prefix}: ${line}`;
+    return `permission denied for user ${ctx.user ?? '(none)'}: its role needs readwrite on the key prefix ${ctx.prefix}/: ${line}`;
   }
   if (/user name is empty|authentication is required|invalid auth token/i.test(line) && !ctx.user) return `etcd requires authentication (ETCDCTL_USER): ${line}`;
   if (!ctx.tls) return line;

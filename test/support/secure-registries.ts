@@ -138,7 +138,7 @@ export class TlsEtcd extends Daemon {
     const plain = async (...args: string[]) => run('etcdctl', ['--endpoints', `https://${this.endpoint}`, '--cacert', this.tls.ca, '--cert', this.tls.rootCert, '--key', this.tls.rootKey, ...args]);
     await plain('user', 'add', 'root', '--new-user-password', this.rootPassword);
     await plain('role', 'add', 'harbormaster');
-    await plain('role', 'grant-permission', 'harbormaster', '--prefix=true', 'readwrite', this.prefix);
+    await plain('role', 'grant-permission', 'harbormaster', '--prefix=true', 'readwrite', `${this.prefix}/`);
     await plain('user', 'add', 'harbormaster', '--new-user-password', this.password);
     await plain('user', 'grant-role', 'harbormaster', 'harbormaster');
     await plain('auth', 'enable');
