@@ -593,7 +593,7 @@ export class Registrar implements DesiredSink {
     }
     s.attempts++;
     s.retryAt = Date.now() + backoffMs(s.attempts - 1, this.opts.retryIntervalMs, this.maxRetryMs);
-    this.noteFailure(kind, err, s.id, s.attempts === 1);
+    this.noteFailure(kind, err, s.id);
   }
 
   /**
@@ -601,7 +601,7 @@ export class Registrar implements DesiredSink {
    * Refusals pause everything only once they come from more than one id (or from a listing):
    * one registration refused over and over is that id's own backoff, nobody else's.
    */
-  private noteFailure(kind: FailureKind, err: unknown, id?: string, firstForId = false): void {
+  private noteFailure(kind: FailureKind, err: unknown, id?: string): void {
     this.state.registryUp = false;
     this.state.lastError = msg(err);
     if (kind === 'unreachable') return this.enterOutage(err);
@@ -614,7 +614,7 @@ export class Registrar implements DesiredSink {
       this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
     }
     const repeated = !this.loggedRefusals.note(id ?? '', msg(err));
-    if ((this.refusals === 1 || firstForId) && !repeated) {
+    if (!repeated) {
       this.refusalLogged = true;
       this.opts.log.error(
         { event: 'error', registry: this.backend.description, ...(id ? { id } : {}), err: msg(err), ...(wait ? { retryMs: wait } : {}) },
@@ -818,13 +818,18 @@ function addr(s: ServiceInstance): string {
   return `${s.address.includes(':') ? `[${s.address}]` : s.address}:${s.port}`;
 }
 
-/** Which refusal messages are logged, and for which ids: a message is logged once while any id still has it. */
+/** The request a registry message names (`PUT /agent/…: `, `etcd txn: `): the same refusal of another request is the same cause. */
+const REQUEST = /(?:(?:GET|PUT|POST|DELETE) \S+|etcd [a-z ]+): /g;
+
+/** Which refusals are logged, and for which ids: one cause is logged once while any id still has it. */
 class LoggedRefusals {
   private readonly byKey = new Map<string, string>();
   private readonly byMessage = new Map<string, number>();
 
-  /** Record `message` for `key`; true when no id had it logged yet. */
-  note(key: string, message: string): boolean {
+  /** Record the refusal `text` for `key`; true when no id had its cause logged yet. */
+  note(key: string, text: string): boolean {
+    const parts = text.split(REQUEST);
+    const message = parts[parts.length - 1];
     const fresh = !this.byMessage.has(message);
     if (this.byKey.get(key) === message) return fresh;
     this.delete(key);
