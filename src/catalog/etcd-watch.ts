@@ -16,9 +16,9 @@ import type { Etcd3, IWatchResponse } from 'etcd3';
 import { Etcd3 as Client } from 'etcd3';
 import { decodeInstance } from '../model/codec.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { explainEtcdFailure } from '../registry/explain.js';
-import { ETCD_GRPC_OPTIONS, etcdAuthOptions, etcdTlsOptions, etcdFaultHandling, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
+import { ETCD_GRPC_OPTIONS, etcdAuthOptions, etcdFaultHandling, etcdTlsOptions, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
 import { backoffMs } from '../util/time.js';
+import { explainEtcdFailure } from '../registry/explain.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
 const RESYNC_MS = 5 * 60_000;
@@ -69,7 +69,7 @@ export class EtcdWatch implements RawWatch {
   readonly stats = { fullReads: 0, watches: 0, compacted: 0, events: 0 };
 
   constructor(private readonly target: EtcdTarget, opts: EtcdWatchOptions = {}, env: Record<string, string | undefined> = process.env) {
-    this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS, ...etcdAuthOptions(env), ...etcdTlsOptions(target.endpoints, env) });
+    this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS, ...etcdAuthOptions(env), ...etcdTlsOptions(target, env) });
     this.prefix = `${target.prefix}/`;
     this.errorContext = { user: etcdAuthOptions(env).auth?.username, prefix: target.prefix, tls: target.endpoints.some((e) => e.startsWith('https:')) };
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;

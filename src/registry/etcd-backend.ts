@@ -32,7 +32,7 @@ import { checkText } from '../model/validate.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
 import { explainEtcdFailure } from './explain.js';
-import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError, UsageError } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 /** Keys per page when reading this host's index. */
@@ -71,31 +71,27 @@ export function etcdAuthOptions(env: Record<string, string | undefined> = proces
 }
 
 /**
- * Client TLS for https endpoints (etcd-tls://), from ETCDCTL_CACERT, ETCDCTL_CERT and
- * ETCDCTL_KEY as etcdctl reads them; without a CA the system's roots are trusted.
+ * Client TLS for https endpoints (etcd-tls://), from ETCDCTL_CACERT, ETCDCTL_CERT and ETCDCTL_KEY
+ * as etcdctl reads them; without ETCDCTL_CACERT the system's roots verify the server. Plain
+ * http endpoints take none of it.
  */
-export function etcdTlsOptions(endpoints: string[], env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
-  if (!endpoints.some((e) => e.startsWith('https:'))) return {};
-  const read = (name: string) => {
+export function etcdTlsOptions(target: Pick<EtcdTarget, 'endpoints'>, env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
+  if (!target.endpoints.some((e) => e.startsWith('https://'))) return {};
+  const read = (name: string): Buffer | undefined => {
     const file = env[name];
     if (!file) return undefined;
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new Error(`${name}=${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+      throw new UsageError(`${name}=${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
   };
-  const [ca, cert, key] = [read('ETCDCTL_CACERT'), read('ETCDCTL_CERT'), read('ETCDCTL_KEY')];
-  if (!ca && !cert && !key) return {};
-  if (!cert !== !key) throw new Error('ETCDCTL_CERT and ETCDCTL_KEY: give both or neither');
-  // grpc takes a null root certificate as "the system's roots".
-  return { credentials: { rootCertificate: ca ?? (null as unknown as Buffer), certChain: cert, privateKey: key } };
-}
-
-/** etcd://host:port,…/prefix or etcd-tls://…: how a target is named in messages. */
-export function etcdDescription(target: EtcdTarget, scheme = 'etcd'): string {
-  const tls = target.endpoints.some((e) => e.startsWith('https:'));
-  return `${tls ? `${scheme}-tls` : scheme}://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
+  const rootCertificate = read('ETCDCTL_CACERT');
+  const certChain = read('ETCDCTL_CERT');
+  const privateKey = read('ETCDCTL_KEY');
+  if (!certChain !== !privateKey) throw new UsageError(`etcd TLS: ETCDCTL_CERT and ETCDCTL_KEY go together (only ${certChain ? 'ETCDCTL_CERT' : 'ETCDCTL_KEY'} is set)`);
+  // gRPC takes a null root certificate for "the system's roots"; the typings want a Buffer.
+  return { credentials: { rootCertificate: rootCertificate as Buffer, certChain, privateKey } };
 }
 
 export interface EtcdTarget {
@@ -135,18 +131,18 @@ export class EtcdBackend implements RegistryBackend {
     private readonly opts: BackendOptions,
     env: Record<string, string | undefined> = process.env,
   ) {
-    this.description = etcdDescription(target);
-    this.errorContext = { user: etcdAuthOptions(env).auth?.username, prefix: target.prefix, tls: target.endpoints.some((e) => e.startsWith('https:')) };
+    this.description = `${target.endpoints.some((e) => e.startsWith('https://')) ? 'etcd-tls' : 'etcd'}://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
     this.host = opts.host ?? '';
     this.client = new Etcd3({
       hosts: target.endpoints,
       dialTimeout: CALL_TIMEOUT_MS,
       faultHandling: etcdFaultHandling(target.endpoints.length),
       ...etcdAuthOptions(env),
-      ...etcdTlsOptions(target.endpoints, env),
+      ...etcdTlsOptions(target, env),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });
+    this.errorContext = { user: etcdAuthOptions(env).auth?.username, prefix: target.prefix, tls: target.endpoints.some((e) => e.startsWith('https:')) };
   }
 
   key(s: InstanceRef): string {

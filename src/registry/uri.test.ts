@@ -62,6 +62,25 @@ describe('parseRegistryUri: etcd', () => {
   it('etcd2', () => {
     expect(parseRegistryUri('etcd2://etcd:4001/skydns2.local')).toEqual({ kind: 'etcd2', endpoints: ['http://etcd:4001'], prefix: '/skydns2.local' });
   });
+
+  it('etcd-tls: the same cluster list over https', () => {
+    expect(parseRegistryUri('etcd-tls://10.0.0.1:2379,10.0.0.2,etcd3.internal:2380/harbormaster')).toEqual({
+      kind: 'etcd',
+      endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379', 'https://etcd3.internal:2380'],
+      prefix: '/harbormaster',
+    });
+    expect(parseRegistryUri('etcd-tls://')).toEqual({ kind: 'etcd', endpoints: ['https://127.0.0.1:2379'], prefix: '/harbormaster' });
+  });
+
+  it('etcd-tls checks each endpoint and the prefix like etcd://', () => {
+    expectRefused('etcd-tls://a:2379,b:99999/x', 'etcd-tls://a:2379,b:99999/x', 'port 99999 is out of range');
+    expectRefused('etcd-tls://a:2379,/x', '"" is not host[:port]');
+    expectRefused('etcd-tls://a:2379/a b', 'prefix "/a b"');
+  });
+
+  it('etcd2 over TLS is refused by name', () => {
+    expectRefused('etcd2-tls://etcd:2379/x', 'etcd2 over TLS is not supported');
+  });
 });
 
 describe('parseRegistryUri: memory', () => {
@@ -110,10 +129,6 @@ describe('parseRegistryUri: rejections', () => {
   it.each(['consul://user@host:8500', 'etcd://root:hunter2-secret@127.0.0.1:2379/p', 'etcd-tls://a:hunter2-secret@h,b:2379'])('credentials in the URI: refused, never echoed: %s', (uri) => {
     expectRefused(uri, '[redacted]@', 'credentials in a registry URI are not read');
     expect(() => parseRegistryUri(uri)).not.toThrow(/hunter2|user@/);
-  });
-
-  it('etcd-tls:// is etcd v3 over https', () => {
-    expect(parseRegistryUri('etcd-tls://127.0.0.1:27379,127.0.0.2/hm')).toEqual({ kind: 'etcd', endpoints: ['https://127.0.0.1:27379', 'https://127.0.0.2:2379'], prefix: '/hm' });
   });
 
   it.each(['', 'garbage', 'consul:host:8500', '://host', 'Consul://host', 'consul//host'])('garbage: %j', (uri) => {
