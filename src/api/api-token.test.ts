@@ -7,6 +7,8 @@ import { silentLogger } from '../log/logger.js';
 import { redact } from '../log/redact.js';
 import { UsageError } from '../registry/types.js';
 import { apiAddress, apiToken, bearerMatches } from './api-token.js';
+import { Sidecar } from '../rollout/registry-view.js';
+import type { WithdrawalControl } from '../sources/docker/withdrawals.js';
 import { StatusServer } from './status-server.js';
 
 const usage = (fn: () => unknown): string => {
@@ -89,5 +91,19 @@ describe('StatusServer with a token', () => {
     expect(JSON.parse(full.body)).toMatchObject({ ok: false, lastError: 'registry: connect ECONNREFUSED 10.1.2.3:8501' });
     expect((await get(port, '/v1/services', { authorization: 'Bearer s3cret-api-token' })).status).toBe(503);
     expect((await get(port, '/metrics', { authorization: 'Bearer s3cret-api-token' })).status).toBe(200);
+  });
+});
+
+describe('rollout against a sidecar with a token', () => {
+  const withdrawals = { list: () => [] } as unknown as WithdrawalControl;
+  const server = new StatusServer({ catalog: () => undefined, components: {}, withdrawals }, silentLogger());
+  afterAll(() => server.close());
+
+  it('sends the token it is given; without it the sidecar answers 401', async () => {
+    const { port } = await server.listen({ host: '127.0.0.1', port: 0, token: 'sidecar-token-4e1' });
+    const api = new URL(`http://127.0.0.1:${port}`);
+    expect(await new Sidecar(api, 'sidecar-token-4e1').reachable()).toBeUndefined();
+    expect(await new Sidecar(api).reachable()).toContain('answered 401');
+    expect(await new Sidecar(api, 'wrong').reachable()).toContain('answered 401');
   });
 });
