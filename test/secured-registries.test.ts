@@ -358,6 +358,31 @@ describe('etcd with client TLS, client-certificate auth and a user limited to it
   });
 });
 
+describe('the read side (proxy) refused or cut off', () => {
+  it.each([
+    ['consul-tls, an unknown token', () => consul.tlsUri, () => consulTlsEnv(tls, UNKNOWN_TOKEN), /403 ACL not found \(the token, CONSUL_HTTP_TOKEN, is unknown to Consul/],
+    ['etcd-tls, a wrong password', () => `etcd-tls://${etcd.endpoint}${ETCD_PREFIX}`, () => etcdTlsEnv(tls, WRONG_PASSWORD), /authentication failed for user harbormaster/],
+    ['consul-tls, nothing listening', () => 'consul-tls://127.0.0.1:29099', () => consulTlsEnv(tls, gateway.secretId), /ECONNREFUSED/],
+    ['etcd-tls, nothing listening', () => 'etcd-tls://127.0.0.1:29098/hmsec', () => etcdTlsEnv(tls, ETCD_PASSWORD), /UNAVAILABLE|ECONNREFUSED/],
+  ])('%s: one line naming the registry, /v1/health not ok with the reason, still serving', async (_what, uri, env, reason) => {
+    const proxy = spawnHm(['proxy', uri(), '--listen', '127.0.0.1:29040', '--api', '127.0.0.1:29041'], { ...env(), HM_API_TOKEN: API_TOKEN });
+    processes.push(proxy);
+    await waitFor('/v1/health to give the reason', async () => {
+      const h = JSON.parse((await api(29041, '/v1/health')).text) as { ok: boolean; lastError: string | null };
+      return !h.ok && reason.test(h.lastError ?? '');
+    }, 30_000, 200);
+    await sleep(3_000);
+    const lines = errorLines(proxy);
+    expect(lines.length).toBeGreaterThan(0);
+    expect(lines.length).toBeLessThanOrEqual(3);
+    for (const l of lines) expect(l).toContain(`registry ${uri()}: watch`);
+    // Still answering: no catalog yet is a 503 from the proxy, not a dead process.
+    expect((await fetch('http://127.0.0.1:29040/', { headers: { host: 'x.localhost' } })).status).toBeGreaterThanOrEqual(400);
+    proxy.kill();
+    expect(await proxy.exited).toBe(0);
+  });
+});
+
 describe('no secret leaves harbormaster', () => {
   it('stdout, stderr, /v1/health, /metrics, /v1/services and services --json of every run above hold none of the secrets', async () => {
     for (const hm of processes) seen.push(...hm.stdout, ...hm.stderr);

@@ -2,6 +2,7 @@
 import type { Logger } from '../log/logger.js';
 import type { HealthStatus } from '../model/service-instance.js';
 import { redactUri } from '../log/redact.js';
+import { causeOf } from '../registry/explain.js';
 import { parseRegistryUri } from '../registry/uri.js';
 import { buildCatalog, type Catalog } from './catalog.js';
 import { ConsulWatch } from './consul-watch.js';
@@ -91,7 +92,7 @@ export class CatalogWatch {
     this.started = true;
     const log = this.opts.log;
     // The registry as a whole: one line when it starts failing, debug per retry, one when it answers again.
-    let failing: { since: number; retries: number; logged?: string; distinct: number } | undefined;
+    let failing: { since: number; retries: number; causes: Set<string> } | undefined;
     // Parts failing alone; `announced` when their first failure was logged above debug.
     const parts = new Map<string, { announced: boolean; retries: number }>();
     this.raw.start({
@@ -107,14 +108,12 @@ export class CatalogWatch {
         this.status.connected = false;
         this.status.lastError = err.message;
         if (!failing) {
-          failing = { since: Date.now(), retries: 0, distinct: 0 };
-          failing.logged = err.message;
+          failing = { since: Date.now(), retries: 0, causes: new Set([causeOf(err.message)]) };
           log.error({ event: 'error', registry: this.description, err: err.message }, `${this.description}: watch failed: ${err.message}; keeping the last catalog, retrying with backoff`);
-        } else if (failing.logged !== err.message && failing.distinct < DISTINCT_MAX) {
-          // Another cause (a certificate fixed, the password still wrong): one line for each, not one per retry.
+        } else if (!failing.causes.has(causeOf(err.message)) && failing.causes.size < DISTINCT_MAX) {
+          // Another cause (a certificate fixed, the password still wrong): one line for each, not one per retry or query.
           failing.retries++;
-          failing.distinct++;
-          failing.logged = err.message;
+          failing.causes.add(causeOf(err.message));
           log.error({ event: 'error', registry: this.description, err: err.message }, `${this.description}: watch still failing, now: ${err.message}`);
         } else {
           failing.retries++;

@@ -8,6 +8,7 @@
 import type { Logger } from '../log/logger.js';
 import { metrics, timed } from '../metrics/metrics.js';
 import type { ServiceInstance } from '../model/service-instance.js';
+import { causeOf } from '../registry/explain.js';
 import { type FailureKind, failureKind, type InstanceRef, type OwnRecord, type RegistryBackend } from '../registry/types.js';
 import { backoffMs, withTimeout } from '../util/time.js';
 import { DesiredSet } from './desired-set.js';
@@ -818,9 +819,6 @@ function addr(s: ServiceInstance): string {
   return `${s.address.includes(':') ? `[${s.address}]` : s.address}:${s.port}`;
 }
 
-/** The request a registry message names (`PUT /agent/…: `, `etcd txn: `): the same refusal of another request is the same cause. */
-const REQUEST = /(?:(?:GET|PUT|POST|DELETE) \S+|etcd [a-z ]+): /g;
-
 /** Which refusals are logged, and for which ids: one cause is logged once while any id still has it. */
 class LoggedRefusals {
   private readonly byKey = new Map<string, string>();
@@ -828,8 +826,7 @@ class LoggedRefusals {
 
   /** Record the refusal `text` for `key`; true when no id had its cause logged yet. */
   note(key: string, text: string): boolean {
-    const parts = text.split(REQUEST);
-    const message = parts[parts.length - 1];
+    const message = causeOf(text);
     const fresh = !this.byMessage.has(message);
     if (this.byKey.get(key) === message) return fresh;
     this.delete(key);

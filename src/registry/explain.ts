@@ -68,3 +68,12 @@ export function explainEtcdFailure(text: string, ctx: { user?: string; prefix: s
   if (/No connection established/i.test(line)) return `no connection (a TLS handshake that failed? check ${ETCD_TLS_ENV.ca}, ${ETCD_TLS_ENV.cert}, ${ETCD_TLS_ENV.key}): ${line}`;
   return line;
 }
+
+/** The request a registry message names (`PUT /agent/…: `, `etcd txn: `): the same failure of another request is the same cause. */
+const REQUEST = /(?:(?:GET|PUT|POST|DELETE) \S+|etcd [a-z ]+): /g;
+
+/** What failed, without which request met it: the key under which a failure is logged once. */
+export function causeOf(text: string): string {
+  const parts = text.split(REQUEST);
+  return parts[parts.length - 1];
+}
