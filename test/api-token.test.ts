@@ -96,6 +96,18 @@ describe('status API bearer token', () => {
     expect((await call(29010, '/v1/services')).status).toBe(200);
   });
 
+  it('credentials in the environment are masked from the first log line on, in both log formats', async () => {
+    // A token that happens to be a word of the start line: it is registered before anything is logged.
+    for (const format of ['json', 'pretty']) {
+      const hm = spawnHm(['proxy', 'consul://127.0.0.1:29011', '--listen', '127.0.0.1:29012', '--api', 'off', '--log-format', format], { CONSUL_HTTP_TOKEN: 'following' });
+      await waitFor('the start line', () => hm.stdout.join('').includes('harbormaster proxy:'));
+      await hm.stop();
+      const out = hm.stdout.join('') + hm.stderr.join('');
+      expect(out).toContain('harbormaster proxy: [redacted] consul://127.0.0.1:29011');
+      expect(out).not.toContain('following');
+    }
+  });
+
   it('listeners default to loopback: the proxy on 127.0.0.1:8080, its API on 127.0.0.1:8081, DNS on 127.0.0.1:8600', async () => {
     const { parseProxyArgs } = await import('../src/cli/commands/proxy.js');
     const { parseDnsArgs } = await import('../src/cli/commands/dns.js');

@@ -1,6 +1,6 @@
 // Entry point: `harbormaster <command> [options]`. Usage errors exit 2 with a one-line reason.
 import { readFileSync } from 'node:fs';
-import { redact } from '../log/redact.js';
+import { addEnvSecrets, redact } from '../log/redact.js';
 import { UsageError } from '../registry/types.js';
 
 type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
@@ -48,6 +48,7 @@ function quietTlsIpWarning(): void {
 
 export async function main(argv: string[]): Promise<number> {
   quietTlsIpWarning();
+  addEnvSecrets(process.env);
   // What a command prints (`services --json`, reports) is masked like the logs.
   const out = (s: string) => void process.stdout.write(redact(s));
   const [command, ...rest] = argv;

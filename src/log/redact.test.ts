@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { addSecret, clearSecrets, redact, redactUri } from './redact.js';
+import { addEnvSecrets, addSecret, clearSecrets, redact, redactUri } from './redact.js';
 
 describe('redact', () => {
   afterEach(() => clearSecrets());
@@ -17,6 +17,14 @@ describe('redact', () => {
     // A secret holding regex characters is taken literally.
     addSecret('a.b*c');
     expect(redact('axbxc a.b*c')).toBe('axbxc [redacted]');
+  });
+
+  it('registers the credentials of the environment', () => {
+    addEnvSecrets({ CONSUL_HTTP_TOKEN: 'ct-1a2b', ETCDCTL_USER: 'hm:pw-3c4d', HM_API_TOKEN: 'at-5e6f', PATH: '/usr/bin' });
+    expect(redact('ct-1a2b hm:pw-3c4d at-5e6f /usr/bin')).toBe('[redacted] hm:[redacted] [redacted] /usr/bin');
+    clearSecrets();
+    addEnvSecrets({ ETCDCTL_USER: 'hm', ETCDCTL_PASSWORD: 'pw-7a8b' });
+    expect(redact('hm pw-7a8b')).toBe('hm [redacted]');
   });
 
   it('masks userinfo in URIs whatever it holds', () => {

@@ -18,6 +18,18 @@ export function addSecret(value: string | undefined): void {
   pattern = new RegExp(sorted.map((s) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('|'), 'g');
 }
 
+/**
+ * The credentials of the environment, registered before anything is logged: a line written
+ * before a registry client reads its variable must not carry it either.
+ */
+export function addEnvSecrets(env: Record<string, string | undefined>): void {
+  addSecret(env.CONSUL_HTTP_TOKEN);
+  addSecret(env.ETCDCTL_PASSWORD);
+  const user = env.ETCDCTL_USER;
+  if (user?.includes(':')) addSecret(user.slice(user.indexOf(':') + 1));
+  addSecret(env.HM_API_TOKEN);
+}
+
 /** The text with every known secret masked. */
 export function redact(text: string): string {
   return pattern ? text.replace(pattern, MASK) : text;
