@@ -33,21 +33,7 @@ function version(): string {
   return pkg.version;
 }
 
-/**
- * gRPC (etcd-tls://) sets the TLS server name to the endpoint even when it is an IP address, and
- * Node prints a deprecation warning (DEP0123) for it on every start: not the user's to fix. Other
- * warnings are printed as Node prints them, secrets masked.
- */
-function quietTlsIpWarning(): void {
-  process.removeAllListeners('warning');
-  process.on('warning', (w: Error & { code?: string }) => {
-    if (w.code === 'DEP0123') return;
-    process.stderr.write(redact(`(node:${process.pid}) ${w.code ? `[${w.code}] ` : ''}${w.name}: ${w.message}\n`));
-  });
-}
-
 export async function main(argv: string[]): Promise<number> {
-  quietTlsIpWarning();
   addEnvSecrets(process.env);
   // What a command prints (`services --json`, reports) is masked like the logs.
   const out = (s: string) => void process.stdout.write(redact(s));

@@ -26,12 +26,12 @@ import {
   type Lease,
 } from 'etcd3';
 import { addSecret } from '../log/redact.js';
+import { explainEtcdFailure } from './explain.js';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { checkText } from '../model/validate.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
-import { explainEtcdFailure } from './explain.js';
 import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError, UsageError } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
