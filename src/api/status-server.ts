@@ -1,13 +1,17 @@
 // The status API every long-running command serves (loopback by default): the catalog it works
 // from, the connectivity of its parts, and the Prometheus metrics of the process. A sidecar's
 // API also takes containers out of rotation and back (/v1/withdraw, POST and DELETE), the only
-// requests that change anything: a web page's request to them is refused.
+// requests that change anything: a web page's request to them is refused. With a bearer token,
+// every request must carry it; /v1/health without it answers only its status and {"ok":…}, so
+// that a liveness probe, which cannot easily send a header, still works and learns nothing else.
 import http from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Logger } from '../log/logger.js';
+import { redact } from '../log/redact.js';
+import { type ApiAddress, bearerMatches } from './api-token.js';
 import { registry } from '../metrics/metrics.js';
-import { formatAddress, type ListenAddress } from './listen-address.js';
+import { formatAddress } from './listen-address.js';
 import type { CatalogWatch } from '../catalog/watch.js';
 import { printable } from '../model/validate.js';
 import { parseWithdrawFor, type WithdrawalControl, WithdrawalError } from '../sources/docker/withdrawals.js';
@@ -59,6 +63,7 @@ export class StatusServer {
   private readonly server: http.Server;
   /** Listening on loopback only: a request that changes something must name the host by address or as localhost. */
   private loopback = true;
+  private token?: string;
 
   constructor(
     private readonly sources: StatusSources,
@@ -68,7 +73,8 @@ export class StatusServer {
     this.server.keepAliveTimeout = 5_000;
   }
 
-  async listen(addr: ListenAddress): Promise<ListenAddress> {
+  async listen(addr: ApiAddress): Promise<ApiAddress> {
+    this.token = addr.token;
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error) => reject(new Error(`status API: cannot listen on ${formatAddress(addr)}: ${err.message}`));
       this.server.once('error', onError);
@@ -81,7 +87,7 @@ export class StatusServer {
     const bound = { host: addr.host, port: a.port };
     this.loopback = isLoopback(a.address);
     const paths = `/v1/services, /v1/health, /metrics${this.sources.withdrawals ? ', /v1/withdraw' : ''}`;
-    this.log.info({ event: 'listen', component: 'api', addr: formatAddress(bound) }, `status API on http://${formatAddress(bound)} (${paths})`);
+    this.log.info({ event: 'listen', component: 'api', addr: formatAddress(bound) }, `status API on http://${formatAddress(bound)} (${paths})${this.token ? ', bearer token required' : ''}`);
     return bound;
   }
 
@@ -94,20 +100,28 @@ export class StatusServer {
   private async handle(req: http.IncomingMessage, res: http.ServerResponse): Promise<void> {
     const path = (req.url ?? '/').split('?')[0];
     const withdrawals = this.sources.withdrawals;
+    if (this.token && !bearerMatches(req.headers.authorization, this.token)) {
+      if (path === '/v1/health' && (req.method === 'GET' || req.method === 'HEAD')) {
+        const { ok } = healthReport(this.sources);
+        return send(res, ok ? 200 : 503, 'application/json', `${JSON.stringify({ ok })}\n`);
+      }
+      if (req.method !== 'GET' && req.method !== 'HEAD') ignoreBody(req);
+      return send(res, 401, 'text/plain; charset=utf-8', 'a bearer token is required (Authorization: Bearer <token>)\n', { 'www-authenticate': 'Bearer realm="harbormaster"' });
+    }
     if (path === '/v1/withdraw' && withdrawals) return this.withdraw(req, res, withdrawals);
     if (req.method !== 'GET' && req.method !== 'HEAD') return send(res, 405, 'text/plain; charset=utf-8', 'only GET and HEAD\n', { allow: 'GET, HEAD' });
     try {
       switch (path) {
         case '/v1/services': {
           const c = this.sources.catalog();
-          return send(res, c ? 200 : 503, 'application/json', `${JSON.stringify({ complete: !!c, services: c?.services ?? [] }, null, 2)}\n`);
+          return send(res, c ? 200 : 503, 'application/json', redact(`${JSON.stringify({ complete: !!c, services: c?.services ?? [] }, null, 2)}\n`));
         }
         case '/v1/health': {
           const h = healthReport(this.sources);
-          return send(res, h.ok ? 200 : 503, 'application/json', `${JSON.stringify(h, null, 2)}\n`);
+          return send(res, h.ok ? 200 : 503, 'application/json', redact(`${JSON.stringify(h, null, 2)}\n`));
         }
         case '/metrics':
-          return send(res, 200, registry.contentType, await registry.metrics());
+          return send(res, 200, registry.contentType, redact(await registry.metrics()));
         default:
           return send(res, 404, 'text/plain; charset=utf-8', 'not found (try /v1/services, /v1/health, /metrics)\n');
       }
@@ -221,7 +235,7 @@ function send(res: http.ServerResponse, status: number, type: string, body: stri
 
 /** Serve the status API over a catalog watch and component probes; undefined address = off. */
 export async function startCatalogApi(
-  addr: ListenAddress | undefined,
+  addr: ApiAddress | undefined,
   watch: CatalogWatch,
   components: Record<string, () => ComponentHealth>,
   log: Logger,

@@ -30,6 +30,7 @@ import { Agent, request } from 'undici';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { type ConsulTarget, type HealthEntry, instanceFromConsul, isHeartbeatService, worstStatus } from '../registry/consul-backend.js';
 import { consulConnection } from '../registry/consul-http.js';
+import { explainConsulFailure, explainConsulRefusal } from '../registry/explain.js';
 import { backoffMs } from '../util/time.js';
 import { deadline } from './deadline.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
@@ -82,8 +83,10 @@ class ConsulReader {
   private readonly dispatcher: Agent;
   private readonly base: string;
   private readonly token?: string;
+  private readonly secure: boolean;
 
   constructor(target: ConsulTarget, connections: number, env: Env = process.env) {
+    this.secure = target.secure;
     const conn = consulConnection(target, env);
     this.base = conn.origin;
     this.token = conn.token;
@@ -107,7 +110,7 @@ class ConsulReader {
       try {
         res = await request(`${this.base}${path}${query}`, { method: 'GET', headers, dispatcher: this.dispatcher, signal: dl.signal });
       } catch (err) {
-        throw new NoAnswer(`GET ${path}: ${dl.timedOut ? 'no answer in time' : errText(err)}`);
+        throw new NoAnswer(`GET ${path}: ${dl.timedOut ? 'no answer in time' : explainConsulFailure(errText(err), this.secure)}`);
       }
       try {
         text = await res.body.text();
@@ -117,7 +120,7 @@ class ConsulReader {
     } finally {
       dl.clear();
     }
-    if (res.statusCode >= 400) throw new Error(`GET ${path}: ${res.statusCode} ${text.trim().replace(/\s+/g, ' ').slice(0, 200) || 'no reason given'}`);
+    if (res.statusCode >= 400) throw new Error(`GET ${path}: ${res.statusCode} ${explainConsulRefusal(res.statusCode, text.trim().replace(/\s+/g, ' ').slice(0, 200) || 'no reason given')}`);
     let body: unknown;
     try {
       body = JSON.parse(text);

@@ -18,6 +18,7 @@ import { decodeInstance } from '../model/codec.js';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { ETCD_GRPC_OPTIONS, etcdAuthOptions, etcdFaultHandling, etcdTlsOptions, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
 import { backoffMs } from '../util/time.js';
+import { explainEtcdFailure } from '../registry/explain.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
 const RESYNC_MS = 5 * 60_000;
@@ -53,6 +54,7 @@ interface WatchStream {
 export class EtcdWatch implements RawWatch {
   private readonly client: Etcd3;
   private readonly prefix: string;
+  private readonly errorContext: { user?: string; prefix: string; tls: boolean };
   private readonly resyncMs: number;
   private stopped = false;
   private handlers?: RawWatchHandlers;
@@ -69,6 +71,7 @@ export class EtcdWatch implements RawWatch {
   constructor(private readonly target: EtcdTarget, opts: EtcdWatchOptions = {}, env: Record<string, string | undefined> = process.env) {
     this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS, ...etcdAuthOptions(env), ...etcdTlsOptions(target, env) });
     this.prefix = `${target.prefix}/`;
+    this.errorContext = { user: etcdAuthOptions(env).auth?.username, prefix: target.prefix, tls: target.endpoints.some((e) => e.startsWith('https:')) };
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
   }
 
@@ -95,7 +98,7 @@ export class EtcdWatch implements RawWatch {
         }
       } catch (err) {
         if (this.stopped) return;
-        this.handlers?.error(new Error(`etcd watch on ${this.target.prefix}: ${(err as Error).message}`));
+        this.handlers?.error(new Error(`etcd watch on ${this.target.prefix}: ${explainEtcdFailure((err as Error).message, this.errorContext)}`));
         // A failed read is read again; a broken watch resumes from the last revision applied.
         await this.sleep(backoffMs(attempt++, 250, 10_000));
       }

@@ -1,6 +1,8 @@
 // Follow a registry: validated, sorted snapshots, emitted only when the content changed.
 import type { Logger } from '../log/logger.js';
 import type { HealthStatus } from '../model/service-instance.js';
+import { redactUri } from '../log/redact.js';
+import { causeOf } from '../registry/explain.js';
 import { parseRegistryUri } from '../registry/uri.js';
 import { buildCatalog, type Catalog } from './catalog.js';
 import { ConsulWatch } from './consul-watch.js';
@@ -11,6 +13,8 @@ import type { RawWatch, WatchStatus } from './types.js';
 
 /** Distinct invalid-record messages remembered (each logged once). */
 const WARNED_MAX = 10_000;
+/** Different causes of one outage logged at error level, at most (the rest at debug). */
+const DISTINCT_MAX = 5;
 
 export interface CatalogWatchOptions {
   /** Statuses that make an instance routable (default: passing). */
@@ -45,10 +49,12 @@ export class CatalogWatch {
   constructor(
     private readonly raw: RawWatch,
     private readonly opts: CatalogWatchOptions,
+    /** The registry as messages name it. */
+    private readonly description = 'registry',
   ) {}
 
   static forUri(uri: string, opts: CatalogWatchOptions): CatalogWatch {
-    return new CatalogWatch(rawWatchFor(uri), opts);
+    return new CatalogWatch(rawWatchFor(uri), opts, `registry ${redactUri(uri)}`);
   }
 
   /** The latest snapshot, once the first complete read arrived. */
@@ -86,7 +92,7 @@ export class CatalogWatch {
     this.started = true;
     const log = this.opts.log;
     // The registry as a whole: one line when it starts failing, debug per retry, one when it answers again.
-    let failing: { since: number; retries: number } | undefined;
+    let failing: { since: number; retries: number; causes: Set<string> } | undefined;
     // Parts failing alone; `announced` when their first failure was logged above debug.
     const parts = new Map<string, { announced: boolean; retries: number }>();
     this.raw.start({
@@ -102,8 +108,13 @@ export class CatalogWatch {
         this.status.connected = false;
         this.status.lastError = err.message;
         if (!failing) {
-          failing = { since: Date.now(), retries: 0 };
-          log.error({ event: 'error', err: err.message }, `registry watch: ${err.message}; keeping the last catalog, retrying with backoff`);
+          failing = { since: Date.now(), retries: 0, causes: new Set([causeOf(err.message)]) };
+          log.error({ event: 'error', registry: this.description, err: err.message }, `${this.description}: watch failed: ${err.message}; keeping the last catalog, retrying with backoff`);
+        } else if (!failing.causes.has(causeOf(err.message)) && failing.causes.size < DISTINCT_MAX) {
+          // Another cause (a certificate fixed, the password still wrong): one line for each, not one per retry or query.
+          failing.retries++;
+          failing.causes.add(causeOf(err.message));
+          log.error({ event: 'error', registry: this.description, err: err.message }, `${this.description}: watch still failing, now: ${err.message}`);
         } else {
           failing.retries++;
           log.debug({ event: 'watch-retry', err: err.message }, 'registry watch still failing');
@@ -112,7 +123,7 @@ export class CatalogWatch {
       ok: () => {
         this.status.connected = true;
         if (!failing) return;
-        log.info({ event: 'watch-up', downMs: Date.now() - failing.since, retries: failing.retries }, 'registry watch recovered');
+        log.info({ event: 'watch-up', registry: this.description, downMs: Date.now() - failing.since, retries: failing.retries }, `${this.description}: watch recovered`);
         failing = undefined;
       },
       part: (name, state) => {

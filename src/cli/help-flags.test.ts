@@ -18,6 +18,8 @@ const dir = mkdtempSync(join(tmpdir(), 'hm-help-'));
 const SRC = join(dir, 'site.conf.hbs');
 const DEST = join(dir, 'site.conf');
 const CONFIG = join(dir, 'render.yaml');
+const TOKEN_FILE = join(dir, 'api-token');
+writeFileSync(TOKEN_FILE, 'a-status-api-token\n');
 writeFileSync(SRC, '{{#each services}}{{name}}\n{{/each}}');
 writeFileSync(CONFIG, `registry: ${CONSUL}\ntemplates:\n  - source: ${SRC}\n    destination: ${join(dir, 'from-config.conf')}\n`);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -104,6 +106,8 @@ const EXAMPLES: Record<string, string[]> = {
   'via-host': ['web.example.test'],
   'state-dir': [dir],
   docker: ['unix:///var/run/docker.sock', 'tcp://127.0.0.1:2375'],
+  'api-token': ['a-status-api-token'],
+  'api-token-file': [TOKEN_FILE],
 };
 
 /** Flags that are only meaningful with another one. */
@@ -112,6 +116,9 @@ const COMPANIONS: Record<string, string[]> = {
   'via-host': ['--via', 'http://127.0.0.1:8080/healthz'],
   // --docker off registers only service files.
   docker: ['--services-dir', dir],
+  // A token is for a status API: off by default in some commands.
+  'api-token': ['--api', '127.0.0.1:8081'],
+  'api-token-file': ['--api', '127.0.0.1:8081'],
 };
 
 type Parser = (args: string[]) => Promise<unknown> | unknown;

@@ -1,5 +1,6 @@
 // Entry point: `harbormaster <command> [options]`. Usage errors exit 2 with a one-line reason.
 import { readFileSync } from 'node:fs';
+import { addEnvSecrets, redact } from '../log/redact.js';
 import { UsageError } from '../registry/types.js';
 
 type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
@@ -33,7 +34,9 @@ function version(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const out = (s: string) => void process.stdout.write(s);
+  addEnvSecrets(process.env);
+  // What a command prints (`services --json`, reports) is masked like the logs.
+  const out = (s: string) => void process.stdout.write(redact(s));
   const [command, ...rest] = argv;
   try {
     if (!command || command === '--help' || command === '-h' || command === 'help') {
@@ -49,10 +52,10 @@ export async function main(argv: string[]): Promise<number> {
     return await (await c.load())(rest, out);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`harbormaster: ${err.message}\n`);
+      process.stderr.write(`harbormaster: ${redact(err.message)}\n`);
       return 2;
     }
-    process.stderr.write(`harbormaster: ${(err as Error).message}\n`);
+    process.stderr.write(`harbormaster: ${redact((err as Error).message)}\n`);
     return 1;
   }
 }

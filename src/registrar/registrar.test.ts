@@ -845,3 +845,34 @@ describe('Registrar: cost', () => {
     expect(perEvent).toBeLessThan(5);
   });
 });
+
+describe('Registrar: refusals in the log', () => {
+  it('one cause refusing every id (a wrong password, a token without its policy) is one error line, not one per id or retry; the next distinct cause is another', async () => {
+    const { pino } = await import('pino');
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
+    const store = new MemoryStore();
+    let cause: string | undefined = '403 ACL not found';
+    class Refusing extends MemoryBackend {
+      override async register(s: ServiceInstance): Promise<void> {
+        if (cause) throw new RefusedError(`PUT /agent/service/register?replace-existing-checks=true: ${cause}`, 403);
+        return super.register(s);
+      }
+    }
+    const registrar = new Registrar(new Refusing(store, 'x', { ttl: 30 }), { hostname: HOST, ttlRefreshMs: 0, cleanup: false, retryIntervalMs: 20, maxRetryMs: 100, log });
+    running.push(registrar);
+    registrar.start();
+    registrar.complete();
+    registrar.set('c', [instance('web1'), instance('api1'), instance('db1')]);
+    await sleep(600);
+    const errors = () => lines.filter((l) => l.level >= 50).map((l) => l.msg);
+    expect(errors()).toHaveLength(1);
+    expect(errors()[0]).toContain('403 ACL not found');
+    cause = '403 Permission denied: Missing service:write on web';
+    await sleep(600);
+    expect(errors()).toHaveLength(2);
+    cause = undefined;
+    await waitFor('all registered', () => store.list().length === 3);
+    expect(lines.some((l) => l.msg.includes('accepts requests again'))).toBe(true);
+  });
+});

@@ -8,6 +8,7 @@
 import type { Logger } from '../log/logger.js';
 import { metrics, timed } from '../metrics/metrics.js';
 import type { ServiceInstance } from '../model/service-instance.js';
+import { causeOf } from '../registry/explain.js';
 import { type FailureKind, failureKind, type InstanceRef, type OwnRecord, type RegistryBackend } from '../registry/types.js';
 import { backoffMs, withTimeout } from '../util/time.js';
 import { DesiredSet } from './desired-set.js';
@@ -117,6 +118,14 @@ export class Registrar implements DesiredSink {
   private refusals = 0;
   /** Ids refused since the last success: one id refused again and again pauses nobody else. */
   private readonly refusedIds = new Set<string>();
+  /**
+   * Refusals logged, until the id they were for is accepted: one refusal (a wrong password,
+   * a token without its policy) is one line, not one per id or per retry, however often a
+   * listing that is still allowed succeeds in between.
+   */
+  private readonly loggedRefusals = new LoggedRefusals();
+  /** A refusal was logged since the registry last accepted something: say when it does. */
+  private refusalLogged = false;
   private resyncPartial = false;
   private pauseUntil = 0;
   private pauseTimer?: NodeJS.Timeout;
@@ -528,6 +537,7 @@ export class Registrar implements DesiredSink {
       }
       s.attempts = 0;
       s.retryAt = 0;
+      this.loggedRefusals.delete(s.id);
       this.succeeded();
     } catch (err) {
       this.failed(err, s, writing ? want : undefined);
@@ -559,7 +569,8 @@ export class Registrar implements DesiredSink {
   }
 
   private succeeded(): void {
-    if (this.refusals > 0 || this.refusedIds.size > 0) {
+    if (this.refusalLogged) {
+      this.refusalLogged = false;
       this.opts.log.info({ event: 'registry-up', registry: this.backend.description }, `registry ${this.backend.description} accepts requests again`);
     }
     this.refusals = 0;
@@ -583,7 +594,7 @@ export class Registrar implements DesiredSink {
     }
     s.attempts++;
     s.retryAt = Date.now() + backoffMs(s.attempts - 1, this.opts.retryIntervalMs, this.maxRetryMs);
-    this.noteFailure(kind, err, s.id, s.attempts === 1);
+    this.noteFailure(kind, err, s.id);
   }
 
   /**
@@ -591,7 +602,7 @@ export class Registrar implements DesiredSink {
    * Refusals pause everything only once they come from more than one id (or from a listing):
    * one registration refused over and over is that id's own backoff, nobody else's.
    */
-  private noteFailure(kind: FailureKind, err: unknown, id?: string, firstForId = false): void {
+  private noteFailure(kind: FailureKind, err: unknown, id?: string): void {
     this.state.registryUp = false;
     this.state.lastError = msg(err);
     if (kind === 'unreachable') return this.enterOutage(err);
@@ -603,7 +614,9 @@ export class Registrar implements DesiredSink {
       wait = backoffMs(this.refusals - 1, Math.min(this.opts.retryIntervalMs, 500), this.maxRetryMs);
       this.pauseUntil = Math.max(this.pauseUntil, Date.now() + wait);
     }
-    if (this.refusals === 1 || firstForId) {
+    const repeated = !this.loggedRefusals.note(id ?? '', msg(err));
+    if (!repeated) {
+      this.refusalLogged = true;
       this.opts.log.error(
         { event: 'error', registry: this.backend.description, ...(id ? { id } : {}), err: msg(err), ...(wait ? { retryMs: wait } : {}) },
         `registry ${this.backend.description} refused${id ? ` ${id}` : ''}: ${msg(err)}; retrying with backoff`,
@@ -678,6 +691,7 @@ export class Registrar implements DesiredSink {
     }
     metrics.resyncs.inc();
     this.resyncFailures = 0;
+    this.loggedRefusals.delete('');
     this.resyncWanted = false;
     this.resyncRunning = false;
     this.synced = true;
@@ -803,6 +817,32 @@ export class Registrar implements DesiredSink {
 
 function addr(s: ServiceInstance): string {
   return `${s.address.includes(':') ? `[${s.address}]` : s.address}:${s.port}`;
+}
+
+/** Which refusals are logged, and for which ids: one cause is logged once while any id still has it. */
+class LoggedRefusals {
+  private readonly byKey = new Map<string, string>();
+  private readonly byMessage = new Map<string, number>();
+
+  /** Record the refusal `text` for `key`; true when no id had its cause logged yet. */
+  note(key: string, text: string): boolean {
+    const message = causeOf(text);
+    const fresh = !this.byMessage.has(message);
+    if (this.byKey.get(key) === message) return fresh;
+    this.delete(key);
+    this.byKey.set(key, message);
+    this.byMessage.set(message, (this.byMessage.get(message) ?? 0) + 1);
+    return fresh;
+  }
+
+  delete(key: string): void {
+    const m = this.byKey.get(key);
+    if (m === undefined) return;
+    this.byKey.delete(key);
+    const n = (this.byMessage.get(m) ?? 1) - 1;
+    if (n <= 0) this.byMessage.delete(m);
+    else this.byMessage.set(m, n);
+  }
 }
 
 function msg(err: unknown): string {

@@ -3,6 +3,8 @@
 // the call (403 ACL, 429 rate limit, 5xx), or a 400 refusing this registration for what it is.
 import { readFileSync } from 'node:fs';
 import { Agent, request } from 'undici';
+import { addSecret } from '../log/redact.js';
+import { explainConsulFailure, explainConsulRefusal } from './explain.js';
 import { RefusedError, RejectedError } from './types.js';
 
 type Env = Record<string, string | undefined>;
@@ -39,6 +41,7 @@ export function consulConnection(target: ConsulHttpTarget, env: Env): ConsulConn
       throw new Error(`${name}=${file}: ${(err as Error).message}`);
     }
   };
+  addSecret(env.CONSUL_HTTP_TOKEN);
   return {
     origin: `${target.secure ? 'https' : 'http'}://${host}:${target.port}`,
     token: env.CONSUL_HTTP_TOKEN || undefined,
@@ -50,8 +53,10 @@ export class ConsulHttp {
   private readonly dispatcher: Agent;
   private readonly base: string;
   private readonly token?: string;
+  private readonly secure: boolean;
 
   constructor(target: ConsulHttpTarget, env: Env, private readonly timeoutMs: number) {
+    this.secure = target.secure;
     const conn = consulConnection(target, env);
     this.base = `${conn.origin}/v1`;
     this.token = conn.token;
@@ -79,7 +84,7 @@ export class ConsulHttp {
         signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]) : AbortSignal.timeout(this.timeoutMs),
       });
     } catch (err) {
-      throw new Error(`${method} ${path}: ${errText(err)}`);
+      throw new Error(`${method} ${path}: ${explainConsulFailure(errText(err), this.secure)}`);
     }
     let text: string;
     try {
@@ -88,7 +93,7 @@ export class ConsulHttp {
       throw new Error(`${method} ${path}: reading the answer: ${errText(err)}`);
     }
     if (res.statusCode >= 400) {
-      const why = `${method} ${path}: ${res.statusCode} ${text.trim().slice(0, 200) || 'no reason given'}`;
+      const why = `${method} ${path}: ${res.statusCode} ${explainConsulRefusal(res.statusCode, text.trim().slice(0, 200) || 'no reason given')}`;
       // Consul refuses this definition (bad check, bad address, script checks disabled on the
       // agent): retrying it unchanged is useless. Older agents answer these with a 500.
       if (res.statusCode === 400 || (res.statusCode === 500 && DEFINITION_ERROR.test(text))) throw new RejectedError(why);

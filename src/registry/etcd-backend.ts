@@ -25,6 +25,8 @@ import {
   type IRequestOp,
   type Lease,
 } from 'etcd3';
+import { addSecret } from '../log/redact.js';
+import { explainEtcdFailure } from './explain.js';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { checkText } from '../model/validate.js';
@@ -64,6 +66,7 @@ export const ETCD_GRPC_OPTIONS = {
 export function etcdAuthOptions(env: Record<string, string | undefined> = process.env): Pick<IOptions, 'auth'> {
   const user = env.ETCDCTL_USER;
   const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
+  addSecret(password);
   return username && password ? { auth: { username, password } } : {};
 }
 
@@ -136,6 +139,7 @@ export class EtcdBackend implements RegistryBackend {
   private leaseIds = new Set<string>();
   private granting?: Promise<{ lease: Lease; id: string }>;
   private readonly host: string;
+  private readonly errorContext: { user?: string; prefix: string; tls: boolean };
   /** Sealed (shutting down): no write and no new lease. */
   private closed = false;
   private rounds = 0;
@@ -157,6 +161,7 @@ export class EtcdBackend implements RegistryBackend {
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });
+    this.errorContext = { user: etcdAuthOptions(env).auth?.username, prefix: target.prefix, tls: target.endpoints.some((e) => e.startsWith('https:')) };
   }
 
   key(s: InstanceRef): string {
@@ -375,7 +380,7 @@ export class EtcdBackend implements RegistryBackend {
     try {
       return await withTimeout(fn(), CALL_TIMEOUT_MS + 500, what);
     } catch (err) {
-      throw classifyEtcdError(what, err);
+      throw classifyEtcdError(what, err, this.errorContext);
     }
   }
 
@@ -424,21 +429,28 @@ const GRPC_REFUSING = new Set([5, 6, 7, 8, 9, 10, 11, 12, 16]);
  * answer; unavailable, deadline, cancelled, an open circuit breaker are no answer. The client
  * does not always cast gRPC errors to its own classes, so the status code decides first.
  */
-export function classifyEtcdError(what: string, err: unknown): unknown {
+export function classifyEtcdError(what: string, err: unknown, ctx: { user?: string; prefix: string; tls: boolean } = { prefix: '', tls: false }): unknown {
   if (err instanceof EtcdLeaseInvalidError) return err;
-  const text = `${what}: ${(err as Error)?.message ?? String(err)}`;
+  const text = `${what}: ${explainEtcdFailure((err as Error)?.message ?? String(err), ctx)}`;
   const code = (err as { code?: unknown })?.code;
-  if (err instanceof GRPCInvalidArgumentError || code === GRPC_INVALID_ARGUMENT) return new RejectedError(text);
-  if (typeof code === 'number' && GRPC_REFUSING.has(code)) return new RefusedError(text);
-  // etcd's own auth errors are plain Error subclasses, cast from the message.
+  // etcd's own auth errors are plain Error subclasses, cast from the message; a failed
+  // authentication comes with INVALID_ARGUMENT but refuses the caller, not this request.
   // Quota (NOSPACE) is cast to a class the client counts as recoverable: it is an answer all the same.
   const auth = [
     EtcdPermissionDeniedError, EtcdAuthenticationFailedError, EtcdInvalidAuthTokenError, EtcdUserNotFoundError, EtcdRoleNotGrantedError,
     GRPCResourceExhastedError, GRPCFailedPreconditionError, GRPCUnauthenticatedError,
   ];
-  if (auth.some((c) => err instanceof c)) return new RefusedError(text);
+  if (auth.some((c) => err instanceof c) || /authentication failed|invalid user ID or password|user name not found/i.test(text)) return new RefusedError(text);
+  if (err instanceof GRPCInvalidArgumentError || code === GRPC_INVALID_ARGUMENT) return new RejectedError(text);
+  if (typeof code === 'number' && GRPC_REFUSING.has(code)) return new RefusedError(text);
   if ((err instanceof GRPCGenericError || err instanceof EtcdError) && !isRecoverableError(err) && !(err instanceof GRPCDeadlineExceededError)) {
     return new RefusedError(text);
+  }
+  // No answer: the same error, its message in words that name what to fix.
+  if (err instanceof Error && ctx.tls) {
+    const explained = new Error(text);
+    explained.name = err.name;
+    return explained;
   }
   return err;
 }

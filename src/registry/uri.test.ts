@@ -122,8 +122,13 @@ describe('parseRegistryUri: rejections', () => {
     expectRefused(uri, 'prefix');
   });
 
-  it.each(['etcd://a:2379,,b:2379', 'consul://bad_host', 'consul://-host', 'consul://user@host:8500'])('a bad host: %s', (uri) => {
+  it.each(['etcd://a:2379,,b:2379', 'consul://bad_host', 'consul://-host'])('a bad host: %s', (uri) => {
     expectRefused(uri, 'host[:port]');
+  });
+
+  it.each(['consul://user@host:8500', 'etcd://root:hunter2-secret@127.0.0.1:2379/p', 'etcd-tls://a:hunter2-secret@h,b:2379'])('credentials in the URI: refused, never echoed: %s', (uri) => {
+    expectRefused(uri, '[redacted]@', 'credentials in a registry URI are not read');
+    expect(() => parseRegistryUri(uri)).not.toThrow(/hunter2|user@/);
   });
 
   it.each(['', 'garbage', 'consul:host:8500', '://host', 'Consul://host', 'consul//host'])('garbage: %j', (uri) => {

@@ -1,6 +1,7 @@
 // Registry URIs as registrator takes them: consul://host:8500, etcd://host:2379/prefix, …
 // plus the TLS forms consul-tls:// and etcd-tls://.
 import { UsageError } from './types.js';
+import { redactUri } from '../log/redact.js';
 
 export type RegistryTarget =
   | { kind: 'consul'; host: string; port: number; secure: boolean }
@@ -21,8 +22,12 @@ function hostPort(uri: string, part: string, defaultPort: number): { host: strin
 
 export function parseRegistryUri(uri: string): RegistryTarget {
   const m = /^([a-z][a-z0-9+-]*):\/\/([^/]*)(\/.*)?$/.exec(uri);
-  if (!m) throw new UsageError(`registry URI "${uri}" is not of the form scheme://host:port[/prefix]`);
+  if (!m) throw new UsageError(`registry URI "${redactUri(uri)}" is not of the form scheme://host:port[/prefix]`);
   const [, scheme, authority, rawPath = ''] = m;
+  // Never echoed: the error would carry the password to the terminal and the logs.
+  if (authority.includes('@')) {
+    throw new UsageError(`registry URI ${redactUri(uri)}: credentials in a registry URI are not read (give CONSUL_HTTP_TOKEN, or ETCDCTL_USER and ETCDCTL_PASSWORD)`);
+  }
   const path = rawPath.replace(/\/+$/, '');
   switch (scheme) {
     case 'consul':

@@ -1,5 +1,6 @@
 // `harbormaster rollout` flags → a validated plan of how to roll. Every problem is one UsageError
 // naming the flag, so the command exits 2 before it touches a container.
+import { apiToken } from '../api/api-token.js';
 import os from 'node:os';
 import { COMMON_OPTIONS, choiceFlag, intFlag, parse } from '../cli/args.js';
 import { parseDuration } from '../render/template-spec.js';
@@ -30,6 +31,8 @@ export const ROLLOUT_OPTIONS = {
   json: { type: 'boolean' },
   registry: { type: 'string' },
   api: { type: 'string' },
+  'api-token': { type: 'string' },
+  'api-token-file': { type: 'string' },
   docker: { type: 'string' },
   hostname: { type: 'string' },
   ip: { type: 'string' },
@@ -66,6 +69,8 @@ export interface RolloutConfig {
   registry: string;
   /** The sidecar's status API (withdrawals; the catalog for memory://). */
   api: URL;
+  /** Bearer token of the sidecar's status API, if it has one. */
+  apiToken?: string;
   docker: string;
   hostname: string;
   ip?: string;
@@ -122,6 +127,8 @@ Where readiness is read:
   --registry <uri>           registry the sidecar writes to (default memory://: the catalog of
                              the 'run' whose status API is --api)
   --api <url|host:port>      the sidecar's status API, for withdrawals (default http://127.0.0.1:8081)
+  --api-token <token>        the sidecar's status API token (also HM_API_TOKEN)
+  --api-token-file <file>    the same, read from a file (also HM_API_TOKEN_FILE)
   --docker <uri>             Docker endpoint (default DOCKER_HOST or the local socket)
   --hostname <name>  --ip <addr>  --internal  --explicit   as given to the sidecar ('register')
   --state-dir <dir>          where an unfinished rollout is recorded so that a second run resumes it
@@ -178,6 +185,7 @@ export function parseRolloutArgs(argv: string[], env: Record<string, string | un
     json: !!v.json,
     registry,
     api,
+    apiToken: apiToken(v, env),
     docker: v.docker ?? defaultDockerEndpoint(env),
     hostname,
     ip: v.ip,

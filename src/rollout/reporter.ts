@@ -1,6 +1,7 @@
 // How a rollout tells what it does: a progress bar per batch on a terminal, one plain line per
 // step otherwise, or one JSON object per line with --json (for scripts and CI logs).
 import cliProgress from 'cli-progress';
+import { redact } from '../log/redact.js';
 
 export interface RolloutEvent {
   /** plan, create, start, ready, monitor, withdraw, drain, stop, remove, keep, readmit, rollback, fail, done, note, interrupted */
@@ -56,7 +57,7 @@ class BarReporter implements Reporter {
   private bar?: cliProgress.SingleBar;
 
   emit(e: RolloutEvent): void {
-    const line = `${new Date().toISOString().slice(11, 19)} ${e.message}\n`;
+    const line = redact(`${new Date().toISOString().slice(11, 19)} ${e.message}\n`);
     // Before the first batch (the plan, a dry run) there is no bar to print above.
     if (!this.bar) {
       process.stderr.write(line);

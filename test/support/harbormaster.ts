@@ -16,6 +16,8 @@ export interface LogLine {
 export class Hm {
   readonly logs: LogLine[] = [];
   readonly stderr: string[] = [];
+  /** stdout as written, unparsed. */
+  readonly stdout: string[] = [];
   readonly exited: Promise<number | null>;
   private readonly child: ChildProcess;
 
@@ -23,6 +25,7 @@ export class Hm {
     this.child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let buf = '';
     this.child.stdout!.on('data', (d: Buffer) => {
+      this.stdout.push(d.toString());
       buf += d.toString();
       let nl: number;
       while ((nl = buf.indexOf('\n')) >= 0) {

@@ -187,13 +187,14 @@ export class AclConsul extends Daemon {
   readonly uri: string;
   readonly httpPort: number;
 
-  constructor(base: number) {
+  constructor(base: number, extra: string[] = []) {
     const token = randomUUID();
     super(
       consulBinary(),
       consulArgs(base, [
         '-hcl', `acl { enabled = true, default_policy = "deny", enable_token_persistence = false, tokens { master = "${token}", agent = "${token}" } }`,
         '-hcl', 'enable_local_script_checks = true',
+        ...extra,
       ]),
       async () => (await consulLeader(base)()) && (await fetch(`http://127.0.0.1:${base}/v1/acl/token/self`, { headers: { 'X-Consul-Token': token } })).ok,
     );

@@ -83,7 +83,9 @@ function rawReader(kind: RegistryKind, endpoint: string, prefix: string, host: s
     };
   }
   if (kind === 'etcd') {
-    const client = new Etcd3({ hosts: `http://${endpoint}`, grpcOptions: { 'grpc.max_receive_message_length': -1 } });
+    // For etcd, `token` is user:password (an etcd with auth on).
+    const auth = token ? { auth: { username: token.slice(0, token.indexOf(':')), password: token.slice(token.indexOf(':') + 1) } } : {};
+    const client = new Etcd3({ hosts: `http://${endpoint}`, grpcOptions: { 'grpc.max_receive_message_length': -1 }, ...auth });
     return {
       kind,
       async read() {

@@ -1,5 +1,6 @@
 // `harbormaster dns <registry-uri>`: Consul's DNS interface over any registry, answered from the
 // catalog snapshot (also started by `run`).
+import { API_TOKEN_HELP, API_TOKEN_OPTIONS, apiAddress, type ApiAddress } from '../../api/api-token.js';
 import { parseListenAddress, formatAddress, type ListenAddress } from '../../api/listen-address.js';
 import { watchProbe } from '../../api/probes.js';
 import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
@@ -42,6 +43,7 @@ ${DNS_FLAGS_HELP}
   --status <list>            instance statuses answered (default passing; Consul's own default, with
                              only_passing off, is passing,warning)
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
+${API_TOKEN_HELP}
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
   -h, --help                 this help
@@ -55,6 +57,7 @@ export const DNS_OPTIONS = {
   recursor: { type: 'string' },
   status: { type: 'string' },
   api: { type: 'string' },
+  ...API_TOKEN_OPTIONS,
 } as const;
 
 export interface DnsSettings {
@@ -131,7 +134,7 @@ function statusesFlag(raw: string | undefined): HealthStatus[] {
 
 export interface DnsConfig extends DnsSettings {
   registry: string;
-  api?: ListenAddress;
+  api?: ApiAddress;
   logFormat: 'json' | 'pretty';
   logLevel: (typeof LOG_LEVELS)[number];
 }
@@ -143,7 +146,7 @@ export function parseDnsArgs(argv: string[]): DnsConfig | undefined {
   if (positionals.length !== 1) throw new UsageError(`dns takes one registry URI, got ${positionals.length === 0 ? 'none' : positionals.join(' ')}`);
   parseRegistryUri(positionals[0]);
   const s = dnsSettings(v);
-  const api = v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api);
+  const api = apiAddress(v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api), v);
   return {
     registry: positionals[0],
     ...s,

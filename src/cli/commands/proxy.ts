@@ -1,5 +1,6 @@
 // `harbormaster proxy <registry-uri>`: the built-in HTTP proxy, routing by Host and path prefix to
 // what the registry holds, with the status API beside it.
+import { API_TOKEN_HELP, API_TOKEN_OPTIONS, apiAddress, type ApiAddress } from '../../api/api-token.js';
 import { parseListenAddress, type ListenAddress } from '../../api/listen-address.js';
 import { watchProbe } from '../../api/probes.js';
 import { startCatalogApi, type StatusServer } from '../../api/status-server.js';
@@ -44,6 +45,7 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
                              files in TMPDIR, all together at most this much; beyond, bodies go on
                              streamed and responses at the client's pace (default 2g); 0 = no temp files
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default 127.0.0.1:8081)
+${API_TOKEN_HELP}
   --drain-timeout <ms>       on SIGTERM, how long requests in flight may finish (default 30000)`;
 
 export const PROXY_HELP = `Usage: harbormaster proxy <registry-uri> [options]
@@ -81,13 +83,14 @@ export const PROXY_OPTIONS = {
   'max-body-size': { type: 'string' },
   'max-temp-size': { type: 'string' },
   api: { type: 'string' },
+  ...API_TOKEN_OPTIONS,
   'drain-timeout': { type: 'string' },
 } as const;
 
 export interface ProxySettings {
   listen: ListenAddress;
   /** undefined: no status API. */
-  api?: ListenAddress;
+  api?: ApiAddress;
   domain: string;
   balance: BalanceMode;
   connectTimeoutMs: number;
@@ -120,10 +123,10 @@ const DOMAIN = /^(?=.{1,200}$)[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](
 const CHECK_PATH = /^\/[\x21-\x7e]{0,1023}$/;
 const HOUR = 3_600_000;
 
-type ProxyValues = { [K in keyof typeof PROXY_OPTIONS]?: string };
+type ProxyValues = { [K in Exclude<keyof typeof PROXY_OPTIONS, 'api-insecure'>]?: string } & { 'api-insecure'?: boolean };
 
 /** The proxy flags → validated settings (shared by `proxy` and `run`). */
-export function proxySettings(v: ProxyValues): ProxySettings {
+export function proxySettings(v: ProxyValues, env: Record<string, string | undefined> = process.env): ProxySettings {
   const domain = v.domain ?? 'localhost';
   if (!DOMAIN.test(domain)) throw new UsageError(`--domain ${domain}: not a lowercase DNS name`);
   const statuses = (v.status ?? 'passing').split(',').map((s) => s.trim()).filter(Boolean);
@@ -133,7 +136,7 @@ export function proxySettings(v: ProxyValues): ProxySettings {
   if (v['health-interval'] !== undefined && v['health-check'] === undefined) throw new UsageError('--health-interval: only meaningful with --health-check <path>');
   const healthInterval = intFlag('health-interval', v['health-interval'], 5_000, 100, HOUR);
   const listen = parseListenAddress('listen', v.listen ?? '127.0.0.1:8080');
-  const api = v.api === 'off' ? undefined : parseListenAddress('api', v.api ?? '127.0.0.1:8081');
+  const api = apiAddress(v.api === 'off' ? undefined : parseListenAddress('api', v.api ?? '127.0.0.1:8081'), v, env);
   if (api && api.port !== 0 && api.port === listen.port && api.host === listen.host) throw new UsageError(`--api ${v.api ?? '127.0.0.1:8081'}: the same address as --listen`);
   return {
     listen,

@@ -2,7 +2,8 @@
 // names and meanings so that its users can switch.
 import os from 'node:os';
 import { createLogger, LOG_LEVELS, type LogFormat, type Logger, type LogLevel } from '../../log/logger.js';
-import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
+import { API_TOKEN_HELP, API_TOKEN_OPTIONS, apiAddress, type ApiAddress } from '../../api/api-token.js';
+import { parseListenAddress } from '../../api/listen-address.js';
 import { dockerProbe, registrarProbe } from '../../api/probes.js';
 import { StatusServer, type ComponentHealth } from '../../api/status-server.js';
 import { buildCatalog } from '../../catalog/catalog.js';
@@ -62,6 +63,7 @@ Options:
   --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics, and
                              POST/DELETE /v1/withdraw to take a container out of rotation (default off)
+${API_TOKEN_HELP}
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
   -h, --help                 this help
@@ -86,6 +88,7 @@ const OPTIONS = {
   'no-health-gate': { type: 'boolean' },
   'keep-on-exit': { type: 'boolean' },
   api: { type: 'string' },
+  ...API_TOKEN_OPTIONS,
   'services-dir': { type: 'string' },
 } as const;
 
@@ -111,8 +114,8 @@ export interface RegisterConfig {
   dockerTimeoutMs: number;
   healthGate: boolean;
   keepOnExit: boolean;
-  /** Status API address; undefined = off. */
-  api?: ListenAddress;
+  /** Status API address and token; undefined = off. */
+  api?: ApiAddress;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -159,7 +162,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
     dockerTimeoutMs: v['docker-timeout'] === undefined ? 10_000 : parseTimeout(v['docker-timeout'], `--docker-timeout ${v['docker-timeout']}`),
     healthGate: !v['no-health-gate'],
     keepOnExit: !!v['keep-on-exit'],
-    api: v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api),
+    api: apiAddress(v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api), v, env),
     logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
     logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
   };
@@ -269,7 +272,7 @@ export async function registerCommand(argv: string[], out: (s: string) => void):
 }
 
 /** The status API of a registrator: what this host registered, Docker and registry health. */
-async function startRegisterApi(cfg: RegisterConfig, addr: ListenAddress, handle: RegisterHandle, log: Logger): Promise<StatusServer> {
+async function startRegisterApi(cfg: RegisterConfig, addr: ApiAddress, handle: RegisterHandle, log: Logger): Promise<StatusServer> {
   const api = new StatusServer(
     {
       catalog: () => buildCatalog(handle.registrar.current(), [...HEALTH_STATUSES]),

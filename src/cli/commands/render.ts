@@ -22,7 +22,8 @@ import {
 } from '../../render/index.js';
 import { choiceFlag, COMMON_OPTIONS } from '../args.js';
 import { onHangup, stopOnSignal } from '../signals.js';
-import { type ListenAddress, parseListenAddress } from '../../api/listen-address.js';
+import { API_TOKEN_HELP, API_TOKEN_OPTIONS, apiAddress, type ApiAddress } from '../../api/api-token.js';
+import { parseListenAddress } from '../../api/listen-address.js';
 import { watchProbe } from '../../api/probes.js';
 import { startCatalogApi } from '../../api/status-server.js';
 
@@ -57,6 +58,7 @@ Options:
   --dry                      print what would be written to stdout; write and run nothing
   --config <file>            JSON or YAML file with templates, wait, timeout, status, domain, registry
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics (default off)
+${API_TOKEN_HELP}
   --log-format <json|pretty> (default json)
   --log-level <level>        fatal, error, warn, info, debug, trace (default info)
   -h, --help                 this help
@@ -73,12 +75,13 @@ const OPTIONS = {
   dry: { type: 'boolean' },
   config: { type: 'string' },
   api: { type: 'string' },
+  ...API_TOKEN_OPTIONS,
 } as const;
 
 export interface RenderCommandConfig extends RenderConfig {
   registry: string;
   /** Status API address; undefined = off. */
-  api?: ListenAddress;
+  api?: ApiAddress;
   logFormat: LogFormat;
   logLevel: LogLevel;
 }
@@ -105,7 +108,7 @@ export function parseRenderArgs(argv: string[]): RenderCommandConfig | undefined
     domain: v.domain !== undefined ? parseDomain(v.domain, `--domain ${printable(v.domain)}`) : file?.domain ?? 'localhost',
     once: !!v.once,
     dry: !!v.dry,
-    api: v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api),
+    api: apiAddress(v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api), v),
     logFormat: choiceFlag('log-format', v['log-format'], ['json', 'pretty'] as const, 'json'),
     logLevel: choiceFlag('log-level', v['log-level'], LOG_LEVELS, 'info'),
   };

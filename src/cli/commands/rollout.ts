@@ -1,4 +1,5 @@
 // `harbormaster rollout <service>`: replace a service's containers on this host without losing a request.
+import { redact } from '../../log/redact.js';
 import { UsageError } from '../../registry/types.js';
 import { Rollout, RolloutFailed } from '../../rollout/engine.js';
 import { parseRolloutArgs, ROLLOUT_HELP } from '../../rollout/options.js';
@@ -15,7 +16,8 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     out(ROLLOUT_HELP);
     return 0;
   }
-  cfg.command = ['harbormaster', 'rollout', ...argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))].join(' ');
+  // Recorded in the rollout's journal and lock files: an --api-token given on the command line is masked there.
+  cfg.command = redact(['harbormaster', 'rollout', ...argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))].join(' '));
   const docker = dockerClient(cfg.docker);
   try {
     await docker.ping();
@@ -23,7 +25,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     if (err instanceof DockerRefused) return refused(cfg.service, err);
     throw new UsageError(`Docker at ${cfg.docker} does not answer: ${(err as Error).message}`);
   }
-  const view = registryView(cfg.registry, cfg.api);
+  const view = registryView(cfg.registry, cfg.api, cfg.apiToken);
   const reporter = createReporter({ json: cfg.json, tty: !cfg.json && !!process.stderr.isTTY && !!process.stdout.isTTY, write: out });
   const abort = new AbortController();
   // First SIGINT/SIGTERM: finish the step at hand and leave nothing half done; a second one exits at once.
@@ -38,18 +40,18 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
   process.on('SIGTERM', onSignal);
   const model = { hostname: cfg.hostname, hostIp: cfg.ip, hostAddress: cfg.ip ?? hostAddress(), internal: cfg.internal, explicit: cfg.explicit, tags: [] };
   try {
-    const r = await new Rollout(cfg, { docker, view, sidecar: new Sidecar(cfg.api), model, reporter, signal: abort.signal }).run();
+    const r = await new Rollout(cfg, { docker, view, sidecar: new Sidecar(cfg.api, cfg.apiToken), model, reporter, signal: abort.signal }).run();
     if (cfg.json) reporter.emit({ event: 'result', message: r.status, ...r });
     if (r.status === 'interrupted') return 130;
     if (r.status === 'rolled-back' || r.status === 'paused') {
-      process.stderr.write(`harbormaster: rollout of ${cfg.service} ${r.status === 'paused' ? 'paused' : 'rolled back'}: ${r.failure}\n`);
+      process.stderr.write(`harbormaster: rollout of ${cfg.service} ${r.status === 'paused' ? 'paused' : 'rolled back'}: ${redact(r.failure ?? '')}\n`);
       if (r.notRestored?.length) process.stderr.write(`harbormaster: not put back (did not become ready again; their replacements kept serving): ${r.notRestored.join(', ')}\n`);
       return 1;
     }
     return 0;
   } catch (err) {
     if (err instanceof RolloutFailed) {
-      process.stderr.write(`harbormaster: ${err.message}\n`);
+      process.stderr.write(`harbormaster: ${redact(err.message)}\n`);
       return 1;
     }
     if (err instanceof DockerRefused) return refused(cfg.service, err);

@@ -121,7 +121,7 @@ export function parseRunArgs(argv: string[], env: Record<string, string | undefi
     throw err;
   }
   if (!register) return undefined;
-  const proxy = proxySettings(v);
+  const proxy = proxySettings(v, env);
   let dns: RunConfig['dns'];
   if (v.dns === 'off') {
     for (const name of ['dns-domain', 'datacenter', 'dns-ttl', 'recursor'] as const) if (v[name] !== undefined) throw new UsageError(`--${name}: only meaningful without --dns off`);

@@ -1,5 +1,6 @@
 // `harbormaster services <registry-uri> [--json]`: what the registry holds.
 import type { ServiceInstance } from '../../model/service-instance.js';
+import { redact } from '../../log/redact.js';
 import { createBackend } from '../../registry/index.js';
 import { UsageError } from '../../registry/types.js';
 import { COMMON_OPTIONS, parse } from '../args.js';
@@ -20,7 +21,7 @@ export async function servicesCommand(argv: string[], out: (s: string) => void):
     return 0;
   }
   if (positionals.length !== 1) throw new UsageError(`services takes one registry URI, got ${positionals.length}`);
-  const backend = createBackend(positionals[0], { ttl: 0, warn: (m) => process.stderr.write(`${m}\n`) });
+  const backend = createBackend(positionals[0], { ttl: 0, warn: (m) => process.stderr.write(`${redact(m)}\n`) });
   try {
     const list = await backend.list();
     out(values.json ? `${JSON.stringify(list, null, 2)}\n` : table(list));
