@@ -13,8 +13,11 @@
 // ($HM_CLUSTER_STATE, default /tmp/harbormaster-cluster; --cluster to insist, --private to
 // refuse), else a private etcd and a private Consul dev agent with ACLs, started here on
 // 127.0.0.1:27600-27699 and stopped at the end. Traffic stays on loopback.
-//   node bench/scale.mjs [--sizes 1000,5000,10000] [--registries etcd,consul] [--changes 30]
-//                        [--steady 20] [--out file.md]
+//   node bench/scale.mjs [--sizes 1000,5000,10000] [--consul-sizes 1000,2000] [--registries etcd,consul]
+//                        [--changes 30] [--steady 20] [--prof dir] [--out file.md]
+// Consul's sizes are smaller by default: a Consul 1.8 agent takes each registration in a time
+// that grows with the services it holds (see RESULTS.md), so 5,000 per agent alone would take
+// longer than this whole bench may.
 import { execFile, spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, unlinkSync } from 'node:fs';
 import http from 'node:http';
@@ -39,6 +42,7 @@ const CLK_TCK = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();
 let aborted = false;
+let profDir;
 
 async function waitFor(what, pred, limitMs, everyMs = 20, extra = () => '') {
   const deadline = Date.now() + limitMs;
@@ -54,7 +58,9 @@ async function waitFor(what, pred, limitMs, everyMs = 20, extra = () => '') {
 
 /** A harbormaster child with its JSON log lines passed to onLine (stdout is always drained). */
 function startHm(name, args, env, onLine = () => undefined) {
-  const child = spawn(process.execPath, [BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  // --prof <dir>: CPU profiles of every harbormaster process (node --cpu-prof), to find what grows.
+  const prof = profDir ? ['--cpu-prof', '--cpu-prof-dir', profDir, '--cpu-prof-name', `${name.replace(/\W+/g, '-')}-${Date.now()}.cpuprofile`] : [];
+  const child = spawn(process.execPath, [...prof, BIN, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
   const hm = { name, child, tail: [], exited: new Promise((r) => child.on('exit', r)) };
   const keep = (s) => hm.tail.push(s) > 30 && hm.tail.shift();
   let buf = '';
@@ -256,6 +262,8 @@ async function oneSize(reg, n, { changes, steady, run, backend }) {
       return counts[0] + counts[1] >= n;
     }, limit, 250, () => ` (${counts.join(' + ')} so far)${regs.map((r) => r.log()).join('')}`);
     const coldMs = now() - t0;
+    const bytesAt = () => reg.proxies.reduce((a, p) => a + p.stats().bytesUp + p.stats().bytesDown, 0) / reg.proxies.length;
+    const longBytes = { bytes: bytesAt(), t: now() };
     console.error(`scale: ${reg.label} n=${n}: all registered after ${(coldMs / 1000).toFixed(1)} s`);
 
     // The gateway: the built-in proxy and render (nginx template + nginx -t).
@@ -277,7 +285,8 @@ async function oneSize(reg, n, { changes, steady, run, backend }) {
       return proxyReady && existsSync(nginxConf) && readFileSync(nginxConf, 'utf8').includes(`${lastSvc}.localhost`);
     }, 180_000, 250, () => proxy.log() + render.log());
     const gatewayMs = now() - tg;
-    await sleep(3000); // past the start-up work
+    // Past the start-up work: the registrators' first heap trim (checked every 10 s) included.
+    await sleep(Math.max(3000, 15_000 - (now() - t0 - coldMs)));
 
     // Steady state: no change for `steady` seconds.
     const procs = [...regs, proxy, render];
@@ -345,6 +354,9 @@ async function oneSize(reg, n, { changes, steady, run, backend }) {
       await sleep(1100); // past the render's --wait max, so that its rate rule does not add to the next sample
     }
 
+    const longBytesPerS = (bytesAt() - longBytes.bytes) / ((now() - longBytes.t) / 1000);
+    const longSecs = (now() - longBytes.t) / 1000;
+
     // render --once (start-up, registry read, render, nginx -t, write) vs nginx -t alone.
     const onceConf = join(dir, 'once.conf');
     const once = [];
@@ -359,7 +371,7 @@ async function oneSize(reg, n, { changes, steady, run, backend }) {
       rmSync(onceConf, { force: true });
     }
     const confKiB = statSync(nginxConf).size / 1024;
-    return { n, files, coldMs, gatewayMs, st, lat, once: median(once), nginxT: median(nginxT), confKiB };
+    return { n, files, coldMs, gatewayMs, st, lat, longBytesPerS, longSecs, once: median(once), nginxT: median(nginxT), confKiB };
   } finally {
     await Promise.all([proxy, render].map(stopHm));
     await Promise.all(regs.map(stopHm)); // withdraws everything
@@ -387,6 +399,7 @@ function report(results, { command, mode, steady, changes, versions, load }) {
   const s = (x) => `${(x / 1000).toFixed(1)} s`;
   const pc = (x) => `${x.toFixed(2)} %`;
   const mb = (x) => `${x.toFixed(0)} MiB`;
+  const bytes = (x) => (x < 10240 ? `${Math.round(x)} B` : `${(x / 1024).toFixed(1)} KiB`);
   const lines = [
     '## Scale: 1,000 / 5,000 / 10,000 instances on 3-node clusters',
     '',
@@ -395,17 +408,17 @@ function report(results, { command, mode, steady, changes, versions, load }) {
     `Machine: ${os.availableParallelism()} CPUs (${os.cpus()[0]?.model ?? '?'}), ${(os.totalmem() / 2 ** 30).toFixed(1)} GiB RAM, Node ${process.version}, ${versions.join(', ')}; 1-min load average ${load.map((x) => x.toFixed(1)).join(' → ')} (the machine was shared with other work: compare figures of the same run)  `,
     `Registries: ${mode}`,
     '',
-    `Instances are not containers: ${HOSTS.length} registrators (\`harbormaster register --docker off --services-dir <dir> --hostname host1|host2\`, default \`--ttl 30\`, heartbeats every 10 s) each register N/2 instances described in service files (${PER_FILE} per file, ${PER_SERVICE} instances per service, so N/10 services); 10,000 containers do not fit a 2-core machine, and the registrar, registry backends and gateway do the same work for a file's service as for a container's. The gateway is \`harbormaster proxy\` plus \`harbormaster render --template nginx.conf.hbs --check "nginx -t -q -c {{src}}" --wait 50ms:1s\` (no nginx running: render and check only). "Cold start": both registrators spawned at once until a reader of the registry counts all N. "Steady state": ${steady} s without changes, CPU as a share of one core (utime + stime from /proc/<pid>/stat) and RSS (VmRSS, mean of 1 s samples); registry ops/s are what the registrator counted (\`harbormaster_registry_op_seconds_count\` + \`harbormaster_heartbeats_total\`), bytes/s both ways through a pass-mode TCP proxy (test/support/fault-proxy.ts) between each registrator and its registry. "Change": ${changes} probe services added (one file) and removed again, alternately on each host, with a Node HTTP backend behind them; latency from the registrator's \`registered\` / \`deregistered\` log line (the registry has accepted the write) until the proxy routes the probe's host / stops routing it (a new connection every 5 ms) and until the rendered nginx.conf has / no longer has it; "file → routed" is from writing the file (includes the services-dir settle time of 150 ms). "render --once" is a whole \`harbormaster render --once\` process (start-up, registry read, render, \`nginx -t\`, write; median of 3) next to \`nginx -t\` alone on its output.`,
+    `Instances are not containers: ${HOSTS.length} registrators (\`harbormaster register --docker off --services-dir <dir> --hostname host1|host2\`, default \`--ttl 30\`, heartbeats every 10 s) each register N/2 instances described in service files (${PER_FILE} per file, ${PER_SERVICE} instances per service, so N/10 services); 10,000 containers do not fit a 2-core machine, and the registrar, registry backends and gateway do the same work for a file's service as for a container's. The gateway is \`harbormaster proxy\` plus \`harbormaster render --template nginx.conf.hbs --check "nginx -t -q -c {{src}}" --wait 50ms:1s\` (no nginx running: render and check only). "Cold start": both registrators spawned at once until a reader of the registry counts all N. "Steady state": ${steady} s without changes, CPU as a share of one core (utime + stime from /proc/<pid>/stat) and RSS (VmRSS, mean of 1 s samples); registry ops/s are what the registrator counted (\`harbormaster_registry_op_seconds_count\` + \`harbormaster_heartbeats_total\`), bytes/s both ways through a pass-mode TCP proxy (test/support/fault-proxy.ts) between each registrator and its registry; "bytes/s, whole run" is the same count from all registered to the end of the changes (per registrator; it includes the resync listing every 60 s, the read-back every sixth heartbeat and the probes' writes, which a 20 s window can miss). The steady window starts at least 15 s after all were registered. "Change": ${changes} probe services added (one file) and removed again, alternately on each host, with a Node HTTP backend behind them; latency from the registrator's \`registered\` / \`deregistered\` log line (the registry has accepted the write) until the proxy routes the probe's host / stops routing it (a new connection every 5 ms) and until the rendered nginx.conf has / no longer has it; "file → routed" is from writing the file (includes the services-dir settle time of 150 ms). "render --once" is a whole \`harbormaster render --once\` process (start-up, registry read, render, \`nginx -t\`, write; median of 3) next to \`nginx -t\` alone on its output.`,
     '',
   ];
   for (const [label, rows] of results) {
     lines.push(`### ${label}`, '');
-    lines.push('| instances | cold start | gateway sees all | registrator CPU (host1 / host2) | registrator RSS | proxy CPU / RSS | render CPU / RSS | registry ops/s per registrator | registry bytes/s per registrator | nginx.conf | render --once | `nginx -t` | once ÷ `nginx -t` |');
-    lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
+    lines.push('| instances | cold start | gateway sees all | registrator CPU (host1 / host2) | registrator RSS | proxy CPU / RSS | render CPU / RSS | registry ops/s per registrator | registry bytes/s per registrator | bytes/s, whole run | nginx.conf | render --once | `nginx -t` | once ÷ `nginx -t` |');
+    lines.push('|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
     for (const r of rows) {
       const p = r.st.procs;
       const [r1, r2] = HOSTS.map((h) => p[`registrator ${h}`]);
-      lines.push(`| ${r.n.toLocaleString('en')} | ${s(r.coldMs)} | ${s(r.gatewayMs)} | ${pc(r1.cpu)} / ${pc(r2.cpu)} | ${mb(r1.rssMean)} / ${mb(r2.rssMean)} | ${pc(p.proxy.cpu)} / ${mb(p.proxy.rssMean)} | ${pc(p.render.cpu)} / ${mb(p.render.rssMean)} | ${r.st.extra.opsPerS.map((x) => x.toFixed(2)).join(' / ')} | ${r.st.extra.bytesPerS.map((x) => x < 10240 ? `${Math.round(x)} B` : `${(x / 1024).toFixed(1)} KiB`).join(' / ')} | ${r.confKiB.toFixed(0)} KiB | ${ms(r.once)} | ${ms(r.nginxT)} | ${(r.once / r.nginxT).toFixed(2)}× |`);
+      lines.push(`| ${r.n.toLocaleString('en')} | ${s(r.coldMs)} | ${s(r.gatewayMs)} | ${pc(r1.cpu)} / ${pc(r2.cpu)} | ${mb(r1.rssMean)} / ${mb(r2.rssMean)} | ${pc(p.proxy.cpu)} / ${mb(p.proxy.rssMean)} | ${pc(p.render.cpu)} / ${mb(p.render.rssMean)} | ${r.st.extra.opsPerS.map((x) => x.toFixed(2)).join(' / ')} | ${r.st.extra.bytesPerS.map((x) => bytes(x)).join(' / ')} | ${bytes(r.longBytesPerS)} (${Math.round(r.longSecs)} s) | ${r.confKiB.toFixed(0)} KiB | ${ms(r.once)} | ${ms(r.nginxT)} | ${(r.once / r.nginxT).toFixed(2)}× |`);
     }
     lines.push('');
     lines.push('| instances | registered → routed p50 / p99 | deregistered → not routed p50 / p99 | registered → rendered p50 / p99 | deregistered → rendered p50 / p99 | change → proxy, both ways, p50 / p99 | file written → routed p50 / p99 |');
@@ -428,6 +441,7 @@ function report(results, { command, mode, steady, changes, versions, load }) {
       ['render RSS', (r) => r.st.procs.render.rssMean],
       ['registry ops/s (host1)', (r) => r.st.extra.opsPerS[0]],
       ['registry bytes/s (host1)', (r) => r.st.extra.bytesPerS[0]],
+      ['registry bytes/s, whole run', (r) => r.longBytesPerS],
       ['registered → routed p50', (r) => pct(r.lat.addProxy, 50)],
       ['registered → rendered p50', (r) => pct(r.lat.addRender, 50)],
       ['render --once', (r) => r.once],
@@ -453,7 +467,7 @@ function report(results, { command, mode, steady, changes, versions, load }) {
 
 // ---- main ------------------------------------------------------------------------------------
 
-export async function run({ sizes = [1000, 5000, 10000], registries = ['etcd', 'consul'], changes = 30, steady = 20, command = 'node bench/scale.mjs', useCluster } = {}) {
+export async function run({ sizes = [1000, 5000, 10000], consulSizes = [1000, 2000], registries = ['etcd', 'consul'], changes = 30, steady = 20, command = 'node bench/scale.mjs', useCluster } = {}) {
   const runId = Math.random().toString(36).slice(2, 8);
   const load = [os.loadavg()[0]];
   const cluster = useCluster === false ? undefined : clusterEnv();
@@ -472,7 +486,7 @@ export async function run({ sizes = [1000, 5000, 10000], registries = ['etcd', '
       try {
         versions.push(await reg.version().catch(() => `${kind} ?`));
         const rows = [];
-        for (const n of sizes) {
+        for (const n of kind === 'consul' ? consulSizes : sizes) {
           console.error(`scale: ${reg.label}, ${n} instances …`);
           rows.push(await oneSize(reg, n, { changes, steady, run: runId, backend }));
           load.push(os.loadavg()[0]);
@@ -496,9 +510,11 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
   const arg = (name, def) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : def);
   for (const sig of ['SIGINT', 'SIGTERM']) process.on(sig, () => (aborted ? process.exit(130) : (aborted = true)));
   const command = ['node', 'bench/scale.mjs', ...process.argv.slice(2)].join(' ');
+  profDir = arg('prof');
   const useCluster = process.argv.includes('--private') ? false : process.argv.includes('--cluster') ? true : undefined;
   run({
     sizes: String(arg('sizes', '1000,5000,10000')).split(',').map(Number),
+    consulSizes: String(arg('consul-sizes', arg('sizes', '1000,2000'))).split(',').map(Number),
     registries: String(arg('registries', 'etcd,consul')).split(','),
     changes: Number(arg('changes', 30)),
     steady: Number(arg('steady', 20)),
