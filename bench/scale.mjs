@@ -187,7 +187,7 @@ async function privateRegistry(kind, run) {
       const body = await consul.api('GET', `/catalog/node/${node}`);
       return Object.values(body?.Services ?? {}).filter((s) => s.Meta?.hm_host === host && s.Meta?.hm_role !== 'heartbeat').length;
     },
-    version: async () => (await consul.api('GET', '/agent/self')).Config.Version,
+    version: async () => `Consul ${(await consul.api('GET', '/agent/self')).Config.Version}`,
     stop: async () => {
       for (const p of proxies) await p.close();
       await consul.kill('SIGTERM');
@@ -255,7 +255,7 @@ async function oneSize(reg, n, { changes, steady, run, backend }) {
       }));
     });
     const counts = [0, 0];
-    const limit = Math.max(120_000, n * 60);
+    const limit = Math.max(120_000, n * 150);
     await waitFor(`${n} instances in ${reg.label}`, async () => {
       for (const r of regs) if (!r.alive()) throw new Error(`${r.name} exited with ${r.child.exitCode}${r.log()}`);
       for (let i = 0; i < HOSTS.length; i++) counts[i] = await reg.count(HOSTS[i]).catch(() => counts[i]);
@@ -478,11 +478,12 @@ export async function run({ sizes = [1000, 5000, 10000], consulSizes = [1000, 20
   const backend = { port: PORTS.backend };
   const results = new Map();
   const versions = [];
+  const modes = [];
   let mode = 'private single-node registries started by the bench (etcd 3.4 on 127.0.0.1:27600, a Consul 1.8.7 dev agent with ACLs on 127.0.0.1:27610; both registrators use the same node), since no cluster was up';
   try {
     for (const kind of registries) {
       const reg = cluster ? await clusterRegistry(kind, runId, cluster) : await privateRegistry(kind, runId);
-      if (cluster) mode = reg.mode;
+      if (cluster) modes.push(reg.mode === 'etcd: ' ? 'etcd: a private single node started by the bench (127.0.0.1:27600), as harbormaster does not speak TLS to etcd yet' : reg.mode);
       try {
         versions.push(await reg.version().catch(() => `${kind} ?`));
         const rows = [];
@@ -499,11 +500,55 @@ export async function run({ sizes = [1000, 5000, 10000], consulSizes = [1000, 20
   } finally {
     backendServer.close();
   }
+  if (modes.length) mode = modes.join('; ');
   return report(results, { command, mode, steady, changes, versions, load });
 }
 
-async function clusterRegistry() {
-  throw new Error('cluster mode is not wired yet');
+/**
+ * The cluster of scripts/cluster.sh: Consul with a client agent per host (TLS, ACL tokens: the
+ * registrator's for the registrators, the gateway's for the gateway, the master token for the
+ * bench's own reader). harbormaster has no etcd TLS yet, so etcd stays the private single node.
+ */
+async function clusterRegistry(kind, run, { env }) {
+  if (kind === 'etcd') return { ...(await privateRegistry(kind, run)), mode: 'etcd: ' };
+  const https = await import('node:https');
+  const tls = { ca: readFileSync(env.CONSUL_CACERT), cert: readFileSync(env.CONSUL_CLIENT_CERT), key: readFileSync(env.CONSUL_CLIENT_KEY) };
+  const agents = [env.HM_CLUSTER_CONSUL_HOST1, env.HM_CLUSTER_CONSUL_HOST2].map((u) => {
+    const m = /^consul-tls:\/\/([^:/]+):(\d+)/.exec(u ?? '');
+    if (!m) throw new Error(`cluster env: expected consul-tls://host:port, got ${u}`);
+    return { host: m[1], port: Number(m[2]), uri: u };
+  });
+  const api = (agent, path) => new Promise((resolve, reject) => {
+    const req = https.request({ host: agent.host, port: agent.port, path: `/v1${path}`, headers: { 'X-Consul-Token': env.HM_CLUSTER_CONSUL_MASTER_TOKEN }, servername: 'localhost', ...tls, timeout: 30_000 }, (res) => {
+      let body = '';
+      res.on('data', (d) => (body += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(body)) : reject(new Error(`consul ${path}: ${res.statusCode} ${body}`))));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error(`consul ${path}: timed out`)));
+    req.end();
+  });
+  const nodes = await Promise.all(agents.map(async (a) => (await api(a, '/agent/self')).Config.NodeName));
+  // The byte counters sit on 127.0.0.1; the agents' certificates name localhost besides their address.
+  const proxies = await Promise.all(agents.map((a, i) => FaultProxy.start({ host: a.host, port: a.port }, PORTS.faultProxy + i)));
+  const tlsEnv = { CONSUL_CACERT: env.CONSUL_CACERT, CONSUL_CLIENT_CERT: env.CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY: env.CONSUL_CLIENT_KEY };
+  return {
+    label: 'Consul (3 servers, a client agent per host, TLS, ACLs)',
+    mode: `Consul: the 3-server cluster of scripts/cluster.sh (state ${env.HM_CLUSTER_STATE}), each registrator on its host's client agent (${agents.map((a) => `${a.host}:${a.port}`).join(', ')}, TLS with client certificates, the registrator token), the gateway on host1's agent with the gateway token`,
+    uri: (i) => `consul-tls://localhost:${proxies[i].port}`,
+    gatewayUri: agents[0].uri,
+    env: () => ({ ...tlsEnv, CONSUL_HTTP_TOKEN: env.HM_CLUSTER_CONSUL_REGISTRATOR_TOKEN }),
+    gatewayEnv: { ...tlsEnv, CONSUL_HTTP_TOKEN: env.HM_CLUSTER_CONSUL_GATEWAY_TOKEN },
+    proxies,
+    count: async (host) => {
+      const body = await api(agents[HOSTS.indexOf(host)], `/catalog/node/${nodes[HOSTS.indexOf(host)]}`);
+      return Object.values(body?.Services ?? {}).filter((s) => s.Meta?.hm_host === host && s.Meta?.hm_role !== 'heartbeat').length;
+    },
+    version: async () => `Consul ${(await api(agents[0], '/agent/self')).Config.Version}`,
+    stop: async () => {
+      for (const p of proxies) await p.close();
+    },
+  };
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
