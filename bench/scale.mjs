@@ -483,7 +483,7 @@ export async function run({ sizes = [1000, 5000, 10000], consulSizes = [1000, 20
   try {
     for (const kind of registries) {
       const reg = cluster ? await clusterRegistry(kind, runId, cluster) : await privateRegistry(kind, runId);
-      if (cluster) modes.push(reg.mode === 'etcd: ' ? 'etcd: a private single node started by the bench (127.0.0.1:27600), as harbormaster does not speak TLS to etcd yet' : reg.mode);
+      if (cluster) modes.push(reg.mode);
       try {
         versions.push(await reg.version().catch(() => `${kind} ?`));
         const rows = [];
@@ -507,11 +507,11 @@ export async function run({ sizes = [1000, 5000, 10000], consulSizes = [1000, 20
 /**
  * The cluster of scripts/cluster.sh: Consul with a client agent per host (TLS, ACL tokens: the
  * registrator's for the registrators, the gateway's for the gateway, the master token for the
- * bench's own reader). harbormaster has no etcd TLS yet, so etcd stays the private single node.
+ * bench's own reader); etcd: its three members over TLS with the harbormaster user.
  */
 async function clusterRegistry(kind, run, { env }) {
-  if (kind === 'etcd') return { ...(await privateRegistry(kind, run)), mode: 'etcd: ' };
   const https = await import('node:https');
+  if (kind === 'etcd') return clusterEtcd(run, env, https);
   const tls = { ca: readFileSync(env.CONSUL_CACERT), cert: readFileSync(env.CONSUL_CLIENT_CERT), key: readFileSync(env.CONSUL_CLIENT_KEY) };
   const agents = [env.HM_CLUSTER_CONSUL_HOST1, env.HM_CLUSTER_CONSUL_HOST2].map((u) => {
     const m = /^consul-tls:\/\/([^:/]+):(\d+)/.exec(u ?? '');
@@ -547,6 +547,62 @@ async function clusterRegistry(kind, run, { env }) {
     version: async () => `Consul ${(await api(agents[0], '/agent/self')).Config.Version}`,
     stop: async () => {
       for (const p of proxies) await p.close();
+    },
+  };
+}
+
+/** A JSON POST over TLS with the cluster's client certificate (etcd's v3 JSON gateway). */
+function tlsPost(https, tls, url, body, headers = {}) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const req = https.request({ method: 'POST', host: u.hostname, port: u.port, path: u.pathname, headers, servername: 'localhost', ...tls, timeout: 30_000 }, (res) => {
+      let text = '';
+      res.on('data', (d) => (text += d));
+      res.on('end', () => (res.statusCode === 200 ? resolve(JSON.parse(text)) : reject(new Error(`${u.pathname}: ${res.statusCode} ${text}`))));
+    });
+    req.on('error', reject);
+    req.on('timeout', () => req.destroy(new Error(`${u.pathname}: timed out`)));
+    req.end(JSON.stringify(body));
+  });
+}
+
+/** etcd: the three members over TLS with the harbormaster user (readwrite on /harbormaster). */
+async function clusterEtcd(run, env, https) {
+  const tls = { ca: readFileSync(env.ETCDCTL_CACERT), cert: readFileSync(env.ETCDCTL_CERT), key: readFileSync(env.ETCDCTL_KEY) };
+  const m = /^etcd-tls:\/\/([^/]+)(\/.*)?$/.exec(env.HM_CLUSTER_ETCD ?? '');
+  if (!m) throw new Error(`cluster env: expected HM_CLUSTER_ETCD=etcd-tls://…, got ${env.HM_CLUSTER_ETCD}`);
+  const members = m[1].split(',').map((hp) => ({ host: hp.split(':')[0], port: Number(hp.split(':')[1]) }));
+  const prefix = `${m[2] ?? '/harbormaster'}/scale-${run}`;
+  // Per host one byte-counting proxy per member; the members' certificates name localhost.
+  const proxies = [];
+  for (let h = 0; h < HOSTS.length; h++) {
+    proxies.push(await Promise.all(members.map((t, j) => FaultProxy.start(t, PORTS.faultProxy + 2 + h * members.length + j))));
+  }
+  const counted = proxies.map((group) => ({ stats: () => group.map((p) => p.stats()).reduce((a, b) => ({ bytesUp: a.bytesUp + b.bytesUp, bytesDown: a.bytesDown + b.bytesDown })) }));
+  const [user, password] = String(env.ETCDCTL_USER).split(/:(.*)/s);
+  const base = `https://${members[0].host}:${members[0].port}`;
+  let token;
+  const auth = async () => (token = (await tlsPost(https, tls, `${base}/v3/auth/authenticate`, { name: user, password })).token);
+  const b64 = (x) => Buffer.from(x).toString('base64');
+  const tlsEnv = { ETCDCTL_CACERT: env.ETCDCTL_CACERT, ETCDCTL_CERT: env.ETCDCTL_CERT, ETCDCTL_KEY: env.ETCDCTL_KEY, ETCDCTL_USER: env.ETCDCTL_USER };
+  return {
+    label: 'etcd v3 (3 members, TLS, auth)',
+    mode: `etcd: the 3 members of scripts/cluster.sh (state ${env.HM_CLUSTER_STATE}) over TLS with client certificates and the harbormaster user, prefix ${prefix}`,
+    uri: (i) => `etcd-tls://${proxies[i].map((p) => `localhost:${p.port}`).join(',')}${prefix}`,
+    gatewayUri: `etcd-tls://${m[1]}${prefix}`,
+    env: () => tlsEnv,
+    gatewayEnv: tlsEnv,
+    proxies: counted,
+    count: async (host) => {
+      const key = `${prefix}/_hosts/${host}/`;
+      const end = key.slice(0, -1) + '0';
+      const ask = async () => tlsPost(https, tls, `${base}/v3/kv/range`, { key: b64(key), range_end: b64(end), count_only: true }, { Authorization: token ?? (await auth()) });
+      const res = await ask().catch(async () => (await auth(), ask()));
+      return Number(res.count ?? 0);
+    },
+    version: async () => (await exec('etcd', ['--version'])).stdout.split('\n')[0],
+    stop: async () => {
+      for (const group of proxies) for (const p of group) await p.close();
     },
   };
 }
