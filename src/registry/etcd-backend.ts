@@ -3,6 +3,7 @@
 // transaction, so that a host reads back only its own entries, paged, however many other hosts
 // share the prefix. Both hang on one lease per process that the heartbeat keeps alive: if this
 // process or host dies, the lease expires and every key it held vanishes at once.
+import { readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
 import {
   Etcd3,
@@ -29,7 +30,7 @@ import { compareInstances, type ServiceInstance } from '../model/service-instanc
 import { checkText } from '../model/validate.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
-import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
+import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError, UsageError } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 /** Keys per page when reading this host's index. */
@@ -64,6 +65,30 @@ export function etcdAuthOptions(env: Record<string, string | undefined> = proces
   const user = env.ETCDCTL_USER;
   const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
   return username && password ? { auth: { username, password } } : {};
+}
+
+/**
+ * Client TLS for https endpoints (etcd-tls://), from ETCDCTL_CACERT, ETCDCTL_CERT and ETCDCTL_KEY
+ * as etcdctl reads them; without ETCDCTL_CACERT the system's roots verify the server. Plain
+ * http endpoints take none of it.
+ */
+export function etcdTlsOptions(target: Pick<EtcdTarget, 'endpoints'>, env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
+  if (!target.endpoints.some((e) => e.startsWith('https://'))) return {};
+  const read = (name: string): Buffer | undefined => {
+    const file = env[name];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new UsageError(`${name}=${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  };
+  const rootCertificate = read('ETCDCTL_CACERT');
+  const certChain = read('ETCDCTL_CERT');
+  const privateKey = read('ETCDCTL_KEY');
+  if (!certChain !== !privateKey) throw new UsageError(`etcd TLS: ETCDCTL_CERT and ETCDCTL_KEY go together (only ${certChain ? 'ETCDCTL_CERT' : 'ETCDCTL_KEY'} is set)`);
+  // gRPC takes a null root certificate for "the system's roots"; the typings want a Buffer.
+  return { credentials: { rootCertificate: rootCertificate as Buffer, certChain, privateKey } };
 }
 
 export interface EtcdTarget {
@@ -102,13 +127,14 @@ export class EtcdBackend implements RegistryBackend {
     private readonly opts: BackendOptions,
     env: Record<string, string | undefined> = process.env,
   ) {
-    this.description = `etcd://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
+    this.description = `${target.endpoints.some((e) => e.startsWith('https://')) ? 'etcd-tls' : 'etcd'}://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
     this.host = opts.host ?? '';
     this.client = new Etcd3({
       hosts: target.endpoints,
       dialTimeout: CALL_TIMEOUT_MS,
       faultHandling: etcdFaultHandling(target.endpoints.length),
       ...etcdAuthOptions(env),
+      ...etcdTlsOptions(target, env),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });
