@@ -3,7 +3,7 @@
 import { writeFileSync, existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
-const ALL = ['registration', 'reconcile', 'render', 'proxy', 'rollout', 'dns'];
+const ALL = ['registration', 'reconcile', 'render', 'proxy', 'rollout', 'dns', 'scale'];
 const wanted = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 const names = wanted.length ? wanted : ALL;
 for (const n of names) if (!ALL.includes(n)) throw new Error(`unknown benchmark "${n}" (${ALL.join(', ')})`);

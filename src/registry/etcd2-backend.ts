@@ -2,7 +2,7 @@
 // with a TTL on every key that each heartbeat refreshes (refresh=true keeps the value and does
 // not wake watchers). A host's index lives in the directory <prefix>/_hosts/<host>, which has
 // the same TTL and one refresh per round, so a host reads back only its own entries.
-import Etcd from 'node-etcd';
+import { createRequire } from 'node:module';
 import { decodeInstance, encodeInstance } from '../model/codec.js';
 import { compareInstances, type ServiceInstance } from '../model/service-instance.js';
 import { instanceDigest } from './digest.js';
@@ -62,7 +62,8 @@ export class Etcd2Backend implements RegistryBackend {
   ) {
     this.description = `etcd2://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
     this.host = opts.host ?? '';
-    const Client = Etcd as unknown as new (hosts: string[], opts: Record<string, unknown>) => EtcdV2Client;
+    // Loaded on use: node-etcd and its request stack hold ~18 MB of a process that never speaks v2.
+    const Client = createRequire(import.meta.url)('node-etcd') as new (hosts: string[], opts: Record<string, unknown>) => EtcdV2Client;
     this.client = new Client(target.endpoints, { timeout: CALL_TIMEOUT_MS });
   }
 

@@ -14,13 +14,14 @@ import { createBackend } from '../../registry/index.js';
 import type { RegistryBackend } from '../../registry/types.js';
 import { UsageError } from '../../registry/types.js';
 import { parseRegistryUri } from '../../registry/uri.js';
-import { defaultDockerEndpoint, dockerClient } from '../../sources/docker/docker-endpoint.js';
+import { checkDockerEndpoint, defaultDockerEndpoint, dockerClient } from '../../sources/docker/docker-endpoint.js';
 import { DockerSource } from '../../sources/docker/docker-source.js';
 import { FileSource } from '../../sources/files/file-source.js';
 import { SinkJoin } from '../../sources/sink-join.js';
 import { splitTags } from '../../sources/docker/service-model.js';
 import { withdrawalControl } from '../../sources/docker/withdrawals.js';
 import { hostAddress, isHostname, isIpAddress } from '../../util/net.js';
+import { HeapTrim } from '../../util/heap-trim.js';
 import { sleep } from '../../util/time.js';
 import { parseTimeout } from '../../render/template-spec.js';
 import { choiceFlag, COMMON_OPTIONS, intFlag, parse } from '../args.js';
@@ -139,7 +140,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
   const ttlRefresh = intFlag('ttl-refresh', v['ttl-refresh'], Math.max(1, Math.floor(ttl / 3)), 1, 86_400);
   if (ttl > 0 && ttlRefresh >= ttl) throw new UsageError(`--ttl-refresh ${ttlRefresh}: must be shorter than --ttl ${ttl}`);
   const docker = v.docker ?? defaultDockerEndpoint(env);
-  if (docker !== 'off') dockerClient(docker); // validates the endpoint
+  if (docker !== 'off') checkDockerEndpoint(docker);
   const servicesDir = v['services-dir'];
   if (servicesDir !== undefined && (servicesDir === '' || /[\x00-\x1f]/.test(servicesDir))) throw new UsageError(`--services-dir: expected a folder path`);
   if (docker === 'off' && servicesDir === undefined) throw new UsageError('--docker off: nothing would be registered without --services-dir <dir>');
@@ -222,6 +223,13 @@ export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<R
   registrar.start();
   source?.start();
   files?.start();
+  const trim = new HeapTrim({
+    idle: () => {
+      const st = registrar.status;
+      return st.pending === 0 && st.retrying === 0;
+    },
+  });
+  trim.start();
   return {
     registrar,
     source,
@@ -232,6 +240,7 @@ export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<R
       void files?.fullRead();
     },
     async stop(withdraw: boolean) {
+      trim.stop();
       await Promise.all([source?.stop(), files?.stop()]);
       await registrar.stop(withdraw);
       await backend.close();

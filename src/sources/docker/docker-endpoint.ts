@@ -1,5 +1,6 @@
 // --docker / DOCKER_HOST → dockerode connection options, and refused calls named in one line.
-import Docker from 'dockerode';
+import { createRequire } from 'node:module';
+import type Docker from 'dockerode';
 import { UsageError } from '../../registry/types.js';
 
 /**
@@ -25,21 +26,33 @@ interface DialOptions {
 }
 type Dial = (options: DialOptions, callback: (err: unknown, data: unknown) => void) => void;
 
+/** dockerode, loaded on first use: a `register --docker off` never pays for it (~6 MB). */
+function dockerode(): typeof Docker {
+  return createRequire(import.meta.url)('dockerode') as typeof Docker;
+}
+
+/** Checks an endpoint without loading the client. */
+export function checkDockerEndpoint(endpoint: string): void {
+  connection(endpoint);
+}
+
 export function dockerClient(endpoint: string): Docker {
-  let docker: Docker;
+  const docker = new (dockerode())(connection(endpoint));
+  nameRefusedCalls(docker, endpoint);
+  return docker;
+}
+
+function connection(endpoint: string): Docker.DockerOptions {
   if (endpoint.startsWith('unix://')) {
     const socketPath = endpoint.slice('unix://'.length);
     if (!socketPath.startsWith('/')) throw new UsageError(`--docker ${endpoint}: unix socket path must be absolute`);
-    docker = new Docker({ socketPath });
-  } else {
-    const m = /^(tcp|http|https):\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(endpoint);
-    if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
-      throw new UsageError(`--docker ${endpoint}: expected unix:///path/to/docker.sock or tcp://host:port`);
-    }
-    docker = new Docker({ host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http' });
+    return { socketPath };
   }
-  nameRefusedCalls(docker, endpoint);
-  return docker;
+  const m = /^(tcp|http|https):\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(endpoint);
+  if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
+    throw new UsageError(`--docker ${endpoint}: expected unix:///path/to/docker.sock or tcp://host:port`);
+  }
+  return { host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http' };
 }
 
 /** Every dockerode call goes through modem.dial, the one place that still knows the method and path. */
