@@ -30,6 +30,9 @@ describe('redact', () => {
   it('masks userinfo in URIs whatever it holds', () => {
     expect(redactUri('etcd://root:hunter2@127.0.0.1:2379/p')).toBe('etcd://[redacted]@127.0.0.1:2379/p');
     expect(redactUri('consul://127.0.0.1:8500')).toBe('consul://127.0.0.1:8500');
+    // A password holding '/' (base64) would otherwise end the userinfo early.
+    expect(redactUri('etcd://root:hun/ter2@127.0.0.1:2379/p')).toBe('etcd://[redacted]@127.0.0.1:2379/p');
+    expect(redactUri('root:hunter2@127.0.0.1:2379')).toBe('[redacted]@127.0.0.1:2379');
   });
 
   it('keeps JSON valid however short the secret: masked inside strings only, numbers and layout kept', () => {

@@ -82,9 +82,10 @@ export function redactMetrics(text: string): string {
     .join('\n');
 }
 
-/** userinfo in a URI (`scheme://user:password@host`) masked whatever it holds. */
+/** userinfo in a URI (`scheme://user:password@host`) masked whatever it holds, up to its last '@' (a password may hold '/'). */
 export function redactUri(uri: string): string {
-  return redact(uri.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, `$1${MASK}@`));
+  // Without a scheme (`root:pw@host:2379` given by mistake) everything before the '@' goes.
+  return redact(uri.replace(/^((?:[a-z][a-z0-9+.-]*:\/\/)?).*@/is, `$1${MASK}@`));
 }
 
 /** For tests: forget every secret. */
