@@ -3,6 +3,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { consulConnection } from './consul-http.js';
 import { etcdAuthOptions, etcdTlsOptions } from './etcd-backend.js';
 import { UsageError } from './types.js';
 import { parseRegistryUri } from './uri.js';
@@ -92,5 +93,22 @@ describe('etcdTlsOptions: ETCDCTL_CACERT / ETCDCTL_CERT / ETCDCTL_KEY, as etcdct
 
   it('user and password come from ETCDCTL_USER alongside', () => {
     expect(etcdAuthOptions({ ETCDCTL_USER: 'harbormaster:s3:cret' })).toEqual({ auth: { username: 'harbormaster', password: 's3:cret' } });
+  });
+});
+
+describe('consulConnection: CONSUL_CACERT / CONSUL_CLIENT_CERT / CONSUL_CLIENT_KEY are checked as etcd\'s are', () => {
+  const target = { host: '127.0.0.1', port: 8501, secure: true };
+  it('reads real PEM; refuses a file that is not PEM, or a key of another certificate, in one usage line naming the variables', () => {
+    expect(consulConnection(target, { CONSUL_CACERT: ca, CONSUL_CLIENT_CERT: cert, CONSUL_CLIENT_KEY: key }).tls?.cert?.toString()).toBe(PEM(cert));
+    const junk = file('consul-junk.pem', 'not a certificate\n');
+    const bad = refusal(() => consulConnection(target, { CONSUL_CACERT: junk }));
+    expect(bad).toBeInstanceOf(UsageError);
+    expect(bad.message).toContain(`CONSUL_CACERT=${junk}: not a PEM certificate`);
+    const pair = refusal(() => consulConnection(target, { CONSUL_CLIENT_CERT: cert, CONSUL_CLIENT_KEY: join(dir, 'other-key.pem') }));
+    expect(pair).toBeInstanceOf(UsageError);
+    expect(pair.message).toContain(`CONSUL_CLIENT_CERT=${cert}, CONSUL_CLIENT_KEY=${join(dir, 'other-key.pem')}: not a PEM certificate and its key`);
+    expect(refusal(() => consulConnection(target, { CONSUL_CLIENT_CERT: cert })).message).toContain('only CONSUL_CLIENT_CERT is set');
+    // Plain consul:// reads none of it.
+    expect(consulConnection({ ...target, secure: false }, { CONSUL_CACERT: junk }).tls).toBeUndefined();
   });
 });
