@@ -5,7 +5,7 @@
 // gateway token, for Consul) routes to the containers of both hosts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLUSTER_SCRIPT, type Cluster, consulLeader, ensureCluster, etcdctlRoot, etcdLeader, hostTarget, killMember, member, memberPid, startMember } from './support/cluster.js';
@@ -126,6 +126,20 @@ describe('cluster.sh and its state dir', () => {
       expect(r.stdout).toMatch(/^e1 +127\.0\.9\.1 /m);
       expect(r.stdout).toMatch(/^host2 +127\.0\.9\.12 /m);
       expect(r.stdout).not.toContain('127.0.0.');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it("memberPid does not take a stale pid file's reused pid (here: this test process) for a member", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hm-stale-pid-'));
+    try {
+      mkdirSync(join(dir, 'etcd'));
+      writeFileSync(join(dir, 'etcd', 'e1.pid'), `${process.pid}\n`);
+      const stale = { name: 'e1', kind: 'etcd' as const, address: '127.0.0.1', pidfile: join(dir, 'etcd', 'e1.pid'), log: '', dataDir: join(dir, 'etcd', 'e1'), endpoint: '', args: [] };
+      expect(memberPid(stale)).toBeUndefined();
+      // The real members are still found.
+      expect(memberPid(member(c, 'e1'))).toBeGreaterThan(0);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
