@@ -368,6 +368,9 @@ up() {
   local t0=$SECONDS
   ours_or_empty used
   mkdir -p "$STATE" "$STATE/etcd" "$STATE/consul" "$DH2"
+  # Private keys (the CA's too), the Consul configs with their tokens and gossip key, env and
+  # cluster.json with every password: none of it for the host's other users.
+  chmod 700 "$STATE"
   if [ -s "$STATE/net" ] && [ "$(cat "$STATE/net")" != "$NET" ]; then
     die "$STATE belongs to the cluster on $(cat "$STATE/net").x, not $NET.x (set HM_CLUSTER_STATE for a second cluster)"
   fi

@@ -5,7 +5,7 @@
 // gateway token, for Consul) routes to the containers of both hosts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLUSTER_SCRIPT, type Cluster, consulLeader, ensureCluster, etcdctlRoot, etcdLeader, hostTarget, killMember, member, memberPid, startMember } from './support/cluster.js';
@@ -129,6 +129,10 @@ describe('cluster.sh and its state dir', () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  it('the state dir (private keys, tokens, passwords) is readable by its owner only', () => {
+    expect(statSync(c.env.HM_CLUSTER_STATE).mode & 0o077).toBe(0);
   });
 
   it("memberPid does not take a stale pid file's reused pid (here: this test process) for a member", () => {
