@@ -1,5 +1,6 @@
 // --docker / DOCKER_HOST → dockerode connection options, and refused calls named in one line.
 import Docker from 'dockerode';
+import { redactUri } from '../../log/redact.js';
 import { UsageError } from '../../registry/types.js';
 
 /**
@@ -34,7 +35,8 @@ export function dockerClient(endpoint: string): Docker {
   } else {
     const m = /^(tcp|http|https):\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(endpoint);
     if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
-      throw new UsageError(`--docker ${endpoint}: expected unix:///path/to/docker.sock or tcp://host:port`);
+      // redactUri: a user:password@ given by mistake is not echoed.
+      throw new UsageError(`--docker ${redactUri(endpoint)}: expected unix:///path/to/docker.sock or tcp://host:port (credentials in it are not read)`);
     }
     docker = new Docker({ host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http' });
   }
