@@ -22,12 +22,14 @@ die() { say "FAILED: $*"; exit 1; }
 # shellcheck source=lib/common.sh
 . "$(dirname "$0")/lib/common.sh"
 
-NET="${HM_CLUSTER_NET:-127.0.0}"
+STATE="${HM_CLUSTER_STATE:-/tmp/harbormaster-cluster}"
+# The prefix a state dir was made for, unless given: `down` and `status` of a cluster made with
+# HM_CLUSTER_NET must name its members and its bridge, not the default cluster's.
+NET="${HM_CLUSTER_NET:-$(cat "$STATE/net" 2>/dev/null || echo 127.0.0)}"
 if [[ ! $NET =~ ^127\.([0-9]{1,3})\.([0-9]{1,3})$ ]] || ((BASH_REMATCH[1] > 255 || BASH_REMATCH[2] > 255)); then
   die "HM_CLUSTER_NET=\"$NET\" is not a loopback prefix of three octets (127.X.Y)"
 fi
 OCT2=$((10#${BASH_REMATCH[1]})) OCT3=$((10#${BASH_REMATCH[2]}))
-STATE="${HM_CLUSTER_STATE:-/tmp/harbormaster-cluster}"
 TEST_STATE="${HM_TEST_STATE:-/tmp/harbormaster-test}"
 TLS="$STATE/tls"
 
@@ -355,9 +357,20 @@ write_outputs() {
   mv "$STATE/cluster.json.tmp" "$STATE/cluster.json"
 }
 
+# A state dir is this script's when it holds the `net` file `up` writes first; `up` takes no other
+# non-empty directory, so that `down` (rm -rf) never removes one a mistyped HM_CLUSTER_STATE names.
+ours_or_empty() {
+  [ ! -d "$STATE" ] || [ -e "$STATE/net" ] || [ -z "$(ls -A "$STATE")" ] ||
+    die "$STATE is not a cluster state dir (no $STATE/net) and not empty: not $1 (set HM_CLUSTER_STATE to a new directory)"
+}
+
 up() {
   local t0=$SECONDS
+  ours_or_empty used
   mkdir -p "$STATE" "$STATE/etcd" "$STATE/consul" "$DH2"
+  # Private keys (the CA's too), the Consul configs with their tokens and gossip key, env and
+  # cluster.json with every password: none of it for the host's other users.
+  chmod 700 "$STATE"
   if [ -s "$STATE/net" ] && [ "$(cat "$STATE/net")" != "$NET" ]; then
     die "$STATE belongs to the cluster on $(cat "$STATE/net").x, not $NET.x (set HM_CLUSTER_STATE for a second cluster)"
   fi
@@ -410,6 +423,7 @@ stop_pid() { # stop_pid <pidfile> <what> <seconds>
 
 down() {
   [ -d "$STATE" ] || { ip link del "$BRIDGE" 2>/dev/null || true; return 0; }
+  ours_or_empty removed
   local m
   # host 2's engine first: it stops its containers, which takes longest
   stop_pid "$DH2/docker.pid" "host 2's dockerd" 30 &

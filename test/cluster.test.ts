@@ -4,7 +4,11 @@
 // into its own host's Consul client agent (TLS, registrator token), and one gateway proxy (the
 // gateway token, for Consul) routes to the containers of both hosts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type Cluster, consulLeader, ensureCluster, etcdctlRoot, etcdLeader, hostTarget, killMember, member, memberPid, startMember } from './support/cluster.js';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { CLUSTER_SCRIPT, type Cluster, consulLeader, ensureCluster, etcdctlRoot, etcdLeader, hostTarget, killMember, member, memberPid, startMember } from './support/cluster.js';
 import { removeContainers, run } from './support/docker.js';
 import { spawnHm } from './support/harbormaster.js';
 import { get } from './support/proxy.js';
@@ -86,4 +90,62 @@ describe('member control (test/support/cluster.ts)', () => {
     expect(memberPid(member(c, follower))).not.toBe(before);
     console.log(`cluster member control: ${follower} killed and back healthy in ${Date.now() - t0} ms (leader ${leader})`);
   }, 120_000);
+});
+
+describe('cluster.sh and its state dir', () => {
+  const script = (state: string, cmd: string, net?: string) => {
+    const env: Record<string, string | undefined> = { ...process.env, HM_CLUSTER_STATE: state };
+    delete env.HM_CLUSTER_NET;
+    if (net) env.HM_CLUSTER_NET = net;
+    return spawnSync('bash', [CLUSTER_SCRIPT, cmd], { env, encoding: 'utf8', timeout: 60_000 });
+  };
+
+  it('down and up refuse a non-empty directory that is not a cluster state dir, and leave it as it was', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hm-not-a-cluster-'));
+    try {
+      writeFileSync(join(dir, 'keep.txt'), 'not the cluster');
+      for (const cmd of ['down', 'up']) {
+        const r = script(dir, cmd);
+        expect(r.status, `${cmd}: ${r.stderr}`).toBe(1);
+        expect(r.stderr).toContain(`${dir} is not a cluster state dir`);
+        expect(existsSync(join(dir, 'keep.txt'))).toBe(true);
+        expect(existsSync(join(dir, 'net'))).toBe(false);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+      rmSync(`${dir}.lock`, { force: true });
+    }
+  });
+
+  it('status (and down) of a state dir made for another HM_CLUSTER_NET name its members, not the default ones', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hm-other-net-'));
+    try {
+      writeFileSync(join(dir, 'net'), '127.0.9\n');
+      const r = script(dir, 'status');
+      expect(r.status).toBe(1);
+      expect(r.stdout).toMatch(/^e1 +127\.0\.9\.1 /m);
+      expect(r.stdout).toMatch(/^host2 +127\.0\.9\.12 /m);
+      expect(r.stdout).not.toContain('127.0.0.');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('the state dir (private keys, tokens, passwords) is readable by its owner only', () => {
+    expect(statSync(c.env.HM_CLUSTER_STATE).mode & 0o077).toBe(0);
+  });
+
+  it("memberPid does not take a stale pid file's reused pid (here: this test process) for a member", () => {
+    const dir = mkdtempSync(join(tmpdir(), 'hm-stale-pid-'));
+    try {
+      mkdirSync(join(dir, 'etcd'));
+      writeFileSync(join(dir, 'etcd', 'e1.pid'), `${process.pid}\n`);
+      const stale = { name: 'e1', kind: 'etcd' as const, address: '127.0.0.1', pidfile: join(dir, 'etcd', 'e1.pid'), log: '', dataDir: join(dir, 'etcd', 'e1'), endpoint: '', args: [] };
+      expect(memberPid(stale)).toBeUndefined();
+      // The real members are still found.
+      expect(memberPid(member(c, 'e1'))).toBeGreaterThan(0);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

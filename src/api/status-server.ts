@@ -8,7 +8,7 @@ import http from 'node:http';
 import { type AddressInfo, isIP } from 'node:net';
 import type { Catalog } from '../catalog/catalog.js';
 import type { Logger } from '../log/logger.js';
-import { redact } from '../log/redact.js';
+import { redactMetrics, redactOutput } from '../log/redact.js';
 import { type ApiAddress, bearerMatches } from './api-token.js';
 import { registry } from '../metrics/metrics.js';
 import { formatAddress } from './listen-address.js';
@@ -114,14 +114,14 @@ export class StatusServer {
       switch (path) {
         case '/v1/services': {
           const c = this.sources.catalog();
-          return send(res, c ? 200 : 503, 'application/json', redact(`${JSON.stringify({ complete: !!c, services: c?.services ?? [] }, null, 2)}\n`));
+          return send(res, c ? 200 : 503, 'application/json', redactOutput(`${JSON.stringify({ complete: !!c, services: c?.services ?? [] }, null, 2)}\n`));
         }
         case '/v1/health': {
           const h = healthReport(this.sources);
-          return send(res, h.ok ? 200 : 503, 'application/json', redact(`${JSON.stringify(h, null, 2)}\n`));
+          return send(res, h.ok ? 200 : 503, 'application/json', redactOutput(`${JSON.stringify(h, null, 2)}\n`));
         }
         case '/metrics':
-          return send(res, 200, registry.contentType, redact(await registry.metrics()));
+          return send(res, 200, registry.contentType, redactMetrics(await registry.metrics()));
         default:
           return send(res, 404, 'text/plain; charset=utf-8', 'not found (try /v1/services, /v1/health, /metrics)\n');
       }

@@ -4,6 +4,7 @@ import { describe, expect, it } from 'vitest';
 import type { ServiceInstance } from '../model/service-instance.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 import { CatalogWatch } from './watch.js';
+import { metrics } from '../metrics/metrics.js';
 
 /** A raw watch driven by hand. */
 class ManualWatch implements RawWatch {
@@ -53,5 +54,14 @@ describe('CatalogWatch', () => {
     raw.h!.note('periodic', 'debug');
     raw.h!.note('compacted');
     expect(lines.map((l) => [l.level, l.msg])).toEqual([[20, 'periodic'], [30, 'compacted']]);
+  });
+
+  it('counts every failed read in harbormaster_registry_errors_total (op watch), also the ones logged at debug only', async () => {
+    const raw = new ManualWatch();
+    new CatalogWatch(raw, { log: capture().log }).start();
+    const count = async () => (await metrics.registryErrors.get()).values.find((v) => v.labels.op === 'watch')?.value ?? 0;
+    const before = await count();
+    for (let i = 0; i < 3; i++) raw.h!.error(new Error('etcd watch on /x: TLS: the server refused the client certificate'));
+    expect(await count()).toBe(before + 3);
   });
 });

@@ -2,6 +2,7 @@
 import type { Logger } from '../log/logger.js';
 import type { HealthStatus } from '../model/service-instance.js';
 import { redactUri } from '../log/redact.js';
+import { metrics } from '../metrics/metrics.js';
 import { causeOf } from '../registry/explain.js';
 import { parseRegistryUri } from '../registry/uri.js';
 import { buildCatalog, type Catalog } from './catalog.js';
@@ -105,6 +106,8 @@ export class CatalogWatch {
         for (const fn of this.listeners) fn(next);
       },
       error: (err) => {
+        // Every failed read counts, logged or not: the reader's side of harbormaster_registry_errors_total.
+        metrics.registryErrors.inc({ op: 'watch' });
         this.status.connected = false;
         this.status.lastError = err.message;
         if (!failing) {

@@ -1,6 +1,6 @@
 // Entry point: `harbormaster <command> [options]`. Usage errors exit 2 with a one-line reason.
 import { readFileSync } from 'node:fs';
-import { addEnvSecrets, redact } from '../log/redact.js';
+import { addEnvSecrets, redact, redactOutput } from '../log/redact.js';
 import { UsageError } from '../registry/types.js';
 
 type Command = (argv: string[], out: (s: string) => void) => Promise<number>;
@@ -36,7 +36,7 @@ function version(): string {
 export async function main(argv: string[]): Promise<number> {
   addEnvSecrets(process.env);
   // What a command prints (`services --json`, reports) is masked like the logs.
-  const out = (s: string) => void process.stdout.write(redact(s));
+  const out = (s: string) => void process.stdout.write(redactOutput(s));
   const [command, ...rest] = argv;
   try {
     if (!command || command === '--help' || command === '-h' || command === 'help') {

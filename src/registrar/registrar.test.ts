@@ -876,3 +876,36 @@ describe('Registrar: refusals in the log', () => {
     expect(lines.some((l) => l.msg.includes('accepts requests again'))).toBe(true);
   });
 });
+
+describe('Registrar: refusals in the log after the refused id is gone', () => {
+  it('a cause logged for a container that went away before it was accepted is logged again when it refuses another id later', async () => {
+    const { pino } = await import('pino');
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
+    const store = new MemoryStore();
+    let cause: string | undefined = '403 Permission denied: Missing service:write';
+    class Refusing extends MemoryBackend {
+      override async register(s: ServiceInstance): Promise<void> {
+        if (cause) throw new RefusedError(`PUT /agent/service/register?replace-existing-checks=true: ${cause}`, 403);
+        return super.register(s);
+      }
+    }
+    const registrar = new Registrar(new Refusing(store, 'x', { ttl: 30 }), { hostname: HOST, ttlRefreshMs: 0, cleanup: false, retryIntervalMs: 20, maxRetryMs: 100, log });
+    running.push(registrar);
+    registrar.start();
+    registrar.complete();
+    const errors = () => lines.filter((l) => l.level >= 50).map((l) => l.msg);
+    registrar.set('a', [instance('web1')]);
+    await waitFor('the refusal logged', () => errors().length === 1);
+    // The refused container stops before the registry ever accepted it.
+    registrar.set('a', []);
+    await sleep(300);
+    cause = undefined;
+    registrar.set('b', [instance('api1')]);
+    await waitFor('api1 registered', () => store.list().length === 1);
+    // Later the same refusal comes back for another container: a new incident, a new line.
+    cause = '403 Permission denied: Missing service:write';
+    registrar.set('c', [instance('db1')]);
+    await waitFor('the new refusal logged', () => errors().length === 2);
+  });
+});

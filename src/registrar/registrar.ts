@@ -489,6 +489,8 @@ export class Registrar implements DesiredSink {
     s.attempts = 0;
     if (s.retryAt) this.wheel.remove(s.id);
     s.retryAt = 0;
+    // Gone without being accepted (its container stopped): a later refusal of the same cause is news again.
+    this.loggedRefusals.delete(s.id);
     if (this.refusedIds.delete(s.id) && this.refusedIds.size === 0 && this.refusals === 0 && !this.outage) this.state.registryUp = true;
     this.prune(s);
   }

@@ -1,11 +1,13 @@
 // The few Consul agent endpoints the registrar writes to, over undici with a timeout on every
 // call, so that each failure can be told apart: no answer (unreachable), an answer refusing
 // the call (403 ACL, 429 rate limit, 5xx), or a 400 refusing this registration for what it is.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { Agent, request } from 'undici';
 import { addSecret } from '../log/redact.js';
 import { explainConsulFailure, explainConsulRefusal } from './explain.js';
-import { RefusedError, RejectedError } from './types.js';
+import { RefusedError, RejectedError, UsageError } from './types.js';
 
 type Env = Record<string, string | undefined>;
 
@@ -42,11 +44,35 @@ export function consulConnection(target: ConsulHttpTarget, env: Env): ConsulConn
     }
   };
   addSecret(env.CONSUL_HTTP_TOKEN);
+  const tls = target.secure ? { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } : undefined;
+  if (tls) checkPem(tls, env);
   return {
     origin: `${target.secure ? 'https' : 'http'}://${host}:${target.port}`,
     token: env.CONSUL_HTTP_TOKEN || undefined,
-    tls: target.secure ? { ca: read('CONSUL_CACERT'), cert: read('CONSUL_CLIENT_CERT'), key: read('CONSUL_CLIENT_KEY') } : undefined,
+    tls,
   };
+}
+
+/**
+ * The TLS files checked when read: a file that is not PEM (or a key of another certificate)
+ * would otherwise fail on the first connection with OpenSSL's words and no variable named.
+ */
+function checkPem(tls: NonNullable<ConsulConnection['tls']>, env: Env): void {
+  if (tls.ca) {
+    try {
+      new X509Certificate(tls.ca);
+    } catch (err) {
+      throw new UsageError(`CONSUL_CACERT=${env.CONSUL_CACERT}: not a PEM certificate (${(err as Error).message})`);
+    }
+  }
+  if (!tls.cert !== !tls.key) throw new UsageError(`consul TLS: CONSUL_CLIENT_CERT and CONSUL_CLIENT_KEY go together (only ${tls.cert ? 'CONSUL_CLIENT_CERT' : 'CONSUL_CLIENT_KEY'} is set)`);
+  if (tls.cert && tls.key) {
+    try {
+      createSecureContext({ cert: tls.cert, key: tls.key });
+    } catch (err) {
+      throw new UsageError(`CONSUL_CLIENT_CERT=${env.CONSUL_CLIENT_CERT}, CONSUL_CLIENT_KEY=${env.CONSUL_CLIENT_KEY}: not a PEM certificate and its key (${(err as Error).message})`);
+    }
+  }
 }
 
 export class ConsulHttp {

@@ -3,7 +3,9 @@
 // transaction, so that a host reads back only its own entries, paged, however many other hosts
 // share the prefix. Both hang on one lease per process that the heartbeat keeps alive: if this
 // process or host dies, the lease expires and every key it held vanishes at once.
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { createSecureContext } from 'node:tls';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
 import {
   Etcd3,
@@ -91,6 +93,22 @@ export function etcdTlsOptions(target: Pick<EtcdTarget, 'endpoints'>, env: Recor
   const certChain = read('ETCDCTL_CERT');
   const privateKey = read('ETCDCTL_KEY');
   if (!certChain !== !privateKey) throw new UsageError(`etcd TLS: ETCDCTL_CERT and ETCDCTL_KEY go together (only ${certChain ? 'ETCDCTL_CERT' : 'ETCDCTL_KEY'} is set)`);
+  // Checked here, not when gRPC first builds its TLS context: a file that is not PEM (or a key of
+  // another certificate) would otherwise end the process with OpenSSL's words and no file named.
+  if (rootCertificate) {
+    try {
+      new X509Certificate(rootCertificate);
+    } catch (err) {
+      throw new UsageError(`ETCDCTL_CACERT=${env.ETCDCTL_CACERT}: not a PEM certificate (${(err as Error).message})`);
+    }
+  }
+  if (certChain && privateKey) {
+    try {
+      createSecureContext({ cert: certChain, key: privateKey });
+    } catch (err) {
+      throw new UsageError(`ETCDCTL_CERT=${env.ETCDCTL_CERT}, ETCDCTL_KEY=${env.ETCDCTL_KEY}: not a PEM certificate and its key (${(err as Error).message})`);
+    }
+  }
   // gRPC takes a null root certificate for "the system's roots"; the typings want a Buffer.
   return { credentials: { rootCertificate: rootCertificate as Buffer, certChain, privateKey } };
 }

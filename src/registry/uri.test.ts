@@ -126,7 +126,7 @@ describe('parseRegistryUri: rejections', () => {
     expectRefused(uri, 'host[:port]');
   });
 
-  it.each(['consul://user@host:8500', 'etcd://root:hunter2-secret@127.0.0.1:2379/p', 'etcd-tls://a:hunter2-secret@h,b:2379'])('credentials in the URI: refused, never echoed: %s', (uri) => {
+  it.each(['consul://user@host:8500', 'etcd://root:hunter2-secret@127.0.0.1:2379/p', 'etcd-tls://a:hunter2-secret@h,b:2379', 'etcd://root:hunter2/secret@127.0.0.1:2379/p', 'consul://tok:hunter2/x@127.0.0.1:8500'])('credentials in the URI: refused, never echoed: %s', (uri) => {
     expectRefused(uri, '[redacted]@', 'credentials in a registry URI are not read');
     expect(() => parseRegistryUri(uri)).not.toThrow(/hunter2|user@/);
   });

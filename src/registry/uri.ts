@@ -24,8 +24,9 @@ export function parseRegistryUri(uri: string): RegistryTarget {
   const m = /^([a-z][a-z0-9+-]*):\/\/([^/]*)(\/.*)?$/.exec(uri);
   if (!m) throw new UsageError(`registry URI "${redactUri(uri)}" is not of the form scheme://host:port[/prefix]`);
   const [, scheme, authority, rawPath = ''] = m;
-  // Never echoed: the error would carry the password to the terminal and the logs.
-  if (authority.includes('@')) {
+  // Never echoed: the error would carry the password to the terminal and the logs. Anywhere in
+  // the URI: a password holding a '/' ends the authority early, and no valid URI holds an '@'.
+  if (uri.includes('@')) {
     throw new UsageError(`registry URI ${redactUri(uri)}: credentials in a registry URI are not read (give CONSUL_HTTP_TOKEN, or ETCDCTL_USER and ETCDCTL_PASSWORD)`);
   }
   const path = rawPath.replace(/\/+$/, '');

@@ -3,7 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { Journal } from './journal.js';
-import { batchSize, parseRolloutArgs } from './options.js';
+import { batchSize, parseRolloutArgs, recordedCommand } from './options.js';
 
 const ENV = { HOME: '/home/x', DOCKER_HOST: undefined };
 
@@ -119,5 +119,21 @@ describe('rollout journal', () => {
     j.data.pid = 2 ** 22 + 12345; // beyond pid_max: no such process
     j.save();
     expect(Journal.load(dir, 'w', false)!.ownedByLiveProcess()).toBe(false);
+  });
+});
+
+describe('the recorded command line', () => {
+  it('masks an --api-token holding a quote, which quoting would otherwise split', async () => {
+    const { addSecret, clearSecrets } = await import('../log/redact.js');
+    const token = "ab'cd$ef";
+    addSecret(token);
+    try {
+      const line = recordedCommand(['web', '--api-token', token, `--api-token=${token}`, 'it s']);
+      expect(line).not.toContain('ab');
+      expect(line).not.toContain('cd$ef');
+      expect(line).toBe("harbormaster rollout web --api-token '[redacted]' '--api-token=[redacted]' 'it s'");
+    } finally {
+      clearSecrets();
+    }
   });
 });

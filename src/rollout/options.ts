@@ -1,6 +1,7 @@
 // `harbormaster rollout` flags → a validated plan of how to roll. Every problem is one UsageError
 // naming the flag, so the command exits 2 before it touches a container.
 import { apiToken } from '../api/api-token.js';
+import { redact } from '../log/redact.js';
 import os from 'node:os';
 import { COMMON_OPTIONS, choiceFlag, intFlag, parse } from '../cli/args.js';
 import { parseDuration } from '../render/template-spec.js';
@@ -218,6 +219,17 @@ function parseHttpUrl(flag: string, url: string, raw = url): URL {
 function defaultStateDir(env: Record<string, string | undefined>): string {
   const base = env.XDG_STATE_HOME || `${env.HOME || os.homedir()}/.local/state`;
   return `${base}/harbormaster`;
+}
+
+/**
+ * The command line recorded in the journal and lock files. Each argument is masked before it is
+ * quoted: quoting first would split a token holding a quote ('a'\''b') so that no mask matches it.
+ */
+export function recordedCommand(argv: string[]): string {
+  return ['harbormaster', 'rollout', ...argv.map((raw) => {
+    const a = redact(raw);
+    return /^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`;
+  })].join(' ');
 }
 
 /** How many containers one batch replaces, out of `total`. */

@@ -4,6 +4,7 @@
 import { execFile, spawn } from 'node:child_process';
 import { openSync, readFileSync, writeFileSync } from 'node:fs';
 import https from 'node:https';
+import { dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { waitFor } from './wait.js';
@@ -71,7 +72,11 @@ function alive(pid: number): boolean {
   }
 }
 
-/** The member's pid if its process runs. */
+/**
+ * The member's pid if its process runs and is this cluster's: its command line names the state
+ * dir (as cluster.sh checks), so that a stale pid file whose pid was reused by another process
+ * never gets that process signalled by stopMember/killMember.
+ */
 export function memberPid(m: ClusterMember): number | undefined {
   let pid: number;
   try {
@@ -79,7 +84,13 @@ export function memberPid(m: ClusterMember): number | undefined {
   } catch {
     return undefined;
   }
-  return pid > 0 && alive(pid) ? pid : undefined;
+  if (!(pid > 0) || !alive(pid)) return undefined;
+  const state = dirname(dirname(m.pidfile));
+  try {
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes(state) ? pid : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** Signal the member (SIGTERM by default) and wait until its process is gone. */

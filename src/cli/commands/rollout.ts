@@ -2,7 +2,7 @@
 import { redact } from '../../log/redact.js';
 import { UsageError } from '../../registry/types.js';
 import { Rollout, RolloutFailed } from '../../rollout/engine.js';
-import { parseRolloutArgs, ROLLOUT_HELP } from '../../rollout/options.js';
+import { parseRolloutArgs, recordedCommand, ROLLOUT_HELP } from '../../rollout/options.js';
 import { registryView, Sidecar } from '../../rollout/registry-view.js';
 import { createReporter } from '../../rollout/reporter.js';
 import { DockerRefused, dockerClient } from '../../sources/docker/docker-endpoint.js';
@@ -17,7 +17,7 @@ export async function rolloutCommand(argv: string[], out: (s: string) => void): 
     return 0;
   }
   // Recorded in the rollout's journal and lock files: an --api-token given on the command line is masked there.
-  cfg.command = redact(['harbormaster', 'rollout', ...argv.map((a) => (/^[\w@%+=:,./-]+$/.test(a) ? a : `'${a.replace(/'/g, `'\\''`)}'`))].join(' '));
+  cfg.command = recordedCommand(argv);
   const docker = dockerClient(cfg.docker);
   try {
     await docker.ping();

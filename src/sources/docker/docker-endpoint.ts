@@ -1,6 +1,7 @@
 // --docker / DOCKER_HOST → dockerode connection options, and refused calls named in one line.
 import { createRequire } from 'node:module';
 import type Docker from 'dockerode';
+import { redactUri } from '../../log/redact.js';
 import { UsageError } from '../../registry/types.js';
 
 /**
@@ -50,7 +51,8 @@ function connection(endpoint: string): Docker.DockerOptions {
   }
   const m = /^(tcp|http|https):\/\/([A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\]):(\d{1,5})\/?$/.exec(endpoint);
   if (!m || Number(m[3]) < 1 || Number(m[3]) > 65535) {
-    throw new UsageError(`--docker ${endpoint}: expected unix:///path/to/docker.sock or tcp://host:port`);
+    // redactUri: a user:password@ given by mistake is not echoed.
+    throw new UsageError(`--docker ${redactUri(endpoint)}: expected unix:///path/to/docker.sock or tcp://host:port (credentials in it are not read)`);
   }
   return { host: m[2].replace(/^\[|\]$/g, ''), port: Number(m[3]), protocol: m[1] === 'https' ? 'https' : 'http' };
 }
