@@ -23,6 +23,7 @@ const DOCKER_A = [
   'test/fault-support.test.ts',
   'test/render-proxies.test.ts',
   'test/render-safety.test.ts',
+  'test/cluster-faults.test.ts',
 ];
 
 /** Integration tests on engine "b" (its own socket, bridge and data). */

@@ -3,6 +3,7 @@
 // transaction, so that a host reads back only its own entries, paged, however many other hosts
 // share the prefix. Both hang on one lease per process that the heartbeat keeps alive: if this
 // process or host dies, the lease expires and every key it held vanishes at once.
+import { readFileSync } from 'node:fs';
 import { ConsecutiveBreaker, circuitBreaker, handleWhen, noop, retry } from 'cockatiel';
 import {
   Etcd3,
@@ -29,7 +30,7 @@ import { compareInstances, type ServiceInstance } from '../model/service-instanc
 import { checkText } from '../model/validate.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
-import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
+import { type BackendOptions, failureKind, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError, UsageError } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 /** Keys per page when reading this host's index. */
@@ -38,6 +39,8 @@ const PAGE = 1000;
 const TXN_OPS = 128;
 /** Every this many heartbeat rounds the keys on the lease are read back (one request), so a key deleted by someone else is written again. */
 const VERIFY_EVERY = 6;
+/** A keepalive refused within this long is tried on another member in the same round. */
+const FAILOVER_WITHIN_MS = 1_000;
 
 /**
  * The client's own fault handling, tuned for a registrator that retries by itself: the default
@@ -46,7 +49,8 @@ const VERIFY_EVERY = 6;
  */
 export function etcdFaultHandling(endpoints: number): IOptions['faultHandling'] {
   return {
-    host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 300, breaker: new ConsecutiveBreaker(3) }),
+    // With other members to go to, one failure is enough to look elsewhere for a moment.
+    host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 300, breaker: new ConsecutiveBreaker(endpoints > 1 ? 1 : 3) }),
     global: endpoints > 1 ? retry(handleWhen(isRecoverableError), { maxAttempts: endpoints - 1 }) : noop,
   };
 }
@@ -64,6 +68,30 @@ export function etcdAuthOptions(env: Record<string, string | undefined> = proces
   const user = env.ETCDCTL_USER;
   const [username, password] = user?.includes(':') ? [user.slice(0, user.indexOf(':')), user.slice(user.indexOf(':') + 1)] : [user, env.ETCDCTL_PASSWORD];
   return username && password ? { auth: { username, password } } : {};
+}
+
+/**
+ * For https endpoints (etcd-tls://): the CA, client certificate and key from ETCDCTL_CACERT,
+ * ETCDCTL_CERT and ETCDCTL_KEY, as etcdctl reads them; a file that cannot be read is named.
+ */
+export function etcdTlsOptions(endpoints: string[], env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
+  if (!endpoints.some((e) => e.startsWith('https://'))) return {};
+  const read = (name: string) => {
+    const file = env[name];
+    if (!file) return undefined;
+    try {
+      return readFileSync(file);
+    } catch (err) {
+      throw new UsageError(`${name}=${file}: ${(err as Error).message}`);
+    }
+  };
+  const ca = read('ETCDCTL_CACERT');
+  const cert = read('ETCDCTL_CERT');
+  const key = read('ETCDCTL_KEY');
+  if (!ca && !cert) return {};
+  if (!ca) throw new UsageError('ETCDCTL_CERT without ETCDCTL_CACERT: give the CA that signed the etcd servers\' certificates');
+  if (!!cert !== !!key) throw new UsageError('ETCDCTL_CERT and ETCDCTL_KEY go together');
+  return { credentials: { rootCertificate: ca, ...(cert && key ? { certChain: cert, privateKey: key } : {}) } };
 }
 
 export interface EtcdTarget {
@@ -102,13 +130,14 @@ export class EtcdBackend implements RegistryBackend {
     private readonly opts: BackendOptions,
     env: Record<string, string | undefined> = process.env,
   ) {
-    this.description = `etcd://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
+    this.description = `${target.endpoints.some((e) => e.startsWith('https://')) ? 'etcd-tls' : 'etcd'}://${target.endpoints.map((e) => e.replace(/^https?:\/\//, '')).join(',')}${target.prefix}`;
     this.host = opts.host ?? '';
     this.client = new Etcd3({
       hosts: target.endpoints,
       dialTimeout: CALL_TIMEOUT_MS,
       faultHandling: etcdFaultHandling(target.endpoints.length),
       ...etcdAuthOptions(env),
+      ...etcdTlsOptions(target.endpoints, env),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });
@@ -178,7 +207,7 @@ export class EtcdBackend implements RegistryBackend {
     const lease = this.lease;
     if (!lease) return { lost: refs.map((r) => r.id) };
     try {
-      await this.call('etcd lease keepalive', () => lease.keepaliveOnce());
+      await this.keepalive(lease);
     } catch (err) {
       if (err instanceof EtcdLeaseInvalidError) {
         if (this.lease === lease) this.dropLease();
@@ -199,6 +228,25 @@ export class EtcdBackend implements RegistryBackend {
       }
     }
     return { lost: [...lost] };
+  }
+
+  /**
+   * One keepalive, on another member when the one it went to refused the connection at once (a
+   * member down): unlike unary calls, the client's streams are not retried on another host, so a
+   * dead member among three would fail one round in three and, three in a row, lapse the lease.
+   * A member that does not answer in time is not retried: that would outlast a short TTL.
+   */
+  private async keepalive(lease: Lease): Promise<void> {
+    const started = Date.now();
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.call('etcd lease keepalive', () => lease.keepaliveOnce());
+        return;
+      } catch (err) {
+        const fast = Date.now() - started < FAILOVER_WITHIN_MS;
+        if (attempt >= this.target.endpoints.length || !fast || failureKind(err) !== 'unreachable' || err instanceof EtcdLeaseInvalidError) throw err;
+      }
+    }
   }
 
   async list(): Promise<ServiceInstance[]> {

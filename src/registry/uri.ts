@@ -31,15 +31,16 @@ export function parseRegistryUri(uri: string): RegistryTarget {
       return { kind: 'consul', host, port, secure: scheme === 'consul-tls' };
     }
     case 'etcd':
+    case 'etcd-tls':
     case 'etcd2': {
       const parts = (authority || '127.0.0.1').split(',');
       const endpoints = parts.map((p) => {
         const { host, port } = hostPort(uri, p, 2379);
-        return `http://${host}:${port}`;
+        return `${scheme === 'etcd-tls' ? 'https' : 'http'}://${host}:${port}`;
       });
       const prefix = path || '/harbormaster';
       if (!PREFIX.test(prefix)) throw new UsageError(`registry URI ${uri}: prefix "${prefix}" may only hold /-separated A-Z a-z 0-9 . _ -`);
-      return { kind: scheme, endpoints, prefix };
+      return { kind: scheme === 'etcd2' ? 'etcd2' : 'etcd', endpoints, prefix };
     }
     case 'memory': {
       if (path) throw new UsageError(`registry URI ${uri}: memory takes no path`);
@@ -47,6 +48,6 @@ export function parseRegistryUri(uri: string): RegistryTarget {
       return { kind: 'memory', name: authority || 'default' };
     }
     default:
-      throw new UsageError(`registry URI ${uri}: unknown scheme "${scheme}" (consul, consul-tls, etcd, etcd2, memory)`);
+      throw new UsageError(`registry URI ${uri}: unknown scheme "${scheme}" (consul, consul-tls, etcd, etcd-tls, etcd2, memory)`);
   }
 }
