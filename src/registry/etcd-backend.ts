@@ -39,8 +39,6 @@ const PAGE = 1000;
 const TXN_OPS = 128;
 /** Every this many heartbeat rounds the keys on the lease are read back (one request), so a key deleted by someone else is written again. */
 const VERIFY_EVERY = 6;
-/** A keepalive refused within this long is tried on another member in the same round. */
-const FAILOVER_WITHIN_MS = 1_000;
 
 /**
  * The client's own fault handling, tuned for a registrator that retries by itself: the default
@@ -231,20 +229,20 @@ export class EtcdBackend implements RegistryBackend {
   }
 
   /**
-   * One keepalive, on another member when the one it went to refused the connection at once (a
-   * member down): unlike unary calls, the client's streams are not retried on another host, so a
-   * dead member among three would fail one round in three and, three in a row, lapse the lease.
-   * A member that does not answer in time is not retried: that would outlast a short TTL.
+   * One keepalive, tried on another member when the one it went to does not answer: unlike
+   * unary calls, the client's streams are not retried on another host, and a stream to a member
+   * that just died waits for its connection instead of failing. Each try has a deadline of a
+   * third of the TTL, so that all of them together fit in it; the member that failed is left
+   * out of the next pick for a moment (its circuit breaker opens).
    */
   private async keepalive(lease: Lease): Promise<void> {
-    const started = Date.now();
+    const tryMs = Math.min(CALL_TIMEOUT_MS, Math.max(500, (this.opts.ttl * 1000) / 3));
     for (let attempt = 1; ; attempt++) {
       try {
-        await this.call('etcd lease keepalive', () => lease.keepaliveOnce());
+        await this.call('etcd lease keepalive', () => lease.keepaliveOnce({ deadline: Date.now() + tryMs }));
         return;
       } catch (err) {
-        const fast = Date.now() - started < FAILOVER_WITHIN_MS;
-        if (attempt >= this.target.endpoints.length || !fast || failureKind(err) !== 'unreachable' || err instanceof EtcdLeaseInvalidError) throw err;
+        if (attempt >= this.target.endpoints.length || failureKind(err) !== 'unreachable' || err instanceof EtcdLeaseInvalidError) throw err;
       }
     }
   }
