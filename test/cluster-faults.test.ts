@@ -115,11 +115,16 @@ async function ensureCluster(): Promise<ClusterInfo> {
       return false;
     }
   };
+  /**
+   * Every packet to or from `ip` on the Consul server and serf ports, whatever its other end
+   * (memberlist falls back to TCP from an unbound address, 127.0.0.1): the agent there still
+   * answers its own host on its HTTPS port, and hears nothing of the cluster.
+   */
   const iptables = async (op: '-I' | '-D', ip: string) => {
-    const others = [...new Set(members.filter((m) => m.kind.startsWith('consul') && m.address !== ip).map((m) => m.address))];
-    for (const other of others) {
-      for (const [src, dst] of [[ip, other], [other, ip]]) {
-        await exec('iptables', [op, 'INPUT', '-s', src, '-d', dst, '-j', 'DROP', '-m', 'comment', '--comment', 'hm-cluster-faults']).catch((err: Error) => {
+    const ports = '27300:27302';
+    for (const proto of ['tcp', 'udp']) {
+      for (const rule of [['-d', ip, '!', '-s', ip], ['-s', ip, '!', '-d', ip]]) {
+        await exec('iptables', [op, 'INPUT', ...rule, '-p', proto, '--dport', ports, '-j', 'DROP', '-m', 'comment', '--comment', 'hm-cluster-faults']).catch((err: Error) => {
           if (op === '-I') throw err;
         });
       }
