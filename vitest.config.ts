@@ -15,6 +15,7 @@ const DOCKER_A = [
   'test/faults-scale.test.ts',
   'test/faults-registry.test.ts',
   'test/register-consul.test.ts',
+  'test/cluster.test.ts',
   'test/register-etcd.test.ts',
   'test/register-checks.test.ts',
   'test/cli.test.ts',

@@ -5,13 +5,14 @@
 // change. Two hosts register into one registry, a gateway (`harbormaster proxy`) routes a bounded
 // GET load to both, and the registry is read independently of harbormaster; each scenario prints
 // one FAULT line. Every member, engine and rule a scenario stops or adds is restored before it ends.
-import { execFile, spawn } from 'node:child_process';
-import { openSync, readFileSync, writeFileSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { promisify } from 'node:util';
 import { Etcd3 } from 'etcd3';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed, onTestFinished } from 'vitest';
 import { prefixEnd } from '../src/catalog/etcd-watch.js';
+import { type Cluster, type ClusterMember, consulLeader, ensureCluster, etcdctlRoot, etcdLeader, member, startMember, stopMember, tlsGet } from './support/cluster.js';
 import { FaultProxy } from './support/fault-proxy.js';
 import { type Hm, spawnHm } from './support/harbormaster.js';
 import { measure, Observer, reportFault, type Entry } from './support/observer.js';
@@ -32,187 +33,60 @@ const PORT = { etcdGateway: 29500, consulGateway: 29502, api: 29510, etcdFault: 
 const EXPIRY_SLACK_MS = 1_500;
 
 // ---------------------------------------------------------------------------------------------
-// The cluster and its members (scripts/cluster.sh; HM_CLUSTER_NET / HM_CLUSTER_STATE pick the instance).
+// The cluster's members beyond what test/support/cluster.ts does: health of a whole registry,
+// moving etcd's leadership, and a partition of one address with iptables.
 
-interface Member {
-  name: string;
-  kind: 'etcd' | 'consul-server' | 'consul-client' | 'dockerd';
-  address: string;
-  pidfile: string;
-  log: string;
-  endpoint: string;
-  args: string[];
+const membersOf = (kind: ClusterMember['kind']) => cluster.members.filter((m) => m.kind === kind);
+
+/** Every member of the registry answers and one leads (Consul: three voters). */
+async function waitHealthy(kind: 'etcd' | 'consul'): Promise<void> {
+  const servers = membersOf(kind === 'etcd' ? 'etcd' : 'consul-server');
+  await waitFor(`every ${kind} member answering, with a leader`, async () => {
+    const leader = kind === 'etcd' ? await etcdLeader(cluster) : await consulLeader(cluster);
+    if (!leader) return false;
+    const path = kind === 'etcd' ? '/version' : '/v1/status/leader';
+    const up = await Promise.all(servers.map((m) => tlsGet(cluster, `${m.endpoint}${path}`).then((r) => r.status === 200, () => false)));
+    if (!up.every(Boolean)) return false;
+    if (kind === 'etcd') return true;
+    const peers = await tlsGet(cluster, `${servers[0].endpoint}/v1/status/peers`);
+    return peers.status === 200 && (JSON.parse(peers.body) as string[]).length === servers.length;
+  }, 60_000, 200);
 }
 
-interface ClusterInfo {
-  net: string;
-  env: Record<string, string>;
-  members: Member[];
-  etcd: Member[];
-  consulServers: Member[];
-  member(name: string): Member;
-  kill(name: string, signal: NodeJS.Signals): Promise<void>;
-  start(name: string): Promise<void>;
-  waitHealthy(kind: 'etcd' | 'consul'): Promise<void>;
-  etcdLeader(): Promise<string>;
-  consulLeader(): Promise<string>;
-  moveEtcdLeader(): Promise<void>;
-  restartDockerHost2(): Promise<void>;
-  /** Drop every packet between `ip` and the other members of the cluster (iptables on loopback). */
-  partition(ip: string): Promise<void>;
-  heal(ip: string): Promise<void>;
-}
-
-const SCRIPT = process.env.HM_CLUSTER_SCRIPT_TMP ?? new URL('../scripts/cluster.sh', import.meta.url).pathname;
-
-async function ensureCluster(): Promise<ClusterInfo> {
-  await exec('bash', [SCRIPT, 'up'], { timeout: 280_000 }).catch((err: Error & { stderr?: string }) => {
-    throw new Error(`scripts/cluster.sh up failed: ${err.message}\n${err.stderr ?? ''}`);
+/** Hand etcd's leadership to a follower (etcdctl move-leader, sent to the leader). */
+async function moveEtcdLeader(): Promise<void> {
+  const { stdout } = await etcdctlRoot(cluster, ['endpoint', 'status', '-w', 'simple']);
+  const rows = stdout.split('\n').filter(Boolean).map((l) => {
+    const [endpoint, id, , , leader] = l.split(', ');
+    return { endpoint, id, leader: leader === 'true' };
   });
-  const state = process.env.HM_CLUSTER_STATE ?? '/tmp/harbormaster-cluster';
-  const json = JSON.parse(readFileSync(`${state}/cluster.json`, 'utf8')) as { net: string; env: Record<string, string>; members: Member[] };
-  const members = json.members;
-  const env = json.env;
-  const member = (name: string) => {
-    const m = members.find((x) => x.name === name);
-    if (!m) throw new Error(`no cluster member ${name}`);
-    return m;
-  };
-  const pidOf = (m: Member) => {
-    try {
-      const pid = Number(readFileSync(m.pidfile, 'utf8').trim());
-      process.kill(pid, 0);
-      return pid;
-    } catch {
-      return undefined;
-    }
-  };
-  const rootEtcd = { ...process.env, ETCDCTL_CACERT: env.ETCDCTL_CACERT, ETCDCTL_CERT: env.HM_CLUSTER_ETCD_ROOT_CERT, ETCDCTL_KEY: env.HM_CLUSTER_ETCD_ROOT_KEY, ETCDCTL_USER: '' };
-  delete (rootEtcd as Record<string, string | undefined>).ETCDCTL_USER;
-  const etcdctl = async (...args: string[]) => (await exec('etcdctl', ['--dial-timeout', '2s', '--command-timeout', '5s', ...args], { env: rootEtcd })).stdout;
-  /** Per etcd member: its hex ID and whether it leads, from the members that answer. */
-  const etcdStatus = async () => {
-    const out = await etcdctl('--endpoints', members.filter((m) => m.kind === 'etcd').map((m) => m.endpoint).join(','), 'endpoint', 'status', '-w', 'simple').catch((err: { stdout?: string }) => err.stdout ?? '');
-    return out.split('\n').filter(Boolean).map((l) => {
-      const [endpoint, id, , , leader] = l.split(', ');
-      return { endpoint, id, leader: leader === 'true' };
-    });
-  };
-  const consulDispatcher = new Agent({ connect: { ca: readFileSync(env.CONSUL_CACERT), cert: readFileSync(env.CONSUL_CLIENT_CERT), key: readFileSync(env.CONSUL_CLIENT_KEY) } });
-  const consulGet = async (m: Member, path: string) => {
-    const res = await request(`${m.endpoint}/v1${path}`, { dispatcher: consulDispatcher, headers: { 'x-consul-token': env.HM_CLUSTER_CONSUL_MASTER_TOKEN }, signal: AbortSignal.timeout(3_000) });
-    const text = await res.body.text();
-    if (res.statusCode !== 200) throw new Error(`${m.name} ${path}: ${res.statusCode} ${text}`);
-    return JSON.parse(text) as unknown;
-  };
-  const answers = async (m: Member) => {
-    try {
-      // Status, not health: a member answers before the quorum it belongs to is back.
-      if (m.kind === 'etcd') return (await etcdctl('--endpoints', m.endpoint, 'endpoint', 'status')).includes(m.endpoint);
-      if (m.kind === 'dockerd') return (await exec('docker', ['info'], { env: { ...process.env, DOCKER_HOST: m.endpoint }, timeout: 5_000 }).then(() => true));
-      return typeof (await consulGet(m, '/status/leader')) === 'string';
-    } catch {
-      return false;
-    }
-  };
-  /**
-   * Every packet to or from `ip` on the Consul server and serf ports, whatever its other end
-   * (memberlist falls back to TCP from an unbound address, 127.0.0.1): the agent there still
-   * answers its own host on its HTTPS port, and hears nothing of the cluster.
-   */
-  const iptables = async (op: '-I' | '-D', ip: string) => {
-    const ports = '27300:27302';
-    for (const proto of ['tcp', 'udp']) {
-      for (const rule of [['-d', ip, '!', '-s', ip], ['-s', ip, '!', '-d', ip]]) {
-        await exec('iptables', [op, 'INPUT', ...rule, '-p', proto, '--dport', ports, '-j', 'DROP', '-m', 'comment', '--comment', 'hm-cluster-faults']).catch((err: Error) => {
-          if (op === '-I') throw err;
-        });
-      }
-    }
-  };
-  const c: ClusterInfo = {
-    net: json.net,
-    env,
-    members,
-    etcd: members.filter((m) => m.kind === 'etcd'),
-    consulServers: members.filter((m) => m.kind === 'consul-server'),
-    member,
-    async kill(name, signal) {
-      const m = member(name);
-      const pid = pidOf(m);
-      if (pid === undefined) return;
-      process.kill(pid, signal);
-      await waitFor(`${name} (pid ${pid}) to exit`, () => {
-        try {
-          process.kill(pid, 0);
-          return false;
-        } catch {
-          return true;
-        }
-      }, 30_000, 50);
-    },
-    async start(name) {
-      const m = member(name);
-      if (pidOf(m) === undefined) {
-        const log = openSync(m.log, 'a');
-        // Not detached: setsid forks when its caller leads a process group, and the pid written would be the wrong one.
-        const child = spawn('setsid', m.args, { stdio: ['ignore', log, log] });
-        child.unref();
-        // dockerd writes its own pid file; the others' is written here, as the script does.
-        if (m.kind !== 'dockerd') writeFileSync(m.pidfile, `${child.pid}\n`);
-      }
-      await waitFor(`${name} to answer`, () => answers(m), 60_000, 200);
-    },
-    async waitHealthy(kind) {
-      if (kind === 'etcd') {
-        await waitFor('every etcd member healthy with one leader', async () => {
-          const s = await etcdStatus();
-          return s.length === 3 && s.filter((x) => x.leader).length === 1 && (await Promise.all(c.etcd.map(answers))).every(Boolean);
-        }, 60_000, 200);
-      } else {
-        await waitFor('a Consul leader and three voters', async () => {
-          const peers = (await consulGet(c.consulServers[0], '/status/peers')) as string[];
-          const leader = (await consulGet(c.consulServers[0], '/status/leader')) as string;
-          const alive = (await Promise.all(c.consulServers.map(answers))).every(Boolean);
-          return peers.length === 3 && leader !== '' && alive;
-        }, 60_000, 200);
-      }
-    },
-    async etcdLeader() {
-      const s = await waitFor('an etcd leader', async () => (await etcdStatus()).find((x) => x.leader), 30_000, 200);
-      return members.find((m) => m.endpoint === s.endpoint)!.name;
-    },
-    async consulLeader() {
-      const addr = await waitFor('a Consul leader', async () => {
-        for (const m of c.consulServers) {
-          const l = (await consulGet(m, '/status/leader').catch(() => '')) as string;
-          if (l) return l;
-        }
-        return undefined;
-      }, 30_000, 200);
-      return c.consulServers.find((m) => addr.startsWith(`${m.address}:`))!.name;
-    },
-    async moveEtcdLeader() {
-      const s = await etcdStatus();
-      const leader = s.find((x) => x.leader);
-      const next = s.find((x) => !x.leader);
-      if (!leader || !next) throw new Error(`no leader and follower to move leadership between: ${JSON.stringify(s)}`);
-      await etcdctl('--endpoints', leader.endpoint, 'move-leader', next.id);
-    },
-    async restartDockerHost2() {
-      await c.start('docker-h2');
-    },
-    async partition(ip) {
-      await iptables('-I', ip);
-    },
-    async heal(ip) {
-      await iptables('-D', ip);
-    },
-  };
-  return c;
+  const leader = rows.find((r) => r.leader);
+  const next = rows.find((r) => !r.leader);
+  if (!leader || !next) throw new Error(`no leader and follower to move leadership between: ${stdout}`);
+  const name = membersOf('etcd').find((m) => m.endpoint === leader.endpoint)!.name;
+  const moved = await etcdctlRoot(cluster, ['move-leader', next.id], [name]);
+  if (moved.code !== 0) throw new Error(`etcdctl move-leader ${next.id}: ${moved.stderr}`);
 }
 
-let cluster: ClusterInfo;
+/**
+ * Drop every packet to or from `ip` on the Consul server and serf ports, whatever its other end
+ * (memberlist falls back to TCP from an unbound address, 127.0.0.1): the agent there still
+ * answers its own host on its HTTPS port, and hears nothing of the cluster.
+ */
+async function iptables(op: '-I' | '-D', ip: string): Promise<void> {
+  for (const proto of ['tcp', 'udp']) {
+    for (const rule of [['-d', ip, '!', '-s', ip], ['-s', ip, '!', '-d', ip]]) {
+      await exec('iptables', [op, 'INPUT', ...rule, '-p', proto, '--dport', '27300:27302', '-j', 'DROP', '-m', 'comment', '--comment', 'hm-cluster-faults']).catch((err: Error) => {
+        if (op === '-I') throw err;
+      });
+    }
+  }
+}
+
+const partition = (ip: string) => iptables('-I', ip);
+const heal = (ip: string) => iptables('-D', ip);
+
+let cluster: Cluster;
 /** TLS material and credentials of the cluster, as harbormaster reads them. */
 let tlsEnv: Record<string, string>;
 
@@ -253,7 +127,7 @@ async function serve(n: HostNo, name: string, service: string): Promise<void> {
 
 /** Everything of host 2's engine at once: the engine, its port proxies, every container's processes. */
 async function loseHost2Engine(): Promise<void> {
-  const pid = Number(readFileSync(cluster.member('docker-h2').pidfile, 'utf8').trim());
+  const pid = Number(readFileSync(member(cluster, 'docker-h2').pidfile, 'utf8').trim());
   const ids = (await dockerOn(2, 'ps', '-q')).split('\n').filter(Boolean);
   const pids = ids.length ? (await dockerOn(2, 'inspect', '-f', '{{.State.Pid}}', ...ids)).split('\n').map(Number).filter((p) => p > 0) : [];
   // Its docker-proxy processes (children of the engine) listen on the host's address: they go too.
@@ -288,7 +162,7 @@ function etcdFlavor(): Flavor {
   const e = cluster.env;
   const [user, password] = [e.ETCDCTL_USER.slice(0, e.ETCDCTL_USER.indexOf(':')), e.ETCDCTL_USER.slice(e.ETCDCTL_USER.indexOf(':') + 1)];
   const client = new Etcd3({
-    hosts: cluster.etcd.map((m) => `https://${m.address}:27379`),
+    hosts: membersOf('etcd').map((m) => `https://${m.address}:27379`),
     credentials: { rootCertificate: readFileSync(e.ETCDCTL_CACERT), certChain: readFileSync(e.ETCDCTL_CERT), privateKey: readFileSync(e.ETCDCTL_KEY) },
     auth: { username: user, password },
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 3_000 }),
@@ -494,15 +368,15 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     d.hm[2].kill('SIGKILL');
     await loseHost2Engine();
     const lost = Date.now();
-    onTestFinished(() => cluster.restartDockerHost2());
+    onTestFinished(() => startMember('docker-h2'));
     const gone = await goneAfter(f, d.service, d.ids(2), lost, (TTL + 10) * 1000);
     const routed = await routesOnly(l, d.names[1], lost);
     let serf: { ms: number; status: string } | undefined;
     if (f.kind === 'consul') {
       // The host's client agent dies with it: Consul's failure detector marks the node critical,
       // every check of the node with it; the agent's own reaper is gone, so its services stay listed (critical) until it returns.
-      await cluster.kill('host2', 'SIGKILL');
-      onTestFinished(() => cluster.start('host2'));
+      await stopMember('host2', 'SIGKILL');
+      onTestFinished(() => startMember('host2'));
       const t = Date.now();
       const status = await waitFor('serfHealth of host2 critical', async () => ((await consulNodeHealth('host2')) === 'critical' ? 'critical' : undefined), 30_000, 100);
       serf = { ms: Date.now() - t, status };
@@ -512,8 +386,8 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
 
     // The host comes back: engine (its containers restart by policy), agent, registrator.
     const back = Date.now();
-    await cluster.restartDockerHost2();
-    if (f.kind === 'consul') await cluster.start('host2');
+    await startMember('docker-h2');
+    if (f.kind === 'consul') await startMember('host2');
     d.startRegistrator(2);
     await waitFor('host 2 back in the registry', async () => sameIds(await f.read(d.service), [...d.ids(1), ...d.ids(2)]), 90_000, 100);
     const converge = Date.now() - back;
@@ -550,8 +424,8 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     const obs = observe(d);
     const l = load(d, 170_000);
     await afterRequests(l, 100);
-    const members = f.kind === 'etcd' ? cluster.etcd.map((m) => m.name) : cluster.consulServers.map((m) => m.name);
-    const leaderOf = () => (f.kind === 'etcd' ? cluster.etcdLeader() : cluster.consulLeader());
+    const members = membersOf(f.kind === 'etcd' ? 'etcd' : 'consul-server').map((m) => m.name);
+    const leaderOf = () => waitFor('a leader', () => (f.kind === 'etcd' ? etcdLeader(cluster) : consulLeader(cluster)), 30_000, 200);
     const t0 = Date.now();
     const steps: string[] = [];
     const registeredMs: number[] = [];
@@ -562,8 +436,8 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
       const leader = await leaderOf();
       // The follower is another member than the leader lost before, if it can be.
       const victim = role === 'leader' ? leader : (members.find((m) => m !== leader && !steps.some((x) => x.endsWith(` ${m} down`))) ?? members.find((m) => m !== leader)!);
-      await cluster.kill(victim, f.kind === 'etcd' ? 'SIGKILL' : 'SIGTERM');
-      onTestFinished(() => cluster.start(victim));
+      await stopMember(victim, f.kind === 'etcd' ? 'SIGKILL' : 'SIGTERM');
+      onTestFinished(() => startMember(victim));
       steps.push(`${role} ${victim} down`);
       step(`${role} ${victim} down`);
       // A registration while the member is down: routed by the gateway.
@@ -576,8 +450,8 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
       step(`${c} routed`);
       // Heartbeats go on past the TTL with the member down.
       await sleep((TTL + 1) * 1000);
-      await cluster.start(victim);
-      await cluster.waitHealthy(f.kind);
+      await startMember(victim);
+      await waitHealthy(f.kind);
       step(`${victim} back, cluster healthy`);
     }
     const expected = [...d.ids(1), ...d.ids(1, started), ...d.ids(2)];
@@ -589,8 +463,8 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     const failuresBefore = await metric(d.api[1], 'harbormaster_heartbeat_failures_total');
     const logsBefore = d.hm[1].logs.length;
     for (const m of downs) {
-      await cluster.kill(m, f.kind === 'etcd' ? 'SIGKILL' : 'SIGTERM');
-      onTestFinished(() => cluster.start(m));
+      await stopMember(m, f.kind === 'etcd' ? 'SIGKILL' : 'SIGTERM');
+      onTestFinished(() => startMember(m));
     }
     const qLost = Date.now();
     step(`quorum lost: ${downs.join(', ')} down`);
@@ -608,8 +482,8 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     await afterRequests(l, 50);
     const servedNoQuorum = l.total - reqBefore;
     step('restarting the two members');
-    await Promise.all(downs.map((m) => cluster.start(m)));
-    await cluster.waitHealthy(f.kind);
+    await Promise.all(downs.map((m) => startMember(m)));
+    await waitHealthy(f.kind);
     const healed = Date.now();
     step('quorum back');
     await waitFor('everything in the registry once quorum is back', async () => sameIds(await f.read(d.service), expected), 60_000, 100);
@@ -649,7 +523,7 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     let d: Deployment;
     if (f.kind === 'etcd') {
       // Host 2's registrator reaches each member through its own fault proxy.
-      proxies = await Promise.all(cluster.etcd.map((m, i) => FaultProxy.start({ host: m.address, port: 27379 }, PORT.etcdFault + i)));
+      proxies = await Promise.all(membersOf('etcd').map((m, i) => FaultProxy.start({ host: m.address, port: 27379 }, PORT.etcdFault + i)));
       onTestFinished(async () => {
         for (const p of proxies) await p.close();
       });
@@ -661,13 +535,13 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     const cut = Date.now();
     if (f.kind === 'etcd') for (const p of proxies) p.blackhole();
     else {
-      await cluster.partition(cluster.member('host2').address);
-      onTestFinished(() => cluster.heal(cluster.member('host2').address));
+      await partition(member(cluster, 'host2').address);
+      onTestFinished(() => heal(member(cluster, 'host2').address));
     }
     const lapsed = await goneAfter(f, d.service, d.ids(2), cut, (TTL + 20) * 1000);
     await sleep(Math.max(0, 2 * TTL * 1000 - (Date.now() - cut)));
     if (f.kind === 'etcd') for (const p of proxies) p.pass();
-    else await cluster.heal(cluster.member('host2').address);
+    else await heal(member(cluster, 'host2').address);
     const healed = Date.now();
     const expected = [...d.ids(1), ...d.ids(2)];
     await waitFor('host 2 back after the heal', async () => sameIds(await f.read(d.service), expected), 60_000, 50);
@@ -711,11 +585,11 @@ describe('cluster faults: etcd leader churn (etcd resets a lease to its full TTL
     for (let i = 0; i < ELECTIONS; i++) {
       await sleep((TTL * 1000) / 2);
       if ((await f.read(service)).length === 0) break;
-      await cluster.moveEtcdLeader();
+      await moveEtcdLeader();
       elections.push(Date.now() - dead);
     }
     // A new leader gives every lease its full TTL plus the election timeout (etcd's lessor Promote).
-    const args = cluster.etcd[0].args;
+    const args = membersOf('etcd')[0].args;
     const electionMs = args.includes('--election-timeout') ? Number(args[args.indexOf('--election-timeout') + 1]) : 1000;
     const gone = await goneAfter(f, service, ids, dead, ((TTL + electionMs / 1000) * (ELECTIONS + 2) + 5) * 1000);
     const lastElection = elections.at(-1) ?? 0;

@@ -16,7 +16,7 @@ import type { Etcd3, IWatchResponse } from 'etcd3';
 import { Etcd3 as Client } from 'etcd3';
 import { decodeInstance } from '../model/codec.js';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { ETCD_GRPC_OPTIONS, etcdAuthOptions, etcdTlsOptions, etcdFaultHandling, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
+import { ETCD_GRPC_OPTIONS, etcdAuthOptions, etcdFaultHandling, etcdTlsOptions, isBookkeepingKey, type EtcdTarget } from '../registry/etcd-backend.js';
 import { backoffMs } from '../util/time.js';
 import type { RawWatch, RawWatchHandlers } from './types.js';
 
@@ -67,7 +67,7 @@ export class EtcdWatch implements RawWatch {
   readonly stats = { fullReads: 0, watches: 0, compacted: 0, events: 0 };
 
   constructor(private readonly target: EtcdTarget, opts: EtcdWatchOptions = {}, env: Record<string, string | undefined> = process.env) {
-    this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS, ...etcdAuthOptions(env), ...etcdTlsOptions(target.endpoints, env) });
+    this.client = new Client({ hosts: target.endpoints, dialTimeout: 5000, faultHandling: etcdFaultHandling(target.endpoints.length), grpcOptions: ETCD_GRPC_OPTIONS, ...etcdAuthOptions(env), ...etcdTlsOptions(target, env) });
     this.prefix = `${target.prefix}/`;
     this.resyncMs = opts.resyncMs ?? RESYNC_MS;
   }

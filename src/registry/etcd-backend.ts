@@ -69,27 +69,27 @@ export function etcdAuthOptions(env: Record<string, string | undefined> = proces
 }
 
 /**
- * For https endpoints (etcd-tls://): the CA, client certificate and key from ETCDCTL_CACERT,
- * ETCDCTL_CERT and ETCDCTL_KEY, as etcdctl reads them; a file that cannot be read is named.
+ * Client TLS for https endpoints (etcd-tls://), from ETCDCTL_CACERT, ETCDCTL_CERT and ETCDCTL_KEY
+ * as etcdctl reads them; without ETCDCTL_CACERT the system's roots verify the server. Plain
+ * http endpoints take none of it.
  */
-export function etcdTlsOptions(endpoints: string[], env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
-  if (!endpoints.some((e) => e.startsWith('https://'))) return {};
-  const read = (name: string) => {
+export function etcdTlsOptions(target: Pick<EtcdTarget, 'endpoints'>, env: Record<string, string | undefined> = process.env): Pick<IOptions, 'credentials'> {
+  if (!target.endpoints.some((e) => e.startsWith('https://'))) return {};
+  const read = (name: string): Buffer | undefined => {
     const file = env[name];
     if (!file) return undefined;
     try {
       return readFileSync(file);
     } catch (err) {
-      throw new UsageError(`${name}=${file}: ${(err as Error).message}`);
+      throw new UsageError(`${name}=${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
   };
-  const ca = read('ETCDCTL_CACERT');
-  const cert = read('ETCDCTL_CERT');
-  const key = read('ETCDCTL_KEY');
-  if (!ca && !cert) return {};
-  if (!ca) throw new UsageError('ETCDCTL_CERT without ETCDCTL_CACERT: give the CA that signed the etcd servers\' certificates');
-  if (!!cert !== !!key) throw new UsageError('ETCDCTL_CERT and ETCDCTL_KEY go together');
-  return { credentials: { rootCertificate: ca, ...(cert && key ? { certChain: cert, privateKey: key } : {}) } };
+  const rootCertificate = read('ETCDCTL_CACERT');
+  const certChain = read('ETCDCTL_CERT');
+  const privateKey = read('ETCDCTL_KEY');
+  if (!certChain !== !privateKey) throw new UsageError(`etcd TLS: ETCDCTL_CERT and ETCDCTL_KEY go together (only ${certChain ? 'ETCDCTL_CERT' : 'ETCDCTL_KEY'} is set)`);
+  // gRPC takes a null root certificate for "the system's roots"; the typings want a Buffer.
+  return { credentials: { rootCertificate: rootCertificate as Buffer, certChain, privateKey } };
 }
 
 export interface EtcdTarget {
@@ -135,7 +135,7 @@ export class EtcdBackend implements RegistryBackend {
       dialTimeout: CALL_TIMEOUT_MS,
       faultHandling: etcdFaultHandling(target.endpoints.length),
       ...etcdAuthOptions(env),
-      ...etcdTlsOptions(target.endpoints, env),
+      ...etcdTlsOptions(target, env),
       defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + CALL_TIMEOUT_MS }),
       grpcOptions: ETCD_GRPC_OPTIONS,
     });

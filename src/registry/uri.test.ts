@@ -62,6 +62,25 @@ describe('parseRegistryUri: etcd', () => {
   it('etcd2', () => {
     expect(parseRegistryUri('etcd2://etcd:4001/skydns2.local')).toEqual({ kind: 'etcd2', endpoints: ['http://etcd:4001'], prefix: '/skydns2.local' });
   });
+
+  it('etcd-tls: the same cluster list over https', () => {
+    expect(parseRegistryUri('etcd-tls://10.0.0.1:2379,10.0.0.2,etcd3.internal:2380/harbormaster')).toEqual({
+      kind: 'etcd',
+      endpoints: ['https://10.0.0.1:2379', 'https://10.0.0.2:2379', 'https://etcd3.internal:2380'],
+      prefix: '/harbormaster',
+    });
+    expect(parseRegistryUri('etcd-tls://')).toEqual({ kind: 'etcd', endpoints: ['https://127.0.0.1:2379'], prefix: '/harbormaster' });
+  });
+
+  it('etcd-tls checks each endpoint and the prefix like etcd://', () => {
+    expectRefused('etcd-tls://a:2379,b:99999/x', 'etcd-tls://a:2379,b:99999/x', 'port 99999 is out of range');
+    expectRefused('etcd-tls://a:2379,/x', '"" is not host[:port]');
+    expectRefused('etcd-tls://a:2379/a b', 'prefix "/a b"');
+  });
+
+  it('etcd2 over TLS is refused by name', () => {
+    expectRefused('etcd2-tls://etcd:2379/x', 'etcd2 over TLS is not supported');
+  });
 });
 
 describe('parseRegistryUri: memory', () => {

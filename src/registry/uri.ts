@@ -1,4 +1,5 @@
 // Registry URIs as registrator takes them: consul://host:8500, etcd://host:2379/prefix, …
+// plus the TLS forms consul-tls:// and etcd-tls://.
 import { UsageError } from './types.js';
 
 export type RegistryTarget =
@@ -33,15 +34,19 @@ export function parseRegistryUri(uri: string): RegistryTarget {
     case 'etcd':
     case 'etcd-tls':
     case 'etcd2': {
+      // etcd-tls: https endpoints; the client's certificates come from ETCDCTL_CACERT/CERT/KEY.
+      const protocol = scheme === 'etcd-tls' ? 'https' : 'http';
       const parts = (authority || '127.0.0.1').split(',');
       const endpoints = parts.map((p) => {
         const { host, port } = hostPort(uri, p, 2379);
-        return `${scheme === 'etcd-tls' ? 'https' : 'http'}://${host}:${port}`;
+        return `${protocol}://${host}:${port}`;
       });
       const prefix = path || '/harbormaster';
       if (!PREFIX.test(prefix)) throw new UsageError(`registry URI ${uri}: prefix "${prefix}" may only hold /-separated A-Z a-z 0-9 . _ -`);
       return { kind: scheme === 'etcd2' ? 'etcd2' : 'etcd', endpoints, prefix };
     }
+    case 'etcd2-tls':
+      throw new UsageError(`registry URI ${uri}: etcd2 over TLS is not supported (use etcd-tls://, the v3 API)`);
     case 'memory': {
       if (path) throw new UsageError(`registry URI ${uri}: memory takes no path`);
       if (authority && !/^[A-Za-z0-9_-]+$/.test(authority)) throw new UsageError(`registry URI ${uri}: memory name may only hold A-Z a-z 0-9 _ -`);

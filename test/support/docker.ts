@@ -18,10 +18,12 @@ export interface RunOptions {
   publish?: string[];
   extra?: string[];
   cmd?: string[];
+  /** Another engine than this lane's DOCKER_HOST (e.g. the cluster's host 2). */
+  host?: string;
 }
 
 export async function run(name: string, o: RunOptions = {}): Promise<string> {
-  const args = ['run', '-d', '--name', name];
+  const args = [...(o.host ? ['-H', o.host] : []), 'run', '-d', '--name', name];
   for (const [k, v] of Object.entries(o.env ?? {})) args.push('-e', `${k}=${v}`);
   for (const [k, v] of Object.entries(o.labels ?? {})) args.push('-l', `${k}=${v}`);
   for (const p of o.publish ?? ['80']) args.push('-p', /^\d+\.\d+\.\d+\.\d+:/.test(p) ? p : `127.0.0.1::${p}`);
@@ -35,9 +37,10 @@ export async function hostPort(name: string, port = '80/tcp'): Promise<number> {
   return Number(out);
 }
 
-export async function removeContainers(prefix: string): Promise<void> {
-  const ids = (await docker('ps', '-aq', '--filter', `name=^${prefix}`)).split('\n').filter(Boolean);
-  if (ids.length > 0) await docker('rm', '-f', ...ids).catch(() => undefined);
+export async function removeContainers(prefix: string, host?: string): Promise<void> {
+  const h = host ? ['-H', host] : [];
+  const ids = (await docker(...h, 'ps', '-aq', '--filter', `name=^${prefix}`)).split('\n').filter(Boolean);
+  if (ids.length > 0) await docker(...h, 'rm', '-f', ...ids).catch(() => undefined);
 }
 
 export async function isRunning(name: string): Promise<boolean> {

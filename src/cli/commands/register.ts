@@ -35,6 +35,8 @@ Registry URIs:
   consul://host:8500            Consul agent (CONSUL_HTTP_TOKEN, consul-tls:// with CONSUL_CACERT,
                                 CONSUL_CLIENT_CERT, CONSUL_CLIENT_KEY)
   etcd://host:2379[,host:port]/prefix    etcd v3, keys <prefix>/<name>/<id> on a lease
+                                (ETCDCTL_USER; etcd-tls:// with ETCDCTL_CACERT, ETCDCTL_CERT,
+                                ETCDCTL_KEY)
   etcd2://host:2379/prefix      etcd v2 API, keys with a TTL
   memory://                     in-process registry
 
