@@ -220,18 +220,11 @@ function consulFlavor(): Flavor {
   };
 }
 
-/** Every service instance (passing, on Consul) of `service`, all hosts, also the checks: for serfHealth. */
-async function consulNodeHealth(node: string): Promise<string> {
-  const e = cluster.env;
-  const dispatcher = new Agent({ connect: { ca: readFileSync(e.CONSUL_CACERT), cert: readFileSync(e.CONSUL_CLIENT_CERT), key: readFileSync(e.CONSUL_CLIENT_KEY) } });
-  try {
-    const base = e.HM_CLUSTER_CONSUL_HOST1.replace(/^consul-tls:/, 'https:');
-    const res = await request(`${base}/v1/health/node/${encodeURIComponent(node)}?stale`, { dispatcher, headers: { 'x-consul-token': e.HM_CLUSTER_CONSUL_MASTER_TOKEN }, signal: AbortSignal.timeout(3_000) });
-    const checks = JSON.parse(await res.body.text()) as Array<{ CheckID: string; Status: string }>;
-    return checks.find((c) => c.CheckID === 'serfHealth')?.Status ?? 'none';
-  } finally {
-    await dispatcher.close();
-  }
+/** A stale read of Consul's catalog through host 1's agent, with the master token. */
+async function consulRead<T>(path: string): Promise<T> {
+  const res = await tlsGet(cluster, `${member(cluster, 'host1').endpoint}/v1${path}${path.includes('?') ? '&' : '?'}stale`, { 'x-consul-token': cluster.env.HM_CLUSTER_CONSUL_MASTER_TOKEN });
+  if (res.status !== 200) throw new Error(`consul ${path}: ${res.status} ${res.body}`);
+  return JSON.parse(res.body) as T;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -371,15 +364,18 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     onTestFinished(() => startMember('docker-h2'));
     const gone = await goneAfter(f, d.service, d.ids(2), lost, (TTL + 10) * 1000);
     const routed = await routesOnly(l, d.names[1], lost);
-    let serf: { ms: number; status: string } | undefined;
+    let serf: { ms: number; listed: number } | undefined;
     if (f.kind === 'consul') {
       // The host's client agent dies with it: Consul's failure detector marks the node critical,
       // every check of the node with it; the agent's own reaper is gone, so its services stay listed (critical) until it returns.
       await stopMember('host2', 'SIGKILL');
       onTestFinished(() => startMember('host2'));
       const t = Date.now();
-      const status = await waitFor('serfHealth of host2 critical', async () => ((await consulNodeHealth('host2')) === 'critical' ? 'critical' : undefined), 30_000, 100);
-      serf = { ms: Date.now() - t, status };
+      await waitFor('serfHealth of host2 critical', async () => (await consulRead<Array<{ CheckID: string; Status: string }>>('/health/node/host2')).some((c) => c.CheckID === 'serfHealth' && c.Status === 'critical'), 30_000, 100);
+      const ms = Date.now() - t;
+      // Still in the catalog, not passing: only the agent's own reaper (DeregisterCriticalServiceAfter) removes them, and it is gone.
+      const listed = (await consulRead<Array<{ ServiceID: string }>>(`/catalog/service/${d.service}`)).filter((x) => d.ids(2).includes(x.ServiceID)).length;
+      serf = { ms, listed };
     }
     await afterRequests(l, 200);
     const failedWhileLost = [...l.failures];
@@ -402,7 +398,7 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
       ...m,
       goneAfterMs: gone,
       gatewayOffHost2Ms: routed,
-      ...(serf ? { serfCriticalMs: serf.ms } : {}),
+      ...(serf ? { serfCriticalMs: serf.ms, listedCritical: serf.listed } : {}),
       requests: l.total,
       failedRequests: l.failures.length,
       host1Gaps: host1.gaps,
@@ -412,6 +408,7 @@ describe.each(FLAVORS)('cluster faults: $name', ({ name, make }) => {
     expect(gone).toBeLessThanOrEqual(TTL * 1000 + EXPIRY_SLACK_MS);
     expect(host1.gaps).toBe(0);
     expect(host1.samplesDuplicated).toBe(0);
+    if (serf) expect(serf.listed).toBe(d.ids(2).length);
     expect(m).toEqual({ lost: 0, duplicated: 0, leftBehind: 0 });
   }, 180_000);
 
