@@ -160,11 +160,11 @@ interface Flavor {
 
 function etcdFlavor(): Flavor {
   const e = cluster.env;
-  const [user, password] = [e.ETCDCTL_USER.slice(0, e.ETCDCTL_USER.indexOf(':')), e.ETCDCTL_USER.slice(e.ETCDCTL_USER.indexOf(':') + 1)];
+  // The client certificate's CN is the user (harbormaster): no password token, which a member
+  // forgets when it restarts.
   const client = new Etcd3({
     hosts: membersOf('etcd').map((m) => `https://${m.address}:27379`),
     credentials: { rootCertificate: readFileSync(e.ETCDCTL_CACERT), certChain: readFileSync(e.ETCDCTL_CERT), privateKey: readFileSync(e.ETCDCTL_KEY) },
-    auth: { username: user, password },
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + 3_000 }),
   });
   const prefix = '/harbormaster';
@@ -178,7 +178,7 @@ function etcdFlavor(): Flavor {
     async read(service) {
       // Serializable: a read still answers on a member cut off from its quorum.
       const key = Buffer.from(`${prefix}/${service}/`);
-      const res = await client.kv.range({ key, range_end: prefixEnd(key), serializable: true });
+      const res = await withTimeout(client.kv.range({ key, range_end: prefixEnd(key), serializable: true }), 4_000, 'etcd read');
       return res.kvs.map((kv) => {
         const r = JSON.parse(kv.value.toString()) as { id: string; address: string; port: number };
         return { key: kv.key.toString(), id: r.id, address: r.address, port: r.port };
@@ -202,9 +202,10 @@ function consulFlavor(): Flavor {
     gatewayEnv: () => ({ ...tlsEnv, CONSUL_HTTP_TOKEN: e.HM_CLUSTER_CONSUL_GATEWAY_TOKEN }),
     gatewayPort: PORT.consulGateway,
     async read(service) {
-      // Through host 1's agent, stale: any server answers, also while there is no leader.
+      // Through host 1's agent, consistent: a server just elected serves an incomplete catalog
+      // to default and stale reads until its first commit. No sample while there is no leader.
       const base = agentOf(1).replace(/^consul-tls:/, 'https:');
-      const res = await request(`${base}/v1/health/service/${encodeURIComponent(service)}?passing&stale`, {
+      const res = await request(`${base}/v1/health/service/${encodeURIComponent(service)}?passing&consistent`, {
         dispatcher,
         headers: { 'x-consul-token': e.HM_CLUSTER_CONSUL_MASTER_TOKEN },
         signal: AbortSignal.timeout(3_000),
