@@ -63,7 +63,7 @@ start_bg() { # start_bg <pidfile|-> <log> <command...>: detached, in a session o
   local pidf=$1 log=$2; shift 2
   mkdir -p "$(dirname "$log")"
   printf '\n==== %s start: %s\n' "$(date -u +%FT%TZ)" "$*" >>"$log"
-  setsid nohup "$@" >>"$log" 2>&1 </dev/null &
+  setsid nohup "$@" >>"$log" 2>&1 </dev/null 9>&- &   # 9: the lock, not to be held by members
   [ "$pidf" = - ] || echo $! >"$pidf"
 }
 
@@ -416,7 +416,8 @@ down() {
   # host 2's engine first: it stops its containers, which takes longest
   stop_pid "$DH2/docker.pid" "host 2's dockerd" 30 &
   for m in "${CONSUL_CLIENTS[@]}" "${CONSUL_SERVERS[@]}"; do stop_pid "$STATE/consul/$m.pid" "consul $m" 10 & done
-  for m in "${ETCD_MEMBERS[@]}"; do stop_pid "$STATE/etcd/$m.pid" "etcd $m" 10 & done
+  # a leader stopping hands its leadership over first, which waits while the others stop too
+  for m in "${ETCD_MEMBERS[@]}"; do stop_pid "$STATE/etcd/$m.pid" "etcd $m" 3 & done
   wait
   ip link del "$BRIDGE" 2>/dev/null || true
   rm -rf "$STATE" || die "cannot remove $STATE"
@@ -439,9 +440,17 @@ status() {
   return $bad
 }
 
+# One up or down at a time per state dir (test lanes run at once, each may call `up`); the lock
+# file sits beside the state dir, which down removes.
+lock() {
+  mkdir -p "$(dirname "$STATE")"
+  exec 9>"$STATE.lock"
+  flock -w 300 9 || die "another cluster.sh holds $STATE.lock for more than 300 s"
+}
+
 case "${1:-}" in
-  up) up ;;
-  down) down ;;
+  up) lock; up ;;
+  down) lock; down ;;
   status) status ;;
   *) die "usage: $0 up|down|status" ;;
 esac

@@ -84,12 +84,31 @@ export function etcdTlsOptions(target: Pick<EtcdTarget, 'endpoints'>, env: Recor
       throw new UsageError(`${name}=${file}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
     }
   };
+  if (target.endpoints.some((e) => /^https:\/\/(\d{1,3}(\.\d{1,3}){3}|\[[0-9A-Fa-f:.]+\])(:|$)/.test(e))) dropIpServernameWarning();
   const rootCertificate = read('ETCDCTL_CACERT');
   const certChain = read('ETCDCTL_CERT');
   const privateKey = read('ETCDCTL_KEY');
   if (!certChain !== !privateKey) throw new UsageError(`etcd TLS: ETCDCTL_CERT and ETCDCTL_KEY go together (only ${certChain ? 'ETCDCTL_CERT' : 'ETCDCTL_KEY'} is set)`);
   // gRPC takes a null root certificate for "the system's roots"; the typings want a Buffer.
   return { credentials: { rootCertificate: rootCertificate as Buffer, certChain, privateKey } };
+}
+
+let ipServernameQuiet = false;
+
+/**
+ * grpc-js gives an IP endpoint to TLS as the server name (SNI), which Node answers with a
+ * deprecation warning (DEP0123) on stderr, once per process, about a setting harbormaster cannot
+ * change; the certificate is still checked against the IP. That one warning is dropped.
+ */
+function dropIpServernameWarning(): void {
+  if (ipServernameQuiet) return;
+  ipServernameQuiet = true;
+  const emit = process.emitWarning.bind(process) as (...args: unknown[]) => void;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+    if (code === 'DEP0123') return;
+    emit(warning, ...rest);
+  }) as typeof process.emitWarning;
 }
 
 export interface EtcdTarget {

@@ -57,6 +57,21 @@ describe('etcdTlsOptions: ETCDCTL_CACERT / ETCDCTL_CERT / ETCDCTL_KEY, as etcdct
     expect(refusal(() => etcdTlsOptions(tls, { ETCDCTL_KEY: key })).message).toContain('only ETCDCTL_KEY is set');
   });
 
+  it("drops only Node's warning about an IP as TLS server name (grpc-js sets it for IP endpoints)", async () => {
+    etcdTlsOptions(parseRegistryUri('etcd-tls://127.0.0.1:2379/x') as { endpoints: string[] }, { ETCDCTL_CACERT: ca });
+    const seen: string[] = [];
+    const listener = (w: Error & { code?: string }) => seen.push(w.code ?? '');
+    process.on('warning', listener);
+    try {
+      process.emitWarning('Setting the TLS ServerName to an IP address is not permitted by RFC 6066.', 'DeprecationWarning', 'DEP0123');
+      process.emitWarning('something else', { type: 'DeprecationWarning', code: 'DEP9999' });
+      await new Promise((r) => setTimeout(r, 20));
+    } finally {
+      process.off('warning', listener);
+    }
+    expect(seen).toEqual(['DEP9999']);
+  });
+
   it('user and password come from ETCDCTL_USER alongside', () => {
     expect(etcdAuthOptions({ ETCDCTL_USER: 'harbormaster:s3:cret' })).toEqual({ auth: { username: 'harbormaster', password: 's3:cret' } });
   });
