@@ -25,6 +25,7 @@ const DOCKER_A = [
   'test/render-proxies.test.ts',
   'test/render-safety.test.ts',
   'test/docker-readonly.test.ts',
+  'test/cluster-faults.test.ts',
 ];
 
 /** Integration tests on engine "b" (its own socket, bridge and data). */

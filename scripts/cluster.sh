@@ -201,7 +201,9 @@ disable_update_check = true
 acl {
   enabled = true
   default_policy = "deny"
-  down_policy = "extend-cache"
+  # async-cache: an expired token is used while its refresh runs; extend-cache would hold every agent
+  # API call (a heartbeat check pass too) for the RPC, up to rpc_hold_timeout (7 s) in an election.
+  down_policy = "async-cache"
   tokens {
 $([ "$server" = true ] && echo "    master = \"$MASTER_TOKEN\"")
     agent = "$AGENT_TOKEN"

@@ -222,6 +222,17 @@ describe('resilience', () => {
     expect(live.hits).toBe(11);
   });
 
+  it('refused connections use up no retry: with --retries 1, three dead instances and a live one, every GET is answered by the live one', async () => {
+    const live = await backend('refused-live');
+    // Sorted by id, the dead instances come first: the first request meets all three before the live one.
+    for (const x of ['a', 'b', 'c']) await register('refused', await deadPort(), {}, 'passing', `t:refused-${x}-dead`);
+    await register('refused', live.port, {}, 'passing', 't:refused-z-live');
+    const p = await startProxy({ retries: 1 });
+    await routed(p, 'refused.localhost', 4);
+    for (let i = 0; i < 6; i++) expect(await get(p.port, 'refused.localhost')).toMatchObject({ status: 200, body: 'refused-live' });
+    expect(p.logs.filter((l) => l.event === 'ejected').length).toBe(3);
+  });
+
   it('retries a GET whose connection was reset before any answer (a first reset may be a stale connection), but not a POST', async () => {
     const [a, b] = [await backend('reset-a'), await backend('reset-b')];
     await register('reset', a.port, {}, 'passing', 't:reset-a');

@@ -106,9 +106,14 @@ class ConsulReader {
     const dl = deadline(signal, timeoutMs);
     let res;
     let text: string;
+    // Consistent: a server elected a moment ago has applied only its last snapshot until its first
+    // commit, and a default read served from there is a catalog with services missing (all of
+    // them, when the cluster never took a snapshot). A consistent read waits until the leader is
+    // ready to serve it, and fails meanwhile: the last catalog is kept.
+    const q = query ? `${query}&consistent` : '?consistent';
     try {
       try {
-        res = await request(`${this.base}${path}${query}`, { method: 'GET', headers, dispatcher: this.dispatcher, signal: dl.signal });
+        res = await request(`${this.base}${path}${q}`, { method: 'GET', headers, dispatcher: this.dispatcher, signal: dl.signal });
       } catch (err) {
         throw new NoAnswer(`GET ${path}: ${dl.timedOut ? 'no answer in time' : explainConsulFailure(errText(err), this.secure)}`);
       }

@@ -118,6 +118,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private tried?: Set<Upstream>;
   private controller?: Dispatcher.DispatchController;
   private attempts = 0;
+  /** Attempts whose connection was refused: they never reached an instance, so they use up no retry (each instance is tried once). */
+  private refused = 0;
   private status = 0;
   /** The head of a small response, held with its body until it is complete. */
   private head?: Head;
@@ -565,7 +567,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);
     }
     // A buffered body can go again whenever the method allows; a streamed one only if none of it went out.
-    if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', this.body?.consumed ?? false)) {
+    if (kind === 'connect') this.refused++;
+    if ((kind === 'connect' || kind === 'reset') && this.attempts - this.refused <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', this.body?.consumed ?? false)) {
       // Resolve again against the table now: the route may have changed since the first attempt.
       const route = this.ctx.table().match(this.host, this.target.match);
       if (route) {

@@ -144,6 +144,8 @@ export class ConsulBackend implements RegistryBackend {
    */
   private readonly own = new Set<string>();
   private rounds = 0;
+  /** The last look at the cluster found no leader: every round looks again until one is back. */
+  private leaderless = false;
   /** Ids given a dying TTL check already (once per process: registering it again would restart its clock). */
   private readonly abandoned = new Set<string>();
 
@@ -300,9 +302,28 @@ export class ConsulBackend implements RegistryBackend {
       await this.ensureHeartbeatService(this.host);
       verify = true;
     }
-    if (!verify || refs.length === 0) return { lost: [] };
+    // The agent takes every write and passes every check by itself, also while the servers have
+    // lost their quorum: only the leader tells whether the catalog can take any of it.
+    const error = verify || this.leaderless ? await this.leaderProblem(signal) : undefined;
+    if (!verify || refs.length === 0) return { lost: [], error };
     const present = new Set((await this.listOwn(this.host)).filter((r) => !r.renew).map((r) => r.id));
-    return { lost: refs.filter((r) => !present.has(r.id)).map((r) => r.id) };
+    return { lost: refs.filter((r) => !present.has(r.id)).map((r) => r.id), error };
+  }
+
+  /** Why the catalog cannot take writes (no cluster leader), or undefined. */
+  private async leaderProblem(signal?: AbortSignal): Promise<Error | undefined> {
+    let leader: unknown;
+    try {
+      leader = await this.http.call<unknown>('GET', '/status/leader', undefined, signal);
+    } catch (err) {
+      this.leaderless = true;
+      return err as Error;
+    }
+    this.leaderless = typeof leader !== 'string' || leader === '';
+    if (!this.leaderless) return undefined;
+    return new RefusedError(
+      `the Consul cluster behind the agent ${this.description} has no leader (quorum lost?): the agent holds this host's registrations and checks, but the catalog takes none of them until a leader is elected`,
+    );
   }
 
   /**

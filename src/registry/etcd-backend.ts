@@ -34,7 +34,7 @@ import { compareInstances, type ServiceInstance } from '../model/service-instanc
 import { checkText } from '../model/validate.js';
 import { withTimeout } from '../util/time.js';
 import { instanceDigest } from './digest.js';
-import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError, UsageError } from './types.js';
+import { type BackendOptions, failureKind, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError, UsageError } from './types.js';
 
 const CALL_TIMEOUT_MS = 5_000;
 /** Keys per page when reading this host's index. */
@@ -51,7 +51,8 @@ const VERIFY_EVERY = 6;
  */
 export function etcdFaultHandling(endpoints: number): IOptions['faultHandling'] {
   return {
-    host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 300, breaker: new ConsecutiveBreaker(3) }),
+    // With other members to go to, one failure is enough to look elsewhere for a moment.
+    host: () => circuitBreaker(handleWhen(isRecoverableError), { halfOpenAfter: 300, breaker: new ConsecutiveBreaker(endpoints > 1 ? 1 : 3) }),
     global: endpoints > 1 ? retry(handleWhen(isRecoverableError), { maxAttempts: endpoints - 1 }) : noop,
   };
 }
@@ -246,7 +247,7 @@ export class EtcdBackend implements RegistryBackend {
     const lease = this.lease;
     if (!lease) return { lost: refs.map((r) => r.id) };
     try {
-      await this.call('etcd lease keepalive', () => lease.keepaliveOnce());
+      await this.keepalive(lease);
     } catch (err) {
       if (err instanceof EtcdLeaseInvalidError) {
         if (this.lease === lease) this.dropLease();
@@ -267,6 +268,25 @@ export class EtcdBackend implements RegistryBackend {
       }
     }
     return { lost: [...lost] };
+  }
+
+  /**
+   * One keepalive, tried on another member when the one it went to does not answer: unlike
+   * unary calls, the client's streams are not retried on another host, and a stream to a member
+   * that just died waits for its connection instead of failing. Each try has a deadline of a
+   * third of the TTL, so that all of them together fit in it; the member that failed is left
+   * out of the next pick for a moment (its circuit breaker opens).
+   */
+  private async keepalive(lease: Lease): Promise<void> {
+    const tryMs = Math.min(CALL_TIMEOUT_MS, Math.max(500, (this.opts.ttl * 1000) / 3));
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.call('etcd lease keepalive', () => lease.keepaliveOnce({ deadline: Date.now() + tryMs }));
+        return;
+      } catch (err) {
+        if (attempt >= this.target.endpoints.length || failureKind(err) !== 'unreachable' || err instanceof EtcdLeaseInvalidError) throw err;
+      }
+    }
   }
 
   async list(): Promise<ServiceInstance[]> {

@@ -31,7 +31,8 @@ export const PROXY_FLAGS_HELP = `  --listen <host:port>       proxy address (def
                              to the response timeout (default 256)
   --tunnel-idle-timeout <ms> WebSocket/upgraded connections quiet both ways this long are closed
                              (default 3600000)
-  --retries <n>              other instances tried after a connection error, when safe (default 2)
+  --retries <n>              other instances tried after a connection error, when safe (default 2);
+                             a refused connection uses up none: each instance is tried once
   --health-check <path>      actively GET this path on every instance; failing ones leave rotation
   --health-interval <ms>     period of those checks (default 5000)
   --status <list>            registry statuses that receive traffic (default passing)
