@@ -242,7 +242,7 @@ describe('compileTable after a change', () => {
     for (let step = 0; step < 200; step++) {
       const s = `svc${rnd(70)}`;
       const port = 1000 + rnd(12);
-      const kinds = [{}, { http_host: 'shared.test', http_path: `/p${rnd(3)}` }, { http_host: `${s}.localhost,other.test` }, { weight: String(rnd(3)) }, { http_host: '*.wild.test' }];
+      const kinds: Record<string, string>[] = [{}, { http_host: 'shared.test', http_path: `/p${rnd(3)}` }, { http_host: `${s}.localhost,other.test` }, { weight: String(rnd(3)) }, { http_host: '*.wild.test' }];
       const meta = kinds[rnd(kinds.length)];
       const id = `h:${s}-${port}:80`;
       raw = raw.filter((r) => r.id !== id);
