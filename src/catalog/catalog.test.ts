@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { ServiceInstance } from '../model/service-instance.js';
-import { buildCatalog, instanceProblem } from './catalog.js';
+import { buildCatalog, CatalogBuilder, EMPTY_CATALOG, instanceProblem } from './catalog.js';
 import { checkHttpHost, checkHttpPath, checkWeight } from './route-meta.js';
 import { buildRoutes } from './routes.js';
 
@@ -121,5 +121,23 @@ describe('instanceProblem: ID and host', () => {
     const c = buildCatalog([inst({ id: 'a\nb' }), inst({ id: 'ok' })], ['passing'], (m) => warned.push(m));
     expect(c.services[0].instances.map((i) => i.id)).toEqual(['ok']);
     expect(warned).toEqual(['service web instance a\\nb: id contains control characters; instance skipped']);
+  });
+});
+
+describe('CatalogBuilder', () => {
+  it('keeps unchanged services and gives the snapshot and fingerprint a fresh build gives', () => {
+    const raw = [inst({ id: 'a' }), inst({ id: 'b', tags: ['z', 'a'] }), inst({ name: 'api', id: 'c', meta: { y: '1', x: '2' } })];
+    const b = new CatalogBuilder();
+    const first = b.build(raw);
+    expect(b.build([...raw].reverse())).toBe(first); // same records: the same snapshot, nothing rebuilt
+    const changed = [...raw, inst({ name: 'api', id: 'd' })];
+    const next = b.build(changed);
+    expect(next.services[1]).toBe(first.services[1]); // web kept as it was
+    expect(b.stats).toEqual({ normalized: 4, servicesBuilt: 3 });
+    const fresh = buildCatalog(changed);
+    expect(JSON.stringify(next)).toBe(JSON.stringify(fresh));
+    expect(next.fingerprint).toBe(fresh.fingerprint);
+    expect(b.build(raw).fingerprint).toBe(first.fingerprint);
+    expect(b.build([]).fingerprint).toBe(EMPTY_CATALOG.fingerprint);
   });
 });

@@ -2,7 +2,7 @@
 // each TCP instance serves the hosts in its meta http_host (default <service>.<domain>) under
 // its meta http_path (default /). Routes are sorted so that the longest path prefix wins.
 import type { ServiceInstance } from '../model/service-instance.js';
-import type { Catalog } from './catalog.js';
+import type { Catalog, CatalogService } from './catalog.js';
 import { splitHosts } from './route-meta.js';
 
 export interface Route {
@@ -29,30 +29,55 @@ export function instanceHosts(i: Readonly<ServiceInstance>, domain: string): str
   return declared.length > 0 ? declared : [`${i.name}.${domain}`];
 }
 
-export function buildRoutes(catalog: Catalog, domain: string): RouteTable {
-  const byHost = new Map<string, Map<string, { service: string; instances: Readonly<ServiceInstance>[] }>>();
-  const conflicts: string[] = [];
-  for (const svc of catalog.services) {
-    for (const inst of svc.instances) {
-      if (inst.protocol !== 'tcp') continue;
-      const path = inst.meta.http_path || '/';
-      for (const host of instanceHosts(inst, domain)) {
-        let paths = byHost.get(host);
-        if (!paths) byHost.set(host, (paths = new Map()));
-        const r = paths.get(path);
-        if (!r) paths.set(path, { service: svc.name, instances: [inst] });
-        else if (r.service === svc.name) r.instances.push(inst);
-        else if (!conflicts.includes(`${host}${path}`)) conflicts.push(`${host}${path}`);
-      }
+/** One service's claims: host → path → its TCP instances there (in the service's order). */
+export type ServiceClaims = ReadonlyMap<string, ReadonlyMap<string, readonly Readonly<ServiceInstance>[]>>;
+
+/** What one service claims, computed from that service alone (so it can be kept while the service does not change). */
+export function serviceClaims(svc: CatalogService, domain: string): ServiceClaims {
+  const byHost = new Map<string, Map<string, Readonly<ServiceInstance>[]>>();
+  for (const inst of svc.instances) {
+    if (inst.protocol !== 'tcp') continue;
+    const path = inst.meta.http_path || '/';
+    for (const host of instanceHosts(inst, domain)) {
+      let paths = byHost.get(host);
+      if (!paths) byHost.set(host, (paths = new Map()));
+      const list = paths.get(path);
+      if (list) list.push(inst);
+      else paths.set(path, [inst]);
     }
   }
-  const vhosts = [...byHost.keys()].sort().map((host) => {
-    const paths = byHost.get(host)!;
-    const routes = [...paths.keys()]
-      .sort((a, b) => b.length - a.length || (a < b ? -1 : 1))
-      .map((path) => Object.freeze({ host, path, service: paths.get(path)!.service, instances: Object.freeze(paths.get(path)!.instances) }));
-    return Object.freeze({ host, routes: Object.freeze(routes) });
-  });
+  return byHost;
+}
+
+/**
+ * A host's routes from the claims of the services naming it, given in service name order: the
+ * first service keeps a host+path, later ones are reported in `conflicts`. Longest path first.
+ */
+export function hostRoutes(host: string, claims: readonly { service: string; paths: ReadonlyMap<string, readonly Readonly<ServiceInstance>[]> }[], conflicts: string[]): readonly Route[] {
+  const taken = new Map<string, { service: string; instances: readonly Readonly<ServiceInstance>[] }>();
+  for (const c of claims) {
+    for (const [path, instances] of c.paths) {
+      if (!taken.has(path)) taken.set(path, { service: c.service, instances });
+      else if (!conflicts.includes(`${host}${path}`)) conflicts.push(`${host}${path}`);
+    }
+  }
+  const routes = [...taken.keys()]
+    .sort((a, b) => b.length - a.length || (a < b ? -1 : 1))
+    .map((path) => Object.freeze({ host, path, service: taken.get(path)!.service, instances: Object.freeze([...taken.get(path)!.instances]) }));
+  return Object.freeze(routes);
+}
+
+export function buildRoutes(catalog: Catalog, domain: string): RouteTable {
+  const byHost = new Map<string, { service: string; paths: ReadonlyMap<string, readonly Readonly<ServiceInstance>[]> }[]>();
+  for (const svc of catalog.services) {
+    for (const [host, paths] of serviceClaims(svc, domain)) {
+      const list = byHost.get(host);
+      if (list) list.push({ service: svc.name, paths });
+      else byHost.set(host, [{ service: svc.name, paths }]);
+    }
+  }
+  const conflicts: string[] = [];
+  const vhosts = [...byHost.keys()].sort().map((host) => Object.freeze({ host, routes: hostRoutes(host, byHost.get(host)!, conflicts) }));
   return Object.freeze({ vhosts: Object.freeze(vhosts), conflicts: Object.freeze(conflicts) });
 }
 

@@ -5,7 +5,7 @@ import { redactUri } from '../log/redact.js';
 import { metrics } from '../metrics/metrics.js';
 import { causeOf } from '../registry/explain.js';
 import { parseRegistryUri } from '../registry/uri.js';
-import { buildCatalog, type Catalog } from './catalog.js';
+import { CatalogBuilder, type Catalog } from './catalog.js';
 import { ConsulWatch } from './consul-watch.js';
 import { Etcd2Watch } from './etcd2-watch.js';
 import { EtcdWatch } from './etcd-watch.js';
@@ -40,6 +40,8 @@ export function rawWatchFor(uri: string): RawWatch {
 export class CatalogWatch {
   readonly status: WatchStatus = { connected: false, complete: false, failingParts: 0 };
   private current?: Catalog;
+  /** Keeps the previous snapshot's entries, so a change costs the work of the services it touched. */
+  private builder?: CatalogBuilder;
   private readonly listeners = new Set<(c: Catalog) => void>();
   private readonly warned = new Set<string>();
   private started = false;
@@ -100,7 +102,8 @@ export class CatalogWatch {
       update: (instances) => {
         this.status.complete = true;
         this.status.lastUpdate = new Date();
-        const next = buildCatalog(instances, this.opts.statuses ?? ['passing'], (msg) => this.warnOnce(msg));
+        this.builder ??= new CatalogBuilder(this.opts.statuses ?? ['passing'], (msg) => this.warnOnce(msg));
+        const next = this.builder.build(instances);
         if (this.current && this.current.fingerprint === next.fingerprint) return;
         this.current = next;
         for (const fn of this.listeners) fn(next);

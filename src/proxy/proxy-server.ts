@@ -123,7 +123,8 @@ export class ProxyServer implements ProxyContext {
     const next = compileTable(catalog, this.opts, this.states, previous);
     this.current = next;
     this.swaps++;
-    this.pools.retain(new Set([...next.upstreams.values()].map((u) => u.origin)));
+    // Built from the previous table without dropping an instance (an addition): every pool stays.
+    if (next.dropped?.length !== 0) this.pools.retain(new Set([...next.upstreams.values()].map((u) => u.origin)));
     for (const c of next.conflicts) {
       if (previous.conflicts.includes(c)) continue;
       this.opts.log.warn({ event: 'route-conflict', route: c }, `route ${c} is claimed by more than one service; the first by name keeps it`);

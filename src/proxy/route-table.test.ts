@@ -1,10 +1,10 @@
 import { describe, expect, it } from 'vitest';
-import { buildCatalog } from '../catalog/catalog.js';
+import { buildCatalog, CatalogBuilder } from '../catalog/catalog.js';
 import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 import { InstanceState } from './balancer.js';
 import fc from 'fast-check';
 import { HOST_HEADER_SOURCE } from '../catalog/routes.js';
-import { compileTable, prefixMatches, requestHost, requestTarget, RoutingTable, type TableOptions } from './route-table.js';
+import { compileStats, compileTable, prefixMatches, requestHost, requestTarget, RoutingTable, type TableOptions } from './route-table.js';
 
 function inst(name: string, port: number, meta: Record<string, string> = {}, status: HealthStatus = 'passing', id = `h:${name}-${port}:80`): ServiceInstance {
   return { id, name, address: '127.0.0.1', port, protocol: 'tcp', tags: [], meta, host: 'h', status };
@@ -191,5 +191,68 @@ describe('compileTable', () => {
   it('is empty to start with', () => {
     expect(RoutingTable.EMPTY.match('web.localhost', '/')).toBeUndefined();
     expect(RoutingTable.EMPTY.routeCount).toBe(0);
+  });
+});
+
+describe('compileTable after a change', () => {
+  // Ten instances per service, as the scale bench registers them; some share a host and a path.
+  function world(services: number): ServiceInstance[] {
+    const out: ServiceInstance[] = [];
+    for (let s = 0; s < services; s++) for (let i = 0; i < 10; i++) out.push(inst(`svc${s}`, 1000 + i, s % 50 === 0 ? { http_host: 'shared.test', http_path: `/p${s % 3}` } : {}));
+    return out;
+  }
+  const view = (t: RoutingTable) => ({
+    routes: t.routes().map((r) => [r.host, r.path, r.service, r.balancer.upstreams.map((u) => `${u.key} ${u.weight} ${u.routable}`)]),
+    upstreams: [...t.upstreams.keys()].sort(),
+    conflicts: [...t.conflicts].sort(),
+  });
+
+  /** What adding one probe instance and removing it again cost, at `n` instances. */
+  function oneChange(n: number) {
+    const builder = new CatalogBuilder(ALL);
+    const raw = world(n / 10);
+    const states = new Map<string, InstanceState>();
+    let t = compileTable(builder.build(raw), OPTS, states);
+    const instances = t.upstreams.size;
+    const b0 = { ...builder.stats };
+    const c0 = { ...compileStats };
+    t = compileTable(builder.build([...raw, inst('probe', 9)]), OPTS, states, t);
+    expect(t.match('probe.localhost', '/')?.service).toBe('probe');
+    t = compileTable(builder.build(raw), OPTS, states, t);
+    expect(t.match('probe.localhost', '/')).toBeUndefined();
+    expect([states.size, t.upstreams.size]).toEqual([instances, instances]);
+    return { normalized: builder.stats.normalized - b0.normalized, servicesBuilt: builder.stats.servicesBuilt - b0.servicesBuilt, hosts: compileStats.hosts - c0.hosts, upstreams: compileStats.upstreams - c0.upstreams, full: compileStats.full - c0.full };
+  }
+
+  it('costs the changed service, not the catalog: the same work at 1,000 and 10,000 instances', () => {
+    const small = oneChange(1000);
+    const large = oneChange(10_000);
+    // The probe is validated once, its service built once, its host compiled on arrival and departure.
+    expect(small).toEqual({ normalized: 1, servicesBuilt: 1, hosts: 2, upstreams: 1, full: 0 });
+    expect(large).toEqual(small);
+  });
+
+  it('gives the table a full compile gives, change after change', () => {
+    const builder = new CatalogBuilder(ALL);
+    let raw = world(60);
+    const states = new Map<string, InstanceState>();
+    let t = compileTable(builder.build(raw), OPTS, states);
+    let seed = 7;
+    const rnd = (n: number) => (seed = (seed * 1103515245 + 12345) % 2 ** 31) % n;
+    for (let step = 0; step < 200; step++) {
+      const s = `svc${rnd(70)}`;
+      const port = 1000 + rnd(12);
+      const kinds: Record<string, string>[] = [{}, { http_host: 'shared.test', http_path: `/p${rnd(3)}` }, { http_host: `${s}.localhost,other.test` }, { weight: String(rnd(3)) }, { http_host: '*.wild.test' }];
+      const meta = kinds[rnd(kinds.length)];
+      const id = `h:${s}-${port}:80`;
+      raw = raw.filter((r) => r.id !== id);
+      if (rnd(3) > 0) raw = [...raw, inst(s, port, meta, rnd(5) === 0 ? 'critical' : 'passing')];
+      const catalog = builder.build(raw);
+      t = compileTable(catalog, OPTS, states, t);
+      const fresh = compileTable(buildCatalog(raw, ALL), OPTS, new Map());
+      expect(view(t), `step ${step}`).toEqual(view(fresh));
+      expect([...states.keys()].sort()).toEqual(view(fresh).upstreams);
+      for (const u of t.upstreams.values()) expect(states.get(u.key)).toBe(u.state);
+    }
   });
 });

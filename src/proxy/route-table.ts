@@ -4,8 +4,9 @@
 // boundary wins.
 import type { Catalog } from '../catalog/catalog.js';
 import { refusedPath, routingPath } from '../catalog/path-rule.js';
-import { buildRoutes, type Route } from '../catalog/routes.js';
-import type { HealthStatus } from '../model/service-instance.js';
+import type { CatalogService } from '../catalog/catalog.js';
+import { hostRoutes, serviceClaims, type ServiceClaims } from '../catalog/routes.js';
+import type { HealthStatus, ServiceInstance } from '../model/service-instance.js';
 import { createBalancer, InstanceState, type Balancer, type BalanceMode, type Upstream } from './balancer.js';
 
 export interface CompiledRoute {
@@ -36,6 +37,11 @@ export class RoutingTable {
     readonly fingerprint: string,
   ) {}
 
+  /** Set by compileTable: what the next table is compiled from. */
+  lineage?: Lineage;
+  /** Set by compileTable when built from the previous table: its upstreams this one dropped. */
+  dropped?: readonly Upstream[];
+
   get hostCount(): number {
     return this.exact.size + this.wildcards.length;
   }
@@ -65,7 +71,9 @@ export class RoutingTable {
 
   /** Every route, for status output and tests. */
   routes(): CompiledRoute[] {
-    return [...[...this.exact.values()].flat(), ...this.wildcards.flatMap(([, r]) => r)];
+    // Hosts sorted: a table compiled after changes lists them as one compiled at once does.
+    const hosts = [...this.exact.keys()].sort();
+    return [...hosts.flatMap((h) => this.exact.get(h)!), ...this.wildcards.flatMap(([, r]) => r)];
   }
 }
 
@@ -76,21 +84,101 @@ export function prefixMatches(routePath: string, path: string): boolean {
   return path.length === routePath.length || routePath.charCodeAt(routePath.length - 1) === 47 || path.charCodeAt(routePath.length) === 47;
 }
 
+/** What a table keeps to compile the next one from it in proportion to what changed. */
+interface Lineage {
+  readonly opts: TableOptions;
+  readonly states: Map<string, InstanceState>;
+  /** Per service: the catalog entry, its claims, and the upstream keys of the routes it won. */
+  readonly services: ReadonlyMap<string, { readonly service: CatalogService; readonly claims: ServiceClaims; readonly keys: readonly string[] }>;
+  /** Host → the names of the services claiming it, sorted. */
+  readonly claimants: ReadonlyMap<string, readonly string[]>;
+  /** Host → its conflicting host+path pairs. */
+  readonly conflicts: ReadonlyMap<string, readonly string[]>;
+  /** The table's routes by exact host and by wildcard suffix. */
+  readonly exact: ReadonlyMap<string, readonly CompiledRoute[]>;
+  readonly wild: ReadonlyMap<string, readonly CompiledRoute[]>;
+}
+
+/** Work done by compileTable, for tests: hosts whose routes were compiled, upstreams created. */
+export const compileStats = { hosts: 0, upstreams: 0, full: 0 };
+
+const sameOpts = (a: TableOptions, b: TableOptions) =>
+  a.domain === b.domain && a.balance === b.balance && a.statuses.length === b.statuses.length && a.statuses.every((s, i) => s === b.statuses[i]);
+
 /**
  * Compile a catalog into a table. `states` carries per-instance state across tables (in-flight
  * counts, ejections, health); entries of instances that left are removed from it. `previous`
  * hands each route's balancer state on (rotation position, smooth round robin's current weights).
+ * Built from `previous` with the same options and states, only the hosts of services whose catalog
+ * entry changed (a snapshot keeps unchanged services' frozen entries) are compiled again, and
+ * only their instances get new upstream objects: one instance's change costs its service's hosts,
+ * plus passes over services and hosts that compare references and copy maps.
  */
 export function compileTable(catalog: Catalog, opts: TableOptions, states: Map<string, InstanceState>, previous: RoutingTable = RoutingTable.EMPTY): RoutingTable {
-  const routing = buildRoutes(catalog, opts.domain);
-  const upstreams = new Map<string, Upstream>();
-  const upstreamFor = (i: Route['instances'][number]): Upstream => {
+  const base = previous.lineage && previous.lineage.states === states && sameOpts(previous.lineage.opts, opts) ? previous : undefined;
+  if (!base) compileStats.full++;
+  const prev = base?.lineage;
+  const services = new Map<string, { service: CatalogService; claims: ServiceClaims; keys: readonly string[] }>();
+  const changed: string[] = [];
+  for (const svc of catalog.services) {
+    const old = prev?.services.get(svc.name);
+    if (old && old.service === svc) services.set(svc.name, old);
+    else {
+      services.set(svc.name, { service: svc, claims: serviceClaims(svc, opts.domain), keys: [] });
+      changed.push(svc.name);
+    }
+  }
+  if (prev) for (const name of prev.services.keys()) if (!services.has(name)) changed.push(name);
+
+  // Hosts named by a changed service before or now, and who claims them now.
+  const claimants = new Map(prev?.claimants);
+  const affected = new Set<string>();
+  for (const name of changed) {
+    const before = prev?.services.get(name)?.claims;
+    const now = services.get(name)?.claims;
+    if (before) for (const host of before.keys()) affected.add(host);
+    if (now) for (const host of now.keys()) affected.add(host);
+    for (const host of before?.keys() ?? []) {
+      if (now?.has(host)) continue;
+      const rest = (claimants.get(host) ?? []).filter((n) => n !== name);
+      if (rest.length > 0) claimants.set(host, rest);
+      else claimants.delete(host);
+    }
+    for (const host of now?.keys() ?? []) {
+      const list = claimants.get(host) ?? [];
+      if (!list.includes(name)) claimants.set(host, [...list, name].sort());
+    }
+  }
+
+  // Upstreams: those of services not involved are kept (same objects); the others are made again.
+  const upstreams = new Map(base?.upstreams);
+  const involved = new Set(changed);
+  for (const host of affected) for (const n of claimants.get(host) ?? []) involved.add(n);
+  for (const name of involved) for (const key of prev?.services.get(name)?.keys ?? []) upstreams.delete(key);
+  const owner = new Map<string, string>();
+  const made = new Map<string, string[]>();
+  // One instance key in two services (one upstream object for both): tables compiled from this one start over.
+  let shared = false;
+  const own = (key: string, service: string): void => {
+    const first = owner.get(key);
+    if (first !== undefined) {
+      if (first !== service) shared = true;
+      return;
+    }
+    owner.set(key, service);
+    const list = made.get(service);
+    if (list) list.push(key);
+    else made.set(service, [key]);
+  };
+  const upstreamFor = (i: Readonly<ServiceInstance>): Upstream => {
     const key = `${i.id} ${i.address}:${i.port}`;
     let u = upstreams.get(key);
+    if (u && u.service !== i.name) shared = true;
     if (!u) {
       let state = states.get(key);
       if (!state) states.set(key, (state = new InstanceState()));
       const host = i.address.includes(':') ? `[${i.address}]` : i.address;
+      compileStats.upstreams++;
       u = Object.freeze({
         key,
         id: i.id,
@@ -104,22 +192,66 @@ export function compileTable(catalog: Catalog, opts: TableOptions, states: Map<s
       });
       upstreams.set(key, u);
     }
+    own(key, i.name);
     return u;
   };
-  const exact = new Map<string, CompiledRoute[]>();
-  const wildcards: [string, CompiledRoute[]][] = [];
-  for (const vh of routing.vhosts) {
-    const routes = vh.routes.map((r) => {
-      const before = previous.match(vh.host, r.path);
-      const carried = before && before.path === r.path && before.host === vh.host ? before.balancer : undefined;
-      return Object.freeze({ host: vh.host, path: r.path, service: r.service, balancer: createBalancer(opts.balance, r.instances.map(upstreamFor), carried) });
+
+  const exact = new Map(prev?.exact);
+  const wild = new Map(prev?.wild);
+  const hostConflicts = new Map(prev?.conflicts);
+  const compile = (host: string): void => {
+    compileStats.hosts++;
+    const names = claimants.get(host) ?? [];
+    const conflicts: string[] = [];
+    const routes = hostRoutes(host, names.map((n) => ({ service: n, paths: services.get(n)!.claims.get(host)! })), conflicts).map((r) => {
+      const before = previous.match(host, r.path);
+      const carried = before && before.path === r.path && before.host === host ? before.balancer : undefined;
+      return Object.freeze({ host, path: r.path, service: r.service, balancer: createBalancer(opts.balance, r.instances.map(upstreamFor), carried) });
     });
-    if (vh.host.startsWith('*.')) wildcards.push([vh.host.slice(1), routes]);
-    else exact.set(vh.host, routes);
+    if (conflicts.length > 0) hostConflicts.set(host, conflicts);
+    else hostConflicts.delete(host);
+    const wildcard = host.startsWith('*.');
+    if (routes.length === 0) wildcard ? wild.delete(host.slice(1)) : exact.delete(host);
+    else if (wildcard) wild.set(host.slice(1), routes);
+    else exact.set(host, routes);
+  };
+  // A service involved only through a shared host keeps its other hosts' routes, and their upstreams.
+  for (const name of involved) {
+    const entry = services.get(name);
+    if (!entry || changed.includes(name)) continue;
+    for (const host of entry.claims.keys()) {
+      if (affected.has(host)) continue;
+      const routes = host.startsWith('*.') ? wild.get(host.slice(1)) : exact.get(host);
+      for (const r of routes ?? []) {
+        if (r.service !== name) continue;
+        for (const u of r.balancer.upstreams) {
+          upstreams.set(u.key, u);
+          own(u.key, name);
+        }
+      }
+    }
   }
-  wildcards.sort((a, b) => b[0].length - a[0].length || (a[0] < b[0] ? -1 : 1));
-  for (const key of states.keys()) if (!upstreams.has(key)) states.delete(key);
-  return new RoutingTable(exact, wildcards, upstreams, routing.conflicts, catalog.fingerprint);
+  for (const host of base ? [...affected].sort() : [...claimants.keys()].sort()) compile(host);
+  for (const name of involved) {
+    const entry = services.get(name);
+    if (entry) services.set(name, { ...entry, keys: made.get(name) ?? [] });
+  }
+  const wildcards = [...wild].sort((a, b) => b[0].length - a[0].length || (a[0] < b[0] ? -1 : 1));
+  // Upstreams of the previous table that this one no longer has (their pools can go).
+  const gone: Upstream[] = [];
+  for (const name of involved) {
+    for (const key of prev?.services.get(name)?.keys ?? []) {
+      const u = base!.upstreams.get(key);
+      if (u && !upstreams.has(key)) gone.push(u);
+    }
+  }
+  if (base) for (const u of gone) states.delete(u.key);
+  else for (const key of states.keys()) if (!upstreams.has(key)) states.delete(key);
+  const conflicts = [...hostConflicts.keys()].sort().flatMap((h) => hostConflicts.get(h)!);
+  const table = new RoutingTable(exact, wildcards, upstreams, conflicts, catalog.fingerprint);
+  if (base) table.dropped = gone;
+  if (!shared) table.lineage = { opts: { ...opts, statuses: [...opts.statuses] }, states, services, claimants, conflicts: hostConflicts, exact, wild };
+  return table;
 }
 
 const HOST_CHARS = /^[a-z0-9._-]+$/;
