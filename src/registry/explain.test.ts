@@ -25,6 +25,10 @@ describe('registry failures in the words of the setting to fix', () => {
   it('causeOf: the same failure of another request is the same cause', () => {
     expect(causeOf('GET /v1/catalog/nodes: connect ECONNREFUSED 127.0.0.1:1')).toBe(causeOf('GET /v1/health/state/any: connect ECONNREFUSED 127.0.0.1:1'));
     expect(causeOf('etcd range: authentication failed')).toBe(causeOf('etcd lease grant: authentication failed'));
+    // one outage: refused, reset and timed out alternate as the connection is cut; one cause, one line
+    const unreachable = ['GET /v1/health/state/any: connect ECONNREFUSED 127.0.0.1:1', 'GET /v1/catalog/nodes: read ECONNRESET', 'etcd range: 14 UNAVAILABLE: No connection established', 'etcd watch: 4 DEADLINE_EXCEEDED: Deadline exceeded', 'GET /v1/kv: no answer (timed out)'];
+    expect(new Set(unreachable.map(causeOf)).size).toBe(1);
+    expect(causeOf('etcd range: authentication failed')).not.toBe(causeOf(unreachable[0]));
     expect(causeOf('PUT /agent/service/register?x=1: 403 Permission denied: Missing service:write on web')).not.toBe(causeOf('PUT /a: 403 Permission denied: Missing service:write on api'));
   });
 });

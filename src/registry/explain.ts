@@ -72,8 +72,12 @@ export function explainEtcdFailure(text: string, ctx: { user?: string; prefix: s
 /** The request a registry message names (`PUT /agent/…: `, `etcd txn: `): the same failure of another request is the same cause. */
 const REQUEST = /(?:(?:GET|PUT|POST|DELETE) \S+|etcd [a-z ]+): /g;
 
+/** Ways of not reaching a registry at all; during one outage they alternate (refused, reset, timed out) and are one cause. */
+const UNREACHABLE = /ECONNREFUSED|ECONNRESET|EPIPE|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|socket hang up|other side closed|timed out|deadline exceeded|UNAVAILABLE|No connection established|connection (?:reset|refused|closed)/i;
+
 /** What failed, without which request met it: the key under which a failure is logged once. */
 export function causeOf(text: string): string {
   const parts = text.split(REQUEST);
-  return parts[parts.length - 1];
+  const cause = parts[parts.length - 1];
+  return UNREACHABLE.test(cause) ? 'unreachable' : cause;
 }
