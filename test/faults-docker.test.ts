@@ -36,9 +36,14 @@ async function httpProxy(): Promise<HttpFaultProxy> {
 const svc = { env: { SERVICE_NAME: 'svc' } };
 
 /** Most requests of `reqs` open at the same moment (from the proxy's log: arrival and duration). */
+/** The proxy learns of a client's abort and of its next request in whichever order a loaded machine delivers them. */
+const OVERLAP_SLACK_MS = 200;
+
 function maxConcurrent(reqs: LoggedRequest[]): number {
   const now = Date.now();
-  const edges = reqs.flatMap((r) => [[r.time, 1], [r.time + (r.ms ?? now - r.time), -1]] as const).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const edges = reqs
+    .flatMap((r) => [[r.time, 1], [r.time + Math.max(0, (r.ms ?? now - r.time) - OVERLAP_SLACK_MS), -1]] as const)
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let open = 0;
   let max = 0;
   for (const [, d] of edges) max = Math.max(max, (open += d));
