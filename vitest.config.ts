@@ -10,26 +10,26 @@ const STATE = process.env.HM_TEST_STATE ?? '/tmp/harbormaster-test';
 const ENGINE_A = process.env.HM_TEST_DOCKER_HOST ?? 'unix:///var/run/docker.sock';
 const ENGINE_B = process.env.HM_TEST_DOCKER_HOST ?? `unix://${STATE}/docker-b/docker.sock`;
 
-/** Integration tests on engine "a" (the host's default engine). */
+/** Integration tests on engine "a" (the host's default engine; the cluster tests use it as host 1). */
 const DOCKER_A = [
   'test/faults-scale.test.ts',
   'test/faults-registry.test.ts',
   'test/register-consul.test.ts',
   'test/cluster.test.ts',
-  'test/register-etcd.test.ts',
   'test/register-checks.test.ts',
-  'test/cli.test.ts',
-  'test/withdraw.test.ts',
   'test/run-registries.test.ts',
   'test/fault-support.test.ts',
   'test/render-proxies.test.ts',
-  'test/render-safety.test.ts',
   'test/docker-readonly.test.ts',
   'test/cluster-faults.test.ts',
 ];
 
 /** Integration tests on engine "b" (its own socket, bridge and data). */
 const DOCKER_B = [
+  'test/register-etcd.test.ts',
+  'test/cli.test.ts',
+  'test/withdraw.test.ts',
+  'test/render-safety.test.ts',
   'test/resilience.test.ts',
   'test/faults-slow.test.ts',
   'test/faults-restart.test.ts',
