@@ -111,8 +111,11 @@ export class Registrar implements DesiredSink {
    */
   private limit: number;
   private lastDecrease = 0;
-  /** Set while the registry answers slowly; cleared once answers are timely at full concurrency. */
-  private slow?: { since: number };
+  /**
+   * Set while the registry answers slowly; over once an answer comes in time a timeout after the
+   * last late one, or once nothing is owed any more.
+   */
+  private slow?: { since: number; last: number };
   /** A ping deciding whether a call without an answer means a slow registry or an outage. */
   private liveness?: Promise<void>;
   private readonly opTimeoutMs: number;
@@ -476,6 +479,8 @@ export class Registrar implements DesiredSink {
       if (!this.synced) return;
     }
     if (this.resyncRunning) return;
+    // Nothing owed and nothing in flight: a slow spell is over, whatever the next answer takes.
+    if (this.slow && this.busy === 0 && this.queue.size === 0 && this.wheel.size === 0 && !this.resyncWanted) this.endSlow();
     for (const id of this.queue) {
       if (this.busy >= Math.max(1, Math.floor(this.limit))) break;
       this.queue.delete(id);
@@ -599,14 +604,17 @@ export class Registrar implements DesiredSink {
       return;
     }
     if (this.limit < this.concurrency) this.limit = Math.min(this.concurrency, this.limit + 1 / Math.max(1, this.limit));
-    if (this.slow && this.limit >= this.concurrency) {
-      const o = this.slow;
-      this.slow = undefined;
-      this.opts.log.info(
-        { event: 'registry-fast', registry: this.backend.description, slowMs: Date.now() - o.since },
-        `registry ${this.backend.description} answers in time again after ${((Date.now() - o.since) / 1000).toFixed(1)}s; ${this.concurrency} writes at once`,
-      );
-    }
+    if (this.slow && Date.now() - this.slow.last > this.opTimeoutMs) this.endSlow();
+  }
+
+  private endSlow(): void {
+    const o = this.slow;
+    if (!o) return;
+    this.slow = undefined;
+    this.opts.log.info(
+      { event: 'registry-fast', registry: this.backend.description, slowMs: Date.now() - o.since, inflightLimit: Math.floor(this.limit) },
+      `registry ${this.backend.description} keeps up again after ${((Date.now() - o.since) / 1000).toFixed(1)}s of slow answers; ${Math.floor(this.limit)} writes at once, raised up to ${this.concurrency} as answers stay in time`,
+    );
   }
 
   /** Halve the writes at once, at most once per half timeout: the calls sent together time out together. */
@@ -618,8 +626,12 @@ export class Registrar implements DesiredSink {
   }
 
   private markSlow(why: string): void {
-    if (this.slow || this.stopped) return;
-    this.slow = { since: Date.now() };
+    if (this.stopped) return;
+    if (this.slow) {
+      this.slow.last = Date.now();
+      return;
+    }
+    this.slow = { since: Date.now(), last: Date.now() };
     let backlog = 0;
     for (const s of this.slots.values()) if (this.needsWork(s)) backlog++;
     this.opts.log.warn(

@@ -155,6 +155,8 @@ export class ConsulBackend implements RegistryBackend {
    * this definition (a registration again would reset its checks and cost the agent as much).
    */
   private readonly unsure = new Set<string>();
+  /** The same for the host's heartbeat service. */
+  private hostUnsure = false;
   private readonly timeoutMs: number;
 
   constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
@@ -288,14 +290,24 @@ export class ConsulBackend implements RegistryBackend {
    */
   private ensureHeartbeatService(host: string): Promise<void> {
     if (this.closed) return Promise.reject(new RefusedError('shutting down: the heartbeat service is withdrawn'));
-    const ready: Promise<void> = (this.hostReady ??= this.http
-      .call<void>('PUT', '/agent/service/register?replace-existing-checks=true', {
-        ID: heartbeatServiceId(host),
-        Name: 'harbormaster',
-        Tags: ['heartbeat'],
-        Meta: { [HOST_META]: host, [ROLE_META]: 'heartbeat' },
-        Checks: [{ CheckID: heartbeatCheckId(host), Name: 'harbormaster host heartbeat', TTL: `${this.ttl}s`, Status: 'passing', DeregisterCriticalServiceAfter: this.deregisterAfter() }],
-      })
+    const register = async () => {
+      // The last registration got no answer: a slow agent may have applied it since.
+      if (this.hostUnsure && isHeartbeatService((await this.holder(heartbeatServiceId(host))) ?? {})) return;
+      try {
+        await this.http.call<void>('PUT', '/agent/service/register?replace-existing-checks=true', {
+          ID: heartbeatServiceId(host),
+          Name: 'harbormaster',
+          Tags: ['heartbeat'],
+          Meta: { [HOST_META]: host, [ROLE_META]: 'heartbeat' },
+          Checks: [{ CheckID: heartbeatCheckId(host), Name: 'harbormaster host heartbeat', TTL: `${this.ttl}s`, Status: 'passing', DeregisterCriticalServiceAfter: this.deregisterAfter() }],
+        });
+      } catch (err) {
+        this.hostUnsure = err instanceof NoAnswerError;
+        throw err;
+      }
+      this.hostUnsure = false;
+    };
+    const ready: Promise<void> = (this.hostReady ??= register()
       // The agent keeps the status of a check registered again: a heartbeat that lapsed while no
       // harbormaster ran stays critical (and so every instance aliasing it) until it is passed.
       .then(() => this.http.call<void>('PUT', `/agent/check/pass/${encodeURIComponent(heartbeatCheckId(host))}`))
