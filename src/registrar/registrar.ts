@@ -128,6 +128,8 @@ export class Registrar implements DesiredSink {
   private resyncWanted = false;
   private resyncRunning = false;
   private resyncFailures = 0;
+  /** The registry was unreachable: the next comparison is owed now, slow or not. */
+  private afterOutage = false;
   private resyncRetryAt = 0;
   private synced = false;
 
@@ -464,7 +466,11 @@ export class Registrar implements DesiredSink {
       }, this.pauseUntil - now);
       return;
     }
-    if (this.resyncWanted && !this.resyncRunning) {
+    // A slow registry owes writes already: a periodic comparison (its listing costs the registry
+    // most, and no write goes out while it runs) waits until they are through. Never the one
+    // after an outage: the registry may have lost anything.
+    const deferred = this.resyncWanted && this.synced && !this.afterOutage && !!this.slow && (this.queue.size > 0 || this.wheel.size > 0);
+    if (this.resyncWanted && !this.resyncRunning && !deferred) {
       if (now >= this.resyncRetryAt) {
         // A resync compares with what the registry holds: nothing may be in flight meanwhile.
         if (this.busy === 0) void this.runResync();
@@ -763,6 +769,7 @@ export class Registrar implements DesiredSink {
       }
     }
     this.wheel.clear();
+    this.afterOutage = true;
     if (this.ready) this.resync();
     else this.pump();
   }
@@ -799,6 +806,7 @@ export class Registrar implements DesiredSink {
     this.loggedRefusals.delete('');
     this.resyncWanted = false;
     this.resyncRunning = false;
+    this.afterOutage = false;
     this.synced = true;
     this.state.lastSync = new Date();
     this.succeeded();
