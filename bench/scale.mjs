@@ -14,7 +14,7 @@
 // --private a private etcd and a private Consul dev agent with ACLs, started here on
 // 127.0.0.1:27600-27699 and stopped at the end. Traffic stays on loopback.
 //   node bench/scale.mjs [--private] [--sizes 1000,5000,10000] [--consul-sizes 1000,2000] [--registries etcd,consul]
-//                        [--changes 30] [--steady 20] [--prof dir] [--out file.md]
+//                        [--changes 30] [--steady 20] [--prof dir] [--out file.md] [--port-base 27600]
 // Consul's sizes are smaller by default: a Consul 1.8 agent takes each registration in a time
 // that grows with the services it holds (see RESULTS.md), so 5,000 per agent alone would take
 // longer than this whole bench may.
@@ -38,7 +38,9 @@ const TEMPLATES = fileURLToPath(new URL('../templates/', import.meta.url));
 const HOSTS = ['host1', 'host2'];
 const PER_SERVICE = 10; // instances per service, as in the render bench
 const PER_FILE = 100; // services definitions per file
-const PORTS = { etcd: 27600, consul: 27610, proxy: 27640, proxyApi: 27641, renderApi: 27642, backend: 27643, regApi: 27650, faultProxy: 27660 };
+// --port-base moves every port the bench opens (default 27600; it uses base..base+70).
+const PORT_BASE = process.argv.includes('--port-base') ? Number(process.argv[process.argv.indexOf('--port-base') + 1]) : 27600;
+const PORTS = Object.fromEntries(Object.entries({ etcd: 0, consul: 10, proxy: 40, proxyApi: 41, renderApi: 42, backend: 43, regApi: 50, faultProxy: 60 }).map(([k, off]) => [k, PORT_BASE + off]));
 const CLK_TCK = 100;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const now = () => performance.now();

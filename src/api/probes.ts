@@ -23,14 +23,19 @@ export function watchProbe(watch: CatalogWatch, registry: string): () => Compone
   };
 }
 
-/** Healthy when the registry answers and accepts, nothing waits for a retry, and heartbeats go through. */
+/**
+ * Healthy when the registry answers in time and accepts, nothing waits for a retry, and heartbeats
+ * go through. A slow registry is reported as such, with the writes it still owes (`pending`).
+ */
 export function registrarProbe(registrar: { readonly status: RegistrarStatus }, registry: string): () => ComponentHealth {
   return () => {
     const s = registrar.status;
     return {
-      ok: s.registryUp && s.retrying === 0 && s.heartbeatOk,
+      ok: s.registryUp && !s.slow && s.retrying === 0 && s.heartbeatOk,
       registry,
       connected: s.registryUp,
+      slow: s.slow,
+      inflightLimit: s.inflightLimit,
       registered: s.registered,
       pending: s.pending,
       retrying: s.retrying,

@@ -17,6 +17,8 @@ export const metrics = {
   pending: new Gauge({ name: 'harbormaster_registrar_pending', help: 'Registrations or withdrawals not yet confirmed by the registry', registers: [registry] }),
   retrying: new Gauge({ name: 'harbormaster_registrar_retrying', help: 'Registrations or withdrawals waiting to be retried after a failure', registers: [registry] }),
   rejected: new Gauge({ name: 'harbormaster_registrar_rejected', help: 'Registrations the registry refused for what they are (not retried until they change)', registers: [registry] }),
+  slow: new Gauge({ name: 'harbormaster_registrar_slow', help: '1 while the registry answers, but later than the operation timeout', registers: [registry] }),
+  inflightLimit: new Gauge({ name: 'harbormaster_registrar_inflight_limit', help: 'Registry writes allowed at once (lowered while the registry answers slowly)', registers: [registry] }),
   resyncs: new Counter({ name: 'harbormaster_registrar_resyncs_total', help: 'Full comparisons of this host\'s registrations with the registry', registers: [registry] }),
   heartbeatFailures: new Counter({ name: 'harbormaster_heartbeat_failures_total', help: 'Heartbeat rounds that failed in part or whole', registers: [registry] }),
   renders: new Counter({ name: 'harbormaster_renders_total', help: 'Template renders by result', labelNames: ['template', 'result'], registers: [registry] }),

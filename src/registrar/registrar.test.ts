@@ -666,6 +666,51 @@ describe('Registrar: writes with unknown or refused outcomes', () => {
   });
 });
 
+describe('Registrar: a registry that answers, but late', () => {
+  it('answers later than the timeout while pings go through: slow, fewer writes at once, never an outage; back to full width once it keeps up', async () => {
+    const { store, backend, registrar } = started({ opTimeoutMs: 100, concurrency: 8 });
+    backend.registerDelayMs = 150;
+    let inFlight = 0;
+    let widest = 0;
+    const register = backend.register.bind(backend);
+    backend.register = async (s) => {
+      widest = Math.max(widest, ++inFlight);
+      try {
+        await register(s);
+      } finally {
+        inFlight--;
+      }
+    };
+    const names = Array.from({ length: 24 }, (_, i) => `web${i}`);
+    for (const n of names) registrar.set(n, [instance(n)]);
+    let sawSlow = false;
+    let lowest = Infinity;
+    let down = false;
+    const sample = setInterval(() => {
+      const st = registrar.status;
+      sawSlow ||= st.slow;
+      lowest = Math.min(lowest, st.inflightLimit);
+      down ||= !st.registryUp;
+    }, 10);
+    try {
+      await registrar.settled();
+    } finally {
+      clearInterval(sample);
+    }
+    expect(store.list()).toHaveLength(24);
+    expect(sawSlow).toBe(true);
+    expect(lowest).toBeLessThan(8);
+    expect(down).toBe(false);
+    // Only the first batch went out at full width; later ones at the lowered limit.
+    expect(widest).toBeLessThanOrEqual(8);
+    expect(registrar.status.slow).toBe(false);
+    backend.registerDelayMs = 0;
+    for (let i = 0; i < 60; i++) registrar.set(`db${i}`, [instance(`db${i}`, 5432)]);
+    await registrar.settled();
+    expect(registrar.status).toMatchObject({ slow: false, inflightLimit: 8, registryUp: true, pending: 0 });
+  });
+});
+
 describe('Registrar: stop', () => {
   async function withTwoOwners(bulk = false) {
     const s = setup({ ttlRefreshMs: 50 }, 30, [], bulk);

@@ -10,7 +10,7 @@ import { metrics, timed } from '../metrics/metrics.js';
 import type { ServiceInstance } from '../model/service-instance.js';
 import { causeOf } from '../registry/explain.js';
 import { type FailureKind, failureKind, type InstanceRef, type OwnRecord, type RegistryBackend } from '../registry/types.js';
-import { backoffMs, withTimeout } from '../util/time.js';
+import { backoffMs, NoAnswerError, withTimeout } from '../util/time.js';
 import { DesiredSet } from './desired-set.js';
 import { RetryWheel } from './retry-wheel.js';
 
@@ -23,9 +23,9 @@ export interface RegistrarOptions {
   /** Base of the retry backoff. */
   retryIntervalMs: number;
   maxRetryMs?: number;
-  /** Registry operations running at once. */
+  /** Registry operations running at most at once (fewer while the registry answers slowly). */
   concurrency?: number;
-  /** Timeout of one registry operation. */
+  /** Timeout of one registry operation: an answer later than this is a slow registry, no answer at all (its ping fails too) an outage. */
   opTimeoutMs?: number;
   log: Logger;
 }
@@ -64,6 +64,10 @@ export interface RegistrarStatus {
   heartbeatOk: boolean;
   lastHeartbeat?: Date;
   heartbeatError?: string;
+  /** The registry answers, but later than the operation timeout (or close to it): fewer writes go at once. */
+  slow: boolean;
+  /** Writes allowed at once now (the configured concurrency unless the registry is slow). */
+  inflightLimit: number;
 }
 
 interface Slot {
@@ -99,6 +103,21 @@ export class Registrar implements DesiredSink {
   private readonly queue = new Set<string>();
   private readonly wheel: RetryWheel;
   private readonly concurrency: number;
+  /**
+   * Writes allowed at once, adapted to how fast the registry answers (AIMD): halved when an
+   * answer is late (or never comes while the registry still answers pings), raised by one per
+   * `limit` timely answers, up to `concurrency`. A Consul agent applies registrations one at a
+   * time and each costs more the more it holds: firing more at it only makes every one late.
+   */
+  private limit: number;
+  private lastDecrease = 0;
+  /**
+   * Set while the registry answers slowly; over once an answer comes in time a timeout after the
+   * last late one, or once nothing is owed any more.
+   */
+  private slow?: { since: number; last: number };
+  /** A ping deciding whether a call without an answer means a slow registry or an outage. */
+  private liveness?: Promise<void>;
   private readonly opTimeoutMs: number;
   private readonly maxRetryMs: number;
   private busy = 0;
@@ -109,6 +128,8 @@ export class Registrar implements DesiredSink {
   private resyncWanted = false;
   private resyncRunning = false;
   private resyncFailures = 0;
+  /** The registry was unreachable: the next comparison is owed now, slow or not. */
+  private afterOutage = false;
   private resyncRetryAt = 0;
   private synced = false;
 
@@ -147,7 +168,7 @@ export class Registrar implements DesiredSink {
   private readonly inflight = new Map<string, Promise<void>>();
 
   /** The parts of the status that are not counted from the slots. */
-  private readonly state: Omit<RegistrarStatus, 'registered' | 'pending' | 'retrying' | 'rejected'> = { registryUp: true, heartbeatOk: true };
+  private readonly state: Omit<RegistrarStatus, 'registered' | 'pending' | 'retrying' | 'rejected' | 'slow' | 'inflightLimit'> = { registryUp: true, heartbeatOk: true };
   private readonly gaugeTimer: NodeJS.Timeout;
 
   constructor(
@@ -155,6 +176,7 @@ export class Registrar implements DesiredSink {
     private readonly opts: RegistrarOptions,
   ) {
     this.concurrency = opts.concurrency ?? 8;
+    this.limit = this.concurrency;
     this.opTimeoutMs = opts.opTimeoutMs ?? OP_TIMEOUT_MS;
     this.maxRetryMs = opts.maxRetryMs ?? 30_000;
     this.wheel = new RetryWheel((ids) => {
@@ -189,7 +211,10 @@ export class Registrar implements DesiredSink {
     metrics.pending.set(pending);
     metrics.retrying.set(retrying);
     metrics.rejected.set(rejected);
-    return { ...this.state, registered, pending, retrying, rejected };
+    const inflightLimit = Math.max(1, Math.floor(this.limit));
+    metrics.slow.set(this.slow ? 1 : 0);
+    metrics.inflightLimit.set(inflightLimit);
+    return { ...this.state, registered, pending, retrying, rejected, slow: !!this.slow, inflightLimit };
   }
 
   start(): void {
@@ -441,7 +466,11 @@ export class Registrar implements DesiredSink {
       }, this.pauseUntil - now);
       return;
     }
-    if (this.resyncWanted && !this.resyncRunning) {
+    // A slow registry owes writes already: a periodic comparison (its listing costs the registry
+    // most, and no write goes out while it runs) waits until they are through. Never the one
+    // after an outage: the registry may have lost anything.
+    const deferred = this.resyncWanted && this.synced && !this.afterOutage && !!this.slow && (this.queue.size > 0 || this.wheel.size > 0);
+    if (this.resyncWanted && !this.resyncRunning && !deferred) {
       if (now >= this.resyncRetryAt) {
         // A resync compares with what the registry holds: nothing may be in flight meanwhile.
         if (this.busy === 0) void this.runResync();
@@ -456,8 +485,10 @@ export class Registrar implements DesiredSink {
       if (!this.synced) return;
     }
     if (this.resyncRunning) return;
+    // Nothing owed and nothing in flight: a slow spell is over, whatever the next answer takes.
+    if (this.slow && this.busy === 0 && this.queue.size === 0 && this.wheel.size === 0 && !this.resyncWanted) this.endSlow();
     for (const id of this.queue) {
-      if (this.busy >= this.concurrency) break;
+      if (this.busy >= Math.max(1, Math.floor(this.limit))) break;
       this.queue.delete(id);
       const s = this.slots.get(id);
       if (!s || s.busy) continue; // a busy slot is looked at again when its operation ends
@@ -559,15 +590,84 @@ export class Registrar implements DesiredSink {
   /**
    * One registry write. The slot stays busy until the call itself ends (every backend call has
    * its own timeout): released early, a late write could land after the slot moved on and be
-   * left behind. A call without an answer for opTimeoutMs already counts as an outage.
+   * left behind. A call without an answer for opTimeoutMs already lowers the writes at once and
+   * asks whether the registry still answers at all (else it is an outage).
    */
   private async op(name: string, fn: () => Promise<void>): Promise<void> {
-    const watchdog = setTimeout(() => this.noteFailure('unreachable', new Error(`${name}: no answer within ${this.opTimeoutMs} ms`)), this.opTimeoutMs);
+    const t0 = Date.now();
+    const watchdog = setTimeout(() => this.noAnswer(new NoAnswerError(`${name}: no answer within ${this.opTimeoutMs} ms`)), this.opTimeoutMs);
     try {
       await timed(name, fn);
+      this.answered(Date.now() - t0);
     } finally {
       clearTimeout(watchdog);
     }
+  }
+
+  /** An answer in `ms`: late ones lower the writes at once before they time out, timely ones raise it back. */
+  private answered(ms: number): void {
+    if (ms > this.opTimeoutMs / 2) {
+      this.decrease();
+      this.markSlow(`answers take ${ms} ms (timeout ${this.opTimeoutMs} ms)`);
+      return;
+    }
+    if (this.limit < this.concurrency) this.limit = Math.min(this.concurrency, this.limit + 1 / Math.max(1, this.limit));
+    if (this.slow && Date.now() - this.slow.last > this.opTimeoutMs) this.endSlow();
+  }
+
+  private endSlow(): void {
+    const o = this.slow;
+    if (!o) return;
+    this.slow = undefined;
+    this.opts.log.info(
+      { event: 'registry-fast', registry: this.backend.description, slowMs: Date.now() - o.since, inflightLimit: Math.floor(this.limit) },
+      `registry ${this.backend.description} keeps up again after ${((Date.now() - o.since) / 1000).toFixed(1)}s of slow answers; ${Math.floor(this.limit)} writes at once, raised up to ${this.concurrency} as answers stay in time`,
+    );
+  }
+
+  /** Halve the writes at once, at most once per half timeout: the calls sent together time out together. */
+  private decrease(): void {
+    const now = Date.now();
+    if (now - this.lastDecrease < this.opTimeoutMs / 2) return;
+    this.lastDecrease = now;
+    this.limit = Math.max(1, Math.floor(this.limit / 2));
+  }
+
+  private markSlow(why: string): void {
+    if (this.stopped) return;
+    if (this.slow) {
+      this.slow.last = Date.now();
+      return;
+    }
+    this.slow = { since: Date.now(), last: Date.now() };
+    let backlog = 0;
+    for (const s of this.slots.values()) if (this.needsWork(s)) backlog++;
+    this.opts.log.warn(
+      { event: 'registry-slow', registry: this.backend.description, err: why, inflightLimit: Math.floor(this.limit), backlog },
+      `registry ${this.backend.description} answers slowly (${why}); ${Math.floor(this.limit)} writes at once until it keeps up, ${backlog} waiting`,
+    );
+  }
+
+  /**
+   * A call sent without an answer in time. A registry that still answers a ping is slow, not
+   * gone: fewer writes at once and the call retried with backoff (its write may have landed: the
+   * slot keeps it pending). One that does not answer the ping either is an outage.
+   */
+  private noAnswer(err: unknown): void {
+    this.state.lastError = msg(err);
+    if (this.outage || this.stopped) return;
+    this.decrease();
+    this.markSlow(msg(err));
+    if (this.liveness) return;
+    this.liveness = withTimeout(this.backend.ping(), this.opTimeoutMs, 'ping')
+      .then(
+        () => undefined,
+        (pingErr: unknown) => this.enterOutage(new Error(`${msg(err)}; ping: ${msg(pingErr)}`)),
+      )
+      .finally(() => {
+        this.liveness = undefined;
+        this.pump();
+      });
   }
 
   private succeeded(): void {
@@ -596,6 +696,7 @@ export class Registrar implements DesiredSink {
     }
     s.attempts++;
     s.retryAt = Date.now() + backoffMs(s.attempts - 1, this.opts.retryIntervalMs, this.maxRetryMs);
+    if (err instanceof NoAnswerError) return this.noAnswer(err);
     this.noteFailure(kind, err, s.id);
   }
 
@@ -627,7 +728,9 @@ export class Registrar implements DesiredSink {
   }
 
   private enterOutage(err: unknown): void {
-    if (this.outage) return;
+    if (this.outage || this.stopped) return;
+    this.state.registryUp = false;
+    this.state.lastError = msg(err);
     this.outage = { since: Date.now(), attempts: 0 };
     this.opts.log.error(
       { event: 'error', registry: this.backend.description, err: msg(err) },
@@ -668,6 +771,7 @@ export class Registrar implements DesiredSink {
       }
     }
     this.wheel.clear();
+    this.afterOutage = true;
     if (this.ready) this.resync();
     else this.pump();
   }
@@ -676,11 +780,19 @@ export class Registrar implements DesiredSink {
     this.resyncRunning = true;
     let records: OwnRecord[];
     try {
-      records = await timed('list', () => withTimeout(this.backend.listOwn(this.opts.hostname), this.opTimeoutMs, 'list'));
+      // Listing costs the registry more the more this host holds: its wait grows with it (two
+      // calls on Consul, each given the same scaled wait by the backend).
+      const wait = Math.round(this.opTimeoutMs * 2 * (1 + this.slots.size / 1_000));
+      records = await timed('list', () => withTimeout(this.backend.listOwn(this.opts.hostname), wait, 'list'));
     } catch (err) {
       this.resyncRunning = false;
       this.resyncRetryAt = Date.now() + backoffMs(this.resyncFailures++, this.opts.retryIntervalMs, this.maxRetryMs);
       this.state.lastError = msg(err);
+      if (err instanceof NoAnswerError) {
+        this.noAnswer(err);
+        this.pump();
+        return;
+      }
       this.noteFailure(failureKind(err) === 'unreachable' ? 'unreachable' : 'refusing', err);
       // A registry that answers but will not list still gets the registrations it accepts.
       if (failureKind(err) !== 'unreachable') this.synced = true;
@@ -696,6 +808,7 @@ export class Registrar implements DesiredSink {
     this.loggedRefusals.delete('');
     this.resyncWanted = false;
     this.resyncRunning = false;
+    this.afterOutage = false;
     this.synced = true;
     this.state.lastSync = new Date();
     this.succeeded();

@@ -15,6 +15,7 @@ import { type ConsulCheckBody, consulCheck } from './consul-check.js';
 import { ConsulHttp, ConsulHttpError, consulConnection } from './consul-http.js';
 import { instanceDigest } from './digest.js';
 import { eachLimited } from './each.js';
+import { NoAnswerError } from '../util/time.js';
 import { type BackendOptions, type HeartbeatResult, type InstanceRef, type OwnRecord, RefusedError, type RegistryBackend, RejectedError } from './types.js';
 
 const [HOST_META, DIGEST_META] = OWN_META_KEYS;
@@ -25,6 +26,8 @@ const VERIFY_EVERY = 6;
 const STATUS_CHECK_TTL = '87600h';
 /** Consul reaps critical services no sooner than one minute. */
 const MIN_DEREGISTER_S = 60;
+/** A listing of the agent's services waits this much longer per 1,000 services of this host (its cost grows with them). */
+const LIST_SCALE_PER = 1_000;
 /** Deregistrations at once on shutdown: the agent serializes them (measured plateau 4–16). */
 const DEREGISTER_WIDTH = 8;
 
@@ -148,13 +151,23 @@ export class ConsulBackend implements RegistryBackend {
   private leaderless = false;
   /** Ids given a dying TTL check already (once per process: registering it again would restart its clock). */
   private readonly abandoned = new Set<string>();
+  /**
+   * Ids whose last registration got no answer: a slow agent may still have applied it. The next
+   * write of such an id first reads what the agent holds, and writes nothing when it is already
+   * this definition (a registration again would reset its checks and cost the agent as much).
+   */
+  private readonly unsure = new Set<string>();
+  /** The same for the host's heartbeat service. */
+  private hostUnsure = false;
+  private readonly timeoutMs: number;
 
   constructor(target: ConsulTarget, opts: BackendOptions, env: Env = process.env) {
     this.description = consulDescription(target);
     this.ttl = opts.ttl;
     this.host = opts.host ?? '';
     this.consul = consulClient(target, env);
-    this.http = new ConsulHttp(target, env, REQUEST_TIMEOUT_MS);
+    this.timeoutMs = opts.timeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.http = new ConsulHttp(target, env, this.timeoutMs);
   }
 
   /** Any answer means reachable: an ACL or rate-limit refusal is not an outage of the network. */
@@ -175,8 +188,14 @@ export class ConsulBackend implements RegistryBackend {
     if (this.closed) throw new RefusedError(`not registering ${s.id}: shutting down`);
     if (isReservedId(s.id)) throw new RejectedError(`service id "${s.id}" is reserved for a host's heartbeat service; not registered`);
     const host = s.host || this.host;
-    if (!this.own.has(s.id)) {
+    if (!this.own.has(s.id) || this.unsure.has(s.id)) {
       const holder = await this.holder(s.id);
+      if (holder && this.unsure.has(s.id) && this.isOwn(holder, host) && holder.Meta?.[DIGEST_META] === this.digest(s)) {
+        // The write that got no answer was applied after all, exactly as wanted.
+        this.unsure.delete(s.id);
+        this.own.add(s.id);
+        return;
+      }
       if (holder && !this.isOwn(holder, host)) {
         const by = holder.Meta?.[HOST_META] ? `by harbormaster of host ${holder.Meta[HOST_META]}` : 'by something other than harbormaster';
         throw new RejectedError(
@@ -205,15 +224,21 @@ export class ConsulBackend implements RegistryBackend {
     this.abandoned.delete(s.id);
     // Consul keeps checks a new definition no longer lists unless told to drop them (a failed
     // container's user check, critical with DeregisterCriticalServiceAfter, would get it reaped).
-    await this.http.call('PUT', '/agent/service/register?replace-existing-checks=true', {
-      ID: s.id,
-      Name: s.name,
-      Address: s.address,
-      Port: s.port,
-      Tags: s.tags,
-      Meta: { ...s.meta, [HOST_META]: s.host, [DIGEST_META]: this.digest(s) },
-      Checks: checks,
-    });
+    try {
+      await this.http.call('PUT', '/agent/service/register?replace-existing-checks=true', {
+        ID: s.id,
+        Name: s.name,
+        Address: s.address,
+        Port: s.port,
+        Tags: s.tags,
+        Meta: { ...s.meta, [HOST_META]: s.host, [DIGEST_META]: this.digest(s) },
+        Checks: checks,
+      });
+    } catch (err) {
+      if (err instanceof NoAnswerError) this.unsure.add(s.id);
+      throw err;
+    }
+    this.unsure.delete(s.id);
     this.own.add(s.id);
   }
 
@@ -230,6 +255,7 @@ export class ConsulBackend implements RegistryBackend {
     }
     await this.remove(ref.id);
     this.own.delete(ref.id);
+    this.unsure.delete(ref.id);
   }
 
   private async remove(id: string): Promise<void> {
@@ -266,14 +292,24 @@ export class ConsulBackend implements RegistryBackend {
    */
   private ensureHeartbeatService(host: string): Promise<void> {
     if (this.closed) return Promise.reject(new RefusedError('shutting down: the heartbeat service is withdrawn'));
-    const ready: Promise<void> = (this.hostReady ??= this.http
-      .call<void>('PUT', '/agent/service/register?replace-existing-checks=true', {
-        ID: heartbeatServiceId(host),
-        Name: 'harbormaster',
-        Tags: ['heartbeat'],
-        Meta: { [HOST_META]: host, [ROLE_META]: 'heartbeat' },
-        Checks: [{ CheckID: heartbeatCheckId(host), Name: 'harbormaster host heartbeat', TTL: `${this.ttl}s`, Status: 'passing', DeregisterCriticalServiceAfter: this.deregisterAfter() }],
-      })
+    const register = async () => {
+      // The last registration got no answer: a slow agent may have applied it since.
+      if (this.hostUnsure && isHeartbeatService((await this.holder(heartbeatServiceId(host))) ?? {})) return;
+      try {
+        await this.http.call<void>('PUT', '/agent/service/register?replace-existing-checks=true', {
+          ID: heartbeatServiceId(host),
+          Name: 'harbormaster',
+          Tags: ['heartbeat'],
+          Meta: { [HOST_META]: host, [ROLE_META]: 'heartbeat' },
+          Checks: [{ CheckID: heartbeatCheckId(host), Name: 'harbormaster host heartbeat', TTL: `${this.ttl}s`, Status: 'passing', DeregisterCriticalServiceAfter: this.deregisterAfter() }],
+        });
+      } catch (err) {
+        this.hostUnsure = err instanceof NoAnswerError;
+        throw err;
+      }
+      this.hostUnsure = false;
+    };
+    const ready: Promise<void> = (this.hostReady ??= register()
       // The agent keeps the status of a check registered again: a heartbeat that lapsed while no
       // harbormaster ran stays critical (and so every instance aliasing it) until it is passed.
       .then(() => this.http.call<void>('PUT', `/agent/check/pass/${encodeURIComponent(heartbeatCheckId(host))}`))
@@ -391,14 +427,19 @@ export class ConsulBackend implements RegistryBackend {
     return out.sort(compareInstances);
   }
 
-  /** This host's services on the local agent only (a filtered read), with whether their heartbeat check exists. */
+  /**
+   * This host's services on the local agent only (a filtered read), with whether their heartbeat
+   * check exists. The agent's time for it grows with what it holds: the wait does too, so that a
+   * loaded agent's listing is read rather than taken for an outage.
+   */
   async listOwn(host: string): Promise<OwnRecord[]> {
+    const wait = this.listTimeoutMs();
     const filter = encodeURIComponent(`Meta.${HOST_META} == ${JSON.stringify(host)}`);
-    const services = (await this.http.call<Record<string, AgentService> | undefined>('GET', `/agent/services?filter=${filter}`)) ?? {};
+    const services = (await this.http.call<Record<string, AgentService> | undefined>('GET', `/agent/services?filter=${filter}`, undefined, undefined, wait)) ?? {};
     let checks: Set<string> | undefined;
     if (this.ttl > 0) {
       const nameFilter = encodeURIComponent('Name == "harbormaster heartbeat"');
-      checks = new Set(Object.keys((await this.http.call<Record<string, unknown> | undefined>('GET', `/agent/checks?filter=${nameFilter}`)) ?? {}));
+      checks = new Set(Object.keys((await this.http.call<Record<string, unknown> | undefined>('GET', `/agent/checks?filter=${nameFilter}`, undefined, undefined, wait)) ?? {}));
     }
     const mine = Object.values(services).filter((s) => s.Meta?.[HOST_META] === host && !isHeartbeatService(s));
     if (host === this.host) {
@@ -408,6 +449,11 @@ export class ConsulBackend implements RegistryBackend {
       for (const id of listed) this.own.add(id);
     }
     return mine.map((s) => ({ id: s.ID, name: s.Service, digest: s.Meta?.[DIGEST_META] ?? '', renew: checks ? !checks.has(ttlCheckId(s.ID)) : false }));
+  }
+
+  /** The wait for one listing call: the request timeout, once more per 1,000 services this host is known to hold or to be writing. */
+  listTimeoutMs(): number {
+    return Math.round(this.timeoutMs * (1 + (this.own.size + this.unsure.size) / LIST_SCALE_PER));
   }
 
   async close(): Promise<void> {

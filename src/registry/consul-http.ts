@@ -6,6 +6,7 @@ import { readFileSync } from 'node:fs';
 import { createSecureContext } from 'node:tls';
 import { Agent, request } from 'undici';
 import { addSecret } from '../log/redact.js';
+import { NoAnswerError } from '../util/time.js';
 import { explainConsulFailure, explainConsulRefusal } from './explain.js';
 import { RefusedError, RejectedError, UsageError } from './types.js';
 
@@ -95,11 +96,20 @@ export class ConsulHttp {
     });
   }
 
-  /** The parsed JSON answer (undefined for an empty body); throws classified errors. */
-  async call<T>(method: 'GET' | 'PUT', path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
+  /**
+   * The parsed JSON answer (undefined for an empty body); throws classified errors. A call sent
+   * but not answered within its timeout (`timeoutMs` overrides the client's, for reads whose
+   * cost grows with the agent's size) throws NoAnswerError: the agent may be slow, not gone.
+   */
+  async call<T>(method: 'GET' | 'PUT', path: string, body?: unknown, signal?: AbortSignal, timeoutMs = this.timeoutMs): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.token) headers['x-consul-token'] = this.token;
     if (body !== undefined) headers['content-type'] = 'application/json';
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const fail = (err: unknown, what: string) => {
+      const text = `${method} ${path}: ${what}`;
+      return deadline.aborted || isUndiciTimeout(err) ? new NoAnswerError(text) : new Error(text);
+    };
     let res;
     try {
       res = await request(`${this.base}${path}`, {
@@ -107,16 +117,17 @@ export class ConsulHttp {
         headers,
         body: body === undefined ? undefined : JSON.stringify(body),
         dispatcher: this.dispatcher,
-        signal: signal ? AbortSignal.any([signal, AbortSignal.timeout(this.timeoutMs)]) : AbortSignal.timeout(this.timeoutMs),
+        signal: signal ? AbortSignal.any([signal, deadline]) : deadline,
+        ...(timeoutMs > this.timeoutMs ? { headersTimeout: timeoutMs, bodyTimeout: timeoutMs } : {}),
       });
     } catch (err) {
-      throw new Error(`${method} ${path}: ${explainConsulFailure(errText(err), this.secure)}`);
+      throw fail(err, explainConsulFailure(errText(err), this.secure));
     }
     let text: string;
     try {
       text = await res.body.text();
     } catch (err) {
-      throw new Error(`${method} ${path}: reading the answer: ${errText(err)}`);
+      throw fail(err, `reading the answer: ${errText(err)}`);
     }
     if (res.statusCode >= 400) {
       const why = `${method} ${path}: ${res.statusCode} ${explainConsulRefusal(res.statusCode, text.trim().slice(0, 200) || 'no reason given')}`;
@@ -136,6 +147,12 @@ export class ConsulHttp {
   async close(): Promise<void> {
     await this.dispatcher.close().catch(() => undefined);
   }
+}
+
+/** undici's own waits for the answer's headers or body ran out (the connection was made). */
+function isUndiciTimeout(err: unknown): boolean {
+  const code = (err as { code?: string } | undefined)?.code;
+  return code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'UND_ERR_BODY_TIMEOUT';
 }
 
 function errText(err: unknown): string {

@@ -69,6 +69,8 @@ export interface BackendOptions {
   host?: string;
   /** Log sink for records the backend skips (malformed registry entries). */
   warn?: (msg: string) => void;
+  /** Longest wait for one answer of the registry (Consul agent calls); backends have their own default. */
+  timeoutMs?: number;
 }
 
 /** Thrown for input errors (bad URI, flag); the CLI turns it into exit code 2. */

@@ -2,11 +2,19 @@
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** Reject with a named timeout error if `p` does not settle in `ms`. */
+/**
+ * A call that was sent (the connection was made) but got no answer in time: the peer may be
+ * slow rather than gone, and what was sent may still be applied.
+ */
+export class NoAnswerError extends Error {
+  override name = 'NoAnswerError';
+}
+
+/** Reject with a NoAnswerError if `p` does not settle in `ms`. */
 export function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} timed out after ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new NoAnswerError(`${what} timed out after ${ms} ms`)), ms);
   });
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }

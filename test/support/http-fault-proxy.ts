@@ -84,6 +84,8 @@ export class HttpFaultProxy {
   private readonly agent = new http.Agent({ keepAlive: true });
   private readonly rules: RuleImpl[] = [];
   private readonly open = new Set<Exchange>();
+  /** Delayed requests to send whether or not their client still waits. */
+  private readonly late = new Set<NodeJS.Timeout>();
 
   private constructor(private readonly target: HttpTarget) {
     this.server = http.createServer((req, res) => this.handle(req, res));
@@ -141,10 +143,30 @@ export class HttpFaultProxy {
     return rule;
   }
 
-  /** Forward matching requests `ms` late. */
-  delay(match: Match, ms: number, opts: { times?: number } = {}): Rule {
+  /**
+   * Forward matching requests `ms` late. With `evenIfClientLeft`, a request whose client gave up
+   * waiting is still sent then (its answer dropped), as a slow server still applies what it got.
+   */
+  delay(match: Match, ms: number, opts: { times?: number; evenIfClientLeft?: boolean } = {}): Rule {
     return this.add('delay', match, opts.times, (ex) => {
-      ex.timer = setTimeout(() => this.forward(ex), ms);
+      if (!opts.evenIfClientLeft) {
+        ex.timer = setTimeout(() => this.forward(ex), ms);
+        return;
+      }
+      const chunks: Buffer[] = [];
+      ex.req.on('data', (c: Buffer) => chunks.push(c));
+      ex.req.once('end', () => {
+        const t = setTimeout(() => {
+          this.late.delete(t);
+          const body = Buffer.concat(chunks);
+          if (!ex.res.destroyed) return this.forward(ex, body);
+          const where = 'socketPath' in this.target ? { socketPath: this.target.socketPath } : { host: this.target.host, port: this.target.port };
+          const up = http.request({ ...where, method: ex.req.method, path: ex.req.url, headers: endToEnd(ex.req.headers), agent: this.agent }, (ur) => ur.resume());
+          up.on('error', () => undefined);
+          up.end(body);
+        }, ms);
+        this.late.add(t);
+      });
     });
   }
 
@@ -215,6 +237,8 @@ export class HttpFaultProxy {
   async close(): Promise<void> {
     for (const r of this.rules) this.release(r, 'destroy');
     this.rules.length = 0;
+    for (const t of this.late) clearTimeout(t);
+    this.late.clear();
     for (const ex of this.open) {
       clearTimeout(ex.timer);
       ex.upstream?.destroy();
@@ -274,7 +298,8 @@ export class HttpFaultProxy {
     rule.apply(ex);
   }
 
-  private forward(ex: Exchange): void {
+  /** Send the exchange's request on; `body`, when its body was read already. */
+  private forward(ex: Exchange, body?: Buffer): void {
     const { req, res, entry } = ex;
     if (res.destroyed) return;
     entry.outcome = 'pending';
@@ -305,6 +330,7 @@ export class HttpFaultProxy {
       res.writeHead(502, { 'content-type': 'text/plain' });
       res.end(`fault proxy: ${err.message}\n`);
     });
-    req.pipe(up);
+    if (body) up.end(body);
+    else req.pipe(up);
   }
 }

@@ -60,6 +60,8 @@ Options:
   --services-dir <dir>       also register the services defined in the JSON / YAML files of this
                              folder (Consul's service definition shape), following every change
   --docker-timeout <duration>  longest wait for one Docker API answer (default 10s)
+  --registry-timeout <duration>  longest wait for one registry operation (default 10s); a later
+                             answer is a slow registry (fewer writes at once), none an outage
   --no-health-gate           register containers with a HEALTHCHECK at start, not once healthy
   --keep-on-exit             leave registrations to their TTL on SIGTERM/SIGINT
   --api <host:port|off>      status API: /v1/services, /v1/health, /metrics, and
@@ -86,6 +88,7 @@ const OPTIONS = {
   'retry-interval': { type: 'string' },
   docker: { type: 'string' },
   'docker-timeout': { type: 'string' },
+  'registry-timeout': { type: 'string' },
   'no-health-gate': { type: 'boolean' },
   'keep-on-exit': { type: 'boolean' },
   api: { type: 'string' },
@@ -113,6 +116,8 @@ export interface RegisterConfig {
   servicesDir?: string;
   /** Timeout of one Docker API call, ms. */
   dockerTimeoutMs: number;
+  /** Timeout of one registry operation, ms (the registry client's own calls end a fifth sooner). */
+  registryTimeoutMs: number;
   healthGate: boolean;
   keepOnExit: boolean;
   /** Status API address and token; undefined = off. */
@@ -161,6 +166,7 @@ export function parseRegisterArgs(argv: string[], env: Record<string, string | u
     docker,
     servicesDir,
     dockerTimeoutMs: v['docker-timeout'] === undefined ? 10_000 : parseTimeout(v['docker-timeout'], `--docker-timeout ${v['docker-timeout']}`),
+    registryTimeoutMs: v['registry-timeout'] === undefined ? 10_000 : parseTimeout(v['registry-timeout'], `--registry-timeout ${v['registry-timeout']}`),
     healthGate: !v['no-health-gate'],
     keepOnExit: !!v['keep-on-exit'],
     api: apiAddress(v.api === undefined || v.api === 'off' ? undefined : parseListenAddress('api', v.api), v, env),
@@ -182,7 +188,13 @@ export interface RegisterHandle {
 }
 
 export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<RegisterHandle> {
-  const backend = createBackend(cfg.registry, { ttl: cfg.ttl, host: cfg.hostname, warn: (m) => log.warn({ event: 'error' }, m) });
+  const backend = createBackend(cfg.registry, {
+    ttl: cfg.ttl,
+    host: cfg.hostname,
+    warn: (m) => log.warn({ event: 'error' }, m),
+    // The call ends by itself before the registrar's watchdog, so that its error says what happened.
+    timeoutMs: Math.round(cfg.registryTimeoutMs * 0.8),
+  });
   const from = [cfg.docker === 'off' ? undefined : `docker ${cfg.docker}`, cfg.servicesDir === undefined ? undefined : `services ${cfg.servicesDir}`].filter(Boolean).join(' + ');
   log.info(
     { event: 'start', docker: cfg.docker, servicesDir: cfg.servicesDir ?? null, registry: backend.description, hostname: cfg.hostname, ttl: cfg.ttl },
@@ -194,6 +206,7 @@ export async function startRegister(cfg: RegisterConfig, log: Logger): Promise<R
     ttlRefreshMs: cfg.ttl > 0 ? cfg.ttlRefresh * 1000 : 0,
     cleanup: cfg.cleanup,
     retryIntervalMs: cfg.retryInterval,
+    opTimeoutMs: cfg.registryTimeoutMs,
     // Retry at least every ttl/3 during an outage, so that registrations are renewed before their
     // TTL runs out once the registry answers again.
     maxRetryMs: cfg.ttl > 0 ? Math.min(30_000, Math.max(1000, (cfg.ttl * 1000) / 3)) : 30_000,
