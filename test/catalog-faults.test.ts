@@ -435,7 +435,8 @@ describe('etcd watches: cut connections, compaction, cleared event index, bad re
       await writer.put(keyOf('/cfr', 2)).value(value(2, 20002));
       await fetch(`${direct}/v2/keys${keyOf('/cfr2', 2)}`, { method: 'PUT', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: new URLSearchParams({ value: value(2, 20002) }).toString() });
       await waitFor('both changes', () => watches.every((w) => contentOf(w.catalog).length === 2), 5_000, 5);
-      await sleep(500);
+      // three periodic reads each (400 ms apart when the machine keeps up; a loaded one stretches the timer)
+      await waitFor('three full reads of each', () => raw3.stats.fullReads >= 3 && raw2.stats.fullReads >= 3, 10_000, 20);
       console.log(`PROBE etcd periodic full read every 400 ms over ~1.6 s: v3 ${raw3.stats.fullReads} full reads, v2 ${raw2.stats.fullReads}; snapshots emitted: v3 ${emitted[0]}, v2 ${emitted[1]} (the first and the one change)`);
       expect(raw3.stats.fullReads).toBeGreaterThanOrEqual(3);
       expect(raw2.stats.fullReads).toBeGreaterThanOrEqual(3);

@@ -42,7 +42,7 @@ const OVERLAP_SLACK_MS = 200;
 function maxConcurrent(reqs: LoggedRequest[]): number {
   const now = Date.now();
   const edges = reqs
-    .flatMap((r) => [[r.time, 1], [r.time + Math.max(0, (r.ms ?? now - r.time) - OVERLAP_SLACK_MS), -1]] as const)
+    .flatMap((r) => [[r.time, 1], [r.time + Math.max(1, (r.ms ?? now - r.time) - OVERLAP_SLACK_MS), -1]] as const)
     .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let open = 0;
   let max = 0;
