@@ -12,6 +12,8 @@ const ENGINE_B = process.env.HM_TEST_DOCKER_HOST ?? `unix://${STATE}/docker-b/do
 
 /** Integration tests on engine "a" (the host's default engine; the cluster tests use it as host 1). */
 const DOCKER_A = [
+  'test/register-etcd.test.ts',
+  'test/cli.test.ts',
   'test/faults-scale.test.ts',
   'test/faults-registry.test.ts',
   'test/register-consul.test.ts',
@@ -26,8 +28,6 @@ const DOCKER_A = [
 
 /** Integration tests on engine "b" (its own socket, bridge and data). */
 const DOCKER_B = [
-  'test/register-etcd.test.ts',
-  'test/cli.test.ts',
   'test/withdraw.test.ts',
   'test/render-safety.test.ts',
   'test/resilience.test.ts',
