@@ -33,6 +33,16 @@ function heapStats(): { committed: number; used: number } {
 export class HeapTrim {
   private timer?: NodeJS.Timeout;
   private collectFn?: () => void;
+  /**
+   * The slack the last collection left, lowered whenever the heap shrinks further. A full
+   * collection does not compact a fragmented old generation nor shrink a busy young one (under a
+   * proxy's traffic in `run`), so the slack can stay above the threshold after it: only a heap
+   * that grew by another threshold since is worth the next one, else a collection of no use
+   * would run every period.
+   */
+  private floor = 0;
+  /** The collector cannot be had in this runtime: no more tries. */
+  private unavailable = false;
   /** Collections made so far. */
   collections = 0;
 
@@ -49,12 +59,24 @@ export class HeapTrim {
 
   /** One look: collects when idle and the heap holds much more than it uses. */
   check(): boolean {
-    if (!this.opts.idle()) return false;
-    const { committed, used } = (this.opts.stats ?? heapStats)();
-    if (committed - used < (this.opts.slackBytes ?? 24 * 1024 * 1024)) return false;
-    this.collectFn ??= this.opts.collect ?? fullCollection();
-    this.collectFn();
+    if (this.unavailable || !this.opts.idle()) return false;
+    const stats = this.opts.stats ?? heapStats;
+    const { committed, used } = stats();
+    const slack = committed - used;
+    this.floor = Math.min(this.floor, slack);
+    if (slack - this.floor < (this.opts.slackBytes ?? 24 * 1024 * 1024)) return false;
+    try {
+      this.collectFn ??= this.opts.collect ?? fullCollection();
+      this.collectFn();
+    } catch {
+      // A runtime that refuses the flag or the collector: the heap is left to V8, the sidecar runs on.
+      this.unavailable = true;
+      this.stop();
+      return false;
+    }
     this.collections++;
+    const after = stats();
+    this.floor = Math.max(0, after.committed - after.used);
     return true;
   }
 }
