@@ -1,6 +1,6 @@
 import { EtcdLeaseInvalidError, EtcdPermissionDeniedError, GRPCInvalidArgumentError, GRPCResourceExhastedError, GRPCUnavailableError } from 'etcd3';
 import { describe, expect, it } from 'vitest';
-import { classifyEtcdError } from './etcd-backend.js';
+import { classifyEtcdError, keepaliveTryMs } from './etcd-backend.js';
 import { failureKind } from './types.js';
 
 const kind = (err: unknown) => failureKind(classifyEtcdError('etcd txn', err));
@@ -28,5 +28,18 @@ describe('classifyEtcdError', () => {
   it('an expired lease passes through for the backend to handle', () => {
     const err = new EtcdLeaseInvalidError('123');
     expect(classifyEtcdError('etcd txn', err)).toBe(err);
+  });
+});
+
+describe('keepaliveTryMs', () => {
+  it('a third of the TTL while another member is left, the whole call timeout for the last try and for a single endpoint', () => {
+    // One endpoint (the common case): nowhere else to go, so a slow keepalive is waited for.
+    expect(keepaliveTryMs(3, 1, 1)).toBe(5_000);
+    expect(keepaliveTryMs(30, 1, 1)).toBe(5_000);
+    // Three members: the first two tries are cut short so that a dead member costs little.
+    expect(keepaliveTryMs(3, 3, 1)).toBe(1_000);
+    expect(keepaliveTryMs(3, 3, 2)).toBe(1_000);
+    expect(keepaliveTryMs(1, 3, 1)).toBe(500);
+    expect(keepaliveTryMs(3, 3, 3)).toBe(5_000);
   });
 });

@@ -132,6 +132,18 @@ function dropIpServernameWarning(): void {
   }) as typeof process.emitWarning;
 }
 
+/**
+ * The deadline of a keepalive try: a third of the TTL while another member is left to try, so
+ * that a dead member costs little; the last try (the only one with a single endpoint) has the
+ * whole call timeout, as a keepalive had before tries moved between members: a slow etcd whose
+ * keepalives take longer than a third of the TTL still answers one in time, where cutting them
+ * short would fail every round (and reset the connection each time) with nowhere else to go.
+ */
+export function keepaliveTryMs(ttlS: number, endpoints: number, attempt: number): number {
+  if (attempt >= endpoints) return CALL_TIMEOUT_MS;
+  return Math.min(CALL_TIMEOUT_MS, Math.max(500, (ttlS * 1000) / 3));
+}
+
 export interface EtcdTarget {
   endpoints: string[];
   prefix: string;
@@ -278,8 +290,8 @@ export class EtcdBackend implements RegistryBackend {
    * out of the next pick for a moment (its circuit breaker opens).
    */
   private async keepalive(lease: Lease): Promise<void> {
-    const tryMs = Math.min(CALL_TIMEOUT_MS, Math.max(500, (this.opts.ttl * 1000) / 3));
     for (let attempt = 1; ; attempt++) {
+      const tryMs = keepaliveTryMs(this.opts.ttl, this.target.endpoints.length, attempt);
       try {
         await this.call('etcd lease keepalive', () => lease.keepaliveOnce({ deadline: Date.now() + tryMs }));
         return;
