@@ -5,14 +5,14 @@ import net from 'node:net';
 import { Writable } from 'node:stream';
 import { pino } from 'pino';
 import { Agent, WebSocket } from 'undici';
-import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CatalogWatch } from '../src/catalog/watch.js';
 import { metrics } from '../src/metrics/metrics.js';
 import { HEALTH_STATUSES, type HealthStatus, type ServiceInstance } from '../src/model/service-instance.js';
 import type { ProxyOptions } from '../src/proxy/context.js';
 import { ProxyServer } from '../src/proxy/proxy-server.js';
 import { createBackend } from '../src/registry/index.js';
-import { deadPort, get, stalledPort, startBackend, type Backend } from './support/proxy.js';
+import { deadPort, get, startBackend, type Backend } from './support/proxy.js';
 import { waitFor } from './support/wait.js';
 
 const REG = 'memory://proxy-server-test';
@@ -233,24 +233,6 @@ describe('resilience', () => {
     expect(p.logs.filter((l) => l.event === 'ejected').length).toBe(3);
   });
 
-  it('a connect timeout uses up a retry (each one costs the client --connect-timeout): with --retries 1, three stalled instances before a live one, the first GET gives up after two', async () => {
-    const live = await backend('stalled-live');
-    for (const x of ['a', 'b', 'c']) {
-      const s = await stalledPort();
-      onTestFinished(() => s.close());
-      await register('stalled', s.port, {}, 'passing', `t:stalled-${x}`);
-    }
-    await register('stalled', live.port, {}, 'passing', 't:stalled-z-live');
-    // Started after every registration: one table, its rotation starting at the first stalled instance.
-    const p = await startProxy({ retries: 1, connectTimeoutMs: 300 });
-    await routed(p, 'stalled.localhost', 4);
-    expect((await get(p.port, 'stalled.localhost')).status).toBe(502);
-    expect(live.hits).toBe(0);
-    expect(p.logs.filter((l) => l.event === 'ejected').length).toBe(2);
-    // The two that timed out are out of rotation: the next GETs meet at most the third.
-    for (let i = 0; i < 4; i++) expect(await get(p.port, 'stalled.localhost')).toMatchObject({ status: 200, body: 'stalled-live' });
-  });
-
   it('retries a GET whose connection was reset before any answer (a first reset may be a stale connection), but not a POST', async () => {
     const [a, b] = [await backend('reset-a'), await backend('reset-b')];
     await register('reset', a.port, {}, 'passing', 't:reset-a');
@@ -435,18 +417,6 @@ describe('websocket', () => {
     expect(messages[1]).toBe(`ws-echo: ${'x'.repeat(70_000)}`);
     ws.close();
     await dispatcher.close();
-  });
-
-  it('an upgrade meets refused connections as a request does: with --retries 1 and three dead instances before a live one, it reaches the live one', async () => {
-    const live = await backend('wsref-live');
-    for (const x of ['a', 'b', 'c']) await register('wsref', await deadPort(), {}, 'passing', `t:wsref-${x}-dead`);
-    await register('wsref', live.port, {}, 'passing', 't:wsref-z-live');
-    const p = await startProxy({ retries: 1 });
-    await routed(p, 'wsref.localhost', 4);
-    // A plain server answers the upgrade 200 without switching: it was reached.
-    const answer = await rawUpgrade(p.port, 'wsref.localhost');
-    expect(answer).toMatch(/^HTTP\/1\.1 200/);
-    expect(answer).toContain('wsref-live');
   });
 
   it('answers an upgrade for an unknown host with 404, and relays a refused upgrade', async () => {

@@ -4,7 +4,7 @@ import type { Dispatcher } from 'undici';
 import { metrics } from '../metrics/metrics.js';
 import { recordSuccess, type Upstream } from './balancer.js';
 import { reply, type ProxyContext } from './context.js';
-import { failureKind, isRefused, safeToRetry } from './failures.js';
+import { failureKind, safeToRetry } from './failures.js';
 import { stripResponseHeaders } from './headers.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
 import { BODY_TOO_LARGE, BodyReader, DEFAULT_MAX_BODY_BYTES, type RequestBody, ResponseSpool } from './spool.js';
@@ -118,13 +118,8 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
   private tried?: Set<Upstream>;
   private controller?: Dispatcher.DispatchController;
   private attempts = 0;
-  /**
-   * Attempts whose connection was refused: they never reached an instance and cost no time, so
-   * they use up no retry. Counted once per instance (by key: a table swap between attempts makes
-   * new Upstream objects, which `tried` does not recognise), so refusals alone cannot loop.
-   */
+  /** Attempts whose connection was refused: they never reached an instance, so they use up no retry (each instance is tried once). */
   private refused = 0;
-  private refusedKeys?: Set<string>;
   private status = 0;
   /** The head of a small response, held with its body until it is complete. */
   private head?: Head;
@@ -572,10 +567,7 @@ export class Exchange implements Dispatcher.DispatchHandler, SlotUser {
       return this.fail(502, `bad gateway: ${this.route.service} sent an answer that cannot be passed on\n`);
     }
     // A buffered body can go again whenever the method allows; a streamed one only if none of it went out.
-    if (kind === 'connect' && isRefused(err) && !(this.refusedKeys ??= new Set()).has(u.key)) {
-      this.refusedKeys.add(u.key);
-      this.refused++;
-    }
+    if (kind === 'connect') this.refused++;
     if ((kind === 'connect' || kind === 'reset') && this.attempts - this.refused <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', this.body?.consumed ?? false)) {
       // Resolve again against the table now: the route may have changed since the first attempt.
       const route = this.ctx.table().match(this.host, this.target.match);

@@ -23,15 +23,6 @@ export function failureKind(err: unknown): FailureKind {
   return 'other';
 }
 
-/**
- * The instance's host answered that nothing listens there: immediate, and the request never left.
- * Unlike a connect timeout (or an unreachable host, after ARP gives up), it costs the client
- * nothing to try another instance after it, so it uses up no retry.
- */
-export function isRefused(err: unknown): boolean {
-  return (err as { code?: string } | null)?.code === 'ECONNREFUSED';
-}
-
 /** A connect failure never reached the instance; a reset may have, so only idempotent requests go again. */
 export function safeToRetry(kind: FailureKind, method: string, bodyRead: boolean): boolean {
   if (bodyRead) return false;

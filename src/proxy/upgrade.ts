@@ -10,7 +10,7 @@ import type { Socket } from 'node:net';
 import { pipeline, type Duplex } from 'node:stream';
 import { recordSuccess, type Upstream } from './balancer.js';
 import { closeSoon, rawReply, type ProxyContext } from './context.js';
-import { failureKind, isRefused, safeToRetry } from './failures.js';
+import { failureKind, safeToRetry } from './failures.js';
 import type { CompiledRoute, RequestTarget } from './route-table.js';
 import { DEFAULT_BODY_TIMEOUT_MS } from './upstream-pools.js';
 
@@ -26,9 +26,6 @@ function codedError(code: string, message: string): Error {
 export class UpgradeExchange {
   private tried?: Set<Upstream>;
   private attempts = 0;
-  /** Refused connects, once per instance: they use up no retry, as in Exchange. */
-  private refused = 0;
-  private refusedKeys?: Set<string>;
   private pending?: http.ClientRequest;
   private clientClosed = false;
 
@@ -121,11 +118,7 @@ export class UpgradeExchange {
       if (this.clientClosed) return void this.ctx.count(route.service, 499);
       const kind = failureKind(err);
       const ejected = this.ctx.upstreamFailed(u, err, kind);
-      if (kind === 'connect' && isRefused(err) && !(this.refusedKeys ??= new Set()).has(u.key)) {
-        this.refusedKeys.add(u.key);
-        this.refused++;
-      }
-      if ((kind === 'connect' || kind === 'reset') && this.attempts - this.refused <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', false)) {
+      if ((kind === 'connect' || kind === 'reset') && this.attempts <= this.ctx.opts.retries && safeToRetry(kind, this.req.method ?? 'GET', false)) {
         const next = this.ctx.table().match(this.host, this.target.match);
         if (next) {
           if (kind === 'connect' || ejected) (this.tried ??= new Set()).add(u);

@@ -1,7 +1,6 @@
 // Real loopback servers and clients for the proxy tests: small HTTP backends that identify
 // themselves, a WebSocket echo server (RFC 6455 handshake and framing), a Host-aware HTTP client
 // and a bounded keep-alive load generator.
-import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
@@ -98,44 +97,6 @@ export async function deadPort(): Promise<number> {
   const port = (s.address() as AddressInfo).port;
   await new Promise<void>((r) => s.close(() => r()));
   return port;
-}
-
-/**
- * A loopback port whose connects time out: a listener in a stopped process (SIGSTOP) with its
- * accept queue filled, so that the kernel drops further SYNs, as a blackholed host would.
- */
-export async function stalledPort(): Promise<{ port: number; close(): Promise<void> }> {
-  const child = spawn(process.execPath, ['-e', "const s = require('net').createServer(); s.listen({ port: 0, host: '127.0.0.1', backlog: 1 }, () => console.log(s.address().port));"], { stdio: ['ignore', 'pipe', 'inherit'] });
-  const fillers: net.Socket[] = [];
-  const close = async () => {
-    for (const f of fillers) f.destroy();
-    if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGKILL');
-      await new Promise((r) => child.once('exit', r));
-    }
-  };
-  try {
-    const port = await new Promise<number>((resolve, reject) => {
-      child.stdout!.once('data', (d: Buffer) => resolve(Number(d.toString().trim())));
-      child.once('exit', (code) => reject(new Error(`stalled listener exited (${code})`)));
-    });
-    process.kill(child.pid!, 'SIGSTOP');
-    // Fill the accept queue until a connect no longer completes.
-    for (let i = 0; i < 16; i++) {
-      const sock = net.connect(port, '127.0.0.1');
-      sock.on('error', () => undefined);
-      fillers.push(sock);
-      const connected = await new Promise<boolean>((r) => {
-        const t = setTimeout(() => r(false), 300);
-        sock.once('connect', () => (clearTimeout(t), r(true)));
-      });
-      if (!connected) return { port, close };
-    }
-    throw new Error(`port ${port}: connects still complete with its listener stopped`);
-  } catch (err) {
-    await close();
-    throw err;
-  }
 }
 
 const WS_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
