@@ -696,11 +696,12 @@ describe('slow and stuck peers', () => {
 
 describe('waiting for a connection', () => {
   it('sends a request to an instance with a free connection rather than queue it behind a busy one, and caps the queue', async () => {
-    const slowA = await instance(0, (_req, res) => void setTimeout(() => res.end('A'), 800));
+    // A stays busy past the last request even on a loaded machine, so a request never waits for A to free up
+    const slowA = await instance(0, (_req, res) => void setTimeout(() => res.end('A'), 3000));
     const fastB = await instance(0, (_req, res) => void setTimeout(() => res.end('B'), 20));
     await register('roomy', slowA.port, 't:roomy-a');
     await register('roomy', fastB.port, 't:roomy-b');
-    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 1000 });
+    const p = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 6000 });
     await routed(p, 'roomy.localhost', 2);
     const t0 = Date.now();
     const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => sleep(i * 60).then(() => get(p.port, 'roomy.localhost', '/'))));
@@ -708,14 +709,14 @@ describe('waiting for a connection', () => {
     expect(slowA.hits).toBe(1);
     expect(answers.map((a) => a.status)).toEqual(Array(6).fill(200));
     // One instance, one connection: 1 running + 4 waiting; the sixth is answered 503 at once.
-    const lone = await instance(0, (_req, res) => void setTimeout(() => res.end('L'), 500));
+    const lone = await instance(0, (_req, res) => void setTimeout(() => res.end('L'), 2000));
     await register('lone', lone.port, 't:lone-1');
-    const q = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 5000 });
+    const q = await startProxy({ maxConnectionsPerInstance: 1, responseTimeoutMs: 15000 });
     await routed(q, 'lone.localhost', 1);
     const loneAnswers = await Promise.all(Array.from({ length: 6 }, () => get(q.port, 'lone.localhost', '/')));
     const statuses = loneAnswers.map((a) => a.status).sort();
     expect(statuses).toEqual([200, 200, 200, 200, 200, 503]);
-    console.log(`PROBE limit 1, A answers in 800 ms, B in 20 ms, response timeout 1000 ms, 6 GETs 60 ms apart → ${answers.map((a) => a.status).join(',')} (A ${slowA.hits}, B ${fastB.hits}) in ${ms} ms; one instance, limit 1, 6 concurrent → ${statuses.join(',')}`);
+    console.log(`PROBE limit 1, A answers in 3000 ms, B in 20 ms, response timeout 6000 ms, 6 GETs 60 ms apart → ${answers.map((a) => a.status).join(',')} (A ${slowA.hits}, B ${fastB.hits}) in ${ms} ms; one instance, limit 1, 6 concurrent → ${statuses.join(',')}`);
   });
 
   it('sends a request waiting on an instance that left the table to the instances there now, at once', async () => {
