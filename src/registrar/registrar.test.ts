@@ -891,32 +891,38 @@ describe('Registrar: cost', () => {
   });
 });
 
+/** A started registrar on a memory backend that refuses every registration with `cause` while it is set; its error lines. */
+async function refusingRegistrar(initialCause: string) {
+  const { pino } = await import('pino');
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
+  const store = new MemoryStore();
+  const refusal: { cause: string | undefined } = { cause: initialCause };
+  class Refusing extends MemoryBackend {
+    override async register(s: ServiceInstance): Promise<void> {
+      if (refusal.cause) throw new RefusedError(`PUT /agent/service/register?replace-existing-checks=true: ${refusal.cause}`, 403);
+      return super.register(s);
+    }
+  }
+  const registrar = new Registrar(new Refusing(store, 'x', { ttl: 30 }), { hostname: HOST, ttlRefreshMs: 0, cleanup: false, retryIntervalMs: 20, maxRetryMs: 100, log });
+  running.push(registrar);
+  registrar.start();
+  registrar.complete();
+  const errors = () => lines.filter((l) => l.level >= 50).map((l) => l.msg);
+  return { registrar, store, lines, refusal, errors };
+}
+
 describe('Registrar: refusals in the log', () => {
   it('one cause refusing every id (a wrong password, a token without its policy) is one error line, not one per id or retry; the next distinct cause is another', async () => {
-    const { pino } = await import('pino');
-    const lines: { level: number; msg: string }[] = [];
-    const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
-    const store = new MemoryStore();
-    let cause: string | undefined = '403 ACL not found';
-    class Refusing extends MemoryBackend {
-      override async register(s: ServiceInstance): Promise<void> {
-        if (cause) throw new RefusedError(`PUT /agent/service/register?replace-existing-checks=true: ${cause}`, 403);
-        return super.register(s);
-      }
-    }
-    const registrar = new Registrar(new Refusing(store, 'x', { ttl: 30 }), { hostname: HOST, ttlRefreshMs: 0, cleanup: false, retryIntervalMs: 20, maxRetryMs: 100, log });
-    running.push(registrar);
-    registrar.start();
-    registrar.complete();
+    const { registrar, store, lines, refusal, errors } = await refusingRegistrar('403 ACL not found');
     registrar.set('c', [instance('web1'), instance('api1'), instance('db1')]);
     await sleep(600);
-    const errors = () => lines.filter((l) => l.level >= 50).map((l) => l.msg);
     expect(errors()).toHaveLength(1);
     expect(errors()[0]).toContain('403 ACL not found');
-    cause = '403 Permission denied: Missing service:write on web';
+    refusal.cause = '403 Permission denied: Missing service:write on web';
     await sleep(600);
     expect(errors()).toHaveLength(2);
-    cause = undefined;
+    refusal.cause = undefined;
     await waitFor('all registered', () => store.list().length === 3);
     expect(lines.some((l) => l.msg.includes('accepts requests again'))).toBe(true);
   });
@@ -924,32 +930,17 @@ describe('Registrar: refusals in the log', () => {
 
 describe('Registrar: refusals in the log after the refused id is gone', () => {
   it('a cause logged for a container that went away before it was accepted is logged again when it refuses another id later', async () => {
-    const { pino } = await import('pino');
-    const lines: { level: number; msg: string }[] = [];
-    const log = pino({ level: 'debug' }, { write: (s: string) => void lines.push(JSON.parse(s) as { level: number; msg: string }) });
-    const store = new MemoryStore();
-    let cause: string | undefined = '403 Permission denied: Missing service:write';
-    class Refusing extends MemoryBackend {
-      override async register(s: ServiceInstance): Promise<void> {
-        if (cause) throw new RefusedError(`PUT /agent/service/register?replace-existing-checks=true: ${cause}`, 403);
-        return super.register(s);
-      }
-    }
-    const registrar = new Registrar(new Refusing(store, 'x', { ttl: 30 }), { hostname: HOST, ttlRefreshMs: 0, cleanup: false, retryIntervalMs: 20, maxRetryMs: 100, log });
-    running.push(registrar);
-    registrar.start();
-    registrar.complete();
-    const errors = () => lines.filter((l) => l.level >= 50).map((l) => l.msg);
+    const { registrar, store, refusal, errors } = await refusingRegistrar('403 Permission denied: Missing service:write');
     registrar.set('a', [instance('web1')]);
     await waitFor('the refusal logged', () => errors().length === 1);
     // The refused container stops before the registry ever accepted it.
     registrar.set('a', []);
     await sleep(300);
-    cause = undefined;
+    refusal.cause = undefined;
     registrar.set('b', [instance('api1')]);
     await waitFor('api1 registered', () => store.list().length === 1);
     // Later the same refusal comes back for another container: a new incident, a new line.
-    cause = '403 Permission denied: Missing service:write';
+    refusal.cause = '403 Permission denied: Missing service:write';
     registrar.set('c', [instance('db1')]);
     await waitFor('the new refusal logged', () => errors().length === 2);
   });
